@@ -1,0 +1,341 @@
+//! Handlers: the user's code. [`StreamHandler`] for connections,
+//! [`DatagramHandler`] for datagrams, and [`Handler`], the one trait the
+//! server loop drives, implemented for both.
+//!
+//! Both handler traits follow Python's `BaseRequestHandler`: `setup`, then
+//! `handle`, then `finish`, where `finish` runs whenever `setup` succeeded,
+//! even if `handle` failed or panicked (Python's `try/finally`). Server-level
+//! hooks that Python puts on the server class (`verify_request`,
+//! `handle_error`, `handle_timeout`, `service_actions`) are default methods
+//! here, so one value carries all of a server's behaviour and its shared
+//! state (`&self` is shared by every request, across threads).
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::{Address, DatagramRequest, StreamRequest};
+
+/// Why a request failed: the handler returned an error, or it panicked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// `setup`, `handle` or `finish` returned this error (or flushing the
+    /// reply failed).
+    Io(io::Error),
+    /// The handler panicked with this message. The panic was caught: the
+    /// connection is closed, the server keeps serving.
+    Panic(String),
+}
+
+impl RequestError {
+    /// Whether this is the peer going away (reset, broken pipe, EOF in the
+    /// middle of a message): routine for a server, logged at debug level by
+    /// the default `handle_error`.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, RequestError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        ))
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Io(e) => write!(f, "{e}"),
+            RequestError::Panic(msg) => write!(f, "handler panicked: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::Io(e) => Some(e),
+            RequestError::Panic(_) => None,
+        }
+    }
+}
+
+/// The default `handle_error`: logs through `log` with the peer address;
+/// disconnects at debug level, everything else at error level.
+pub fn log_request_error(peer: &Address, error: &RequestError) {
+    if error.is_disconnect() {
+        log::debug!("request from {peer}: {error}");
+    } else {
+        log::error!("error handling request from {peer}: {error}");
+    }
+}
+
+/// Handles connections (TCP, Unix stream). Python: `StreamRequestHandler`.
+///
+/// Implement [`handle`](Self::handle); the other methods have defaults. A
+/// closure `Fn(&mut StreamRequest) -> io::Result<()>` is a `StreamHandler`
+/// too.
+///
+/// ```
+/// use socketserver::{Address, StreamHandler, StreamRequest, ThreadingTcpServer};
+/// use std::io::{self, BufRead, Write};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// /// Numbers each line it echoes; the counter is shared by all connections.
+/// struct Numbered { lines: AtomicUsize }
+///
+/// impl StreamHandler for Numbered {
+///     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+///         let mut line = String::new();
+///         while req.read_line(&mut line)? > 0 {
+///             let n = self.lines.fetch_add(1, Ordering::Relaxed);
+///             write!(req, "{n}: {line}")?;
+///             line.clear();
+///         }
+///         Ok(())
+///     }
+///     fn verify_request(&self, peer: &Address) -> bool {
+///         peer.is_local() // loopback clients only
+///     }
+/// }
+///
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", Numbered { lines: AtomicUsize::new(0) })?;
+/// # Ok::<(), io::Error>(())
+/// ```
+pub trait StreamHandler: Send + Sync + 'static {
+    /// Runs before `handle`. If it fails, neither `handle` nor `finish` run.
+    fn setup(&self, _req: &mut StreamRequest) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Serves the connection. Returning closes it (after `finish`).
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()>;
+
+    /// Runs after `handle`, even when `handle` failed or panicked. Buffered
+    /// output is flushed after it.
+    fn finish(&self, _req: &mut StreamRequest) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Decides, before any handler code runs, whether to serve this peer;
+    /// `false` closes the connection at once. Default: `true`.
+    fn verify_request(&self, _peer: &Address) -> bool {
+        true
+    }
+
+    /// Called when a request failed or panicked. Default:
+    /// [`log_request_error`].
+    fn handle_error(&self, peer: &Address, error: &RequestError) {
+        log_request_error(peer, error)
+    }
+
+    /// Called by `handle_request` when its timeout passes with no request.
+    fn handle_timeout(&self) {}
+
+    /// Called by the server loop after each wake-up (and every
+    /// `service_interval` if one is set). Python: `service_actions`.
+    fn service_actions(&self) {}
+}
+
+/// Handles datagrams (UDP, Unix datagram). Python: `DatagramRequestHandler`.
+///
+/// A closure `Fn(&mut DatagramRequest) -> io::Result<()>` is a
+/// `DatagramHandler` too. What was written to
+/// [`DatagramRequest::wfile`] is sent back after `finish`, as in Python.
+///
+/// ```
+/// use socketserver::{DatagramHandler, DatagramRequest, UdpServer};
+/// use std::io::{self, Write};
+///
+/// struct Upper;
+///
+/// impl DatagramHandler for Upper {
+///     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
+///         let upper = req.data().to_ascii_uppercase();
+///         req.wfile().write_all(&upper)
+///     }
+/// }
+///
+/// let server = UdpServer::bind("127.0.0.1:0", Upper)?;
+/// # Ok::<(), io::Error>(())
+/// ```
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// Runs before `handle`. If it fails, neither `handle` nor `finish` run.
+    fn setup(&self, _req: &mut DatagramRequest) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Serves one datagram.
+    fn handle(&self, req: &mut DatagramRequest) -> io::Result<()>;
+
+    /// Runs after `handle`, even when `handle` failed or panicked. The
+    /// `wfile` reply is sent after it.
+    fn finish(&self, _req: &mut DatagramRequest) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Decides whether to serve a datagram from this peer; `false` drops it.
+    fn verify_request(&self, _peer: &Address) -> bool {
+        true
+    }
+
+    /// Called when a request failed or panicked, or a datagram was dropped
+    /// (e.g. larger than `max_datagram_size`). Default: [`log_request_error`].
+    fn handle_error(&self, peer: &Address, error: &RequestError) {
+        log_request_error(peer, error)
+    }
+
+    /// Called by `handle_request` when its timeout passes with no request.
+    fn handle_timeout(&self) {}
+
+    /// Called by the server loop after each wake-up (and every
+    /// `service_interval` if one is set).
+    fn service_actions(&self) {}
+}
+
+impl<F> StreamHandler for F
+where
+    F: Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        self(req)
+    }
+}
+
+impl<F> DatagramHandler for F
+where
+    F: Fn(&mut DatagramRequest) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
+        self(req)
+    }
+}
+
+/// What the server loop needs from a handler for requests of type `R`.
+///
+/// Implemented for every [`StreamHandler`] (with `R` = [`StreamRequest`]) and
+/// every [`DatagramHandler`] (with `R` = [`DatagramRequest`]); implement one
+/// of those, not this. The method names differ from theirs so that both can
+/// be in scope.
+pub trait Handler<R>: Send + Sync + 'static {
+    /// Runs the whole request: setup, handle, finish, the final flush or
+    /// reply; catches panics; reports failures through `report_error`.
+    /// Returns whether everything succeeded.
+    fn serve_request(&self, req: R) -> bool;
+    /// `verify_request`.
+    fn verify(&self, peer: &Address) -> bool;
+    /// `handle_error`.
+    fn report_error(&self, peer: &Address, error: &RequestError);
+    /// `handle_timeout`.
+    fn timed_out(&self);
+    /// `service_actions`.
+    fn service(&self);
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Runs `f`, turning an error or a panic into a [`RequestError`].
+fn guarded<R>(req: &mut R, f: impl FnOnce(&mut R) -> io::Result<()>) -> Result<(), RequestError> {
+    match catch_unwind(AssertUnwindSafe(|| f(req))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RequestError::Io(e)),
+        Err(payload) => Err(RequestError::Panic(panic_message(&*payload))),
+    }
+}
+
+/// The life of one request, shared by both handler kinds: setup; then handle
+/// and finish (finish always); then `complete` (flush or reply) if all went
+/// well. Every failure is reported; returns whether there was none.
+fn run_request<R>(
+    req: &mut R,
+    peer: impl Fn(&R) -> &Address,
+    report: impl Fn(&Address, &RequestError),
+    setup: impl FnOnce(&mut R) -> io::Result<()>,
+    handle: impl FnOnce(&mut R) -> io::Result<()>,
+    finish: impl FnOnce(&mut R) -> io::Result<()>,
+    complete: impl FnOnce(&mut R) -> io::Result<()>,
+) -> bool {
+    if let Err(e) = guarded(req, setup) {
+        report(peer(req), &e);
+        return false;
+    }
+    let handled = guarded(req, handle);
+    let finished = guarded(req, finish);
+    let mut ok = true;
+    for result in [handled, finished] {
+        if let Err(e) = result {
+            report(peer(req), &e);
+            ok = false;
+        }
+    }
+    if ok {
+        if let Err(e) = guarded(req, complete) {
+            report(peer(req), &e);
+            ok = false;
+        }
+    }
+    ok
+}
+
+impl<H: StreamHandler> Handler<StreamRequest> for H {
+    fn serve_request(&self, mut req: StreamRequest) -> bool {
+        use std::io::Write;
+        run_request(
+            &mut req,
+            |r| r.peer_addr(),
+            |p, e| self.handle_error(p, e),
+            |r| self.setup(r),
+            |r| self.handle(r),
+            |r| self.finish(r),
+            |r| r.flush(),
+        )
+    }
+    fn verify(&self, peer: &Address) -> bool {
+        self.verify_request(peer)
+    }
+    fn report_error(&self, peer: &Address, error: &RequestError) {
+        self.handle_error(peer, error)
+    }
+    fn timed_out(&self) {
+        self.handle_timeout()
+    }
+    fn service(&self) {
+        self.service_actions()
+    }
+}
+
+impl<H: DatagramHandler> Handler<DatagramRequest> for H {
+    fn serve_request(&self, mut req: DatagramRequest) -> bool {
+        run_request(
+            &mut req,
+            |r| r.peer_addr(),
+            |p, e| self.handle_error(p, e),
+            |r| self.setup(r),
+            |r| self.handle(r),
+            |r| self.finish(r),
+            |r| r.send_pending(),
+        )
+    }
+    fn verify(&self, peer: &Address) -> bool {
+        self.verify_request(peer)
+    }
+    fn report_error(&self, peer: &Address, error: &RequestError) {
+        self.handle_error(peer, error)
+    }
+    fn timed_out(&self) {
+        self.handle_timeout()
+    }
+    fn service(&self) {
+        self.service_actions()
+    }
+}

@@ -1,0 +1,97 @@
+//! # socketserver
+//!
+//! Python's [`socketserver`](https://docs.python.org/3/library/socketserver.html)
+//! for Rust: you write a handler; the server owns the socket, the loop, the
+//! concurrency, errors and shutdown.
+//!
+//! ```
+//! use socketserver::{StreamRequest, ThreadingTcpServer};
+//! use std::io::{BufRead, Write};
+//!
+//! let server = ThreadingTcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+//!     let mut line = String::new();
+//!     while req.rfile().read_line(&mut line)? > 0 {
+//!         req.wfile().write_all(line.to_uppercase().as_bytes())?;
+//!         line.clear();
+//!     }
+//!     Ok(())
+//! })?;
+//! println!("listening on {}", server.url());
+//! # server.shutdown(); // so that the doctest ends
+//! server.serve_forever()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! A server is three parts, each swappable on its own:
+//!
+//! * a **transport** ([`transport`]): TCP, UDP, Unix stream, Unix datagram;
+//!   IPv4 and IPv6;
+//! * a **strategy** ([`strategy`]): [`Synchronous`], [`Threading`] (a thread
+//!   per connection), [`Pool`] (N workers), [`Forking`] (a process per
+//!   connection);
+//! * a **handler**: a [`StreamHandler`] or a [`DatagramHandler`] (or a
+//!   closure), with Python's `setup` / `handle` / `finish` and the server
+//!   hooks `verify_request`, `handle_error`, `handle_timeout`,
+//!   `service_actions`.
+//!
+//! Changing the strategy is one line: `ThreadingTcpServer::bind` becomes
+//! `ForkingTcpServer::bind`, or `Server::builder().strategy(Pool::new(8))`.
+//!
+//! ## Python → Rust
+//!
+//! | Python | Rust |
+//! |---|---|
+//! | `BaseServer` | [`Server<T, S, H>`](Server) |
+//! | `TCPServer`, `UDPServer`, `UnixStreamServer`, `UnixDatagramServer` | [`TcpServer`], [`UdpServer`], [`UnixStreamServer`], [`UnixDatagramServer`] |
+//! | `ThreadingTCPServer`, `ForkingUDPServer`, ... | [`ThreadingTcpServer`], [`ForkingUdpServer`], ... ([`aliases`]) |
+//! | `ThreadingMixIn`, `ForkingMixIn` | [`Threading`], [`Forking`] (and [`Pool`]) |
+//! | `BaseRequestHandler`, `StreamRequestHandler`, `DatagramRequestHandler` | [`StreamHandler`], [`DatagramHandler`] |
+//! | `self.request`, `self.client_address` | [`StreamRequest::stream`], [`StreamRequest::peer_addr`] |
+//! | `self.rfile`, `self.wfile` | [`StreamRequest::rfile`], [`StreamRequest::wfile`] (buffered, auto-flushed) |
+//! | `serve_forever()`, `handle_request()` | [`Server::serve_forever`], [`Server::handle_request`] |
+//! | `shutdown()` (from another thread only) | [`ShutdownHandle::shutdown`] (from anywhere, also a handler; never blocks) |
+//! | `server_close()`, `with server:` | [`Server::server_close`], `Drop` |
+//! | `verify_request`, `handle_error`, `handle_timeout`, `service_actions` | methods of the handler traits |
+//! | `allow_reuse_address`, `allow_reuse_port`, `request_queue_size`, `timeout` | [`Builder`] options (better defaults) |
+//! | `daemon_threads`, `block_on_close` | [`Threading::daemon_threads`], [`Threading::block_on_close`] |
+//! | `max_children` | [`Forking::max_children`] |
+//!
+//! ## Where it differs from Python, on purpose
+//!
+//! * `shutdown` is immediate: the loop waits on its socket and a wake-up fd
+//!   together, instead of waking every 0.5 s to check a flag.
+//! * A handler that panics costs its connection, not the server; the panic is
+//!   logged with the peer's address.
+//! * Accept errors such as running out of file descriptors are logged and
+//!   retried with backoff instead of spinning or being ignored.
+//! * Datagrams up to 65,507 bytes are received whole (Python: 8,192), and a
+//!   larger one is reported, not silently truncated.
+//! * `SO_REUSEADDR` is on, the listen backlog is `SOMAXCONN` (Python: 5),
+//!   `TCP_NODELAY` is on.
+//!
+//! Logging goes through the [`log`](https://docs.rs/log) crate; nothing is
+//! printed by the library.
+
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod address;
+pub mod aliases;
+mod error;
+mod handler;
+mod request;
+mod server;
+mod shutdown;
+pub mod strategy;
+mod sys;
+pub mod transport;
+
+pub use address::{Address, AddressParseError};
+pub use aliases::*;
+pub use error::Error;
+pub use handler::{log_request_error, DatagramHandler, Handler, RequestError, StreamHandler};
+pub use request::{Conn, DatagramRequest, DatagramSocket, Peer, StreamRequest};
+pub use server::{Builder, Server};
+pub use shutdown::ShutdownHandle;
+pub use strategy::{Forking, Job, Pool, Strategy, Synchronous, Threading};
+pub use transport::Transport;

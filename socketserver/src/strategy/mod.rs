@@ -1,0 +1,188 @@
+//! Strategies: how one request runs. Swap one for another in one line; the
+//! handler does not change.
+//!
+//! | strategy | a request runs | Python |
+//! |---|---|---|
+//! | [`Synchronous`] | inline, in the server loop, one at a time | `TCPServer` |
+//! | [`Threading`] | on a new thread | `ThreadingMixIn` |
+//! | [`Pool`] | on one of N long-lived worker threads | (none) |
+//! | [`Forking`] | in a child process | `ForkingMixIn` |
+//!
+//! A strategy gets a [`Job`] (the request, bound to its handler) and must run
+//! it exactly once, or drop it (which closes the connection).
+
+mod forking;
+mod pool;
+mod synchronous;
+mod threading;
+
+pub use forking::Forking;
+pub use pool::Pool;
+pub use synchronous::Synchronous;
+pub use threading::Threading;
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Address, ShutdownHandle};
+
+/// One request bound to its handler, ready to run anywhere.
+pub struct Job {
+    peer: Address,
+    run: Box<dyn FnOnce() -> bool + Send>,
+}
+
+impl Job {
+    /// A job for a request from `peer`; `run` returns whether the request
+    /// succeeded.
+    pub fn new(peer: Address, run: impl FnOnce() -> bool + Send + 'static) -> Job {
+        Job {
+            peer,
+            run: Box::new(run),
+        }
+    }
+
+    /// Who the request is from.
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Runs the request (handler panics are already caught inside); returns
+    /// whether it succeeded.
+    pub fn run(self) -> bool {
+        (self.run)()
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job").field("peer", &self.peer).finish()
+    }
+}
+
+/// How requests run. Implemented by [`Synchronous`], [`Threading`],
+/// [`Pool`] and [`Forking`]; implement it for a strategy of your own.
+pub trait Strategy: Send + Sync + 'static {
+    /// Runs `job` (now, on a thread, in a child...). An error means the job
+    /// could not be started; it has been dropped and its connection closed.
+    /// `shutdown` lets a strategy that has to wait (a full queue, too many
+    /// children) give up when the server is asked to stop.
+    fn execute(&self, job: Job, shutdown: &ShutdownHandle) -> io::Result<()>;
+
+    /// Housekeeping after each wake-up of the server loop (e.g. reaping
+    /// children).
+    fn service(&self) {}
+
+    /// The longest the server loop may sleep before `service` must run
+    /// again (`None`: until the next event).
+    fn next_wakeup(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Called when the server closes: wait for running requests as the
+    /// strategy's policy says.
+    fn close(&self) {}
+
+    /// Requests running now.
+    fn active(&self) -> usize {
+        0
+    }
+
+    /// A short name: `synchronous`, `threading`, `pool`, `forking`.
+    fn name(&self) -> &'static str;
+}
+
+impl Strategy for Box<dyn Strategy> {
+    fn execute(&self, job: Job, shutdown: &ShutdownHandle) -> io::Result<()> {
+        (**self).execute(job, shutdown)
+    }
+    fn service(&self) {
+        (**self).service()
+    }
+    fn next_wakeup(&self) -> Option<Duration> {
+        (**self).next_wakeup()
+    }
+    fn close(&self) {
+        (**self).close()
+    }
+    fn active(&self) -> usize {
+        (**self).active()
+    }
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+/// The names [`from_name`] accepts.
+pub const NAMES: [&str; 4] = ["synchronous", "threading", "pool", "forking"];
+
+/// A strategy with default settings chosen by name at run time (for
+/// command lines): one of [`NAMES`].
+///
+/// ```
+/// let s = socketserver::strategy::from_name("threading").unwrap();
+/// assert_eq!(s.name(), "threading");
+/// assert!(socketserver::strategy::from_name("greenlets").is_err());
+/// ```
+pub fn from_name(name: &str) -> io::Result<Box<dyn Strategy>> {
+    Ok(match name {
+        "synchronous" | "sync" => Box::new(Synchronous),
+        "threading" | "threads" => Box::new(Threading::new()),
+        "pool" => Box::new(Pool::default()),
+        "forking" | "fork" => Box::new(Forking::new()),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "unknown strategy {name:?}: expected one of {}",
+                    NAMES.join(", ")
+                ),
+            ))
+        }
+    })
+}
+
+/// A count of running requests that can be waited on until it drops to 0.
+#[derive(Debug, Default)]
+pub(crate) struct ActiveCount {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl ActiveCount {
+    pub(crate) fn get(&self) -> usize {
+        *self.count.lock()
+    }
+
+    pub(crate) fn increment(&self) {
+        *self.count.lock() += 1;
+    }
+
+    pub(crate) fn decrement(&self) {
+        let mut c = self.count.lock();
+        *c -= 1;
+        if *c == 0 {
+            self.zero.notify_all();
+        }
+    }
+
+    /// Waits until the count is 0.
+    pub(crate) fn wait_zero(&self) {
+        let mut c = self.count.lock();
+        while *c > 0 {
+            self.zero.wait(&mut c);
+        }
+    }
+}
+
+/// Decrements an [`ActiveCount`] when dropped, also during a panic.
+pub(crate) struct ActiveGuard<'a>(pub(crate) &'a ActiveCount);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.decrement()
+    }
+}

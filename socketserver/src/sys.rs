@@ -1,0 +1,180 @@
+//! The only module with `unsafe`: thin wrappers over the OS calls the standard
+//! library does not offer (poll, fork, waitpid, _exit, signal dispositions,
+//! resource limits). Each wrapper is safe to call; each `unsafe` block says why
+//! it is sound.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// Which of the descriptors passed to [`poll`] are ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// The first descriptor (the socket) is readable or has an error.
+    pub(crate) socket: bool,
+    /// The second descriptor (the wake-up socket) is readable.
+    pub(crate) wake: bool,
+}
+
+fn poll_timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        // Round up so that a 0.4 ms timeout does not become a busy loop.
+        Some(d) => d
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(libc::c_int::MAX as u128) as libc::c_int,
+    }
+}
+
+/// Waits until `socket` is readable or `wake` is readable, or `timeout` passes
+/// (`None` = no timeout). `EINTR` is reported as an empty [`Ready`].
+pub(crate) fn poll_read(
+    socket: Option<BorrowedFd<'_>>,
+    wake: BorrowedFd<'_>,
+    timeout: Option<Duration>,
+) -> io::Result<Ready> {
+    let mut fds = [
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            // A negative fd is ignored by poll(2).
+            fd: socket.map_or(-1, |s| s.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid, initialised array of two pollfd structs that
+    // lives for the whole call; the length passed matches the array.
+    let n = unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            poll_timeout_ms(timeout),
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(Ready::default());
+        }
+        return Err(err);
+    }
+    let hit = |p: &libc::pollfd| {
+        p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+    };
+    Ok(Ready {
+        wake: hit(&fds[0]),
+        socket: hit(&fds[1]),
+    })
+}
+
+/// Waits until `fd` is writable (or has an error), at most `timeout`.
+/// Returns `false` on timeout.
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is one valid pollfd that outlives the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, poll_timeout_ms(Some(timeout))) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The result of [`fork`].
+pub(crate) enum Fork {
+    /// We are the parent; the child has this pid.
+    Parent(libc::pid_t),
+    /// We are the child.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// The child is a copy of this process with only the calling thread. It must
+/// confine itself to what is safe after fork in a multi-threaded program and
+/// leave through [`exit_immediately`]; see the `Forking` strategy docs.
+pub(crate) fn fork() -> io::Result<Fork> {
+    // SAFETY: fork has no memory-safety preconditions of its own. The hazards
+    // of forking a multi-threaded process (locks held by threads that do not
+    // exist in the child) are documented on `Forking`, detected by
+    // `thread_count`, and the child never returns into the caller's stack
+    // frames beyond the request it runs: it ends in `_exit`.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid)),
+    }
+}
+
+/// `_exit(2)`: ends the process at once, without running destructors, atexit
+/// handlers or flushing stdio buffers inherited from the parent.
+pub(crate) fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildExit {
+    /// It called exit with this status.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// `waitpid(pid, WNOHANG)` (or blocking when `block`): `Ok(None)` while the
+/// child is still running.
+pub(crate) fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<ChildExit>> {
+    let mut status: libc::c_int = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the duration of the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r > 0 {
+            let exit = if libc::WIFSIGNALED(status) {
+                ChildExit::Signal(libc::WTERMSIG(status))
+            } else {
+                ChildExit::Code(libc::WEXITSTATUS(status))
+            };
+            return Ok(Some(exit));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Restores the default disposition of SIGINT and SIGTERM (used in forked
+/// children of a server whose parent installed shutdown-on-signal handlers, so
+/// that ^C still ends a child).
+pub(crate) fn reset_signal_dispositions() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: SIG_DFL is a valid disposition for these catchable signals;
+        // `signal` only changes process state and touches no memory of ours.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Number of threads in this process (from /proc/self/task), if known.
+pub(crate) fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}

@@ -1,0 +1,194 @@
+//! Transports: the listening side of TCP, UDP, Unix stream and Unix datagram
+//! sockets, built with `socket2` and the defaults a server wants.
+//!
+//! | transport | request | scheme |
+//! |---|---|---|
+//! | [`Tcp`] | [`StreamRequest`](crate::StreamRequest) | `tcp` |
+//! | [`Udp`] | [`DatagramRequest`](crate::DatagramRequest) | `udp` |
+//! | [`Unix`] | [`StreamRequest`](crate::StreamRequest) | `unix` |
+//! | [`Unixgram`] | [`DatagramRequest`](crate::DatagramRequest) | `unixgram` |
+//!
+//! Sockets are made non-blocking (the server waits with `poll(2)` on the
+//! socket and its wake-up fd together) and close-on-exec; accepted
+//! connections are blocking, which is what handler code expects.
+
+mod tcp;
+mod udp;
+mod unix;
+
+pub use tcp::Tcp;
+pub use udp::Udp;
+pub use unix::{Unix, Unixgram};
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::{Address, ShutdownHandle};
+
+/// Socket options a transport is built with; set through
+/// [`Builder`](crate::Builder).
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    /// `SO_REUSEADDR` (default `true`): restart at once while old
+    /// connections sit in TIME_WAIT. Python: `allow_reuse_address`.
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT` (default `false`): several processes share one port and
+    /// the kernel spreads connections. Python: `allow_reuse_port`.
+    pub reuse_port: bool,
+    /// `listen(2)` backlog (default `SOMAXCONN`). Python:
+    /// `request_queue_size` (5 there).
+    pub backlog: i32,
+    /// `TCP_NODELAY` on accepted connections (default `true`): small replies
+    /// go out at once instead of waiting for Nagle's algorithm.
+    pub nodelay: bool,
+    /// `IPV6_V6ONLY` for IPv6 listeners; `None` keeps the OS default (dual
+    /// stack on Linux).
+    pub only_v6: Option<bool>,
+    /// Largest datagram accepted whole (default 65,507, the IPv4 UDP
+    /// maximum). A larger one is dropped and reported, never truncated.
+    pub max_datagram_size: usize,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            reuse_address: true,
+            reuse_port: false,
+            backlog: libc::SOMAXCONN,
+            nodelay: true,
+            only_v6: None,
+            max_datagram_size: 65_507,
+        }
+    }
+}
+
+/// One listening socket the server can serve. Implemented by [`Tcp`],
+/// [`Udp`], [`Unix`] and [`Unixgram`]; the trait is sealed.
+pub trait Transport: sealed::Source + Send + Sync + 'static {
+    /// The address the socket is bound to (the real port when bound to 0).
+    fn address(&self) -> &Address;
+
+    /// The URL scheme: `tcp`, `udp`, `unix` or `unixgram`.
+    fn scheme(&self) -> &'static str;
+}
+
+pub(crate) use sealed::{Next, Source};
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// What taking one request off the socket gave.
+    pub enum Next<R> {
+        /// A request to serve.
+        Request(R),
+        /// Nothing pending (the socket would block).
+        Empty,
+        /// Something arrived and was dropped (e.g. an oversized datagram).
+        Rejected(Address, io::Error),
+    }
+
+    /// The server loop's view of a transport.
+    pub trait Source {
+        /// What one request is for this transport:
+        /// [`StreamRequest`](crate::StreamRequest) or
+        /// [`DatagramRequest`](crate::DatagramRequest).
+        type Request: crate::Peer + Send + 'static;
+        /// The fd to wait on for readability.
+        fn fd(&self) -> BorrowedFd<'_>;
+        /// Size of the receive buffer the loop must pass to `next` (0 for
+        /// stream transports).
+        fn buffer_size(&self) -> usize;
+        /// Takes one request without blocking.
+        fn next(
+            &self,
+            buf: &mut [u8],
+            shutdown: &ShutdownHandle,
+        ) -> io::Result<Next<Self::Request>>;
+        /// Releases what outlives the socket (a Unix socket file).
+        fn cleanup(&mut self) {}
+    }
+}
+
+/// Calls `bind` with each address `addrs` resolves to and returns the first
+/// success, or the last error.
+pub(crate) fn bind_first<T>(
+    addrs: impl std::net::ToSocketAddrs,
+    scheme: &str,
+    bind: impl Fn(std::net::SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for addr in addrs.to_socket_addrs()? {
+        match bind(addr) {
+            Ok(t) => return Ok(t),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bind {scheme}: the address resolved to nothing"),
+        )
+    }))
+}
+
+/// Creates an IP socket of `ty` for `addr` with the address-reuse and IPv6
+/// options of `opts`; returns it with `SCHEME://ADDR` for error messages.
+pub(crate) fn inet_socket(
+    addr: std::net::SocketAddr,
+    ty: socket2::Type,
+    proto: socket2::Protocol,
+    opts: &SocketOptions,
+) -> io::Result<(socket2::Socket, String)> {
+    use crate::error::at;
+    let scheme = if ty == socket2::Type::STREAM {
+        "tcp"
+    } else {
+        "udp"
+    };
+    let target = format!("{scheme}://{addr}");
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(proto))
+        .map_err(at("socket", &target))?;
+    socket
+        .set_reuse_address(opts.reuse_address)
+        .map_err(at("setsockopt SO_REUSEADDR", &target))?;
+    if opts.reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(at("setsockopt SO_REUSEPORT", &target))?;
+    }
+    if let (std::net::SocketAddr::V6(_), Some(only)) = (addr, opts.only_v6) {
+        socket
+            .set_only_v6(only)
+            .map_err(at("setsockopt IPV6_V6ONLY", &target))?;
+    }
+    Ok((socket, target))
+}
+
+/// Receives one datagram into `buf` (which is `max + 1` bytes, so that a
+/// larger datagram shows as `max + 1` bytes instead of being silently cut).
+pub(crate) fn next_datagram(
+    socket: &std::sync::Arc<crate::DatagramSocket>,
+    buf: &mut [u8],
+    shutdown: &ShutdownHandle,
+) -> io::Result<Next<crate::DatagramRequest>> {
+    let max = buf.len() - 1;
+    match socket.recv_from(buf) {
+        Ok((n, peer)) if n > max => Ok(Next::Rejected(
+            peer.clone(),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "datagram from {peer} is larger than max_datagram_size ({max} bytes): dropped"
+                ),
+            ),
+        )),
+        Ok((n, peer)) => Ok(Next::Request(crate::DatagramRequest::new(
+            buf[..n].to_vec(),
+            peer,
+            socket.clone(),
+            shutdown.clone(),
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Next::Empty),
+        Err(e) => Err(e),
+    }
+}

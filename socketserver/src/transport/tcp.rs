@@ -1,0 +1,93 @@
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use socket2::{Protocol, Type};
+
+use super::{Next, SocketOptions, Source, Transport};
+use crate::error::at;
+use crate::{Address, Conn, ShutdownHandle, StreamRequest};
+
+/// A listening TCP socket (IPv4 or IPv6).
+#[derive(Debug)]
+pub struct Tcp {
+    listener: TcpListener,
+    address: Address,
+    nodelay: bool,
+}
+
+impl Tcp {
+    /// Binds and listens on the first of `addrs` that works, with `opts`.
+    /// Errors name the operation and address, e.g.
+    /// `bind tcp://127.0.0.1:80: Permission denied`.
+    pub fn bind(addrs: impl ToSocketAddrs, opts: &SocketOptions) -> io::Result<Tcp> {
+        super::bind_first(addrs, "tcp", |addr| Self::bind_one(addr, opts))
+    }
+
+    fn bind_one(addr: SocketAddr, opts: &SocketOptions) -> io::Result<Tcp> {
+        let (socket, target) = super::inet_socket(addr, Type::STREAM, Protocol::TCP, opts)?;
+        socket.bind(&addr.into()).map_err(at("bind", &target))?;
+        socket.listen(opts.backlog).map_err(at("listen", &target))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(at("set_nonblocking", &target))?;
+        Tcp::from_std_with(socket.into(), opts.nodelay)
+    }
+
+    /// Serves an already listening socket (e.g. inherited from a parent
+    /// process or systemd). It is made non-blocking.
+    pub fn from_std(listener: TcpListener) -> io::Result<Tcp> {
+        Tcp::from_std_with(listener, true)
+    }
+
+    fn from_std_with(listener: TcpListener, nodelay: bool) -> io::Result<Tcp> {
+        listener.set_nonblocking(true)?;
+        let address = Address::Inet(listener.local_addr()?);
+        Ok(Tcp {
+            listener,
+            address,
+            nodelay,
+        })
+    }
+
+    /// The listening socket.
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+}
+
+impl Transport for Tcp {
+    fn address(&self) -> &Address {
+        &self.address
+    }
+    fn scheme(&self) -> &'static str {
+        "tcp"
+    }
+}
+
+impl Source for Tcp {
+    type Request = StreamRequest;
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+    fn buffer_size(&self) -> usize {
+        0
+    }
+    fn next(&self, _buf: &mut [u8], shutdown: &ShutdownHandle) -> io::Result<Next<StreamRequest>> {
+        match self.listener.accept() {
+            Ok((stream, peer)) => {
+                if self.nodelay {
+                    // Best effort: a connection reset already is noticed by the handler.
+                    let _ = stream.set_nodelay(true);
+                }
+                Ok(Next::Request(StreamRequest::new(
+                    Conn::Tcp(stream),
+                    Address::Inet(peer),
+                    shutdown.clone(),
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Next::Empty),
+            Err(e) => Err(e),
+        }
+    }
+}
