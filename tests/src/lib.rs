@@ -1,1 +1,309 @@
-pub fn x() {}
+//! Helpers shared by the integration tests: deadlines on every wait, loopback
+//! clients with timeouts, a running-server guard, a log capture, and /proc
+//! counters (fds, threads, zombies).
+//!
+//! Every blocking wait in a test goes through one of these, so a bug fails a
+//! test after a few seconds instead of hanging the suite.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use socketserver::{Address, Handler, Server, ShutdownHandle, Strategy, Transport};
+
+/// The default deadline for one blocking step of a test.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `f` on a thread and returns its result, or panics naming `what` if
+/// it takes longer than `limit`.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name(format!("deadline: {what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn");
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no result within {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+/// Polls `cond` every 5 ms until it is true; panics naming `what` after
+/// `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "{what}: not true within {limit:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A TCP client with 5 s read and write timeouts.
+pub fn tcp_client(addr: &Address) -> TcpStream {
+    let a = addr.as_inet().expect("an IP address");
+    let s = TcpStream::connect_timeout(&a, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {a}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// A Unix stream client with 5 s timeouts.
+pub fn unix_client(addr: &Address) -> UnixStream {
+    let p = addr.as_path().expect("a Unix path");
+    let s = UnixStream::connect(p).unwrap_or_else(|e| panic!("connect {}: {e}", p.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// A UDP client bound to the loopback of `server`'s family, connected to
+/// it, with 5 s timeouts.
+pub fn udp_client(server: &Address) -> UdpSocket {
+    let a = server.as_inet().expect("an IP address");
+    let local: SocketAddr = if a.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()
+    .unwrap();
+    let s = UdpSocket::bind(local).unwrap();
+    s.connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// A Unix datagram client bound to its own path in `dir` (so the server can
+/// reply), connected to `server`, with 5 s timeouts.
+pub fn unixgram_client(server: &Address, dir: &Path, name: &str) -> UnixDatagram {
+    let s = UnixDatagram::bind(dir.join(name)).unwrap();
+    s.connect(server.as_path().expect("a Unix path")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends `msg` on a stream and reads exactly as many bytes back.
+pub fn stream_roundtrip(mut s: impl Read + Write, msg: &[u8]) -> io::Result<Vec<u8>> {
+    s.write_all(msg)?;
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
+/// A server running `serve_forever` on its own thread. Stopping it (or
+/// dropping the guard) shuts it down with a deadline.
+pub struct Running {
+    /// The bound address.
+    pub address: Address,
+    /// Its shutdown handle.
+    pub handle: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// Starts `server.serve_forever()` on a thread; the server is closed
+    /// (dropped) on that thread when the loop returns.
+    pub fn start<T, S, H>(server: Server<T, S, H>) -> Running
+    where
+        T: Transport,
+        S: Strategy,
+        H: Handler<T::Request>,
+    {
+        let address = server.server_address().clone();
+        let handle = server.shutdown_handle();
+        let thread = thread::Builder::new()
+            .name("serve_forever".into())
+            .spawn(move || {
+                let r = server.serve_forever();
+                drop(server);
+                r
+            })
+            .unwrap();
+        Running {
+            address,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts down and waits (at most `DEADLINE`) until `serve_forever` has
+    /// returned and the server is closed; returns how long that took.
+    pub fn stop(mut self) -> Duration {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Duration {
+        let Some(thread) = self.thread.take() else {
+            return Duration::ZERO;
+        };
+        let start = Instant::now();
+        self.handle.shutdown();
+        let end = start + DEADLINE;
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < end,
+                "server at {} did not stop within {DEADLINE:?}",
+                self.address
+            );
+            thread::sleep(Duration::from_micros(200));
+        }
+        let took = start.elapsed();
+        thread
+            .join()
+            .expect("serve_forever panicked")
+            .expect("serve_forever failed");
+        took
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            self.stop_inner();
+        } else if self.thread.is_some() {
+            self.handle.shutdown();
+        }
+    }
+}
+
+/// A fresh, empty directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates it; `tag` ends up in the name.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ss-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Open file descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// (pid, state) of every child process of `parent` (from /proc/*/stat);
+/// state `'Z'` is a zombie.
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Format: pid (comm) state ppid ...; comm may hold spaces and parens.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Log records captured by [`LogCapture`].
+static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+struct CaptureLogger;
+
+impl log::Log for CaptureLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        RECORDS
+            .lock()
+            .push((record.level(), record.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
+/// Captures every `log` record of the process (installed once per test
+/// binary). Tests look for the messages they caused, by content.
+pub struct LogCapture;
+
+impl LogCapture {
+    /// Installs the capturing logger (idempotent).
+    pub fn install() -> LogCapture {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            log::set_logger(&CaptureLogger).expect("another logger is installed");
+            log::set_max_level(log::LevelFilter::Debug);
+        });
+        LogCapture
+    }
+
+    /// Captured records at `level` whose text contains every one of `parts`.
+    pub fn find(&self, level: log::Level, parts: &[&str]) -> Vec<String> {
+        RECORDS
+            .lock()
+            .iter()
+            .filter(|(l, m)| *l == level && parts.iter().all(|p| m.contains(p)))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Waits (up to `DEADLINE`) until a record matching `level` and `parts`
+    /// exists; returns it.
+    pub fn wait_for(&self, level: log::Level, parts: &[&str]) -> String {
+        let mut found = None;
+        wait_until(
+            DEADLINE,
+            &format!("a {level} log containing {parts:?}"),
+            || {
+                found = self.find(level, parts).into_iter().next();
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+}
