@@ -105,6 +105,17 @@ pub fn stream_roundtrip(mut s: impl Read + Write, msg: &[u8]) -> io::Result<Vec<
     Ok(back)
 }
 
+/// An echo stream handler: `req.echo()`.
+pub fn echo_stream(req: &mut socketserver::StreamRequest) -> io::Result<()> {
+    req.echo().map(drop)
+}
+
+/// An echo datagram handler: replies with the payload.
+pub fn echo_datagram(req: &mut socketserver::DatagramRequest) -> io::Result<()> {
+    let data = req.take_data();
+    req.reply(&data)
+}
+
 /// A server running `serve_forever` on its own thread. Stopping it (or
 /// dropping the guard) shuts it down with a deadline.
 pub struct Running {
@@ -145,6 +156,30 @@ impl Running {
     /// returned and the server is closed; returns how long that took.
     pub fn stop(mut self) -> Duration {
         self.stop_inner()
+    }
+
+    /// Whether `serve_forever` has returned and the server is closed.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, |t| t.is_finished())
+    }
+
+    /// Waits, without asking for shutdown, until `serve_forever` returns on
+    /// its own (e.g. a handler shut the server down) and the server is
+    /// closed; panics after `limit`. Returns `serve_forever`'s result.
+    pub fn wait(mut self, limit: Duration) -> io::Result<()> {
+        let thread = self.thread.take().expect("still running");
+        let end = Instant::now() + limit;
+        while !thread.is_finished() {
+            if Instant::now() >= end {
+                self.handle.shutdown();
+                panic!(
+                    "server at {} did not stop by itself within {limit:?}",
+                    self.address
+                );
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        thread.join().expect("serve_forever panicked")
     }
 
     fn stop_inner(&mut self) -> Duration {
