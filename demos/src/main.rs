@@ -1,1 +1,342 @@
-fn main() {}
+//! `demos`: the socketserver demos behind one command line (DESIGN.md
+//! section 6). See `demos --help`, and `docs/demos.md` for sessions.
+
+use std::io::{self, BufReader};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use socketserver::{Address, Server};
+
+use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
+use demos::common::{
+    datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
+    DEFAULT_LISTEN,
+};
+use demos::echo::{self, Echo};
+use demos::showcase;
+
+/// Programs built on socketserver: an echo server, a chat room (TCP and
+/// UDP), their clients, and a showcase that runs and checks them all.
+#[derive(Debug, Parser)]
+#[command(
+    name = "demos",
+    version,
+    propagate_version = true,
+    after_help = "\
+EXAMPLES:
+    demos showcase
+    demos echo serve --listen 127.0.0.1:7000 --udp 127.0.0.1:7000 --strategy pool
+    demos echo client --connect 127.0.0.1:7000 hello world
+    demos chat serve --listen 127.0.0.1:7001 --udp 127.0.0.1:7002
+    demos chat client --connect 127.0.0.1:7001 --nick alice
+
+ADDRESSES:
+    HOST:PORT (IPv4 or a host name), [V6]:PORT, or unix:PATH. Port 0 picks a free
+    port; servers print the real one. Servers listen on 127.0.0.1:0 unless told
+    otherwise.
+
+SERVERS:
+    The first lines a server prints on stdout are one `listening on SCHEME://ADDR`
+    per socket (scheme tcp, udp, unix or unixgram). SIGINT or SIGTERM stops it:
+    it stops accepting, lets running requests finish for up to --drain-secs
+    (1 s), cuts the rest and exits 0. Logs go to stderr; set RUST_LOG (e.g.
+    RUST_LOG=debug) to see more or less. See docs/demos.md for sessions."
+)]
+struct Cli {
+    #[command(subcommand)]
+    demo: Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum Demo {
+    /// Echo: TCP echoes bytes back as they arrive, UDP each datagram.
+    #[command(subcommand)]
+    Echo(EchoCmd),
+    /// Chat: a TCP room and a UDP relay, both line based.
+    #[command(subcommand)]
+    Chat(ChatCmd),
+    /// Start every demo on loopback in this process, drive it with real
+    /// clients, and report (exit status 0 only if every check passed).
+    #[command(after_help = "\
+Runs echo over TCP and UDP under each strategy (forking in a child process:
+`demos echo serve --strategy forking`), a TCP chat with three members talking
+at once while a fourth never reads, and a UDP chat with three peers. Each
+check prints one line with its time; the whole run takes a few seconds.
+
+EXAMPLE:
+    cargo run --release -p demos -- showcase")]
+    Showcase,
+}
+
+#[derive(Debug, Subcommand)]
+enum EchoCmd {
+    /// Run an echo server (TCP, and UDP with --udp).
+    #[command(after_help = "\
+Every strategy works: synchronous serves one connection at a time; threading
+a thread per connection; pool a fixed set of workers (--workers); forking a
+child process per connection (or datagram).
+
+EXAMPLES:
+    demos echo serve
+    demos echo serve --listen 127.0.0.1:7000 --udp 127.0.0.1:7000 --upper
+    demos echo serve --listen unix:/tmp/echo.sock --strategy forking")]
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Send ASCII letters back uppercased, as in the seeds' examples.
+        #[arg(long)]
+        upper: bool,
+    },
+    /// Send messages to an echo server and print the replies.
+    #[command(after_help = "\
+Each MESSAGE (or, with none, each line of stdin) goes out as one line (TCP) or
+one datagram (--udp); each reply is printed on a line of its own. The exit
+status is 1, with a one-line error, if the server cannot be reached or does not
+answer within --timeout.
+
+EXAMPLES:
+    demos echo client --connect 127.0.0.1:7000 hello 'hello again'
+    printf 'one\\ntwo\\n' | demos echo client --connect 127.0.0.1:7000 --udp")]
+    Client {
+        /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+        connect: Address,
+        /// Talk to the server's UDP (or Unix datagram) socket.
+        #[arg(long)]
+        udp: bool,
+        /// Seconds to wait for the connection and for each reply.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+        /// Messages to send (default: the lines of stdin).
+        message: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChatCmd {
+    /// Run a chat server: a TCP room, and with --udp a UDP relay.
+    #[command(after_help = "\
+TCP protocol: the first line is your nickname (one word; a taken, empty or
+too long one gets a `* ` line saying why and you may send another). Then each
+line goes to every other member as `nick: text`; joins and leaves are
+announced as `* ` lines; /who lists the members, /quit leaves. Lines over 4096
+bytes are refused. A member that stops reading is dropped once --outbox lines
+wait for it, so it never slows the room.
+
+UDP protocol: send `/nick NAME` first; each later datagram goes to every other
+peer as `NAME: text`; /who and /quit work too; peers silent for --idle-secs
+are forgotten.
+
+STRATEGIES: the TCP room needs every member served at once in one process:
+threading (default) or pool (at most --workers members at a time).
+synchronous (one member at a time) and forking (each member alone in its own
+process) are refused. The UDP side defaults to synchronous; threading and pool
+work too; forking is refused.
+
+EXAMPLES:
+    demos chat serve --listen 127.0.0.1:7001
+    demos chat serve --listen 127.0.0.1:7001 --udp 127.0.0.1:7002 --strategy pool")]
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Lines that may wait for one TCP member before it is dropped.
+        #[arg(long, value_name = "LINES", default_value_t = 256)]
+        outbox: usize,
+        /// Seconds of silence after which a UDP peer is forgotten.
+        #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+        idle_secs: f64,
+    },
+    /// Join a chat: prints what the room says, sends what you type.
+    #[command(after_help = "\
+Type a line and press Enter to send it; /who lists the members, /quit (or
+end of input, ^D) leaves. The exit status is 1, with a one-line error, if the
+server cannot be reached or refuses the nickname.
+
+EXAMPLES:
+    demos chat client --connect 127.0.0.1:7001 --nick alice
+    demos chat client --connect 127.0.0.1:7002 --nick bob --udp")]
+    Client {
+        /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+        connect: Address,
+        /// Your nickname: one word, at most 32 bytes.
+        #[arg(long, value_name = "NAME")]
+        nick: String,
+        /// Join the UDP (or Unix datagram) chat instead of the TCP room.
+        #[arg(long)]
+        udp: bool,
+        /// Seconds to wait for the server when joining and leaving.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+    },
+}
+
+/// Options every server takes.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
+    listen: Address,
+    /// Also serve datagrams: HOST:PORT (UDP) or unix:PATH (Unix datagram).
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    udp: Option<Address>,
+    /// How each connection is served [default: threading].
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    strategy: Option<StrategyName>,
+    /// How each datagram is served [default: echo: as --strategy; chat:
+    /// synchronous].
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    udp_strategy: Option<StrategyName>,
+    /// Worker threads of the pool strategy [default: 16, or 2 per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Seconds running requests get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    drain_secs: f64,
+}
+
+impl ServerArgs {
+    fn drain(&self) -> Duration {
+        secs(self.drain_secs)
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::from_secs(1))
+}
+
+/// A failure: the message and the exit status.
+struct Failure(String, u8);
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match &cli.demo {
+        Demo::Echo(EchoCmd::Serve { .. }) | Demo::Chat(ChatCmd::Serve { .. }) => "info",
+        // The showcase makes servers drop members and cut connections on
+        // purpose; its report says what happened.
+        Demo::Showcase => "error",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    match run(cli.demo) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            eprintln!("demos: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(demo: Demo) -> Result<(), Failure> {
+    match demo {
+        Demo::Echo(EchoCmd::Serve { server, upper }) => {
+            let tcp = server.strategy.unwrap_or(StrategyName::Threading);
+            let udp = server.udp_strategy.unwrap_or(tcp);
+            let handler = Echo { upper };
+            let mut services = vec![stream_service(
+                Server::builder().strategy(tcp.build(server.workers)),
+                &server.listen,
+                handler,
+                None,
+            )?];
+            if let Some(addr) = &server.udp {
+                let builder = Server::builder().strategy(udp.build(server.workers));
+                services.push(datagram_service(builder, addr, handler)?);
+            }
+            serve(services, server.drain())
+        }
+        Demo::Echo(EchoCmd::Client {
+            connect,
+            udp,
+            timeout,
+            message,
+        }) => {
+            let mut stdin = io::stdin().lock();
+            let mut stdout = io::stdout().lock();
+            echo::client(
+                &connect,
+                udp,
+                &message,
+                &mut stdin,
+                &mut stdout,
+                secs(timeout),
+            )?;
+            Ok(())
+        }
+        Demo::Chat(ChatCmd::Serve {
+            server,
+            outbox,
+            idle_secs,
+        }) => {
+            let tcp = server.strategy.unwrap_or(StrategyName::Threading);
+            let udp = server.udp_strategy.unwrap_or(StrategyName::Synchronous);
+            if let Some(why) = chat::tcp_strategy_problem(tcp) {
+                return Err(Failure(format!("chat serve --strategy {tcp}: {why}"), 2));
+            }
+            if let (Some(_), Some(why)) = (&server.udp, chat::udp_strategy_problem(udp)) {
+                return Err(Failure(
+                    format!("chat serve --udp-strategy {udp}: {why}"),
+                    2,
+                ));
+            }
+            let room = Room::new(RoomConfig {
+                outbox: outbox.max(2),
+                ..RoomConfig::default()
+            });
+            let closer = room.clone();
+            let mut services = vec![stream_service(
+                Server::builder().strategy(tcp.build(server.workers)),
+                &server.listen,
+                room,
+                Some(Box::new(move || closer.close())),
+            )?];
+            if let Some(addr) = &server.udp {
+                let idle = secs(idle_secs);
+                let builder = Server::builder()
+                    .strategy(udp.build(server.workers))
+                    .service_interval(Some(
+                        idle.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+                    ));
+                let relay = UdpRoom::new(UdpRoomConfig {
+                    idle,
+                    ..UdpRoomConfig::default()
+                });
+                services.push(datagram_service(builder, addr, relay)?);
+            }
+            serve(services, server.drain())
+        }
+        Demo::Chat(ChatCmd::Client {
+            connect,
+            nick,
+            udp,
+            timeout,
+        }) => {
+            let input = Box::new(BufReader::new(io::stdin()));
+            let mut stdout = io::stdout().lock();
+            chat::client::run(&connect, &nick, udp, input, &mut stdout, secs(timeout))?;
+            Ok(())
+        }
+        Demo::Showcase => {
+            let options = showcase::Options {
+                exe: std::env::current_exe().ok(),
+            };
+            let ok = showcase::run(&options, &mut io::stdout().lock())?;
+            if ok {
+                Ok(())
+            } else {
+                Err(Failure("showcase: some checks failed".into(), 1))
+            }
+        }
+    }
+}
+
+fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<(), Failure> {
+    serve_all(services, drain).map_err(Failure::from)
+}

@@ -1,0 +1,210 @@
+//! Chat: a TCP room ([`Room`]) and the seeds' UDP "QQ" chat made
+//! multi-user ([`UdpRoom`]), with their clients ([`client`]).
+//!
+//! Both speak lines of text (DESIGN.md section 5):
+//!
+//! * **TCP**: the first line is the nickname; an empty, duplicate,
+//!   over-long or malformed one gets a `* ` line saying why and the server
+//!   asks again. Each later line goes to every *other* member as
+//!   `nick: text`; joins and leaves are announced as `* ` lines; `/who`
+//!   lists the members on one line, `/quit` leaves.
+//! * **UDP**: the datagram `/nick NAME` registers the sender's address;
+//!   each later datagram is relayed to every other registered peer as
+//!   `NAME: text`. `/who` and `/quit` work as over TCP.
+//!
+//! Lines longer than [`MAX_LINE`] bytes are refused (not sent), invalid
+//! UTF-8 is replaced by U+FFFD and control characters by `?`, so no member
+//! can send escape sequences to another's terminal.
+//!
+//! # Strategies
+//!
+//! A chat room is state shared by every member, so it needs every member
+//! served at the same time *in one process*: `threading` (default) and
+//! `pool` (at most `--workers` members at once; later ones wait for a free
+//! worker) can host it. `synchronous` serves one connection at a time (the
+//! first member would block everyone else until it left) and `forking`
+//! gives each member its own process with its own copy of the room (nobody
+//! would ever see anybody else): both are refused with an explanation. The
+//! UDP room handles one datagram at a time, so `synchronous` is its natural
+//! strategy (default); `threading` and `pool` work too (messages from one
+//! sender may then be relayed out of order); `forking` would update the
+//! peer table in a child that exits at once, and is refused.
+
+pub mod client;
+mod tcp;
+mod udp;
+
+pub use tcp::{Room, RoomConfig};
+pub use udp::{UdpRoom, UdpRoomConfig};
+
+use std::io::{self, BufRead};
+
+use crate::common::StrategyName;
+
+/// Longest line (TCP) or message (UDP) accepted, in bytes, without the
+/// line end.
+pub const MAX_LINE: usize = 4096;
+
+/// Longest nickname, in bytes.
+pub const MAX_NICK: usize = 32;
+
+/// Why `strategy` cannot host a TCP chat room, if it cannot.
+pub fn tcp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
+    match strategy {
+        StrategyName::Synchronous => Some(
+            "synchronous serves one connection at a time, so the first chat member would \
+             block everyone else until it left; use threading or pool",
+        ),
+        StrategyName::Forking => Some(
+            "forking serves each member in its own process with its own copy of the room, \
+             so members would never see each other; use threading or pool",
+        ),
+        StrategyName::Threading | StrategyName::Pool => None,
+    }
+}
+
+/// Why `strategy` cannot host a UDP chat room, if it cannot.
+pub fn udp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
+    match strategy {
+        StrategyName::Forking => Some(
+            "forking handles each datagram in a child process, so a /nick would register \
+             the peer in a copy of the peer table that vanishes with the child; use \
+             synchronous (the default), threading or pool",
+        ),
+        _ => None,
+    }
+}
+
+/// One line read from a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A line, without its line end, invalid UTF-8 replaced, control
+    /// characters replaced.
+    Text(String),
+    /// A line longer than the cap; it was read and discarded.
+    TooLong,
+    /// The peer closed its side.
+    Eof,
+}
+
+/// Reads one line of at most `max` bytes (without `\n` or `\r\n`); a longer
+/// one is consumed up to its end and reported as [`Line::TooLong`], so
+/// memory stays bounded whatever the peer sends. A last line without `\n`
+/// before EOF counts as a line.
+pub fn read_line_capped(r: &mut impl BufRead, max: usize) -> io::Result<Line> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = r.fill_buf()?;
+        if available.is_empty() {
+            if !any {
+                return Ok(Line::Eof);
+            }
+            break;
+        }
+        any = true;
+        let (chunk, used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        if !too_long {
+            if line.len() + chunk.len() > max + 1 {
+                // (+1: a `\r` before the `\n` does not count.)
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        r.consume(used);
+        if done {
+            break;
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if too_long || line.len() > max {
+        return Ok(Line::TooLong);
+    }
+    Ok(Line::Text(clean(&line)))
+}
+
+/// Text safe to show on another member's terminal: invalid UTF-8 becomes
+/// U+FFFD, control characters (other than tab) become `?`.
+pub fn clean(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect()
+}
+
+/// Checks a nickname; the error is the reason, for a `* ` line.
+pub fn check_nick(nick: &str) -> Result<(), String> {
+    if nick.is_empty() {
+        return Err("nickname must not be empty".into());
+    }
+    if nick.len() > MAX_NICK {
+        return Err(format!("nickname too long (at most {MAX_NICK} bytes)"));
+    }
+    if nick.starts_with(['/', '*'])
+        || nick.contains(|c: char| c.is_whitespace() || matches!(c, ':' | '?' | '\u{fffd}'))
+    {
+        return Err(
+            "nickname must be one word of text, without ':' or '?', not starting with '/' or '*'"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether two nicknames count as the same (case-insensitive, so that
+/// `Alice` cannot pass for `alice`).
+pub fn same_nick(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Vec<Line> {
+        let mut r = io::BufReader::with_capacity(7, input);
+        let mut out = Vec::new();
+        loop {
+            let l = read_line_capped(&mut r, max).unwrap();
+            out.push(l.clone());
+            if l == Line::Eof {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn capped_lines() {
+        use Line::*;
+        let t = |s: &str| Text(s.to_owned());
+        assert_eq!(
+            lines(b"hi\r\nthere\n\nlast", 8),
+            [t("hi"), t("there"), t(""), t("last"), Eof]
+        );
+        assert_eq!(lines(b"0123456789abcdef\nok\n", 8), [TooLong, t("ok"), Eof]);
+        assert_eq!(
+            lines(b"12345678\n123456789\n", 8),
+            [t("12345678"), TooLong, Eof]
+        );
+        assert_eq!(lines(b"12345678\r\n", 8), [t("12345678"), Eof]);
+        assert_eq!(lines(b"a\xffb\x1b[31m\n", 64), [t("a\u{fffd}b?[31m"), Eof]);
+    }
+
+    #[test]
+    fn nicknames() {
+        assert!(check_nick("alice").is_ok());
+        assert!(check_nick("émile").is_ok());
+        for bad in ["", "a b", "/who", "*x", "a:b", &"x".repeat(MAX_NICK + 1)] {
+            assert!(check_nick(bad).is_err(), "{bad:?}");
+        }
+        assert!(same_nick("Alice", "alice"));
+    }
+}

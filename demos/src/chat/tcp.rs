@@ -1,0 +1,372 @@
+//! The TCP chat room: one [`Room`] value shared by every connection.
+//!
+//! Each member's connection is served by the server's strategy (a thread,
+//! or a pool worker) that reads the member's lines; what the member
+//! receives goes through a bounded outbox drained by a writer thread of its
+//! own. Broadcasting only `try_send`s into outboxes, under one lock, so
+//! every member sees messages in the same order and a slow or stuck member
+//! never blocks the room: when its outbox is full, it is dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
+use socketserver::{Address, Conn, StreamHandler, StreamRequest};
+
+use super::{check_nick, read_line_capped, same_nick, Line, MAX_LINE};
+
+/// Settings of a [`Room`].
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Longest line accepted, in bytes (default [`MAX_LINE`]).
+    pub max_line: usize,
+    /// Lines that may wait for one member before it is dropped as too slow
+    /// (default 256).
+    pub outbox: usize,
+    /// Nicknames a connection may try before it is closed (default 5).
+    pub nick_attempts: usize,
+    /// How long a leaving member's writer may take to send what is still
+    /// queued for it before the connection is cut (default 2 s).
+    pub linger: Duration,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            max_line: MAX_LINE,
+            outbox: 256,
+            nick_attempts: 5,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A chat room: the [`StreamHandler`] of the chat server. Cloning gives
+/// another handle to the same room (for [`close`](Room::close) after the
+/// server stops).
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    config: RoomConfig,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every connection being served, joined or not (to cut them on close).
+    conns: HashMap<u64, Conn>,
+    /// The members, in the order they joined.
+    members: BTreeMap<u64, Member>,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Member {
+    nick: String,
+    peer: Address,
+    outbox: Sender<Arc<str>>,
+}
+
+impl StreamHandler for Room {
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        let peer = req.peer_addr().clone();
+        log::info!("chat: {peer} connected");
+        let Some(registered) = self.register(req)? else {
+            return Ok(());
+        };
+        let Some(me) = self.join(req, registered.id)? else {
+            log::info!("chat: {peer} left without joining");
+            return Ok(());
+        };
+        log::info!("chat: {peer} joined as {}", me.nick);
+        loop {
+            match read_line_capped(req, self.inner.config.max_line)? {
+                Line::Eof => break,
+                Line::TooLong => me.tell(&format!(
+                    "* line too long (over {} bytes), not sent",
+                    self.inner.config.max_line
+                )),
+                Line::Text(text) => match text.as_str() {
+                    "" => {}
+                    "/quit" => {
+                        me.tell("* bye");
+                        break;
+                    }
+                    "/who" => me.tell(&self.who()),
+                    cmd if cmd.starts_with('/') => {
+                        me.tell(&format!("* unknown command {cmd}; try /who or /quit"))
+                    }
+                    _ => self.broadcast(Some(me.id), &format!("{}: {text}", me.nick)),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Room {
+    /// An empty room.
+    pub fn new(config: RoomConfig) -> Room {
+        Room {
+            inner: Arc::new(Inner {
+                config,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The nicknames of the members, in the order they joined.
+    pub fn members(&self) -> Vec<String> {
+        let state = self.inner.state.lock();
+        state.members.values().map(|m| m.nick.clone()).collect()
+    }
+
+    /// How many members were dropped because their outbox overflowed.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Closes the room (for server shutdown): tells every member
+    /// `* server is shutting down`, refuses new members, and shuts down the
+    /// read side of every connection so that each handler sees the end of
+    /// its input, lets its writer send what is queued, and returns.
+    pub fn close(&self) {
+        let mut state = self.inner.state.lock();
+        state.closing = true;
+        self.deliver(&mut state, None, "* server is shutting down");
+        for conn in state.conns.values() {
+            let _ = conn.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// `* members (N): a, b, c`.
+    fn who(&self) -> String {
+        let names = self.members();
+        format!("* members ({}): {}", names.len(), names.join(", "))
+    }
+
+    /// Sends `line` to every member but `except`.
+    fn broadcast(&self, except: Option<u64>, line: &str) {
+        let mut state = self.inner.state.lock();
+        self.deliver(&mut state, except, line);
+    }
+
+    /// Queues `line` for every member but `except`, without blocking; drops
+    /// members whose outbox is full.
+    fn deliver(&self, state: &mut State, except: Option<u64>, line: &str) {
+        let msg: Arc<str> = format!("{line}\n").into();
+        let full: Vec<u64> = state
+            .members
+            .iter()
+            .filter(|(&id, _)| Some(id) != except)
+            .filter(|(_, m)| matches!(m.outbox.try_send(msg.clone()), Err(TrySendError::Full(_))))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in full {
+            self.drop_member(state, id);
+        }
+    }
+
+    /// Removes a member that does not read: its connection is shut down
+    /// (which ends its handler and its writer) and the others are told.
+    fn drop_member(&self, state: &mut State, id: u64) {
+        let Some(m) = state.members.remove(&id) else {
+            return;
+        };
+        log::warn!(
+            "chat: dropping {} ({}): {} lines are waiting for it, it is not reading",
+            m.nick,
+            m.peer,
+            self.inner.config.outbox
+        );
+        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(conn) = state.conns.get(&id) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        self.deliver(
+            state,
+            None,
+            &format!("* {} was dropped (not reading)", m.nick),
+        );
+    }
+
+    /// Records the connection (so that `close` can reach it); refuses it
+    /// if the room is closing. The guard forgets it again.
+    fn register(&self, req: &mut StreamRequest) -> io::Result<Option<Registered<'_>>> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = req.stream().try_clone()?;
+        let mut state = self.inner.state.lock();
+        if state.closing {
+            drop(state);
+            writeln!(req, "* server is shutting down")?;
+            return Ok(None);
+        }
+        state.conns.insert(id, conn);
+        Ok(Some(Registered { room: self, id }))
+    }
+
+    /// Reads nicknames until one is accepted, then makes the connection a
+    /// member with its own outbox and writer. `None`: the peer left or gave
+    /// up.
+    fn join(&self, req: &mut StreamRequest, id: u64) -> io::Result<Option<Membership<'_>>> {
+        for _ in 0..self.inner.config.nick_attempts {
+            let problem = match read_line_capped(req, self.inner.config.max_line)? {
+                Line::Eof => return Ok(None),
+                Line::TooLong => "nickname too long".to_owned(),
+                Line::Text(nick) => {
+                    let nick = nick.trim();
+                    match check_nick(nick) {
+                        Ok(()) => match self.add_member(id, nick, req) {
+                            Ok(me) => return Ok(Some(me)),
+                            Err(why) => why,
+                        },
+                        Err(why) => why,
+                    }
+                }
+            };
+            writeln!(req, "* {problem}; send another nickname")?;
+        }
+        writeln!(req, "* too many attempts, goodbye")?;
+        Ok(None)
+    }
+
+    fn add_member(
+        &self,
+        id: u64,
+        nick: &str,
+        req: &StreamRequest,
+    ) -> Result<Membership<'_>, String> {
+        let (outbox, queued) = crossbeam_channel::bounded(self.inner.config.outbox.max(2));
+        let (done_tx, done) = crossbeam_channel::bounded(0);
+        let conn = req.stream().try_clone().map_err(|e| e.to_string())?;
+        let mut state = self.inner.state.lock();
+        if state.closing {
+            return Err("server is shutting down".into());
+        }
+        if let Some(m) = state.members.values().find(|m| same_nick(&m.nick, nick)) {
+            return Err(format!("nickname {} is taken", m.nick));
+        }
+        let writer = thread::Builder::new()
+            .name(format!("chat writer {nick}"))
+            .spawn(move || write_loop(conn, queued, done_tx))
+            .map_err(|e| format!("cannot start a writer: {e}"))?;
+        let mut names: Vec<&str> = state.members.values().map(|m| m.nick.as_str()).collect();
+        names.push(nick);
+        let welcome = format!(
+            "* welcome {nick}; online: {} (/who lists members, /quit leaves)\n",
+            names.join(", ")
+        );
+        let _ = outbox.try_send(welcome.into());
+        self.deliver(&mut state, None, &format!("* {nick} joined"));
+        let member = Member {
+            nick: nick.to_owned(),
+            peer: req.peer_addr().clone(),
+            outbox: outbox.clone(),
+        };
+        state.members.insert(id, member);
+        Ok(Membership {
+            room: self,
+            id,
+            nick: nick.to_owned(),
+            outbox: Some(outbox),
+            writer: Some((writer, done)),
+        })
+    }
+}
+
+/// Writes what is queued for one member, in batches, until the outbox is
+/// closed or the connection fails (then shuts it down, which ends the
+/// member's handler too).
+fn write_loop(conn: Conn, queued: Receiver<Arc<str>>, _done: Sender<()>) {
+    let mut out = io::BufWriter::with_capacity(16 * 1024, &conn);
+    while let Ok(first) = queued.recv() {
+        let mut result = out.write_all(first.as_bytes());
+        while result.is_ok() {
+            match queued.try_recv() {
+                Ok(msg) => result = out.write_all(msg.as_bytes()),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = result.and_then(|()| out.flush()) {
+            log::debug!("chat: writing to a member: {e}");
+            let _ = conn.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// A registered connection; unregisters on drop.
+struct Registered<'a> {
+    room: &'a Room,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.room.inner.state.lock().conns.remove(&self.id);
+    }
+}
+
+/// A member, from joining to leaving: leaving (on drop, however the
+/// handler ends) removes it, tells the others, and waits (at most the
+/// room's `linger`, less when the room is closing) for its writer to send
+/// what is queued.
+struct Membership<'a> {
+    room: &'a Room,
+    id: u64,
+    nick: String,
+    outbox: Option<Sender<Arc<str>>>,
+    writer: Option<(JoinHandle<()>, Receiver<()>)>,
+}
+
+impl Membership<'_> {
+    /// Queues a line for this member only.
+    fn tell(&self, line: &str) {
+        let Some(outbox) = &self.outbox else { return };
+        if let Err(TrySendError::Full(_)) = outbox.try_send(format!("{line}\n").into()) {
+            let mut state = self.room.inner.state.lock();
+            self.room.drop_member(&mut state, self.id);
+        }
+    }
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        let closing = {
+            let mut state = self.room.inner.state.lock();
+            if let Some(m) = state.members.remove(&self.id) {
+                log::info!("chat: {} ({}) left", m.nick, m.peer);
+                self.room
+                    .deliver(&mut state, None, &format!("* {} left", self.nick));
+            }
+            state.closing
+        };
+        // Closing the outbox lets the writer finish.
+        drop(self.outbox.take());
+        if let Some((writer, done)) = self.writer.take() {
+            let linger = if closing {
+                Duration::from_millis(200)
+            } else {
+                self.room.inner.config.linger
+            };
+            if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(linger) {
+                if let Some(conn) = self.room.inner.state.lock().conns.get(&self.id) {
+                    let _ = conn.shutdown(Shutdown::Both);
+                }
+            }
+            let _ = writer.join();
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! # demos
+//!
+//! Programs built on [`socketserver`], one module per demo, all behind one
+//! command-line tool, `demos` (see `demos --help` and `docs/demos.md`):
+//!
+//! * [`echo`]: the seeds' echo server over TCP, UDP or Unix sockets, under
+//!   any of the four strategies, with `--upper`;
+//! * [`chat`]: a TCP chat room where a slow member never blocks the others,
+//!   and the seeds' UDP "QQ" chat made into a relay between many peers;
+//! * [`showcase`]: starts each demo in this process, drives it with real
+//!   sockets and reports.
+//!
+//! [`common`] holds what every server shares (addresses, the strategy
+//! choice, `listening on` lines, signals, the graceful close), and
+//! [`drive`] the clients that check the servers, for the showcase and the
+//! tests.
+//!
+//! Every demo server is a handler value handed to
+//! `socketserver::Server::builder()`; for instance, the echo server under
+//! a pool of 4 workers:
+//!
+//! ```
+//! use demos::echo::Echo;
+//! use socketserver::{Pool, Server};
+//!
+//! let server = Server::builder()
+//!     .strategy(Pool::new(4))
+//!     .tcp("127.0.0.1:0", Echo { upper: true })?;
+//! println!("listening on {}", server.url());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub mod chat;
+pub mod common;
+pub mod drive;
+pub mod echo;
+pub mod showcase;

@@ -1,0 +1,434 @@
+//! `demos showcase`: every demo started on loopback port 0 in this process,
+//! driven with real client sockets, checked, timed and reported.
+//!
+//! Forking is shown from a child process (`demos echo serve --strategy
+//! forking`), because forking this multi-threaded process would be unsafe;
+//! that check also shows the CLI contract: the `listening on` line and a
+//! clean exit on SIGTERM.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socketserver::{Address, Server};
+
+use crate::chat::{Room, RoomConfig, UdpRoom, UdpRoomConfig};
+use crate::common::{
+    datagram_service, parse_listening_line, stream_service, Running, Service, StrategyName,
+    DEFAULT_DRAIN,
+};
+use crate::drive::{self, ChatPlan, Member};
+use crate::echo::Echo;
+
+/// What the showcase runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The `demos` binary, for the forking check (skipped if `None`).
+    pub exe: Option<PathBuf>,
+}
+
+type Check = Box<dyn FnOnce() -> io::Result<String> + Send>;
+
+/// Runs every check, printing one line per check to `out` as it finishes
+/// and a summary; returns whether all passed.
+pub fn run(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
+    let started = Instant::now();
+    writeln!(
+        out,
+        "socketserver-rs showcase: each server on 127.0.0.1, port 0; every wait has a deadline\n"
+    )?;
+    let mut passed = 0;
+    let mut failed = 0;
+    for (section, checks) in sections(options) {
+        writeln!(out, "{section}")?;
+        out.flush()?;
+        for (label, check) in checks {
+            let t = Instant::now();
+            let result = within(Duration::from_secs(20), check);
+            let took = t.elapsed();
+            match result {
+                Ok(detail) => {
+                    passed += 1;
+                    writeln!(out, "  ok    {:>9}  {label:<22} {detail}", ms(took))?;
+                }
+                Err(e) => {
+                    failed += 1;
+                    writeln!(out, "  FAIL  {:>9}  {label:<22} {e}", ms(took))?;
+                }
+            }
+            out.flush()?;
+        }
+    }
+    let total = started.elapsed();
+    if failed == 0 {
+        writeln!(out, "\nall {passed} checks passed in {}", ms(total))?;
+    } else {
+        writeln!(
+            out,
+            "\n{failed} of {} checks FAILED ({})",
+            passed + failed,
+            ms(total)
+        )?;
+    }
+    out.flush()?;
+    Ok(failed == 0)
+}
+
+fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
+    use StrategyName::*;
+    let mut echo: Vec<(String, Check)> = Vec::new();
+    for s in [Synchronous, Threading, Pool] {
+        echo.push((format!("tcp {s}"), Box::new(move || echo_tcp(s))));
+    }
+    match options.exe.clone() {
+        Some(exe) => echo.push(("tcp forking".into(), Box::new(move || echo_forking(&exe)))),
+        None => echo.push((
+            "tcp forking".into(),
+            Box::new(|| Ok("skipped (no demos binary given)".into())),
+        )),
+    }
+    for s in [Synchronous, Threading, Pool] {
+        echo.push((format!("udp {s}"), Box::new(move || echo_udp(s))));
+    }
+    echo.push(("tcp+udp --upper".into(), Box::new(echo_upper)));
+
+    let mut chat: Vec<(String, Check)> = Vec::new();
+    for s in [Threading, Pool] {
+        chat.push((format!("tcp {s}"), Box::new(move || chat_tcp(s))));
+    }
+    chat.push(("tcp shutdown".into(), Box::new(chat_shutdown)));
+    for s in [Synchronous, Threading] {
+        chat.push((format!("udp {s}"), Box::new(move || chat_udp(s))));
+    }
+    vec![
+        (
+            "echo: TCP echoes bytes as they come, UDP each datagram",
+            echo,
+        ),
+        ("chat: TCP room and UDP relay, DESIGN.md section 5", chat),
+    ]
+}
+
+/// Runs `check` on its own thread; gives up on it after `limit`.
+fn within(limit: Duration, check: Check) -> io::Result<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name("showcase check".into())
+        .spawn(move || {
+            let _ = tx.send(check());
+        })?;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(io::Error::other(format!("no result within {limit:?}")))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(io::Error::other("the check panicked")),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+fn loopback() -> Address {
+    Address::Inet(([127, 0, 0, 1], 0).into())
+}
+
+fn start(service: io::Result<Box<dyn Service>>) -> io::Result<Running> {
+    Running::start(vec![service?], DEFAULT_DRAIN)
+}
+
+fn stop(running: Running) -> io::Result<Duration> {
+    running.stop(Duration::from_secs(5))
+}
+
+/// Where two byte strings first differ, for error messages.
+fn compare(what: &str, sent: &[u8], back: &[u8]) -> io::Result<()> {
+    if sent == back {
+        return Ok(());
+    }
+    let at = sent.iter().zip(back).position(|(a, b)| a != b);
+    Err(io::Error::other(match at {
+        Some(i) => format!("{what}: echo differs at byte {i}"),
+        None => format!("{what}: sent {} bytes, got {} back", sent.len(), back.len()),
+    }))
+}
+
+const MIB: usize = 1 << 20;
+
+/// Several clients at once (served in turn by `synchronous`), 1 MiB each.
+fn echo_clients(addr: &Address, clients: usize) -> io::Result<()> {
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                s.spawn(move || {
+                    let data = drive::pattern(MIB, i as u64 + 1);
+                    let back = drive::stream_echo(addr, &data, Duration::from_secs(10))?;
+                    compare(&format!("client {i}"), &data, &back)
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+        })
+    })
+}
+
+fn echo_tcp(strategy: StrategyName) -> io::Result<String> {
+    let builder = Server::builder().strategy(strategy.build(None));
+    let running = start(stream_service(builder, &loopback(), Echo::default(), None))?;
+    echo_clients(running.address(0), 4)?;
+    stop(running)?;
+    let how = if strategy == StrategyName::Synchronous {
+        "one after another"
+    } else {
+        "at once"
+    };
+    Ok(format!(
+        "4 clients {how}, 1 MiB of binary each, echoed intact"
+    ))
+}
+
+fn echo_udp(strategy: StrategyName) -> io::Result<String> {
+    let builder = Server::builder().strategy(strategy.build(None));
+    let running = start(datagram_service(builder, &loopback(), Echo::default()))?;
+    let addr = running.address(0).clone();
+    let big = drive::pattern(60_000, 7);
+    compare(
+        "60,000-byte datagram",
+        &big,
+        &drive::datagram_echo(&addr, &big, drive::STEP)?,
+    )?;
+    for i in 0..100u32 {
+        let msg = format!("datagram {i}");
+        let back = drive::datagram_echo(&addr, msg.as_bytes(), drive::STEP)?;
+        compare(&msg, msg.as_bytes(), &back)?;
+    }
+    stop(running)?;
+    Ok("a 60,000-byte datagram and 100 small ones echoed whole".into())
+}
+
+fn echo_upper() -> io::Result<String> {
+    let upper = Echo { upper: true };
+    let tcp = Server::builder().strategy(StrategyName::Threading.build(None));
+    let udp = Server::builder();
+    let running = Running::start(
+        vec![
+            stream_service(tcp, &loopback(), upper, None)?,
+            datagram_service(udp, &loopback(), upper)?,
+        ],
+        DEFAULT_DRAIN,
+    )?;
+    let msg = "hello, 世界 42\n";
+    let want = "HELLO, 世界 42\n";
+    let back = drive::stream_echo(running.address(0), msg.as_bytes(), drive::STEP)?;
+    compare("tcp --upper", want.as_bytes(), &back)?;
+    let back = drive::datagram_echo(running.address(1), msg.as_bytes(), drive::STEP)?;
+    compare("udp --upper", want.as_bytes(), &back)?;
+    stop(running)?;
+    Ok(format!("{:?} -> {:?}", msg.trim_end(), want.trim_end()))
+}
+
+/// A child process, killed if still running when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `exe args...` and reads its `listening on` lines (`count` of
+/// them, at most 5 s).
+pub(crate) fn spawn_server(
+    exe: &Path,
+    args: &[&str],
+    count: usize,
+) -> io::Result<(Child, Vec<(String, Address)>)> {
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for _ in 0..count {
+            let _ = tx.send(lines.next());
+        }
+    });
+    let mut found = Vec::new();
+    let end = Instant::now() + drive::STEP;
+    for _ in 0..count {
+        let line = rx.recv_timeout(end.saturating_duration_since(Instant::now()));
+        match line {
+            Ok(Some(Ok(l))) => match parse_listening_line(&l) {
+                Some(x) => found.push(x),
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(io::Error::other(format!("not a listening line: {l:?}")));
+                }
+            },
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::other("no `listening on` line within 5 s"));
+            }
+        }
+    }
+    Ok((child, found))
+}
+
+/// Sends SIGTERM and waits (at most `limit`) for the exit; returns how long
+/// it took and the exit status.
+pub(crate) fn terminate(
+    child: &mut Child,
+    limit: Duration,
+) -> io::Result<(Duration, std::process::ExitStatus)> {
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    if unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((t.elapsed(), status));
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!(
+                "still running {limit:?} after SIGTERM"
+            )));
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn echo_forking(exe: &Path) -> io::Result<String> {
+    let args = [
+        "echo",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--strategy",
+        "forking",
+    ];
+    let (child, listening) = spawn_server(exe, &args, 1)?;
+    let mut child = ChildGuard(child);
+    echo_clients(&listening[0].1, 4)?;
+    let (took, status) = terminate(&mut child.0, Duration::from_secs(1))?;
+    if !status.success() {
+        return Err(io::Error::other(format!("exit after SIGTERM: {status}")));
+    }
+    Ok(format!(
+        "child process: 4 clients at once, 1 MiB each, intact; SIGTERM -> exit 0 in {}",
+        ms(took)
+    ))
+}
+
+fn chat_tcp(strategy: StrategyName) -> io::Result<String> {
+    // A small outbox, so that the member that never reads is dropped soon
+    // after the kernel's socket buffers (several MiB on loopback) are full.
+    let room = Room::new(RoomConfig {
+        outbox: 64,
+        ..RoomConfig::default()
+    });
+    let builder = Server::builder().strategy(strategy.build(None));
+    let closer = room.clone();
+    let running = start(stream_service(
+        builder,
+        &loopback(),
+        room.clone(),
+        Some(Box::new(move || closer.close())),
+    ))?;
+    let plan = ChatPlan {
+        messages: 600,
+        interval: Duration::from_millis(1),
+        line_len: 4000,
+        silent_member: true,
+        deadline: Duration::from_secs(10),
+    };
+    let outcome = drive::chat_scenario(running.address(0), &plan)?;
+    stop(running)?;
+    if outcome.max_latency > Duration::from_secs(1) {
+        return Err(io::Error::other(format!(
+            "a line took {} to arrive (limit 1 s)",
+            ms(outcome.max_latency)
+        )));
+    }
+    let dave = if outcome.silent_dropped {
+        "dave (never reads) dropped"
+    } else {
+        "dave (never reads) still buffered"
+    };
+    Ok(format!(
+        "3 talkers x {} lines of {} B, one per ms each: {} delivered in order, none echoed; \
+         slowest {}; {dave}; joins, leaves, /who, duplicate nick ok",
+        plan.messages,
+        plan.line_len,
+        outcome.delivered,
+        ms(outcome.max_latency),
+    ))
+}
+
+fn chat_shutdown() -> io::Result<String> {
+    let room = Room::default();
+    let closer = room.clone();
+    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+    let running = start(stream_service(
+        builder,
+        &loopback(),
+        room,
+        Some(Box::new(move || closer.close())),
+    ))?;
+    let addr = running.address(0).clone();
+    let mut members = Vec::new();
+    for nick in ["ann", "ben", "cat"] {
+        members.push(Member::join(&addr, nick, drive::STEP)?.0);
+    }
+    // One more connection that never sends a nickname.
+    let _lurker = Member::connect(&addr, drive::STEP)?;
+    let took = stop(running)?;
+    for m in &mut members {
+        m.expect("the shutdown notice", drive::STEP, |l| {
+            l == "* server is shutting down"
+        })?;
+        if !m.closed_within(drive::STEP) {
+            return Err(io::Error::other(format!("{} still connected", m.nick)));
+        }
+    }
+    Ok(format!(
+        "3 members + 1 connection without a nickname: told, disconnected, server closed in {}",
+        ms(took)
+    ))
+}
+
+fn chat_udp(strategy: StrategyName) -> io::Result<String> {
+    let room = UdpRoom::new(UdpRoomConfig::default());
+    let builder = Server::builder().strategy(strategy.build(None));
+    let running = start(datagram_service(builder, &loopback(), room))?;
+    let ordered = strategy == StrategyName::Synchronous;
+    let outcome = drive::udp_chat_scenario(running.address(0), 20, ordered)?;
+    stop(running)?;
+    Ok(format!(
+        "3 peers x 20 messages: {} relayed{}, none echoed; /nick hint, /who, /quit ok",
+        outcome.delivered,
+        if ordered { " in order" } else { "" }
+    ))
+}
