@@ -6,9 +6,8 @@
 //! that check also shows the CLI contract: the `listening on` line and a
 //! clean exit on SIGTERM.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,10 +16,9 @@ use socketserver::{Address, Server};
 
 use crate::chat::{Room, RoomConfig, UdpRoom, UdpRoomConfig};
 use crate::common::{
-    datagram_service, parse_listening_line, stream_service, Running, Service, StrategyName,
-    DEFAULT_DRAIN,
+    datagram_service, stream_service, Running, Service, StrategyName, DEFAULT_DRAIN,
 };
-use crate::drive::{self, ChatPlan, Member};
+use crate::drive::{self, ChatPlan, Member, ServerProcess};
 use crate::echo::Echo;
 
 /// What the showcase runs.
@@ -237,89 +235,6 @@ fn echo_upper() -> io::Result<String> {
     Ok(format!("{:?} -> {:?}", msg.trim_end(), want.trim_end()))
 }
 
-/// A child process, killed if still running when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts `exe args...` and reads its `listening on` lines (`count` of
-/// them, at most 5 s).
-pub(crate) fn spawn_server(
-    exe: &Path,
-    args: &[&str],
-    count: usize,
-) -> io::Result<(Child, Vec<(String, Address)>)> {
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for _ in 0..count {
-            let _ = tx.send(lines.next());
-        }
-    });
-    let mut found = Vec::new();
-    let end = Instant::now() + drive::STEP;
-    for _ in 0..count {
-        let line = rx.recv_timeout(end.saturating_duration_since(Instant::now()));
-        match line {
-            Ok(Some(Ok(l))) => match parse_listening_line(&l) {
-                Some(x) => found.push(x),
-                None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(io::Error::other(format!("not a listening line: {l:?}")));
-                }
-            },
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::other("no `listening on` line within 5 s"));
-            }
-        }
-    }
-    Ok((child, found))
-}
-
-/// Sends SIGTERM and waits (at most `limit`) for the exit; returns how long
-/// it took and the exit status.
-pub(crate) fn terminate(
-    child: &mut Child,
-    limit: Duration,
-) -> io::Result<(Duration, std::process::ExitStatus)> {
-    let t = Instant::now();
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    if unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((t.elapsed(), status));
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::other(format!(
-                "still running {limit:?} after SIGTERM"
-            )));
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn echo_forking(exe: &Path) -> io::Result<String> {
     let args = [
         "echo",
@@ -329,10 +244,9 @@ fn echo_forking(exe: &Path) -> io::Result<String> {
         "--strategy",
         "forking",
     ];
-    let (child, listening) = spawn_server(exe, &args, 1)?;
-    let mut child = ChildGuard(child);
-    echo_clients(&listening[0].1, 4)?;
-    let (took, status) = terminate(&mut child.0, Duration::from_secs(1))?;
+    let mut server = ServerProcess::start(exe, &args, 1)?;
+    echo_clients(server.address(0), 4)?;
+    let (took, status) = server.terminate(Duration::from_secs(1))?;
     if !status.success() {
         return Err(io::Error::other(format!("exit after SIGTERM: {status}")));
     }

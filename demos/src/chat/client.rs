@@ -33,6 +33,7 @@ pub fn run(
 
 fn refused(url: &str, nick: &str, line: &str) -> io::Error {
     let why = line.trim_end().trim_start_matches("* ");
+    let why = why.trim_end_matches("; send another nickname");
     io::Error::new(
         io::ErrorKind::PermissionDenied,
         format!("{url} refused the nickname {nick:?}: {why}"),

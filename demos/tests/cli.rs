@@ -1,0 +1,394 @@
+//! The `demos` binary end to end, as scripts use it (DESIGN.md section 6):
+//! `listening on` lines, echo under all four strategies (forking only ever
+//! runs here, in a server process of its own), chat over TCP and UDP, the
+//! clients, one-line errors, and SIGTERM/SIGINT -> exit 0 within 1 s.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{exe, run_demos, within, DEADLINE};
+use demos::drive::{self, ChatPlan, Member, Peer, ServerProcess};
+use socketserver::Address;
+
+const MIB: usize = 1 << 20;
+const SECOND: Duration = Duration::from_secs(1);
+
+fn start(args: &[&str], lines: usize) -> ServerProcess {
+    ServerProcess::start(exe(), args, lines).unwrap_or_else(|e| panic!("demos {args:?}: {e}"))
+}
+
+fn assert_loopback_port(addr: &Address) {
+    let a = addr.as_inet().expect("an IP address");
+    assert!(a.ip().is_loopback(), "{a}");
+    assert_ne!(a.port(), 0, "the real port, not 0");
+}
+
+/// SIGTERM; the server must exit with status 0 within 1 s.
+fn terminate_quickly(mut server: ServerProcess) -> Duration {
+    let (took, status) = server.terminate(SECOND).unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    took
+}
+
+#[test]
+fn listening_lines_parse_tcp_udp_and_unix() {
+    for demo in ["echo", "chat"] {
+        let server = start(
+            &[
+                demo,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--udp",
+                "127.0.0.1:0",
+            ],
+            2,
+        );
+        let (scheme, addr) = server.listening(0);
+        assert_eq!(scheme, "tcp");
+        assert_loopback_port(addr);
+        let (scheme, addr) = server.listening(1);
+        assert_eq!(scheme, "udp");
+        assert_loopback_port(addr);
+        terminate_quickly(server);
+    }
+    // Loopback and a free port are the default.
+    let server = start(&["echo", "serve"], 1);
+    assert_loopback_port(server.address(0));
+    terminate_quickly(server);
+
+    let dir = std::env::temp_dir().join(format!("demos-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stream = format!("unix:{}", dir.join("echo.sock").display());
+    let dgram = format!("unix:{}", dir.join("echo-dgram.sock").display());
+    let server = start(&["echo", "serve", "--listen", &stream, "--udp", &dgram], 2);
+    assert_eq!(server.listening(0).0, "unix");
+    assert_eq!(server.listening(1).0, "unixgram");
+    assert_eq!(server.address(0).to_string(), stream);
+    let addr = server.address(0).clone();
+    let back = drive::stream_echo(&addr, b"over a Unix socket", DEADLINE).unwrap();
+    assert_eq!(back, b"over a Unix socket");
+    let addr = server.address(1).clone();
+    let back = drive::datagram_echo(&addr, b"a Unix datagram", DEADLINE).unwrap();
+    assert_eq!(back, b"a Unix datagram");
+    terminate_quickly(server);
+    assert!(
+        !dir.join("echo.sock").exists(),
+        "socket file removed on exit"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn echo_through_binary(strategy: &'static str) {
+    let server = start(
+        &[
+            "echo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--strategy",
+            strategy,
+        ],
+        2,
+    );
+    let tcp = server.address(0).clone();
+    let udp = server.address(1).clone();
+    within(DEADLINE, &format!("echo {strategy}"), move || {
+        // Two clients at once, 1 MiB of binary each (synchronous serves
+        // them one after the other).
+        std::thread::scope(|s| {
+            for seed in 1..=2 {
+                let tcp = &tcp;
+                s.spawn(move || {
+                    let data = drive::pattern(MIB, seed);
+                    let back = drive::stream_echo(tcp, &data, DEADLINE).unwrap();
+                    assert!(back == data, "{strategy}: 1 MiB echo differs");
+                });
+            }
+        });
+        let data = drive::pattern(60_000, 3);
+        let back = drive::datagram_echo(&udp, &data, drive::STEP).unwrap();
+        assert!(back == data, "{strategy}: 60,000-byte datagram differs");
+    });
+    terminate_quickly(server);
+}
+
+#[test]
+fn echo_synchronous() {
+    echo_through_binary("synchronous");
+}
+
+#[test]
+fn echo_threading() {
+    echo_through_binary("threading");
+}
+
+#[test]
+fn echo_pool() {
+    echo_through_binary("pool");
+}
+
+#[test]
+fn echo_forking() {
+    echo_through_binary("forking");
+}
+
+#[test]
+fn echo_upper_and_the_echo_client() {
+    let server = start(&["echo", "serve", "--udp", "127.0.0.1:0", "--upper"], 2);
+    let tcp = server.address(0).to_string();
+    let udp = server.address(1).to_string();
+    let out = run_demos(
+        &["echo", "client", "--connect", &tcp, "hello", "ça va? 42"],
+        b"",
+        DEADLINE,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "HELLO\nçA VA? 42\n");
+    // Messages from stdin, over UDP.
+    let out = run_demos(
+        &["echo", "client", "--connect", &udp, "--udp"],
+        b"one\ntwo\n",
+        DEADLINE,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "ONE\nTWO\n");
+    terminate_quickly(server);
+}
+
+#[test]
+fn clients_fail_with_one_line_when_nobody_listens() {
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["echo", "client", "--connect", &addr, "hi"],
+        vec!["echo", "client", "--connect", &addr, "--udp", "hi"],
+        vec!["chat", "client", "--connect", &addr, "--nick", "amy"],
+    ] {
+        let out = run_demos(&args, b"", DEADLINE);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {:?}", out.stderr);
+        assert!(out.stderr.starts_with("demos: "), "{:?}", out.stderr);
+        assert!(
+            out.stderr.contains(&addr),
+            "names the server: {:?}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn chat_refuses_synchronous_and_forking_with_a_reason() {
+    for (args, word) in [
+        (
+            vec!["chat", "serve", "--strategy", "synchronous"],
+            "one connection at a time",
+        ),
+        (
+            vec!["chat", "serve", "--strategy", "forking"],
+            "own process",
+        ),
+        (
+            vec![
+                "chat",
+                "serve",
+                "--udp",
+                "127.0.0.1:0",
+                "--udp-strategy",
+                "forking",
+            ],
+            "child process",
+        ),
+    ] {
+        let out = run_demos(&args, b"", DEADLINE);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{:?}", out.stderr);
+        assert!(out.stderr.contains(word), "{:?}", out.stderr);
+        assert!(out.stdout.is_empty(), "no listening line: {:?}", out.stdout);
+    }
+}
+
+fn chat_through_binary(strategy: &'static str) {
+    let server = start(&["chat", "serve", "--strategy", strategy], 1);
+    let addr = server.address(0).clone();
+    let outcome = within(Duration::from_secs(20), "chat scenario", move || {
+        let plan = ChatPlan {
+            messages: 600,
+            interval: Duration::from_millis(1),
+            line_len: 4000,
+            silent_member: true,
+            deadline: DEADLINE,
+        };
+        drive::chat_scenario(&addr, &plan).unwrap()
+    });
+    assert_eq!(outcome.delivered, 3 * 2 * 600);
+    assert!(
+        outcome.max_latency < SECOND,
+        "{strategy}: a line took {:?} to arrive while a member never read",
+        outcome.max_latency
+    );
+    // 7 MB to a member that reads nothing: more than its socket buffers
+    // and the 256-line outbox hold.
+    assert!(outcome.silent_dropped, "the silent member was not dropped");
+    terminate_quickly(server);
+}
+
+#[test]
+fn chat_threading() {
+    chat_through_binary("threading");
+}
+
+#[test]
+fn chat_pool() {
+    chat_through_binary("pool");
+}
+
+#[test]
+fn sigterm_with_chat_members_connected_exits_0_within_a_second() {
+    let server = start(&["chat", "serve", "--udp", "127.0.0.1:0"], 2);
+    let addr = server.address(0).clone();
+    let mut members: Vec<Member> = ["ann", "ben", "cat"]
+        .iter()
+        .map(|n| Member::join(&addr, n, drive::STEP).unwrap().0)
+        .collect();
+    let _no_nick_yet = Member::connect(&addr, drive::STEP).unwrap();
+    let (_peer, _) = Peer::join(server.address(1), "udpeer", drive::STEP).unwrap();
+    let took = terminate_quickly(server);
+    eprintln!("exit 0 {took:?} after SIGTERM, 3 members connected");
+    for m in &mut members {
+        m.expect("the shutdown notice", drive::STEP, |l| {
+            l == "* server is shutting down"
+        })
+        .unwrap();
+        assert!(m.closed_within(drive::STEP), "{} still connected", m.nick);
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_with_an_echo_client_connected() {
+    for strategy in ["threading", "forking"] {
+        // The connected client is idle: its handler is cut at the drain
+        // deadline, here 0.2 s.
+        let mut server = start(
+            &[
+                "echo",
+                "serve",
+                "--strategy",
+                strategy,
+                "--drain-secs",
+                "0.2",
+            ],
+            1,
+        );
+        let addr = server.address(0).clone();
+        let mut member = Member::connect(&addr, drive::STEP).unwrap();
+        member.send("ping").unwrap();
+        assert_eq!(member.line().unwrap(), "ping");
+        let (took, status) = server.signal(libc::SIGINT, SECOND).unwrap();
+        assert!(status.success(), "{strategy}: {status}");
+        assert!(
+            took >= Duration::from_millis(150),
+            "{strategy}: drained {took:?}"
+        );
+        assert!(member.closed_within(drive::STEP));
+    }
+}
+
+#[test]
+fn udp_chat_through_binary() {
+    let server = start(&["chat", "serve", "--udp", "127.0.0.1:0"], 2);
+    let addr = server.address(1).clone();
+    let outcome = within(DEADLINE, "udp chat", move || {
+        drive::udp_chat_scenario(&addr, 20, true).unwrap()
+    });
+    assert_eq!(outcome.delivered, 3 * 2 * 20);
+    terminate_quickly(server);
+}
+
+#[test]
+fn chat_client_binary_talks_to_a_member() {
+    let server = start(&["chat", "serve", "--udp", "127.0.0.1:0"], 2);
+    let tcp = server.address(0).clone();
+    let (mut amy, _) = Member::join(&tcp, "amy", drive::STEP).unwrap();
+    let url = tcp.to_string();
+    let client = std::thread::spawn(move || {
+        run_demos(
+            &["chat", "client", "--connect", &url, "--nick", "zed"],
+            b"hi amy\n/who\n",
+            DEADLINE,
+        )
+    });
+    amy.expect("zed's line", drive::STEP, |l| l == "zed: hi amy")
+        .unwrap();
+    amy.expect("zed leaving", drive::STEP, |l| l == "* zed left")
+        .unwrap();
+    let out = client.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("* welcome zed"), "{lines:?}");
+    assert!(lines.contains(&"* members (2): amy, zed"), "{lines:?}");
+    assert_eq!(lines.last(), Some(&"* bye"), "{lines:?}");
+
+    // The same over UDP, and a refused nickname.
+    let udp = server.address(1).clone();
+    let (ann, _) = Peer::join(&udp, "ann", drive::STEP).unwrap();
+    let url = udp.to_string();
+    let out = run_demos(
+        &[
+            "chat",
+            "client",
+            "--connect",
+            &url,
+            "--udp",
+            "--nick",
+            "ANN",
+        ],
+        b"",
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("taken"), "{:?}", out.stderr);
+    let out = run_demos(
+        &["chat", "client", "--connect", &url, "--udp", "--nick", "bo"],
+        b"hello ann\n",
+        DEADLINE,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(ann.recv().unwrap(), "* bo joined");
+    assert_eq!(ann.recv().unwrap(), "bo: hello ann");
+    assert_eq!(ann.recv().unwrap(), "* bo left");
+    terminate_quickly(server);
+}
+
+#[test]
+fn showcase_passes() {
+    let out = run_demos(&["showcase"], b"", Duration::from_secs(25));
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("checks passed"), "{}", out.stdout);
+    assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
+    assert!(!out.stdout.contains("skipped"), "{}", out.stdout);
+}
+
+#[test]
+fn help_reads_like_a_manual() {
+    for args in [
+        vec!["--help"],
+        vec!["echo", "serve", "--help"],
+        vec!["echo", "client", "--help"],
+        vec!["chat", "serve", "--help"],
+        vec!["chat", "client", "--help"],
+        vec!["showcase", "--help"],
+    ] {
+        let out = run_demos(&args, b"", DEADLINE);
+        assert!(out.status.success(), "{args:?}");
+        assert!(out.stdout.contains("EXAMPLE"), "{args:?}: no examples");
+    }
+}
