@@ -51,10 +51,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Demo {
     /// Echo: TCP echoes bytes back as they arrive, UDP each datagram.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+EXAMPLES:
+    demos echo serve --listen 127.0.0.1:7000 --udp 127.0.0.1:7000 --upper
+    demos echo client --connect 127.0.0.1:7000 hello
+    demos echo client --connect 127.0.0.1:7000 --udp hello"
+    )]
     Echo(EchoCmd),
     /// Chat: a TCP room and a UDP relay, both line based.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+EXAMPLES:
+    demos chat serve --listen 127.0.0.1:7001 --udp 127.0.0.1:7002
+    demos chat client --connect 127.0.0.1:7001 --nick alice
+    demos chat client --connect 127.0.0.1:7002 --nick bob --udp"
+    )]
     Chat(ChatCmd),
     /// Start every demo on loopback in this process, drive it with real
     /// clients, and report (exit status 0 only if every check passed).
@@ -106,8 +120,8 @@ EXAMPLES:
         #[arg(long)]
         udp: bool,
         /// Seconds to wait for the connection and for each reply.
-        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+        timeout: Duration,
         /// Messages to send (default: the lines of stdin).
         message: Vec<String>,
     },
@@ -144,8 +158,8 @@ EXAMPLES:
         #[arg(long, value_name = "LINES", default_value_t = 256)]
         outbox: usize,
         /// Seconds of silence after which a UDP peer is forgotten.
-        #[arg(long, value_name = "SECS", default_value_t = 600.0)]
-        idle_secs: f64,
+        #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
+        idle_secs: Duration,
     },
     /// Join a chat: prints what the room says, sends what you type.
     #[command(after_help = "\
@@ -167,8 +181,8 @@ EXAMPLES:
         #[arg(long)]
         udp: bool,
         /// Seconds to wait for the server when joining and leaving.
-        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+        timeout: Duration,
     },
 }
 
@@ -192,18 +206,16 @@ struct ServerArgs {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Seconds running requests get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    drain_secs: f64,
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    drain_secs: Duration,
 }
 
-impl ServerArgs {
-    fn drain(&self) -> Duration {
-        secs(self.drain_secs)
-    }
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or(Duration::from_secs(1))
+/// Seconds, e.g. `1` or `0.25`.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|f| Duration::try_from_secs_f64(f).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds (e.g. 1 or 0.25)"))
 }
 
 /// A failure: the message and the exit status.
@@ -250,7 +262,7 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 let builder = Server::builder().strategy(udp.build(server.workers));
                 services.push(datagram_service(builder, addr, handler)?);
             }
-            serve(services, server.drain())
+            serve(services, server.drain_secs)
         }
         Demo::Echo(EchoCmd::Client {
             connect,
@@ -260,20 +272,13 @@ fn run(demo: Demo) -> Result<(), Failure> {
         }) => {
             let mut stdin = io::stdin().lock();
             let mut stdout = io::stdout().lock();
-            echo::client(
-                &connect,
-                udp,
-                &message,
-                &mut stdin,
-                &mut stdout,
-                secs(timeout),
-            )?;
+            echo::client(&connect, udp, &message, &mut stdin, &mut stdout, timeout)?;
             Ok(())
         }
         Demo::Chat(ChatCmd::Serve {
             server,
             outbox,
-            idle_secs,
+            idle_secs: idle,
         }) => {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(StrategyName::Synchronous);
@@ -298,7 +303,8 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 Some(Box::new(move || closer.close())),
             )?];
             if let Some(addr) = &server.udp {
-                let idle = secs(idle_secs);
+                // Wakes the loop now and then to forget idle peers even
+                // when nobody talks.
                 let builder = Server::builder()
                     .strategy(udp.build(server.workers))
                     .service_interval(Some(
@@ -310,7 +316,7 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 });
                 services.push(datagram_service(builder, addr, relay)?);
             }
-            serve(services, server.drain())
+            serve(services, server.drain_secs)
         }
         Demo::Chat(ChatCmd::Client {
             connect,
@@ -320,7 +326,7 @@ fn run(demo: Demo) -> Result<(), Failure> {
         }) => {
             let input = Box::new(BufReader::new(io::stdin()));
             let mut stdout = io::stdout().lock();
-            chat::client::run(&connect, &nick, udp, input, &mut stdout, secs(timeout))?;
+            chat::client::run(&connect, &nick, udp, input, &mut stdout, timeout)?;
             Ok(())
         }
         Demo::Showcase => {

@@ -381,6 +381,8 @@ fn showcase_passes() {
 fn help_reads_like_a_manual() {
     for args in [
         vec!["--help"],
+        vec!["echo", "--help"],
+        vec!["chat", "--help"],
         vec!["echo", "serve", "--help"],
         vec!["echo", "client", "--help"],
         vec!["chat", "serve", "--help"],
