@@ -77,7 +77,10 @@
 
 mod address;
 pub mod aliases;
+pub mod auth;
+mod connections;
 mod error;
+pub mod framing;
 mod handler;
 mod request;
 mod server;
@@ -88,6 +91,7 @@ pub mod transport;
 
 pub use address::{Address, AddressParseError};
 pub use aliases::*;
+pub use connections::{DrainReport, LimitPolicy, Stats};
 pub use error::Error;
 pub use handler::{log_request_error, DatagramHandler, Handler, RequestError, StreamHandler};
 pub use request::{Conn, DatagramRequest, DatagramSocket, Peer, StreamRequest};

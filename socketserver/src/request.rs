@@ -147,6 +147,9 @@ const BUF_SIZE: usize = 8 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct StreamRequest {
+    // Declared before `conn` so it drops first: the registry may shut the
+    // socket down only while it is registered, hence still open.
+    registration: Option<crate::connections::Registration>,
     conn: Conn,
     peer: Address,
     shutdown: ShutdownHandle,
@@ -159,6 +162,7 @@ pub struct StreamRequest {
 impl StreamRequest {
     pub(crate) fn new(conn: Conn, peer: Address, shutdown: ShutdownHandle) -> StreamRequest {
         StreamRequest {
+            registration: None,
             conn,
             peer,
             shutdown,
@@ -477,6 +481,32 @@ impl DatagramRequest {
         let buf = std::mem::take(&mut self.wbuf);
         self.reply(&buf)
     }
+}
+
+pub(crate) mod sealed {
+    /// What the server loop needs to know about a request beyond its peer.
+    pub trait Tracked {
+        /// The connection's socket, for stream requests.
+        fn conn(&self) -> Option<&super::Conn>;
+        /// Keeps the registry entry alive as long as the request.
+        fn attach(&mut self, registration: crate::connections::Registration);
+    }
+}
+
+impl sealed::Tracked for StreamRequest {
+    fn conn(&self) -> Option<&Conn> {
+        Some(&self.conn)
+    }
+    fn attach(&mut self, registration: crate::connections::Registration) {
+        self.registration = Some(registration);
+    }
+}
+
+impl sealed::Tracked for DatagramRequest {
+    fn conn(&self) -> Option<&Conn> {
+        None
+    }
+    fn attach(&mut self, _registration: crate::connections::Registration) {}
 }
 
 /// A request knows who sent it. Implemented by [`StreamRequest`] and

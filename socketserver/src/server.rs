@@ -8,12 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connections::{Limits, Registry};
 use crate::handler::Handler;
+use crate::request::sealed::Tracked;
 use crate::shutdown::{wake_pair, WakeReceiver};
 use crate::strategy::{Job, Strategy, Synchronous};
 use crate::sys;
 use crate::transport::{Next, SocketOptions, Tcp, Transport, Udp, Unix, Unixgram};
-use crate::{Address, DatagramHandler, Peer, RequestError, ShutdownHandle, StreamHandler};
+use crate::{
+    Address, DatagramHandler, DrainReport, LimitPolicy, Peer, RequestError, ShutdownHandle, Stats,
+    StreamHandler,
+};
 
 /// Most requests taken off the socket per wake-up before the loop looks at
 /// its wake-up fd again.
@@ -39,6 +44,7 @@ const BATCH: usize = 64;
 /// let mut reply = [0; 5];
 /// client.read_exact(&mut reply)?;
 /// assert_eq!(&reply, b"hello");
+/// drop(client); // closing waits for running requests: end ours first
 ///
 /// stop.shutdown();
 /// running.join().unwrap()?;
@@ -52,8 +58,33 @@ pub struct Server<T: Transport, S: Strategy, H> {
     wake: WakeReceiver,
     timeout: Option<Duration>,
     service_interval: Option<Duration>,
+    stream_timeouts: StreamTimeouts,
+    registry: Arc<Registry>,
     running: AtomicBool,
+    /// Set when a graceful close gave up on requests that would not stop.
+    skip_strategy_close: bool,
 }
+
+/// Read and write timeouts set on every accepted connection.
+#[derive(Debug, Clone, Copy)]
+struct StreamTimeouts {
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
+
+impl Default for StreamTimeouts {
+    fn default() -> Self {
+        StreamTimeouts {
+            read: Some(DEFAULT_READ_TIMEOUT),
+            write: Some(DEFAULT_WRITE_TIMEOUT),
+        }
+    }
+}
+
+/// Default idle (read) timeout of a connection: 10 minutes.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default write timeout of a connection: 60 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl<T: Transport, S: Strategy, H> std::fmt::Debug for Server<T, S, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +114,8 @@ pub struct Builder<S = Synchronous> {
     options: SocketOptions,
     timeout: Option<Duration>,
     service_interval: Option<Duration>,
+    stream_timeouts: StreamTimeouts,
+    limits: Limits,
 }
 
 impl Default for Builder<Synchronous> {
@@ -92,6 +125,8 @@ impl Default for Builder<Synchronous> {
             options: SocketOptions::default(),
             timeout: None,
             service_interval: None,
+            stream_timeouts: StreamTimeouts::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -112,6 +147,8 @@ impl<S: Strategy> Builder<S> {
             options: self.options,
             timeout: self.timeout,
             service_interval: self.service_interval,
+            stream_timeouts: self.stream_timeouts,
+            limits: self.limits,
         }
     }
 
@@ -163,6 +200,43 @@ impl<S: Strategy> Builder<S> {
     /// only after events; the loop never polls on a timer unless asked).
     pub fn service_interval(mut self, every: Option<Duration>) -> Self {
         self.service_interval = every;
+        self
+    }
+
+    /// Idle timeout of a connection: a read that waits longer fails with
+    /// `WouldBlock`/`TimedOut`, which ends the request (default 10 minutes;
+    /// `None`: wait forever). A slowloris client cannot hold a thread longer.
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stream_timeouts.read = timeout;
+        self
+    }
+
+    /// Write timeout of a connection: a write to a client that does not read
+    /// fails after this long (default 60 s; `None`: wait forever).
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stream_timeouts.write = timeout;
+        self
+    }
+
+    /// Most stream connections open at once (default: no limit); what
+    /// happens at the limit is [`limit_policy`](Self::limit_policy).
+    /// Counted in this process, so it does not apply to `Forking` (use
+    /// `Forking::max_children`).
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.limits.max_connections = max;
+        self
+    }
+
+    /// Most stream connections open at once from one IP address (default:
+    /// no limit). Over it, a connection is refused (closed at once).
+    pub fn max_per_ip(mut self, max: Option<usize>) -> Self {
+        self.limits.max_per_ip = max;
+        self
+    }
+
+    /// Refuse or wait at `max_connections` (default: refuse).
+    pub fn limit_policy(mut self, policy: LimitPolicy) -> Self {
+        self.limits.policy = policy;
         self
     }
 
@@ -220,7 +294,10 @@ impl<S: Strategy> Builder<S> {
         H: Handler<T::Request>,
     {
         let (shutdown, wake) = wake_pair()?;
+        let registry = Arc::new(Registry::new(self.limits, shutdown.clone()));
         Ok(Server {
+            stream_timeouts: self.stream_timeouts,
+            registry,
             transport,
             strategy: self.strategy,
             handler: Arc::new(handler),
@@ -229,6 +306,7 @@ impl<S: Strategy> Builder<S> {
             timeout: self.timeout,
             service_interval: self.service_interval,
             running: AtomicBool::new(false),
+            skip_strategy_close: false,
         })
     }
 }
@@ -372,6 +450,21 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     pub fn transport(&self) -> &T {
         &self.transport
     }
+
+    /// Counters: open connections, running requests, accepted, refused,
+    /// completed, failed.
+    pub fn stats(&self) -> Stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = &self.registry;
+        Stats {
+            connections: r.connections(),
+            active: self.strategy.active(),
+            accepted: r.accepted.load(Relaxed),
+            refused: r.refused.load(Relaxed),
+            completed: r.completed.load(Relaxed),
+            failed: r.failed.load(Relaxed),
+        }
+    }
 }
 
 impl<T, S, H> Server<T, S, H>
@@ -393,8 +486,7 @@ where
     /// running on another thread.
     pub fn serve_forever(&self) -> io::Result<()> {
         if self.running.swap(true, Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
+            return Err(io::Error::other(
                 "serve_forever is already running for this server",
             ));
         }
@@ -413,9 +505,11 @@ where
                 min_timeout(self.strategy.next_wakeup(), self.service_interval),
                 pause,
             );
-            let socket = pause.is_none().then(|| self.transport.fd());
+            // Not accepting while paused after an error or full (policy Wait).
+            let accepting = pause.is_none() && !self.registry.must_wait();
+            let socket = accepting.then(|| self.transport.fd());
             let ready = sys::poll_read(socket, self.wake.fd(), timeout)?;
-            if ready.wake && self.wake.drain() {
+            if ready.wake && self.wake.drain().shutdown {
                 return Ok(());
             }
             if ready.socket {
@@ -444,20 +538,43 @@ where
                     return;
                 }
             }
-            if self.shutdown.is_shutdown_requested() {
+            if self.shutdown.is_shutdown_requested() || self.registry.must_wait() {
                 return;
             }
         }
     }
 
-    fn process(&self, req: T::Request) {
+    fn process(&self, mut req: T::Request) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.registry.accepted.fetch_add(1, Relaxed);
         let peer = req.peer().clone();
+        if let Some(conn) = req.conn() {
+            use std::os::fd::AsRawFd;
+            match self.registry.admit(conn.as_raw_fd(), &peer) {
+                Ok(registration) => {
+                    self.apply_timeouts(conn);
+                    req.attach(registration);
+                }
+                Err(why) => return self.registry.refused(&peer, &why),
+            }
+        }
         if !self.handler.verify(&peer) {
+            self.registry.refused.fetch_add(1, Relaxed);
             log::debug!("{peer} refused by verify_request");
             return;
         }
         let handler = Arc::clone(&self.handler);
-        let job = Job::new(peer, move || handler.serve_request(req));
+        let registry = Arc::clone(&self.registry);
+        let job = Job::new(peer, move || {
+            let ok = handler.serve_request(req);
+            let counter = if ok {
+                &registry.completed
+            } else {
+                &registry.failed
+            };
+            counter.fetch_add(1, Relaxed);
+            ok
+        });
         let peer_for_log = job.peer().clone();
         if let Err(e) = self.strategy.execute(job, &self.shutdown) {
             log::error!(
@@ -465,6 +582,77 @@ where
                 self.strategy.name()
             );
         }
+    }
+
+    fn apply_timeouts(&self, conn: &crate::Conn) {
+        let StreamTimeouts { read, write } = self.stream_timeouts;
+        // Best effort: a socket that cannot take options is already broken
+        // and the handler will see that.
+        if read.is_some() {
+            let _ = conn.set_read_timeout(read);
+        }
+        if write.is_some() {
+            let _ = conn.set_write_timeout(write);
+        }
+    }
+
+    /// Stops serving and closes, letting running requests finish first: the
+    /// graceful end of a server, for SIGTERM in production.
+    ///
+    /// Call it after `serve_forever` has returned. It waits up to `deadline`
+    /// for running requests (queued ones in a [`Pool`](crate::Pool)
+    /// included) to finish on their own; handlers can watch
+    /// [`ShutdownHandle::is_shutdown_requested`] to finish early. At the
+    /// deadline it cuts what is left: open connections are shut down in both
+    /// directions (a blocked read returns end-of-file, a blocked write
+    /// fails), `Forking` children get SIGTERM. It then waits a short grace
+    /// period (a tenth of the deadline, at least 50 ms) for the cut requests
+    /// to return, and closes the server. Requests still running after that
+    /// are abandoned (their threads finish on their own or die with the
+    /// process) and counted in the report.
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// use std::time::Duration;
+    ///
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// server.shutdown();
+    /// server.serve_forever()?;
+    /// let report = server.close_gracefully(Duration::from_secs(1));
+    /// assert_eq!(report.cut, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close_gracefully(mut self, deadline: Duration) -> DrainReport {
+        let start = Instant::now();
+        let running = self.strategy.active();
+        let mut report = DrainReport {
+            running,
+            ..DrainReport::default()
+        };
+        if !self.strategy.wait_idle(deadline) {
+            let left = self.strategy.active();
+            report.cut = left;
+            report.finished = running.saturating_sub(left);
+            self.registry.cut_all();
+            self.strategy.terminate();
+            let grace = (deadline / 10).max(Duration::from_millis(50));
+            if !self.strategy.wait_idle(grace) {
+                report.abandoned = self.strategy.active();
+                log::warn!(
+                    "{}: {} requests still running {} ms after being cut; not waiting for them",
+                    self.url(),
+                    report.abandoned,
+                    start.elapsed().as_millis()
+                );
+                self.skip_strategy_close = true;
+            }
+        } else {
+            report.finished = running;
+        }
+        report.elapsed = start.elapsed();
+        log::info!("{}: closed gracefully: {report:?}", self.url());
+        drop(self);
+        report
     }
 
     /// Waits for one request (at most the builder's `timeout`) and serves
@@ -481,7 +669,9 @@ where
                 return Ok(false);
             }
             let ready = sys::poll_read(Some(self.transport.fd()), self.wake.fd(), remaining)?;
-            if ready.wake {
+            if ready.wake && self.wake.drain().shutdown {
+                // Leave the request for serve_forever, should it run next.
+                self.shutdown.shutdown();
                 return Ok(false);
             }
             if !ready.socket {
@@ -513,7 +703,9 @@ where
 
 impl<T: Transport, S: Strategy, H> Drop for Server<T, S, H> {
     fn drop(&mut self) {
-        self.strategy.close();
+        if !self.skip_strategy_close {
+            self.strategy.close();
+        }
         self.transport.cleanup();
     }
 }

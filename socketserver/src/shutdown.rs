@@ -46,6 +46,19 @@ pub struct ShutdownHandle {
     inner: Arc<Inner>,
 }
 
+/// The byte `shutdown` writes. Any byte but [`POKE`] means shutdown
+/// (signal-hook writes its own).
+const SHUTDOWN: u8 = b'S';
+/// The byte that only wakes the loop.
+const POKE: u8 = b'+';
+
+/// What the loop found on its wake-up socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Wake {
+    /// Shutdown was asked (by a handle or a signal).
+    pub(crate) shutdown: bool,
+}
+
 /// The server's side of the wake-up pair.
 #[derive(Debug)]
 pub(crate) struct WakeReceiver {
@@ -74,7 +87,7 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
         // A full buffer (WouldBlock) means wake-ups are already pending.
-        let _ = (&self.inner.writer).write(&[1]);
+        let _ = (&self.inner.writer).write(&[SHUTDOWN]);
     }
 
     /// Whether shutdown was asked and `serve_forever` has not yet consumed
@@ -105,6 +118,11 @@ impl ShutdownHandle {
         Ok(())
     }
 
+    /// Wakes the loop without asking it to stop (a connection slot freed).
+    pub(crate) fn poke(&self) {
+        let _ = (&self.inner.writer).write(&[POKE]);
+    }
+
     pub(crate) fn clear(&self) {
         self.inner.requested.store(false, Ordering::SeqCst);
     }
@@ -115,16 +133,16 @@ impl WakeReceiver {
         self.reader.as_fd()
     }
 
-    /// Reads every pending wake-up byte. Returns whether there was any.
-    pub(crate) fn drain(&self) -> bool {
+    /// Reads every pending wake-up byte.
+    pub(crate) fn drain(&self) -> Wake {
         let mut buf = [0u8; 64];
-        let mut any = false;
+        let mut wake = Wake::default();
         loop {
             match (&self.reader).read(&mut buf) {
-                Ok(0) => return any,
-                Ok(_) => any = true,
+                Ok(0) => return wake,
+                Ok(n) => wake.shutdown |= buf[..n].iter().any(|&b| b != POKE),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return any,
+                Err(_) => return wake,
             }
         }
     }

@@ -178,3 +178,29 @@ pub(crate) fn reset_signal_dispositions() {
 pub(crate) fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
 }
+
+/// `shutdown(2)` on a descriptor the caller guarantees is an open socket
+/// (the connection registry holds its lock while the socket is alive).
+pub(crate) fn shutdown_socket(fd: std::os::fd::RawFd, how: std::net::Shutdown) {
+    let how = match how {
+        std::net::Shutdown::Read => libc::SHUT_RD,
+        std::net::Shutdown::Write => libc::SHUT_WR,
+        std::net::Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown only reads its integer arguments. The caller keeps
+    // `fd` open for the duration of the call (see `Registry::cut_all`), so it
+    // cannot name an unrelated, reused descriptor. Errors (ENOTCONN for a
+    // peer that already left) are of no interest.
+    unsafe {
+        libc::shutdown(fd, how);
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub(crate) fn kill(pid: libc::pid_t, signal: i32) {
+    // SAFETY: kill only reads its integer arguments; `pid` is a child of
+    // ours that has not been reaped yet, so it cannot have been reused.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}

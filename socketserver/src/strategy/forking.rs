@@ -167,6 +167,26 @@ impl Strategy for Forking {
         self.children.lock().len()
     }
 
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            self.reap(false);
+            if self.children.lock().is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn terminate(&self) {
+        for &pid in self.children.lock().iter() {
+            sys::kill(pid, libc::SIGTERM);
+        }
+    }
+
     fn name(&self) -> &'static str {
         "forking"
     }

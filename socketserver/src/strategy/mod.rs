@@ -91,6 +91,17 @@ pub trait Strategy: Send + Sync + 'static {
         0
     }
 
+    /// Waits until no request runs, at most `timeout`; returns whether none
+    /// does. Used by a graceful shutdown.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let _ = timeout;
+        self.active() == 0
+    }
+
+    /// Asks running requests that the server cannot reach through their
+    /// sockets to stop (Forking: SIGTERM to the children). Default: nothing.
+    fn terminate(&self) {}
+
     /// A short name: `synchronous`, `threading`, `pool`, `forking`.
     fn name(&self) -> &'static str;
 }
@@ -110,6 +121,12 @@ impl Strategy for Box<dyn Strategy> {
     }
     fn active(&self) -> usize {
         (**self).active()
+    }
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        (**self).wait_idle(timeout)
+    }
+    fn terminate(&self) {
+        (**self).terminate()
     }
     fn name(&self) -> &'static str {
         (**self).name()
@@ -175,6 +192,18 @@ impl ActiveCount {
         while *c > 0 {
             self.zero.wait(&mut c);
         }
+    }
+
+    /// Waits until the count is 0, at most `timeout`; returns whether it is.
+    pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        let mut c = self.count.lock();
+        while *c > 0 {
+            if self.zero.wait_until(&mut c, end).timed_out() {
+                return *c == 0;
+            }
+        }
+        true
     }
 }
 

@@ -165,6 +165,21 @@ impl Strategy for Pool {
         self.active.get()
     }
 
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        // Idle means nothing running and nothing queued.
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if self.active.wait_zero_for(left) && self.queued() == 0 {
+                return true;
+            }
+            if left.is_zero() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn name(&self) -> &'static str {
         "pool"
     }

@@ -1,6 +1,7 @@
 use std::io;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use super::{ActiveCount, ActiveGuard, Job, Strategy};
 use crate::ShutdownHandle;
@@ -90,6 +91,10 @@ impl Strategy for Threading {
 
     fn active(&self) -> usize {
         self.active.get()
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        self.active.wait_zero_for(timeout)
     }
 
     fn name(&self) -> &'static str {

@@ -92,7 +92,7 @@ pub(crate) mod sealed {
         /// What one request is for this transport:
         /// [`StreamRequest`](crate::StreamRequest) or
         /// [`DatagramRequest`](crate::DatagramRequest).
-        type Request: crate::Peer + Send + 'static;
+        type Request: crate::Peer + crate::request::sealed::Tracked + Send + 'static;
         /// The fd to wait on for readability.
         fn fd(&self) -> BorrowedFd<'_>;
         /// Size of the receive buffer the loop must pass to `next` (0 for
