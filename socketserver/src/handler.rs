@@ -114,7 +114,8 @@ pub trait StreamHandler: Send + Sync + 'static {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()>;
 
     /// Runs after `handle`, even when `handle` failed or panicked. Buffered
-    /// output is flushed after it.
+    /// output is flushed after it, also when `handle` returned an error (but
+    /// not after a panic).
     fn finish(&self, _req: &mut StreamRequest) -> io::Result<()> {
         Ok(())
     }
@@ -171,7 +172,8 @@ pub trait DatagramHandler: Send + Sync + 'static {
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()>;
 
     /// Runs after `handle`, even when `handle` failed or panicked. The
-    /// `wfile` reply is sent after it.
+    /// `wfile` reply is sent after it, also when `handle` returned an error
+    /// (but not after a panic).
     fn finish(&self, _req: &mut DatagramRequest) -> io::Result<()> {
         Ok(())
     }
@@ -254,8 +256,11 @@ fn guarded<R>(req: &mut R, f: impl FnOnce(&mut R) -> io::Result<()>) -> Result<(
 }
 
 /// The life of one request, shared by both handler kinds: setup; then handle
-/// and finish (finish always); then `complete` (flush or reply) if all went
-/// well. Every failure is reported; returns whether there was none.
+/// and finish (finish always); then `complete` (flush or reply) unless
+/// something panicked. What a handler wrote before returning an error still
+/// goes out, as in Python (e.g. an `ERR ...` line before closing); after a
+/// panic it does not, since the reply may be half made. Every failure is
+/// reported; returns whether there was none.
 fn run_request<R>(
     req: &mut R,
     peer: impl Fn(&R) -> &Address,
@@ -271,6 +276,9 @@ fn run_request<R>(
     }
     let handled = guarded(req, handle);
     let finished = guarded(req, finish);
+    let panicked = [&handled, &finished]
+        .iter()
+        .any(|r| matches!(r, Err(RequestError::Panic(_))));
     let mut ok = true;
     for result in [handled, finished] {
         if let Err(e) = result {
@@ -278,9 +286,12 @@ fn run_request<R>(
             ok = false;
         }
     }
-    if ok {
+    if !panicked {
         if let Err(e) = guarded(req, complete) {
-            report(peer(req), &e);
+            // After an error, a failed flush (the peer left) adds nothing.
+            if ok {
+                report(peer(req), &e);
+            }
             ok = false;
         }
     }
