@@ -21,6 +21,9 @@ use socketserver::{Address, Conn, StreamHandler, StreamRequest};
 
 use super::{check_nick, read_line_capped, same_nick, Line, MAX_LINE};
 
+/// What members are told when the server stops.
+const CLOSING: &str = "* server is shutting down";
+
 /// Settings of a [`Room`].
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
@@ -98,7 +101,7 @@ impl StreamHandler for Room {
                     "* line too long (over {} bytes), not sent",
                     self.inner.config.max_line
                 )),
-                Line::Text(text) => match text.as_str() {
+                Line::Text(text) => match text.trim_end() {
                     "" => {}
                     "/quit" => {
                         me.tell("* bye");
@@ -145,7 +148,7 @@ impl Room {
     pub fn close(&self) {
         let mut state = self.inner.state.lock();
         state.closing = true;
-        self.deliver(&mut state, None, "* server is shutting down");
+        self.deliver(&mut state, None, CLOSING);
         for conn in state.conns.values() {
             let _ = conn.shutdown(Shutdown::Read);
         }
@@ -210,7 +213,7 @@ impl Room {
         let mut state = self.inner.state.lock();
         if state.closing {
             drop(state);
-            writeln!(req, "* server is shutting down")?;
+            writeln!(req, "{CLOSING}")?;
             return Ok(None);
         }
         state.conns.insert(id, conn);
@@ -230,6 +233,10 @@ impl Room {
                     match check_nick(nick) {
                         Ok(()) => match self.add_member(id, nick, req) {
                             Ok(me) => return Ok(Some(me)),
+                            Err(why) if why == CLOSING => {
+                                writeln!(req, "{CLOSING}")?;
+                                return Ok(None);
+                            }
                             Err(why) => why,
                         },
                         Err(why) => why,
@@ -253,7 +260,7 @@ impl Room {
         let conn = req.stream().try_clone().map_err(|e| e.to_string())?;
         let mut state = self.inner.state.lock();
         if state.closing {
-            return Err("server is shutting down".into());
+            return Err(CLOSING.into());
         }
         if let Some(m) = state.members.values().find(|m| same_nick(&m.nick, nick)) {
             return Err(format!("nickname {} is taken", m.nick));
