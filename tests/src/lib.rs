@@ -257,6 +257,20 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// Threads of this process whose name starts with `prefix` (names as the
+/// kernel keeps them: at most 15 bytes).
+pub fn threads_named(prefix: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.trim_end().starts_with(prefix))
+        })
+        .count()
+}
+
 /// (pid, state) of every child process of `parent` (from /proc/*/stat);
 /// state `'Z'` is a zombie.
 pub fn children_of(parent: u32) -> Vec<(u32, char)> {
