@@ -37,12 +37,13 @@ where
     T: Transport,
     H: socketserver::Handler<T::Request>,
 {
-    let mut out = io::stdout().lock();
-    writeln!(out, "listening on {}", server.url())?;
-    out.flush()?;
+    // Handlers first: a script may signal as soon as it reads the line.
     server
         .shutdown_handle()
         .shutdown_on_signals(&[libc::SIGINT, libc::SIGTERM])?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {}", server.url())?;
+    out.flush()?;
     server.serve_forever()?;
     log::info!("shutting down {}", server.url());
     server.server_close();

@@ -58,7 +58,13 @@ enum Kind {
     Unixgram,
 }
 
-const KINDS: [Kind; 5] = [Kind::TcpV4, Kind::TcpV6, Kind::Udp, Kind::Unix, Kind::Unixgram];
+const KINDS: [Kind; 5] = [
+    Kind::TcpV4,
+    Kind::TcpV6,
+    Kind::Udp,
+    Kind::Unix,
+    Kind::Unixgram,
+];
 
 /// Starts an echo server of `kind` under strategy `s`.
 fn start_echo<S: Strategy>(s: S, kind: Kind, path: &Path) -> Running {
@@ -197,7 +203,10 @@ fn a_thousand_failed_binds_to_a_taken_address_leak_no_fd() {
     (0..1024).for_each(attempt);
     let after = fd_count();
     assert_eq!(before, after, "fds before and after 1024 failed binds");
-    assert!(unix_path.exists(), "a failed bind must not remove the taken path");
+    assert!(
+        unix_path.exists(),
+        "a failed bind must not remove the taken path"
+    );
 }
 
 #[test]
@@ -308,7 +317,10 @@ fn shutdown_with_50_idle_clients_returns_at_once_and_close_waits_for_them() {
     // clients; there is no event to wait for, so give close a moment to
     // (wrongly) finish.
     thread::sleep(Duration::from_millis(100));
-    assert!(!serving.is_finished(), "close did not wait for the handlers");
+    assert!(
+        !serving.is_finished(),
+        "close did not wait for the handlers"
+    );
     assert_eq!(threading.active(), 50);
     let mut clients = within(DEADLINE, "the clients still served", move || {
         let mut clients = clients;
@@ -415,9 +427,11 @@ fn serve_forever_can_run_twice_in_a_row() {
             assert_eq!(stream_roundtrip(tcp_client(&a), MSG).unwrap(), MSG)
         });
         server.shutdown();
-        wait_until(SECOND, &format!("round {round}: serve_forever returns"), || {
-            serving.is_finished()
-        });
+        wait_until(
+            SECOND,
+            &format!("round {round}: serve_forever returns"),
+            || serving.is_finished(),
+        );
         serving.join().unwrap().unwrap();
     }
 }
@@ -441,7 +455,10 @@ fn serve_forever_running_twice_at_the_same_time_is_refused() {
             server.serve_forever()
         })
     };
-    assert!(second.is_err(), "a second concurrent serve_forever must fail");
+    assert!(
+        second.is_err(),
+        "a second concurrent serve_forever must fail"
+    );
     server.shutdown();
     wait_until(SECOND, "serve_forever returns", || serving.is_finished());
     serving.join().unwrap().unwrap();
@@ -456,7 +473,9 @@ fn unix_socket_files_are_removed_on_close() {
         let running = start_echo(Threading::new(), kind, &path);
         assert!(path.exists());
         let (addr, d) = (running.address.clone(), dir.path().to_path_buf());
-        within(DEADLINE, "an echo", move || echo_once(kind, &addr, &d, "client"));
+        within(DEADLINE, "an echo", move || {
+            echo_once(kind, &addr, &d, "client")
+        });
         running.stop();
         assert!(!path.exists(), "{kind:?}: socket file left behind");
     }
@@ -482,5 +501,8 @@ fn a_stale_unix_socket_path_gives_addr_in_use_naming_the_path() {
             "the error names the path: {err}"
         );
     }
-    assert!(path.exists(), "a failed bind must not remove the stale file");
+    assert!(
+        path.exists(),
+        "a failed bind must not remove the stale file"
+    );
 }

@@ -1,0 +1,150 @@
+//! A single-threaded `Forking` server for `tests/tests/forking.rs`: forking
+//! is only safe from a process with no other threads, so the forking tests
+//! run their servers in this process rather than in the test harness.
+//!
+//! ```text
+//! fork_server TRANSPORT ADDR MAX_CHILDREN MODE [--spawn-thread]
+//!   TRANSPORT      tcp | udp | unix | unixgram
+//!   ADDR           HOST:PORT, or a socket path for unix and unixgram
+//!   MAX_CHILDREN   Forking::max_children
+//!   MODE           echo        echo everything back
+//!                  panic       echo, but a request starting with `panic` panics
+//!                  sleep:MS    sleep MS milliseconds, then echo
+//!                  exit:CODE   echo, but a request starting with `exit` ends
+//!                              the child at once with status CODE
+//!   --spawn-thread start an idle thread first (to provoke the warning about
+//!                  forking a multi-threaded process)
+//! ```
+//!
+//! Prints `listening on URL` and flushes, serves until SIGTERM or SIGINT,
+//! closes (waiting for its children) and exits 0. Logs go to stderr
+//! (`RUST_LOG`, default `warn`).
+
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use socketserver::{
+    DatagramHandler, DatagramRequest, Forking, Handler, Server, StreamHandler, StreamRequest,
+    Transport,
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Echo,
+    Panic,
+    Sleep(Duration),
+    Exit(i32),
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Mode> {
+        match s.split_once(':') {
+            None if s == "echo" => Some(Mode::Echo),
+            None if s == "panic" => Some(Mode::Panic),
+            Some(("sleep", ms)) => ms.parse().ok().map(|ms| Mode::Sleep(Duration::from_millis(ms))),
+            Some(("exit", code)) => code.parse().ok().map(Mode::Exit),
+            _ => None,
+        }
+    }
+
+    /// What every mode does before echoing, given the request's first bytes.
+    fn before_echo(self, first: &[u8]) {
+        match self {
+            Mode::Echo => {}
+            Mode::Panic if first.starts_with(b"panic") => panic!("asked to panic"),
+            Mode::Panic => {}
+            Mode::Sleep(d) => std::thread::sleep(d),
+            Mode::Exit(code) if first.starts_with(b"exit") => std::process::exit(code),
+            Mode::Exit(_) => {}
+        }
+    }
+}
+
+struct ModeHandler(Mode);
+
+impl StreamHandler for ModeHandler {
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        // Peek at the first bytes; `echo` sends the buffered ones too.
+        let first = req.fill_buf()?.to_vec();
+        self.0.before_echo(&first);
+        req.echo().map(drop)
+    }
+}
+
+impl DatagramHandler for ModeHandler {
+    fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
+        self.0.before_echo(req.data());
+        let data = req.take_data();
+        req.reply(&data)
+    }
+}
+
+fn run<T, H>(server: Server<T, Forking, H>) -> io::Result<()>
+where
+    T: Transport,
+    H: Handler<T::Request>,
+{
+    // Signals first: whoever reads the line below may signal at once.
+    server
+        .shutdown_handle()
+        .shutdown_on_signals(&[libc::SIGTERM, libc::SIGINT])?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {}", server.url())?;
+    out.flush()?;
+    server.serve_forever()?;
+    server.server_close();
+    Ok(())
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: fork_server tcp|udp|unix|unixgram ADDR MAX_CHILDREN \
+         echo|panic|sleep:MS|exit:CODE [--spawn-thread]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let spawn_thread = args.iter().any(|a| a == "--spawn-thread");
+    let positional: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let [transport, addr, max_children, mode] = positional[..] else {
+        return usage();
+    };
+    let (Ok(max_children), Some(mode)) = (max_children.parse::<usize>(), Mode::parse(mode)) else {
+        return usage();
+    };
+    if spawn_thread {
+        std::thread::spawn(|| loop {
+            std::thread::park();
+        });
+    } else {
+        let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+        if threads != 1 {
+            eprintln!("fork_server: expected to be single-threaded, found {threads} threads");
+            return ExitCode::from(3);
+        }
+    }
+    let builder = Server::builder().strategy(Forking::new().max_children(max_children));
+    let handler = ModeHandler(mode);
+    let result = match transport {
+        "tcp" => builder.tcp(addr, handler).and_then(run),
+        "udp" => builder.udp(addr, handler).and_then(run),
+        "unix" => builder.unix(addr, handler).and_then(run),
+        "unixgram" => builder.unixgram(addr, handler).and_then(run),
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fork_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! `Forking`, run in `fork_server` (a single-threaded process: forking from
+//! the multi-threaded test harness would be exactly the hazard the strategy
+//! warns about). Every wait on the server process has a deadline, and a
+//! server that outlives its test is killed.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use socketserver::Address;
+use socketserver_tests::*;
+
+const MSG: &[u8] = b"hello world\n";
+const SECOND: Duration = Duration::from_secs(1);
+const WARNING: &str = "forking a process with";
+
+/// A running `fork_server`; killed (SIGKILL) if still running when dropped.
+struct ForkServer {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: Arc<AtomicBool>,
+}
+
+impl ForkServer {
+    /// Starts `fork_server TRANSPORT ADDR MAX_CHILDREN MODE [extra]` and
+    /// waits (with a deadline) for its `listening on URL` line.
+    fn start(transport: &str, addr: &str, max_children: usize, mode: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fork_server"))
+            .args([transport, addr, &max_children.to_string(), mode])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fork_server");
+        // Drain both pipes on threads, so the server never blocks on a full
+        // pipe (1000 panics log a lot).
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_done = Arc::new(AtomicBool::new(false));
+        {
+            let pipe = child.stderr.take().unwrap();
+            let (text, done) = (Arc::clone(&stderr), Arc::clone(&stderr_done));
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = text.lock();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+        }
+        let (tx, first_line) = mpsc::channel();
+        let pipe = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(pipe).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let mut server = ForkServer {
+            child,
+            url: String::new(),
+            stderr,
+            stderr_done,
+        };
+        match first_line.recv_timeout(DEADLINE) {
+            Ok(Some(Ok(line))) => {
+                server.url = line
+                    .strip_prefix("listening on ")
+                    .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                    .to_owned();
+            }
+            other => panic!(
+                "fork_server did not say where it listens ({other:?}); stderr: {}",
+                server.stderr.lock()
+            ),
+        }
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address from the `listening on SCHEME://ADDR` line.
+    fn address(&self) -> Address {
+        let (scheme, rest) = self.url.split_once("://").expect("SCHEME://ADDR");
+        match scheme {
+            "tcp" | "udp" => Address::Inet(rest.parse().expect("IP:PORT")),
+            "unix" | "unixgram" => Address::Unix(Some(PathBuf::from(rest))),
+            _ => panic!("unknown scheme in {}", self.url),
+        }
+    }
+
+    /// The server's live (not zombie) and zombie children.
+    fn children(&self) -> (Vec<u32>, Vec<u32>) {
+        let (zombies, live): (Vec<_>, Vec<_>) = children_of(self.pid())
+            .into_iter()
+            .partition(|&(_, state)| state == 'Z');
+        (
+            live.into_iter().map(|(p, _)| p).collect(),
+            zombies.into_iter().map(|(p, _)| p).collect(),
+        )
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill only reads its integer arguments; the child has not
+        // been waited for, so its pid cannot have been reused.
+        let r = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits at most `limit` for the server to exit; returns its status and
+    /// how long it took. Panics (and the drop kills it) if it does not exit.
+    fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "fork_server did not exit within {limit:?}; stderr: {}",
+                self.stderr.lock()
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// SIGTERM, then the exit status (within `limit`) and the time taken.
+    fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(limit)
+    }
+
+    /// Everything the server (and its children) wrote to stderr, once the
+    /// pipe is closed (the server has exited).
+    fn stderr(&self) -> String {
+        wait_until(DEADLINE, "stderr closed", || {
+            self.stderr_done.load(Ordering::SeqCst)
+        });
+        self.stderr.lock().clone()
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// SIGTERM; asserts a clean exit 0 within a second; returns stderr.
+fn stop(mut server: ForkServer) -> String {
+    let (status, took) = server.terminate(SECOND);
+    assert!(status.success(), "exit status {status}");
+    assert!(took < SECOND, "took {took:?} to exit");
+    let stderr = server.stderr();
+    assert!(
+        !stderr.contains(WARNING),
+        "fork_server must be single-threaded: {stderr}"
+    );
+    stderr
+}
+
+fn stream_echo(addr: &Address, msg: &[u8]) -> Vec<u8> {
+    match addr {
+        Address::Inet(_) => stream_roundtrip(tcp_client(addr), msg).unwrap(),
+        Address::Unix(_) => stream_roundtrip(unix_client(addr), msg).unwrap(),
+    }
+}
+
+// Echo matrix: Forking x every transport, 3 clients each.
+
+#[test]
+fn forking_tcp_echo_serves_3_clients() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "echo", &[]);
+    let addr = server.address();
+    within(DEADLINE, "3 TCP clients", move || {
+        let clients: Vec<_> = (0..3).map(|_| tcp_client(&addr)).collect();
+        for c in clients {
+            assert_eq!(stream_roundtrip(c, MSG).unwrap(), MSG);
+        }
+    });
+    stop(server);
+}
+
+#[test]
+fn forking_tcp_echo_works_over_ipv6() {
+    let server = ForkServer::start("tcp", "[::1]:0", 40, "echo", &[]);
+    let addr = server.address();
+    assert!(addr.as_inet().unwrap().is_ipv6());
+    within(DEADLINE, "an IPv6 client", move || {
+        assert_eq!(stream_echo(&addr, MSG), MSG)
+    });
+    stop(server);
+}
+
+#[test]
+fn forking_udp_echo_serves_3_clients() {
+    let server = ForkServer::start("udp", "127.0.0.1:0", 40, "echo", &[]);
+    let addr = server.address();
+    within(DEADLINE, "3 UDP clients", move || {
+        for _ in 0..3 {
+            let c = udp_client(&addr);
+            c.send(MSG).unwrap();
+            let mut buf = [0u8; 64];
+            let n = c.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], MSG);
+        }
+    });
+    stop(server);
+}
+
+#[test]
+fn forking_unix_stream_echo_serves_3_clients() {
+    let dir = TempDir::new("fork-unix");
+    let path = dir.join("echo.sock");
+    let server = ForkServer::start("unix", path.to_str().unwrap(), 40, "echo", &[]);
+    let addr = server.address();
+    assert_eq!(addr.as_path(), Some(path.as_path()));
+    within(DEADLINE, "3 Unix stream clients", move || {
+        let clients: Vec<_> = (0..3).map(|_| unix_client(&addr)).collect();
+        for c in clients {
+            assert_eq!(stream_roundtrip(c, MSG).unwrap(), MSG);
+        }
+    });
+    stop(server);
+    assert!(!path.exists(), "socket file removed on exit");
+}
+
+#[test]
+fn forking_unix_datagram_echo_serves_3_clients() {
+    let dir = TempDir::new("fork-unixgram");
+    let path = dir.join("echo.sock");
+    let server = ForkServer::start("unixgram", path.to_str().unwrap(), 40, "echo", &[]);
+    let addr = server.address();
+    let client_dir = dir.path().to_path_buf();
+    within(DEADLINE, "3 Unix datagram clients", move || {
+        for i in 0..3 {
+            let c = unixgram_client(&addr, &client_dir, &format!("client{i}"));
+            c.send(MSG).unwrap();
+            let mut buf = [0u8; 64];
+            let n = c.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], MSG);
+        }
+    });
+    stop(server);
+    assert!(!path.exists(), "socket file removed on exit");
+}
+
+#[test]
+fn a_thousand_requests_leave_no_zombie_children() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "echo", &[]);
+    let addr = server.address();
+    within(Duration::from_secs(30), "1000 requests", move || {
+        for i in 0..1000 {
+            let back = stream_roundtrip(tcp_client(&addr), MSG)
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(back, MSG);
+        }
+    });
+    // Children end when their client leaves; the server reaps them even
+    // though it is idle now.
+    wait_until(Duration::from_secs(2), "no zombie children", || {
+        server.children().1.is_empty()
+    });
+    wait_until(DEADLINE, "no children at all", || {
+        children_of(server.pid()).is_empty()
+    });
+    stop(server);
+}
+
+#[test]
+fn max_children_is_respected_and_every_client_is_served() {
+    const MAX: usize = 3;
+    let server = ForkServer::start("tcp", "127.0.0.1:0", MAX, "sleep:200", &[]);
+    let addr = server.address();
+    let clients: Vec<_> = (0..10)
+        .map(|i| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let msg = format!("client {i}\n");
+                stream_roundtrip(tcp_client(&addr), msg.as_bytes())
+                    .map(|back| back == msg.as_bytes())
+            })
+        })
+        .collect();
+    // Sample the server's children until every client is done. A scan of
+    // /proc is not atomic: a child can exit, be reaped and be replaced while
+    // a scan runs, so a scan with more than MAX live children is checked
+    // again: only children live in both scans count.
+    let end = Instant::now() + DEADLINE;
+    let mut most = 0;
+    while !clients.iter().all(|c| c.is_finished()) {
+        assert!(Instant::now() < end, "10 clients not served within {DEADLINE:?}");
+        let mut live = server.children().0;
+        if live.len() > MAX {
+            let again: HashSet<u32> = server.children().0.into_iter().collect();
+            live.retain(|p| again.contains(p));
+        }
+        assert!(
+            live.len() <= MAX,
+            "{} children alive at once: {live:?}",
+            live.len()
+        );
+        most = most.max(live.len());
+        thread::sleep(Duration::from_millis(1));
+    }
+    for (i, c) in clients.into_iter().enumerate() {
+        assert!(
+            c.join().unwrap().expect("served"),
+            "client {i} got its echo"
+        );
+    }
+    assert_eq!(most, MAX, "the server did run {MAX} children at once");
+    stop(server);
+}
+
+#[test]
+fn a_panicking_handler_in_a_child_does_not_stop_the_next_client() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "panic", &[]);
+    let addr = server.address();
+    within(DEADLINE, "a panic, then an echo", move || {
+        let mut c = tcp_client(&addr);
+        c.write_all(b"panic\n").unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("EOF");
+        assert!(got.is_empty(), "the panicking child closed the connection");
+        assert_eq!(stream_echo(&addr, MSG), MSG);
+    });
+    let stderr = stop(server);
+    assert!(stderr.contains("handler panicked: asked to panic"), "{stderr}");
+}
+
+#[test]
+fn a_child_that_exits_early_does_not_stop_the_next_client() {
+    let server = ForkServer::start("udp", "127.0.0.1:0", 40, "exit:7", &[]);
+    let addr = server.address();
+    within(DEADLINE, "an early exit, then an echo", move || {
+        let c = udp_client(&addr);
+        c.send(b"exit").unwrap();
+        c.send(MSG).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], MSG, "the only reply is to the second datagram");
+    });
+    wait_until(Duration::from_secs(2), "the children reaped", || {
+        children_of(server.pid()).is_empty()
+    });
+    stop(server);
+}
+
+#[test]
+fn sigterm_exits_0_within_a_second_after_the_running_child_finishes() {
+    let mut server = ForkServer::start("tcp", "127.0.0.1:0", 40, "sleep:300", &[]);
+    let addr = server.address();
+    let mut c = tcp_client(&addr);
+    c.write_all(MSG).unwrap();
+    // The child echoes until the client closes its side: its request ends
+    // after the sleep and the echo.
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut live = Vec::new();
+    wait_until(DEADLINE, "a child serving the client", || {
+        live = server.children().0;
+        !live.is_empty()
+    });
+    let (status, took) = server.terminate(SECOND);
+    assert!(status.success(), "exit status {status}");
+    assert!(took < SECOND, "took {took:?} to exit");
+    // The child finished its request before the server exited...
+    let mut back = vec![0; MSG.len()];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(back, MSG);
+    // ...and none is left behind.
+    for pid in live {
+        assert!(
+            !PathBuf::from(format!("/proc/{pid}")).exists(),
+            "child {pid} outlived the server"
+        );
+    }
+}
+
+#[test]
+fn sigterm_stops_an_idle_server_within_a_second() {
+    for transport in ["tcp", "udp"] {
+        let server = ForkServer::start(transport, "127.0.0.1:0", 40, "echo", &[]);
+        stop(server);
+    }
+}
+
+#[test]
+fn forking_from_a_threaded_process_logs_a_warning() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "echo", &["--spawn-thread"]);
+    let addr = server.address();
+    within(DEADLINE, "an echo", move || {
+        assert_eq!(stream_echo(&addr, MSG), MSG)
+    });
+    let mut server = server;
+    let (status, _) = server.terminate(SECOND);
+    assert!(status.success(), "exit status {status}");
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("forking a process with 2 threads"),
+        "stderr: {stderr}"
+    );
+}
