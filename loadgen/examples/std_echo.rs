@@ -1,6 +1,6 @@
 //! A plain std thread-per-connection TCP echo server, for trying the load generator.
 //!
-//! `cargo run --release --example echo_server [127.0.0.1:PORT]` (default port 0: any
+//! `cargo run --release --example std_echo [127.0.0.1:PORT]` (default port 0: any
 //! free port). Prints `listening on tcp://ADDR` first, then serves until killed.
 
 use std::io::{Read, Write};
@@ -29,34 +29,34 @@ fn main() {
     let addr: SocketAddr = match arg.parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("echo_server: bad address {arg:?}: {e}");
+            eprintln!("std_echo: bad address {arg:?}: {e}");
             std::process::exit(2);
         }
     };
     if !loadgen::is_loopback(addr.ip()) {
-        eprintln!("echo_server: {addr} is not a loopback address");
+        eprintln!("std_echo: {addr} is not a loopback address");
         std::process::exit(2);
     }
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("echo_server: bind {addr}: {e}");
+            eprintln!("std_echo: bind {addr}: {e}");
             std::process::exit(1);
         }
     };
     match listener.local_addr() {
         Ok(a) => println!("listening on tcp://{a}"),
-        Err(e) => eprintln!("echo_server: local_addr: {e}"),
+        Err(e) => eprintln!("std_echo: local_addr: {e}"),
     }
     for conn in listener.incoming() {
         match conn {
             Ok(s) => {
                 if let Err(e) = thread::Builder::new().spawn(move || serve(s)) {
-                    eprintln!("echo_server: spawn: {e}");
+                    eprintln!("std_echo: spawn: {e}");
                 }
             }
             Err(e) => {
-                eprintln!("echo_server: accept: {e}");
+                eprintln!("std_echo: accept: {e}");
                 thread::sleep(std::time::Duration::from_millis(10)); // e.g. EMFILE: no spin
             }
         }
