@@ -4,11 +4,14 @@
 //! cargo run --release -p socketserver --example echo_server -- ADDR STRATEGY [--udp]
 //! ```
 //!
-//! ADDR is `HOST:PORT` or `unix:PATH`; STRATEGY is one of `synchronous`,
+//! ADDR is `HOST:PORT`, `unix:PATH`, or `systemd` (the first socket passed by
+//! socket activation, `LISTEN_FDS`); STRATEGY is one of `synchronous`,
 //! `threading`, `pool`, `forking`; `--udp` serves datagrams (UDP, or Unix
-//! datagram for `unix:PATH`). The first line on stdout is
+//! datagram for `unix:PATH`); `--reuse-port` sets `SO_REUSEPORT` so that
+//! several processes can share the port. The first line on stdout is
 //! `listening on SCHEME://ADDR` with the real port. SIGINT or SIGTERM stops
-//! the server cleanly (exit status 0).
+//! the server cleanly (exit status 0); it then prints
+//! `echo_server: served N requests` on stderr.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -17,7 +20,7 @@ use socketserver::{Address, DatagramRequest, Server, Strategy, StreamRequest, Tr
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo_server ADDR STRATEGY [--udp]\n  ADDR      HOST:PORT or unix:PATH\n  STRATEGY  {}",
+        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
         socketserver::strategy::NAMES.join("|")
     );
     ExitCode::from(2)
@@ -46,7 +49,9 @@ where
     out.flush()?;
     server.serve_forever()?;
     log::info!("shutting down {}", server.url());
+    let served = server.stats().accepted;
     server.server_close();
+    eprintln!("echo_server: served {served} requests");
     Ok(())
 }
 
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let udp = args.iter().any(|a| a == "--udp");
+    let reuse_port = args.iter().any(|a| a == "--reuse-port");
     let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let [addr, strategy] = positional[..] else {
         return usage();
@@ -65,6 +71,10 @@ fn main() -> ExitCode {
             return usage();
         }
     };
+    let builder = Server::builder().strategy(strategy).reuse_port(reuse_port);
+    if addr.as_str() == "systemd" {
+        return report(serve_activated(builder));
+    }
     let addr = match Address::resolve(addr) {
         Ok(a) => a,
         Err(e) => {
@@ -72,7 +82,6 @@ fn main() -> ExitCode {
             return usage();
         }
     };
-    let builder = Server::builder().strategy(strategy);
     let result = match (&addr, udp) {
         (Address::Inet(a), false) => builder.tcp(*a, echo_stream).and_then(run),
         (Address::Inet(a), true) => builder.udp(*a, echo_datagram).and_then(run),
@@ -80,6 +89,32 @@ fn main() -> ExitCode {
         (Address::Unix(Some(p)), true) => builder.unixgram(p, echo_datagram).and_then(run),
         (Address::Unix(None), _) => return usage(),
     };
+    report(result)
+}
+
+/// Serves the first socket passed by socket activation.
+fn serve_activated(builder: socketserver::Builder<Box<dyn Strategy>>) -> io::Result<()> {
+    use socketserver::activation::{self, Listener};
+    use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
+    let Some(listener) = activation::listeners()?.into_iter().next() else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no socket passed by socket activation (LISTEN_FDS/LISTEN_PID)",
+        ));
+    };
+    match listener {
+        Listener::Tcp(l) => builder.serve(Tcp::from_std(l)?, echo_stream).and_then(run),
+        Listener::Udp(s) => builder
+            .serve(Udp::from_std(s)?, echo_datagram)
+            .and_then(run),
+        Listener::Unix(l) => builder.serve(Unix::from_std(l)?, echo_stream).and_then(run),
+        Listener::Unixgram(s) => builder
+            .serve(Unixgram::from_std(s)?, echo_datagram)
+            .and_then(run),
+    }
+}
+
+fn report(result: io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+pub mod activation;
 mod address;
 pub mod aliases;
 pub mod auth;

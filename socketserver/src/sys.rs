@@ -204,3 +204,22 @@ pub(crate) fn kill(pid: libc::pid_t, signal: i32) {
         libc::kill(pid, signal);
     }
 }
+
+/// Takes ownership of an inherited descriptor (socket activation), after
+/// checking that it is open; marks it close-on-exec.
+pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; setting FD_CLOEXEC changes only the descriptor flag.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked above) and, by the socket
+    // activation protocol, handed to this process to own; the caller adopts
+    // each number once (`activation::listeners` clears the environment).
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

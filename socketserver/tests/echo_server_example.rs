@@ -1,0 +1,153 @@
+//! The `echo_server` example as a process: clean exit on SIGTERM, several
+//! processes sharing one port with `SO_REUSEPORT`, and a listener passed by
+//! systemd-style socket activation. (Cargo builds the example before these
+//! tests run.)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example() -> PathBuf {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/echo_server
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples/echo_server");
+    assert!(path.exists(), "{} missing: run `cargo build --example echo_server`", path.display());
+    path
+}
+
+/// A running example process, killed on drop if still alive.
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command) -> Proc {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("no `listening on` line within 10 s");
+        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad first line {line:?}")).to_owned();
+        Proc { child, url }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGTERM, then waits (at most 2 s) for exit; returns the status and
+    /// stderr.
+    fn terminate(mut self) -> (std::process::ExitStatus, String, Duration) {
+        let start = Instant::now();
+        unsafe_free_kill(self.child.id(), libc::SIGTERM);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(2), "no exit within 2 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let took = start.elapsed();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, err, took)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill(2)` through the `kill` command, keeping this file free of unsafe.
+fn unsafe_free_kill(pid: u32, signal: i32) {
+    let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+fn echo_once(port: u16, msg: &[u8]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+fn served(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("echo_server: served ")?.strip_suffix(" requests")?.parse().ok())
+        .unwrap_or_else(|| panic!("no `served N requests` line in {stderr:?}"))
+}
+
+#[test]
+fn sigterm_exits_zero_at_once_after_serving() {
+    let p = Proc::start(Command::new(example()).args(["127.0.0.1:0", "threading"]));
+    assert!(p.url.starts_with("tcp://127.0.0.1:"));
+    echo_once(p.port(), b"hello world\n");
+    let (status, err, took) = p.terminate();
+    assert!(status.success(), "exit status {status}, stderr {err}");
+    assert_eq!(served(&err), 1);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn three_processes_share_one_port_with_reuse_port() {
+    let first = Proc::start(Command::new(example()).args(["127.0.0.1:0", "threading", "--reuse-port"]));
+    let port = first.port();
+    let addr = format!("127.0.0.1:{port}");
+    let others: Vec<Proc> = (0..2)
+        .map(|_| Proc::start(Command::new(example()).args([addr.as_str(), "threading", "--reuse-port"])))
+        .collect();
+    for p in &others {
+        assert_eq!(p.port(), port);
+    }
+    // The kernel spreads new connections by a hash of the client's address
+    // and port: 300 connections from fresh ports reach every process.
+    for i in 0..300u32 {
+        echo_once(port, format!("conn {i}\n").as_bytes());
+    }
+    let counts: Vec<u64> = std::iter::once(first)
+        .chain(others)
+        .map(|p| {
+            let (status, err, _) = p.terminate();
+            assert!(status.success());
+            served(&err)
+        })
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 300, "{counts:?}");
+    assert!(counts.iter().all(|&n| n > 0), "every process served some: {counts:?}");
+}
+
+#[test]
+fn serves_a_listener_passed_by_socket_activation() {
+    // The supervisor's side: make the listener, pass it as fd 3 with
+    // LISTEN_PID set to the server's pid (the shell's `$$`, kept by exec).
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(16).unwrap();
+    listener.set_cloexec(false).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let script = format!(
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" systemd threading 3<&{}",
+        listener.as_raw_fd()
+    );
+    let p = Proc::start(Command::new("sh").arg("-c").arg(script).arg(example()));
+    assert_eq!(p.port(), port, "serves the inherited socket, not a new one");
+    drop(listener); // the server's copy keeps it open
+    echo_once(port, b"activated\n");
+    let (status, err, _) = p.terminate();
+    assert!(status.success(), "{err}");
+    assert_eq!(served(&err), 1);
+}
