@@ -30,6 +30,16 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Whether a read or write timeout of the connection ran out (the peer
+    /// went quiet, or stopped reading): logged at info level by the default
+    /// `handle_error`.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RequestError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ))
+    }
+
     /// Whether this is the peer going away (reset, broken pipe, EOF in the
     /// middle of a message): routine for a server, logged at debug level by
     /// the default `handle_error`.
@@ -63,10 +73,13 @@ impl std::error::Error for RequestError {
 }
 
 /// The default `handle_error`: logs through `log` with the peer address;
-/// disconnects at debug level, everything else at error level.
+/// disconnects at debug level, timeouts at info level, everything else at
+/// error level.
 pub fn log_request_error(peer: &Address, error: &RequestError) {
     if error.is_disconnect() {
         log::debug!("request from {peer}: {error}");
+    } else if error.is_timeout() {
+        log::info!("request from {peer} timed out: {error}");
     } else {
         log::error!("error handling request from {peer}: {error}");
     }

@@ -490,8 +490,13 @@ where
                 "serve_forever is already running for this server",
             ));
         }
-        let result = self.serve_loop();
+        // A request left from an earlier run is forgotten; one made before
+        // this run still has its byte pending and ends the loop at once. The
+        // flag stays set after the loop returns, so that handlers still
+        // running (and a graceful close) can see it.
         self.shutdown.clear();
+        let result = self.serve_loop();
+        self.shutdown.shutdown_flag_only();
         self.running.store(false, Ordering::SeqCst);
         result
     }

@@ -90,8 +90,9 @@ impl ShutdownHandle {
         let _ = (&self.inner.writer).write(&[SHUTDOWN]);
     }
 
-    /// Whether shutdown was asked and `serve_forever` has not yet consumed
-    /// the request. Long-running handlers can check it to stop early.
+    /// Whether the server is stopping: shutdown was asked, or
+    /// `serve_forever` has returned (until it runs again). Long-running
+    /// handlers can check it to finish early during a graceful close.
     pub fn is_shutdown_requested(&self) -> bool {
         self.inner.requested.load(Ordering::SeqCst)
     }
@@ -121,6 +122,11 @@ impl ShutdownHandle {
     /// Wakes the loop without asking it to stop (a connection slot freed).
     pub(crate) fn poke(&self) {
         let _ = (&self.inner.writer).write(&[POKE]);
+    }
+
+    /// Sets the flag without waking anyone.
+    pub(crate) fn shutdown_flag_only(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn clear(&self) {
