@@ -13,8 +13,17 @@ use std::time::{Duration, Instant};
 fn example() -> PathBuf {
     // target/<profile>/deps/<this test> -> target/<profile>/examples/echo_server
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples/echo_server");
-    assert!(path.exists(), "{} missing: run `cargo build --example echo_server`", path.display());
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/echo_server");
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --example echo_server`",
+        path.display()
+    );
     path
 }
 
@@ -26,7 +35,11 @@ struct Proc {
 
 impl Proc {
     fn start(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -34,8 +47,14 @@ impl Proc {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(10)).expect("no `listening on` line within 10 s");
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad first line {line:?}")).to_owned();
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no `listening on` line within 10 s");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("bad first line {line:?}"))
+            .to_owned();
         Proc { child, url }
     }
 
@@ -52,12 +71,20 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
-            assert!(start.elapsed() < Duration::from_secs(2), "no exit within 2 s of SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "no exit within 2 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(2));
         };
         let took = start.elapsed();
         let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status, err, took)
     }
 }
@@ -71,7 +98,11 @@ impl Drop for Proc {
 
 /// `kill(2)` through the `kill` command, keeping this file free of unsafe.
 fn unsafe_free_kill(pid: u32, signal: i32) {
-    let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -87,7 +118,12 @@ fn echo_once(port: u16, msg: &[u8]) {
 fn served(stderr: &str) -> u64 {
     stderr
         .lines()
-        .find_map(|l| l.strip_prefix("echo_server: served ")?.strip_suffix(" requests")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("echo_server: served ")?
+                .strip_suffix(" requests")?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no `served N requests` line in {stderr:?}"))
 }
 
@@ -104,11 +140,14 @@ fn sigterm_exits_zero_at_once_after_serving() {
 
 #[test]
 fn three_processes_share_one_port_with_reuse_port() {
-    let first = Proc::start(Command::new(example()).args(["127.0.0.1:0", "threading", "--reuse-port"]));
+    let first =
+        Proc::start(Command::new(example()).args(["127.0.0.1:0", "threading", "--reuse-port"]));
     let port = first.port();
     let addr = format!("127.0.0.1:{port}");
     let others: Vec<Proc> = (0..2)
-        .map(|_| Proc::start(Command::new(example()).args([addr.as_str(), "threading", "--reuse-port"])))
+        .map(|_| {
+            Proc::start(Command::new(example()).args([addr.as_str(), "threading", "--reuse-port"]))
+        })
         .collect();
     for p in &others {
         assert_eq!(p.port(), port);
@@ -127,15 +166,26 @@ fn three_processes_share_one_port_with_reuse_port() {
         })
         .collect();
     assert_eq!(counts.iter().sum::<u64>(), 300, "{counts:?}");
-    assert!(counts.iter().all(|&n| n > 0), "every process served some: {counts:?}");
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "every process served some: {counts:?}"
+    );
 }
 
 #[test]
 fn serves_a_listener_passed_by_socket_activation() {
     // The supervisor's side: make the listener, pass it as fd 3 with
     // LISTEN_PID set to the server's pid (the shell's `$$`, kept by exec).
-    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
     listener.listen(16).unwrap();
     listener.set_cloexec(false).unwrap();
     let port = listener.local_addr().unwrap().as_socket().unwrap().port();
@@ -150,4 +200,66 @@ fn serves_a_listener_passed_by_socket_activation() {
     let (status, err, _) = p.terminate();
     assert!(status.success(), "{err}");
     assert_eq!(served(&err), 1);
+}
+
+#[test]
+fn running_out_of_fds_backs_off_keeps_serving_and_recovers() {
+    // 24 fds: stdio, the listener, the wake-up pair and its signal copies
+    // leave room for about 16 connections.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=24", "--"])
+        .arg(example())
+        .args(["127.0.0.1:0", "threading"]);
+    let p = Proc::start(cmd.env("RUST_LOG", "warn"));
+    let port = p.port();
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    // Fill every fd the server has with served connections.
+    let mut held = Vec::new();
+    for i in 0..40 {
+        let mut c = connect();
+        c.write_all(b"x").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        let served = c.read_exact(&mut b).is_ok();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        held.push((c, served));
+        if !served {
+            assert!(i > 5, "only {i} connections before running out");
+            break;
+        }
+    }
+    let (waiting, served) = held.pop().unwrap();
+    assert!(!served, "the server ran out of fds within 40 connections");
+    // Existing clients are still served while accept fails.
+    for (c, _) in held.iter_mut() {
+        c.write_all(b"still here").unwrap();
+        let mut back = [0u8; 10];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"still here");
+    }
+    // Free the fds: the waiting client is accepted and served.
+    held.clear();
+    let mut waiting = waiting;
+    let mut b = [0u8; 1];
+    waiting
+        .read_exact(&mut b)
+        .expect("served once fds freed up");
+    assert_eq!(&b, b"x");
+    drop(waiting);
+    let (status, err, _) = p.terminate();
+    assert!(status.success());
+    assert!(
+        err.contains("pausing accepts"),
+        "the EMFILE backoff was logged: {err}"
+    );
+    let pauses = err.matches("pausing accepts").count();
+    assert!(
+        pauses < 20,
+        "logged with backoff, not in a loop: {pauses} lines"
+    );
 }

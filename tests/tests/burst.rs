@@ -1,0 +1,116 @@
+//! A burst of 10,000 connections, opened as fast as 16 client threads can:
+//! every one is echoed, or refused cleanly by policy; none hangs (each
+//! client has a 5 s deadline on every step); the server is alive after.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketserver::{Pool, Server, Strategy, StreamRequest, Threading};
+use socketserver_tests::*;
+
+const CONNECTIONS: usize = 10_000;
+const CLIENT_THREADS: usize = 16;
+
+#[derive(Debug, Default)]
+struct Tally {
+    echoed: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+fn echo(req: &mut StreamRequest) -> io::Result<()> {
+    req.echo().map(drop)
+}
+
+/// Runs the burst; returns (echoed, refused). Panics on a hang, a wrong
+/// echo, or a connection that was neither echoed nor closed.
+fn burst(addr: &socketserver::Address) -> (usize, usize) {
+    let tally = Arc::new(Tally::default());
+    let threads: Vec<_> = (0..CLIENT_THREADS)
+        .map(|t| {
+            let (addr, tally) = (addr.clone(), Arc::clone(&tally));
+            std::thread::spawn(move || {
+                for i in (t..CONNECTIONS).step_by(CLIENT_THREADS) {
+                    let msg = format!("{i:05}");
+                    let mut c = tcp_client(&addr);
+                    let mut back = [0u8; 5];
+                    let sent = c.write_all(msg.as_bytes());
+                    match sent.and_then(|()| c.read_exact(&mut back)) {
+                        Ok(()) => {
+                            assert_eq!(&back, msg.as_bytes(), "connection {i}");
+                            tally.echoed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Refused: closed (EOF) or reset, never a timeout.
+                        Err(e) => {
+                            assert!(
+                                !matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                ),
+                                "connection {i} hung: {e}"
+                            );
+                            tally.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    within(Duration::from_secs(120), "10,000 connections", move || {
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    (
+        tally.echoed.load(Ordering::Relaxed),
+        tally.refused.load(Ordering::Relaxed),
+    )
+}
+
+fn every_connection_echoed<S: Strategy>(strategy: S) {
+    let running = Running::start(
+        Server::builder()
+            .strategy(strategy)
+            .tcp("127.0.0.1:0", echo)
+            .unwrap(),
+    );
+    assert_eq!(burst(&running.address), (CONNECTIONS, 0));
+    assert_eq!(
+        stream_roundtrip(tcp_client(&running.address), b"after").unwrap(),
+        b"after"
+    );
+    running.stop();
+}
+
+#[test]
+fn ten_thousand_connections_are_all_echoed_under_threading() {
+    every_connection_echoed(Threading::new());
+}
+
+#[test]
+fn ten_thousand_connections_are_all_echoed_under_pool() {
+    every_connection_echoed(Pool::new(8));
+}
+
+#[test]
+fn over_the_limit_connections_are_refused_cleanly_and_the_rest_echoed() {
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .max_connections(Some(4))
+        .tcp("127.0.0.1:0", echo)
+        .unwrap();
+    let running = Running::start(server);
+    let (echoed, refused) = burst(&running.address);
+    assert_eq!(echoed + refused, CONNECTIONS);
+    assert!(echoed > 0, "some were served");
+    assert!(
+        refused > 0,
+        "16 clients at once against a limit of 4: some were refused"
+    );
+    assert_eq!(
+        stream_roundtrip(tcp_client(&running.address), b"after").unwrap(),
+        b"after"
+    );
+    running.stop();
+}
