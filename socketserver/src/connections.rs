@@ -50,6 +50,7 @@ pub struct Stats {
 /// Limits on stream connections.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Limits {
+    pub(crate) max_lifetime: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_per_ip: Option<usize>,
     pub(crate) policy: LimitPolicy,
@@ -58,7 +59,8 @@ pub(crate) struct Limits {
 #[derive(Debug, Default)]
 struct Live {
     next_id: u64,
-    fds: HashMap<u64, RawFd>,
+    /// Open connections: their socket and when they were accepted.
+    fds: HashMap<u64, (RawFd, Instant)>,
     per_ip: HashMap<IpAddr, usize>,
     /// Set by `cut_all`: connections registered later are cut at once.
     cut: bool,
@@ -126,6 +128,11 @@ impl Registry {
         }
     }
 
+    /// The connection lifetime limit, if any.
+    pub(crate) fn max_lifetime(&self) -> Option<Duration> {
+        self.limits.max_lifetime
+    }
+
     /// Number of open connections.
     pub(crate) fn connections(&self) -> usize {
         self.live.lock().fds.len()
@@ -170,7 +177,7 @@ impl Registry {
         }
         let id = live.next_id;
         live.next_id += 1;
-        live.fds.insert(id, fd);
+        live.fds.insert(id, (fd, Instant::now()));
         if live.cut {
             crate::sys::shutdown_socket(fd, Shutdown::Both);
         }
@@ -215,10 +222,25 @@ impl Registry {
         let mut live = self.live.lock();
         live.cut = true;
         // The lock is held: no registration can drop, so every fd is open.
-        for &fd in live.fds.values() {
+        for &(fd, _) in live.fds.values() {
             crate::sys::shutdown_socket(fd, Shutdown::Both);
         }
         live.fds.len()
+    }
+
+    /// Shuts down connections open for longer than `lifetime`; returns how
+    /// many. A cut connection stays registered until its request ends.
+    pub(crate) fn cut_older_than(&self, lifetime: Duration) -> usize {
+        let live = self.live.lock();
+        let mut cut = 0;
+        // The lock is held: no registration can drop, so every fd is open.
+        for &(fd, since) in live.fds.values() {
+            if since.elapsed() >= lifetime {
+                crate::sys::shutdown_socket(fd, Shutdown::Both);
+                cut += 1;
+            }
+        }
+        cut
     }
 }
 

@@ -234,6 +234,16 @@ impl<S: Strategy> Builder<S> {
         self
     }
 
+    /// Longest a stream connection may stay open, however busy (default: no
+    /// limit). Older connections are shut down (the handler's next read sees
+    /// end-of-file, its next write fails). While this is set and connections
+    /// are open, the loop wakes every tenth of the lifetime (at least every
+    /// second, at most every 10 ms) to check.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.limits.max_lifetime = lifetime;
+        self
+    }
+
     /// Refuse or wait at `max_connections` (default: refuse).
     pub fn limit_policy(mut self, policy: LimitPolicy) -> Self {
         self.limits.policy = policy;
@@ -508,7 +518,7 @@ where
             let pause = backoff.remaining();
             let timeout = min_timeout(
                 min_timeout(self.strategy.next_wakeup(), self.service_interval),
-                pause,
+                min_timeout(pause, self.lifetime_check_interval()),
             );
             // Not accepting while paused after an error or full (policy Wait).
             let accepting = pause.is_none() && !self.registry.must_wait();
@@ -521,8 +531,25 @@ where
                 self.drain(&mut buf, &mut backoff);
             }
             self.strategy.service();
+            if let Some(lifetime) = self.registry.max_lifetime() {
+                let cut = self.registry.cut_older_than(lifetime);
+                if cut > 0 {
+                    log::info!(
+                        "{}: closed {cut} connections older than {lifetime:?}",
+                        self.url()
+                    );
+                }
+            }
             self.handler.service();
         }
+    }
+
+    /// How often to look for connections past `max_lifetime`, if any are
+    /// open.
+    fn lifetime_check_interval(&self) -> Option<Duration> {
+        let lifetime = self.registry.max_lifetime()?;
+        (self.registry.connections() > 0)
+            .then(|| (lifetime / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
     }
 
     /// Takes up to [`BATCH`] requests off the socket, until it would block.

@@ -67,7 +67,7 @@ impl ChunkedWriter {
 
     fn budget(&mut self) -> io::Result<usize> {
         self.calls += 1;
-        if self.interrupt_every != 0 && self.calls % self.interrupt_every == 0 {
+        if self.interrupt_every != 0 && self.calls.is_multiple_of(self.interrupt_every) {
             return Err(io::Error::new(ErrorKind::Interrupted, "interrupted"));
         }
         Ok(self.sizes[self.calls % self.sizes.len()].max(1))

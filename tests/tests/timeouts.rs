@@ -98,3 +98,31 @@ fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
     drop(c);
     running.stop();
 }
+
+#[test]
+fn a_busy_connection_is_closed_at_its_max_lifetime() {
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .max_lifetime(Some(Duration::from_millis(300)))
+        .tcp("127.0.0.1:0", echo)
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = tcp_client(&running.address);
+    let start = Instant::now();
+    // Busy all the time: an echo every 20 ms, until the server ends it.
+    let ended = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still open after 5 s"
+        );
+        if stream_roundtrip(&mut c, b"ping").is_err() {
+            break start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        ended >= Duration::from_millis(300),
+        "closed early, after {ended:?}"
+    );
+    running.stop();
+}
