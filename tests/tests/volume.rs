@@ -81,6 +81,11 @@ fn thousand_panics_then_serving<S: Strategy>(strategy: S) {
     wait_until(DEADLINE, "fds and threads back to the baseline", || {
         fd_count() <= fds && thread_count() <= threads
     });
+    eprintln!(
+        "volume: {REQUESTS} panics: fds {fds} -> {}, threads {threads} -> {}",
+        fd_count(),
+        thread_count()
+    );
     running.stop();
 }
 
