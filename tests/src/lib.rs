@@ -160,7 +160,10 @@ impl Running {
 
     /// Whether `serve_forever` has returned and the server is closed.
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, |t| t.is_finished())
+        match &self.thread {
+            Some(t) => t.is_finished(),
+            None => true,
+        }
     }
 
     /// Waits, without asking for shutdown, until `serve_forever` returns on

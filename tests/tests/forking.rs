@@ -303,7 +303,10 @@ fn max_children_is_respected_and_every_client_is_served() {
     let end = Instant::now() + DEADLINE;
     let mut most = 0;
     while !clients.iter().all(|c| c.is_finished()) {
-        assert!(Instant::now() < end, "10 clients not served within {DEADLINE:?}");
+        assert!(
+            Instant::now() < end,
+            "10 clients not served within {DEADLINE:?}"
+        );
         let mut live = server.children().0;
         if live.len() > MAX {
             let again: HashSet<u32> = server.children().0.into_iter().collect();
@@ -340,7 +343,10 @@ fn a_panicking_handler_in_a_child_does_not_stop_the_next_client() {
         assert_eq!(stream_echo(&addr, MSG), MSG);
     });
     let stderr = stop(server);
-    assert!(stderr.contains("handler panicked: asked to panic"), "{stderr}");
+    assert!(
+        stderr.contains("handler panicked: asked to panic"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -209,7 +209,10 @@ fn echo_returns_the_byte_count_including_buffered_input() {
     });
     let mut expected = b"FIRST LINE\n".to_vec();
     expected.extend_from_slice(&pattern(300_000));
-    assert!(got == expected, "the reply is the first line, then the echo");
+    assert!(
+        got == expected,
+        "the reply is the first line, then the echo"
+    );
     let n = counts.recv_timeout(DEADLINE).unwrap();
     assert_eq!(n, sent, "echo() counts every byte it echoed");
     running.stop();

@@ -116,7 +116,11 @@ fn a_datagram_over_max_datagram_size_is_reported_not_truncated_and_the_next_is_s
         c.local_addr().unwrap()
     });
     running.stop();
-    assert_eq!(*handled.lock(), [1000], "the handler never saw the 1001 bytes");
+    assert_eq!(
+        *handled.lock(),
+        [1000],
+        "the handler never saw the 1001 bytes"
+    );
     let errors = errors.lock();
     assert_eq!(errors.len(), 1, "{errors:?}");
     let (peer, kind, text) = &errors[0];

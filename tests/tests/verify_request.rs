@@ -108,7 +108,11 @@ fn refused_connections_are_closed_without_calling_the_handler<S: Strategy>(strat
     });
     running.stop();
     assert_eq!(gate.verified(), 3);
-    assert_eq!(gate.handler_calls(), 3, "setup, handle, finish of the one served");
+    assert_eq!(
+        gate.handler_calls(),
+        3,
+        "setup, handle, finish of the one served"
+    );
 }
 
 fn refused_datagrams_are_dropped<S: Strategy>(strategy: S) {
@@ -131,11 +135,17 @@ fn refused_datagrams_are_dropped<S: Strategy>(strategy: S) {
         assert_eq!(&buf[..n], b"allowed");
         // The loop verifies in arrival order: the refused one came first.
         assert_eq!(g.verified(), 2);
-        assert_eq!(g.handler_calls(), 1, "only the allowed datagram was handled");
+        assert_eq!(
+            g.handler_calls(),
+            1,
+            "only the allowed datagram was handled"
+        );
         refused
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let err = refused.recv(&mut buf).expect_err("no reply to a refused datagram");
+        let err = refused
+            .recv(&mut buf)
+            .expect_err("no reply to a refused datagram");
         assert!(
             matches!(
                 err.kind(),

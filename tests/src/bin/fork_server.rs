@@ -42,7 +42,10 @@ impl Mode {
         match s.split_once(':') {
             None if s == "echo" => Some(Mode::Echo),
             None if s == "panic" => Some(Mode::Panic),
-            Some(("sleep", ms)) => ms.parse().ok().map(|ms| Mode::Sleep(Duration::from_millis(ms))),
+            Some(("sleep", ms)) => ms
+                .parse()
+                .ok()
+                .map(|ms| Mode::Sleep(Duration::from_millis(ms))),
             Some(("exit", code)) => code.parse().ok().map(Mode::Exit),
             _ => None,
         }
