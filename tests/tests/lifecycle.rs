@@ -209,6 +209,47 @@ fn a_thousand_failed_binds_to_a_taken_address_leak_no_fd() {
     );
 }
 
+/// Serves 100 requests of every transport; once the server has closed its
+/// side of them, the process has as many fds as before.
+fn serving_leaks_no_fd<S: Strategy>(strategy: impl Fn() -> S) {
+    let dir = TempDir::new("fd-serve");
+    for kind in KINDS {
+        let name = strategy().name();
+        let running = start_echo(strategy(), kind, &dir.join(&format!("{kind:?}.sock")));
+        let addr = running.address.clone();
+        let before = fd_count();
+        // In this thread (clients have 5 s timeouts): `within` would make
+        // the count move.
+        for i in 0..100 {
+            echo_once(kind, &addr, dir.path(), &format!("c{i}"));
+        }
+        wait_until(
+            DEADLINE,
+            &format!("{name} {kind:?}: fds back to {before}"),
+            || fd_count() == before,
+        );
+        running.stop();
+    }
+}
+
+#[test]
+fn serving_leaks_no_fd_synchronous() {
+    let _exclusive = PROCESS.write();
+    serving_leaks_no_fd(|| Synchronous);
+}
+
+#[test]
+fn serving_leaks_no_fd_threading() {
+    let _exclusive = PROCESS.write();
+    serving_leaks_no_fd(Threading::new);
+}
+
+#[test]
+fn serving_leaks_no_fd_pool() {
+    let _exclusive = PROCESS.write();
+    serving_leaks_no_fd(|| Pool::new(4));
+}
+
 #[test]
 fn dropping_a_server_releases_its_port_for_an_immediate_rebind() {
     let _shared = PROCESS.read();
