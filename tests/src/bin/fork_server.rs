@@ -12,6 +12,8 @@
 //!                  sleep:MS    sleep MS milliseconds, then echo
 //!                  exit:CODE   echo, but a request starting with `exit` ends
 //!                              the child at once with status CODE
+//!                  abort       echo, but a request starting with `abort`
+//!                              crashes the child (SIGABRT)
 //!   --spawn-thread start an idle thread first (to provoke the warning about
 //!                  forking a multi-threaded process)
 //! ```
@@ -35,6 +37,7 @@ enum Mode {
     Panic,
     Sleep(Duration),
     Exit(i32),
+    Abort,
 }
 
 impl Mode {
@@ -42,6 +45,7 @@ impl Mode {
         match s.split_once(':') {
             None if s == "echo" => Some(Mode::Echo),
             None if s == "panic" => Some(Mode::Panic),
+            None if s == "abort" => Some(Mode::Abort),
             Some(("sleep", ms)) => ms
                 .parse()
                 .ok()
@@ -60,6 +64,8 @@ impl Mode {
             Mode::Sleep(d) => std::thread::sleep(d),
             Mode::Exit(code) if first.starts_with(b"exit") => std::process::exit(code),
             Mode::Exit(_) => {}
+            Mode::Abort if first.starts_with(b"abort") => std::process::abort(),
+            Mode::Abort => {}
         }
     }
 }
