@@ -7,6 +7,12 @@
 //!   any of the four strategies, with `--upper`;
 //! * [`chat`]: a TCP chat room where a slow member never blocks the others,
 //!   and the seeds' UDP "QQ" chat made into a relay between many peers;
+//! * [`shell`]: the seeds' remote command runner, behind HMAC
+//!   authentication, with a timeout that kills the command's process
+//!   group, an output cap, and stdout and stderr kept apart;
+//! * [`files`]: the seeds' file upload (JSON header + raw bytes) with
+//!   sha256 checks both ways, atomic uploads, and file names that cannot
+//!   leave the root;
 //! * [`showcase`]: starts each demo in this process, drives it with real
 //!   sockets and reports.
 //!
@@ -33,7 +39,10 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod chat;
+pub mod cli;
 pub mod common;
 pub mod drive;
 pub mod echo;
+pub mod files;
+pub mod shell;
 pub mod showcase;

@@ -70,6 +70,12 @@ EXAMPLES:
     demos chat client --connect 127.0.0.1:7002 --nick bob --udp"
     )]
     Chat(ChatCmd),
+    /// Remote shell: authenticated commands with a timeout and an output cap.
+    #[command(subcommand)]
+    Shell(demos::shell::cli::ShellCmd),
+    /// File transfer: put, get and list with sha256 checks both ways.
+    #[command(subcommand)]
+    Files(demos::files::cli::FilesCmd),
     /// Start every demo on loopback in this process, drive it with real
     /// clients, and report (exit status 0 only if every check passed).
     #[command(after_help = "\
@@ -234,13 +240,17 @@ fn main() -> ExitCode {
         // The showcase makes servers drop members and cut connections on
         // purpose; its report says what happened.
         Demo::Showcase => "error",
+        Demo::Shell(demos::shell::cli::ShellCmd::Serve(_))
+        | Demo::Files(demos::files::cli::FilesCmd::Serve(_)) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
     match run(cli.demo) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
-            eprintln!("demos: {msg}");
+            if !msg.is_empty() {
+                eprintln!("demos: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -248,6 +258,10 @@ fn main() -> ExitCode {
 
 fn run(demo: Demo) -> Result<(), Failure> {
     match demo {
+        // These print their own errors and pick their exit status (the
+        // shell client exits with the remote command's).
+        Demo::Shell(cmd) => exit_status(demos::shell::cli::main(cmd)),
+        Demo::Files(cmd) => exit_status(demos::files::cli::main(cmd)),
         Demo::Echo(EchoCmd::Serve { server, upper }) => {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(tcp);
@@ -345,4 +359,12 @@ fn run(demo: Demo) -> Result<(), Failure> {
 
 fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<(), Failure> {
     serve_all(services, drain).map_err(Failure::from)
+}
+
+/// `Ok` for 0, else a failure whose message was already printed.
+fn exit_status(code: u8) -> Result<(), Failure> {
+    match code {
+        0 => Ok(()),
+        code => Err(Failure(String::new(), code)),
+    }
 }

@@ -1,0 +1,120 @@
+//! Small command-line helpers shared by the `shell` and `files` demos:
+//! parsing seconds and byte sizes, and a one-line error with an exit
+//! status.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// A command-line failure: the one-line message (printed as `demos: ...`)
+/// and the exit status (2 for bad usage or configuration, 1 otherwise).
+#[derive(Debug)]
+pub struct CliError {
+    /// What went wrong, one line.
+    pub message: String,
+    /// The exit status.
+    pub code: u8,
+}
+
+impl CliError {
+    /// A usage or configuration error: exit status 2.
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    /// A run-time failure: exit status 1.
+    pub fn failed(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        CliError::failed(e.to_string())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Prints `demos: MESSAGE` on stderr for an error and returns the exit
+/// status to use (0 for `Ok`).
+pub fn report(result: Result<u8, CliError>) -> u8 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demos: {}", e.message);
+            e.code
+        }
+    }
+}
+
+/// Seconds, e.g. `1` or `0.25`.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|f| Duration::try_from_secs_f64(f).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds (e.g. 1 or 0.25)"))
+}
+
+/// A byte count: a plain number, or one with a binary suffix `K`, `M`, `G`
+/// (also written `KiB`, `MiB`, `GiB`): `1048576`, `1M` and `1MiB` are the
+/// same.
+///
+/// ```
+/// use demos::cli::parse_bytes;
+/// assert_eq!(parse_bytes("1M"), Ok(1 << 20));
+/// assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+/// assert_eq!(parse_bytes("1000"), Ok(1000));
+/// assert!(parse_bytes("1.5M").is_err());
+/// ```
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &t[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 1048576 or 1M)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("M").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("1T").is_err());
+        assert!(parse_bytes("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! `demos files serve|put|get|list`: the command-line side.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use socketserver::auth::Key;
+use socketserver::{Address, Server};
+
+use super::client::{default_name, Client};
+use super::{check_name, FileServer, FilesConfig, Progress};
+use crate::cli::{parse_bytes, parse_secs, report, CliError};
+use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
+
+/// Transfers larger than this get a progress bar (on a terminal).
+const BAR_THRESHOLD: u64 = 1 << 20;
+
+/// `demos files ...`
+#[derive(Debug, Subcommand)]
+pub enum FilesCmd {
+    /// Run a file server for one directory.
+    #[command(after_help = "\
+Serves the regular files directly in --root (no subdirectories): put stores
+a file (written to a hidden temp file, checked against its size and sha256,
+then renamed into place), get sends one with its sha256, list names them.
+Names must be plain file names: no / or \\, not . or .., no NUL or control
+characters, at most 255 bytes. Symbolic links in the root are never
+followed. A put over --max-size is refused and the connection closed.
+
+With --key-file, clients must prove they hold the key first (HMAC-SHA256
+challenge-response). Nothing is encrypted: beyond loopback, use a tunnel.
+
+EXAMPLES:
+    demos files serve --listen 127.0.0.1:7004 --root ./shared
+    demos files serve --listen 127.0.0.1:7004 --root ./shared --key-file files.key --max-size 100M")]
+    Serve(ServeArgs),
+    /// Upload a file.
+    #[command(after_help = "\
+The file is read twice: once to compute its sha256, once to send it; the
+server keeps it only if both match. Prints `stored NAME: N bytes, sha256 HEX`.
+
+EXAMPLE:
+    demos files put --connect 127.0.0.1:7004 ./report.pdf --name report-2024.pdf")]
+    Put(PutArgs),
+    /// Download a file.
+    #[command(after_help = "\
+Writes to a hidden temp file next to the output and renames it into place
+only once its sha256 matches the server's; `-o -` writes to stdout (checked
+at the end: exit status 1 on a mismatch).
+
+EXAMPLES:
+    demos files get --connect 127.0.0.1:7004 report-2024.pdf
+    demos files get --connect 127.0.0.1:7004 report-2024.pdf -o /tmp/r.pdf")]
+    Get(GetArgs),
+    /// List the files on the server: `SIZE  NAME`, one per line.
+    List(ListArgs),
+}
+
+/// Options of `demos files serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address: HOST:PORT (TCP) or unix:PATH (Unix stream).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
+    pub listen: Address,
+    /// The directory served (must exist).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Require clients to authenticate with the key in this file.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The largest upload, in bytes (K, M, G suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    pub max_size: u64,
+    /// How each connection is served.
+    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = StrategyName::Threading)]
+    pub strategy: StrategyName,
+    /// Worker threads of the pool strategy [default: 16, or 2 per core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Seconds without a byte from a client (between requests or inside an
+    /// upload) before its connection is closed (0: never).
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
+    pub idle_secs: Duration,
+    /// Seconds running transfers get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub drain_secs: Duration,
+}
+
+/// Options every client command takes.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub connect: Address,
+    /// Authenticate with the key in this file (when the server has one).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Seconds to wait for the connection and for each read or write.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+/// Options of `demos files put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The server and how to reach it.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The file to upload.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The name to store it under [default: FILE's name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// Options of `demos files get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The server and how to reach it.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The file's name on the server.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write it (a file or a directory; `-` for stdout) [default:
+    /// ./NAME].
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// Options of `demos files list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The server and how to reach it.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs `demos files ...`; prints errors as `demos: ...` and returns the
+/// exit status.
+pub fn main(cmd: FilesCmd) -> u8 {
+    report(match cmd {
+        FilesCmd::Serve(a) => serve(a),
+        FilesCmd::Put(a) => put(a),
+        FilesCmd::Get(a) => get(a),
+        FilesCmd::List(a) => list(a),
+    })
+}
+
+fn read_key(path: &Option<PathBuf>, what: &str) -> Result<Option<Key>, CliError> {
+    path.as_ref()
+        .map(|p| Key::from_file(p).map_err(|e| CliError::usage(format!("{what} --key-file: {e}"))))
+        .transpose()
+}
+
+/// `demos files serve`.
+pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
+    let key = read_key(&a.key_file, "files serve")?;
+    if key.is_none() && !a.listen.is_local() {
+        log::warn!(
+            "files: serving {} beyond loopback without --key-file: anyone who can connect \
+             can read and write {}",
+            a.listen,
+            a.root.display()
+        );
+    }
+    let config = FilesConfig {
+        root: a.root.clone(),
+        key,
+        max_size: a.max_size,
+        idle: (!a.idle_secs.is_zero()).then_some(a.idle_secs),
+    };
+    let handler = FileServer::new(config)
+        .map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
+    let builder = Server::builder().strategy(a.strategy.build(a.workers));
+    let service = stream_service(builder, &a.listen, handler, None)?;
+    serve_all(vec![service], a.drain_secs)?;
+    Ok(0)
+}
+
+fn connect(c: &ClientArgs, what: &str) -> Result<Client, CliError> {
+    let key = read_key(&c.key_file, what)?;
+    Ok(Client::connect(&c.connect, key.as_ref(), c.timeout)?)
+}
+
+/// `demos files put`.
+pub fn put(a: PutArgs) -> Result<u8, CliError> {
+    let name = match &a.name {
+        Some(n) => check_name(n).map(|()| n.clone()),
+        None => default_name(&a.file),
+    }
+    .map_err(|e| CliError::usage(format!("files put: {e}")))?;
+    let mut client = connect(&a.client, "files put")?;
+    let mut bar = Bar::new(true, &format!("put {name}"));
+    let r = client.put_file(&a.file, &name, &mut bar)?;
+    println!(
+        "stored {name}: {} bytes, sha256 {}",
+        r.size.unwrap_or(0),
+        r.sha256.unwrap_or_default()
+    );
+    Ok(0)
+}
+
+/// `demos files get`.
+pub fn get(a: GetArgs) -> Result<u8, CliError> {
+    check_name(&a.name).map_err(|e| CliError::usage(format!("files get: {e}")))?;
+    let mut client = connect(&a.client, "files get")?;
+    let dest = match &a.output {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut out = io::stdout().lock();
+            client.get(&a.name, &mut out, &mut ())?;
+            out.flush()?;
+            return Ok(0);
+        }
+        Some(p) if p.is_dir() => p.join(&a.name),
+        Some(p) => p.clone(),
+        None => PathBuf::from(&a.name),
+    };
+    let mut bar = Bar::new(true, &format!("get {}", a.name));
+    let r = client.get_to_path(&a.name, &dest, &mut bar)?;
+    println!(
+        "{} -> {}: {} bytes, sha256 verified",
+        a.name,
+        dest.display(),
+        r.size.unwrap_or(0)
+    );
+    Ok(0)
+}
+
+/// `demos files list`.
+pub fn list(a: ListArgs) -> Result<u8, CliError> {
+    let mut client = connect(&a.client, "files list")?;
+    let files = client.list()?;
+    let mut out = io::stdout().lock();
+    for f in files {
+        writeln!(out, "{:>12}  {}", f.size, f.name)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// A progress bar on stdout for transfers over 1 MiB, only when stdout is
+/// a terminal (a script reading stdout gets only the result line).
+struct Bar {
+    enabled: bool,
+    label: String,
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    fn new(enabled: bool, label: &str) -> Bar {
+        Bar {
+            enabled: enabled && io::stdout().is_terminal(),
+            label: label.to_owned(),
+            bar: None,
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&mut self, total: u64) {
+        if !self.enabled || total <= BAR_THRESHOLD {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(self.label.clone());
+        self.bar = Some(bar);
+    }
+
+    fn advance(&mut self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

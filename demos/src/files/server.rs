@@ -1,0 +1,483 @@
+//! The file server: a [`StreamHandler`] serving `put`, `get` and `list`
+//! under one root directory (see the [module docs](super) for the
+//! protocol and the guarantees).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use socketserver::auth::{self, Key};
+use socketserver::framing::{self, DEFAULT_MAX_FRAME_SIZE};
+use socketserver::{StreamHandler, StreamRequest};
+
+use super::{
+    check_name, copy_n, hex, is_sha256_hex, sha256_of, Entry, Request, Response,
+    DEFAULT_MAX_SIZE, REQUEST_FRAMING, TEMP_PREFIX,
+};
+
+/// How long a client gets to answer the authentication challenge.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default idle time (no byte from the client) after which a connection,
+/// or an upload that stalled, is closed.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
+
+/// How a file server behaves.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// The directory served; must exist.
+    pub root: PathBuf,
+    /// If set, clients must authenticate with this key first.
+    pub key: Option<Key>,
+    /// The largest file a put may announce, in bytes.
+    pub max_size: u64,
+    /// Close a connection after this long without a byte from the client
+    /// (between requests, or in the middle of an upload). `None`: never.
+    pub idle: Option<Duration>,
+}
+
+impl FilesConfig {
+    /// Serves `root` with no key, [`DEFAULT_MAX_SIZE`] and [`DEFAULT_IDLE`].
+    pub fn new(root: impl Into<PathBuf>) -> FilesConfig {
+        FilesConfig {
+            root: root.into(),
+            key: None,
+            max_size: DEFAULT_MAX_SIZE,
+            idle: Some(DEFAULT_IDLE),
+        }
+    }
+}
+
+/// The file server. Cloning shares the configuration.
+///
+/// ```
+/// use demos::files::{client::Client, FileServer, FilesConfig};
+/// use socketserver::{Server, Threading};
+/// use std::time::Duration;
+///
+/// let root = tempfile::tempdir()?;
+/// let server = Server::builder()
+///     .strategy(Threading::new())
+///     .tcp("127.0.0.1:0", FileServer::new(FilesConfig::new(root.path()))?)?;
+/// let addr = server.server_address().clone();
+/// let handle = server.shutdown_handle();
+/// let t = std::thread::spawn(move || server.serve_forever());
+///
+/// let mut client = Client::connect(&addr, None, Duration::from_secs(5))?;
+/// client.put_bytes("hello.txt", b"hello")?;
+/// assert_eq!(client.get_bytes("hello.txt")?, b"hello");
+/// assert_eq!(client.list()?[0].name, "hello.txt");
+/// drop(client);
+/// handle.shutdown();
+/// t.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileServer {
+    config: Arc<FilesConfig>,
+}
+
+/// What to do after a request.
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl FileServer {
+    /// A server for `config.root`, which must be an existing directory (it
+    /// is made absolute and resolved). Upload temp files left in it by a
+    /// crash are removed.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` or `InvalidInput` naming the root if it does not exist or
+    /// is not a directory.
+    pub fn new(mut config: FilesConfig) -> io::Result<FileServer> {
+        let root = fs::canonicalize(&config.root).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("root {}: {e}", config.root.display()),
+            )
+        })?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("root {}: not a directory", config.root.display()),
+            ));
+        }
+        config.root = root;
+        let swept = sweep_temp_files(&config.root);
+        if swept > 0 {
+            log::info!(
+                "files: removed {swept} unfinished upload(s) left in {}",
+                config.root.display()
+            );
+        }
+        Ok(FileServer {
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration (with the resolved root).
+    pub fn config(&self) -> &FilesConfig {
+        &self.config
+    }
+
+    fn put(&self, req: &mut StreamRequest, r: &Request) -> io::Result<Flow> {
+        let Some(size) = r.size else {
+            reply(req, &Response::error("a put needs \"size\""))?;
+            return Ok(Flow::Close);
+        };
+        if size > self.config.max_size {
+            reply(
+                req,
+                &Response::error(format!(
+                    "{size} bytes is over this server's limit of {} bytes (--max-size); \
+                     closing the connection",
+                    self.config.max_size
+                )),
+            )?;
+            return Ok(Flow::Close);
+        }
+        let problem = match (&r.name, &r.sha256) {
+            (None, _) => Some("a put needs \"name\"".to_owned()),
+            (Some(name), _) if check_name(name).is_err() => check_name(name).err(),
+            (_, None) => Some("a put needs \"sha256\"".to_owned()),
+            (_, Some(h)) if !is_sha256_hex(h) => {
+                Some("\"sha256\" must be 64 hex digits".to_owned())
+            }
+            _ => None,
+        };
+        if let Some(why) = problem {
+            // Keep the stream in step: the bytes follow anyway.
+            framing::copy_exact(req, &mut io::sink(), size)?;
+            reply(req, &Response::error(format!("{why}; nothing was stored")))?;
+            return Ok(Flow::Continue);
+        }
+        let (Some(name), Some(want)) = (&r.name, &r.sha256) else {
+            unreachable!("checked above");
+        };
+        let want = want.to_ascii_lowercase();
+        let temp = match TempFile::create(&self.config.root) {
+            Ok(t) => t,
+            Err(e) => {
+                framing::copy_exact(req, &mut io::sink(), size)?;
+                reply(
+                    req,
+                    &Response::error(format!("cannot create a temporary file: {e}")),
+                )?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let mut hasher = Sha256::new();
+        let mut store = Store {
+            file: BufWriter::with_capacity(super::CHUNK, &temp.file),
+            failed: None,
+        };
+        // A read error (the client went away, stalled past the idle
+        // timeout) returns here: `temp` is dropped, the file removed.
+        copy_n(req, &mut store, size, Some(&mut hasher), &mut ())?;
+        let got = hex(&hasher.finalize());
+        let stored = store.finish().and_then(|()| temp.file.sync_all());
+        let outcome = if let Err(e) = stored {
+            Response::error(format!("cannot write {name}: {e}; nothing was stored"))
+        } else if got != want {
+            Response::error(format!(
+                "sha256 mismatch: the {size} bytes received hash to {got}, the header said \
+                 {want}; nothing was stored"
+            ))
+        } else {
+            match temp.persist(&self.config.root.join(name)) {
+                Ok(()) => {
+                    log::info!("files: {}: stored {name} ({size} bytes)", req.peer_addr());
+                    Response::file(name, size, got)
+                }
+                Err(e) => Response::error(format!("cannot store {name}: {e}")),
+            }
+        };
+        reply(req, &outcome)?;
+        Ok(Flow::Continue)
+    }
+
+    fn get(&self, req: &mut StreamRequest, r: &Request) -> io::Result<Flow> {
+        let Some(name) = &r.name else {
+            reply(req, &Response::error("a get needs \"name\""))?;
+            return Ok(Flow::Continue);
+        };
+        if let Err(why) = check_name(name) {
+            reply(req, &Response::error(why))?;
+            return Ok(Flow::Continue);
+        }
+        let mut file = match open_in_root(&self.config.root, name) {
+            Ok(f) => f,
+            Err(why) => {
+                reply(req, &Response::error(why))?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let size = file.metadata()?.len();
+        let (hashed, sha256) = sha256_of(&mut io::Read::take(&mut file, size))?;
+        if hashed != size {
+            reply(
+                req,
+                &Response::error(format!("{name} changed while being read; try again")),
+            )?;
+            return Ok(Flow::Continue);
+        }
+        file.seek(SeekFrom::Start(0))?;
+        reply(req, &Response::file(name, size, sha256))?;
+        // The header is out: the bytes must follow. If the file shrank in
+        // the meantime, the error closes the connection (the client sees a
+        // short transfer, never a wrong one).
+        copy_n(&mut file, req, size, None, &mut ())?;
+        req.flush()?;
+        log::info!("files: {}: sent {name} ({size} bytes)", req.peer_addr());
+        Ok(Flow::Continue)
+    }
+
+    fn list(&self, req: &mut StreamRequest) -> io::Result<Flow> {
+        let files = match list_root(&self.config.root) {
+            Ok(f) => f,
+            Err(e) => {
+                reply(req, &Response::error(format!("cannot list: {e}")))?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let response = Response {
+            ok: true,
+            files: Some(files),
+            ..Response::default()
+        };
+        let size = serde_json::to_vec(&response).map_or(usize::MAX, |j| j.len());
+        if size > DEFAULT_MAX_FRAME_SIZE {
+            reply(req, &Response::error("too many files to list in one frame"))?;
+        } else {
+            reply(req, &response)?;
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+impl StreamHandler for FileServer {
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        let peer = req.peer_addr().clone();
+        if let Some(key) = &self.config.key {
+            req.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
+            req.stream().set_write_timeout(Some(AUTH_TIMEOUT))?;
+            if let Err(e) = auth::server_handshake(req, key) {
+                log::warn!("files: {peer}: {e}");
+                return Ok(());
+            }
+        }
+        req.stream().set_read_timeout(self.config.idle)?;
+        req.stream().set_write_timeout(self.config.idle)?;
+        log::info!("files: {peer}: connected");
+        loop {
+            let header = match REQUEST_FRAMING.read_frame(req) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    log::info!("files: {peer}: idle, closing");
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    reply(req, &Response::error(format!("bad request frame: {e}")))?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let request: Request = match serde_json::from_slice(&header) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Whether raw bytes follow is unknown: the stream is
+                    // out of step, so answer and close.
+                    reply(req, &Response::error(format!("bad request header: {e}")))?;
+                    break;
+                }
+            };
+            let flow = match request.op.as_str() {
+                "put" => self.put(req, &request)?,
+                "get" => self.get(req, &request)?,
+                "list" => self.list(req)?,
+                other => {
+                    reply(
+                        req,
+                        &Response::error(format!(
+                            "unknown op {other:?} (put, get or list); closing the connection"
+                        )),
+                    )?;
+                    Flow::Close
+                }
+            };
+            if let Flow::Close = flow {
+                break;
+            }
+        }
+        log::info!("files: {peer}: closed");
+        Ok(())
+    }
+}
+
+/// Writes one reply frame and flushes.
+fn reply(req: &mut StreamRequest, response: &Response) -> io::Result<()> {
+    if let Some(e) = &response.error {
+        log::info!("files: {}: refused: {e}", req.peer_addr());
+    }
+    framing::write_json(req, response)?;
+    req.flush()
+}
+
+/// Opens `root/name` for reading: not through a symlink (`O_NOFOLLOW`),
+/// regular files only, never blocking (`O_NONBLOCK`, for FIFOs). The
+/// error is the message for the client.
+fn open_in_root(root: &Path, name: &str) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(root.join(name));
+    match file {
+        Ok(f) => match f.metadata() {
+            Ok(m) if m.is_file() => Ok(f),
+            Ok(_) => Err(format!("{name} is not a regular file")),
+            Err(e) => Err(format!("cannot read {name}: {e}")),
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(format!(
+            "{name} is a symbolic link; only regular files in the root are served"
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!("no such file: {name}")),
+        Err(e) => Err(format!("cannot open {name}: {e}")),
+    }
+}
+
+/// The regular files of the root with valid names (no temp files, no
+/// symlinks, no directories), sorted by name.
+fn list_root(root: &Path) -> io::Result<Vec<Entry>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if check_name(&name).is_err() || !entry.file_type()?.is_file() {
+            continue;
+        }
+        // A file removed meanwhile is simply not listed.
+        if let Ok(m) = entry.metadata() {
+            files.push(Entry {
+                name,
+                size: m.len(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// Whether `name` is one of our upload temp files.
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) && name.ends_with(".part")
+}
+
+/// Removes upload temp files from `root` (left by a crash); returns how
+/// many.
+fn sweep_temp_files(root: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(is_temp_name))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// An upload in progress: `.upload-<random>.part` in the root, removed on
+/// drop unless [`persist`](Self::persist)ed.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    kept: bool,
+}
+
+impl TempFile {
+    fn create(dir: &Path) -> io::Result<TempFile> {
+        for _ in 0..16 {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random)
+                .map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+            let path = dir.join(format!("{TEMP_PREFIX}{}.part", hex(&random)));
+            // create_new is O_EXCL: never follows or reuses anything.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file,
+                        kept: false,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("no free temporary file name"))
+    }
+
+    /// Renames the temp file to `to` (atomically replacing what is there).
+    fn persist(mut self, to: &Path) -> io::Result<()> {
+        fs::rename(&self.path, to)?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The writer of an upload: writes through to the file until the first
+/// error, which it keeps; then it swallows the rest, so that the upload's
+/// bytes are still read off the stream and it stays in step.
+struct Store<'a> {
+    file: BufWriter<&'a File>,
+    failed: Option<io::Error>,
+}
+
+impl Store<'_> {
+    fn finish(mut self) -> io::Result<()> {
+        if self.failed.is_none() {
+            if let Err(e) = self.file.flush() {
+                self.failed = Some(e);
+            }
+        }
+        self.failed.map_or(Ok(()), Err)
+    }
+}
+
+impl Write for Store<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed.is_none() {
+            if let Err(e) = self.file.write_all(buf) {
+                self.failed = Some(e);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

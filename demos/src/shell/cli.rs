@@ -1,0 +1,190 @@
+//! `demos shell serve` and `demos shell run`: the command-line side.
+
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use socketserver::auth::Key;
+use socketserver::{Address, Server};
+
+use super::client::{interactive, run_commands, Session};
+use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
+use crate::cli::{parse_bytes, parse_secs, report, CliError};
+use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
+
+/// How long `demos shell run` waits to connect and authenticate.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `demos shell ...`
+#[derive(Debug, Subcommand)]
+pub enum ShellCmd {
+    /// Run a remote shell server (authenticated; loopback unless told
+    /// otherwise).
+    #[command(after_help = "\
+Clients must prove they hold the key in --key-file (HMAC-SHA256 challenge-
+response; the key is the file's bytes less one trailing newline). Each
+command then runs as `/bin/sh -c COMMAND` in the session's directory, as this
+server's user, in a process group of its own; `cd DIR` changes the session's
+directory (each connection has its own, starting in the server's current
+directory). At --timeout the whole process group is killed; each of stdout
+and stderr keeps its first --max-output bytes (the rest is read and
+discarded, the reply says `truncated`).
+
+Nothing after the handshake is encrypted. A non-loopback --listen address is
+refused (exit status 2) unless --allow-remote is given; prefer an SSH tunnel.
+
+EXAMPLES:
+    head -c 32 /dev/urandom | base64 > shell.key
+    demos shell serve --listen 127.0.0.1:7003 --key-file shell.key
+    demos shell serve --listen unix:/tmp/shell.sock --key-file shell.key --timeout 5")]
+    Serve(ServeArgs),
+    /// Run commands on a shell server: one from the arguments, or each
+    /// line of stdin.
+    #[command(after_help = "\
+With COMMAND (its words are joined with spaces into one command line, as ssh
+does), runs it and exits with its exit status; stdout and stderr are passed
+through as bytes. With no COMMAND, runs each line of stdin (a prompt is shown
+when stdin is a terminal; `exit`, `quit` or ^D leaves) and exits with the last
+status. When the remote command has no exit code (killed by a signal, timed
+out), or the client cannot connect or authenticate, the exit status is 1 and
+a line on stderr says why.
+
+EXAMPLES:
+    demos shell run --connect 127.0.0.1:7003 --key-file shell.key uname -a
+    demos shell run --connect 127.0.0.1:7003 --key-file shell.key 'ls | wc -l'
+    demos shell run --connect 127.0.0.1:7003 --key-file shell.key")]
+    Run(RunArgs),
+}
+
+/// Options of `demos shell serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address: HOST:PORT (TCP) or unix:PATH (Unix stream).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
+    pub listen: Address,
+    /// File holding the shared key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// How each session is served.
+    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = StrategyName::Threading)]
+    pub strategy: StrategyName,
+    /// Worker threads of the pool strategy (at most that many sessions at
+    /// once) [default: 16, or 2 per core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Seconds a command may run before its process group is killed.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub timeout: Duration,
+    /// Bytes kept of each of stdout and stderr (K, M suffixes; at most 16M).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
+    pub max_output: u64,
+    /// Allow a non-loopback --listen address.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Seconds a session may stay silent before it is closed (0: never).
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
+    pub idle_secs: Duration,
+    /// Seconds running sessions get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub drain_secs: Duration,
+}
+
+/// Options of `demos shell run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub connect: Address,
+    /// File holding the shared key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Seconds to wait for each reply (the server's --timeout should be
+    /// shorter).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
+    pub timeout: Duration,
+    /// The command line (default: each line of stdin).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Runs `demos shell ...`; prints errors as `demos: ...` and returns the
+/// exit status.
+pub fn main(cmd: ShellCmd) -> u8 {
+    report(match cmd {
+        ShellCmd::Serve(a) => serve(a),
+        ShellCmd::Run(a) => run(a),
+    })
+}
+
+/// `demos shell serve`.
+pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
+    if needs_allow_remote(&a.listen) && !a.allow_remote {
+        return Err(CliError::usage(format!(
+            "shell serve --listen {}: refusing to serve a shell on a non-loopback address \
+             (anyone who reaches it with the key runs commands as this user, unencrypted); \
+             pass --allow-remote to do it anyway, or keep loopback and tunnel over SSH",
+            a.listen
+        )));
+    }
+    let max_output = usize::try_from(a.max_output)
+        .ok()
+        .filter(|&n| n <= MAX_OUTPUT_LIMIT)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "shell serve --max-output {}: at most {MAX_OUTPUT_LIMIT} bytes (one frame)",
+                a.max_output
+            ))
+        })?;
+    let key = Key::from_file(&a.key_file)
+        .map_err(|e| CliError::usage(format!("shell serve --key-file: {e}")))?;
+    if needs_allow_remote(&a.listen) {
+        log::warn!(
+            "shell: serving {} beyond loopback (--allow-remote): the connection is not \
+             encrypted",
+            a.listen
+        );
+    }
+    let config = ShellConfig {
+        key,
+        timeout: a.timeout,
+        max_output,
+        start_dir: std::env::current_dir()?,
+        idle: (!a.idle_secs.is_zero()).then_some(a.idle_secs),
+    };
+    let builder = Server::builder().strategy(a.strategy.build(a.workers));
+    let service = stream_service(builder, &a.listen, Shell::new(config), None)?;
+    serve_all(vec![service], a.drain_secs)?;
+    Ok(0)
+}
+
+/// `demos shell run`.
+pub fn run(a: RunArgs) -> Result<u8, CliError> {
+    let key = Key::from_file(&a.key_file)
+        .map_err(|e| CliError::usage(format!("shell run --key-file: {e}")))?;
+    let mut session = Session::connect(&a.connect, &key, CONNECT_TIMEOUT)?;
+    session.set_reply_timeout(Some(a.timeout))?;
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    if a.command.is_empty() {
+        let stdin = io::stdin();
+        let prompt = stdin
+            .is_terminal()
+            .then(|| format!("{}$ ", a.connect));
+        let mut input = stdin.lock();
+        Ok(interactive(
+            &mut session,
+            &mut input,
+            &mut out,
+            &mut err,
+            prompt.as_deref(),
+        )?)
+    } else {
+        Ok(run_commands(
+            &mut session,
+            &a.command.join(" "),
+            &mut out,
+            &mut err,
+        )?)
+    }
+}
