@@ -260,7 +260,7 @@ fn chat_tcp(strategy: StrategyName) -> io::Result<String> {
     // A small outbox, so that the member that never reads is dropped soon
     // after the kernel's socket buffers (several MiB on loopback) are full.
     let room = Room::new(RoomConfig {
-        outbox: 64,
+        outbox: 256,
         ..RoomConfig::default()
     });
     let builder = Server::builder().strategy(strategy.build(None));

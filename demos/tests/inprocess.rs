@@ -123,7 +123,7 @@ fn echo_client_prints_each_reply() {
 /// that the silent one is dropped soon after the kernel buffers fill.
 fn chat_under(s: StrategyName) {
     let config = RoomConfig {
-        outbox: 32,
+        outbox: 128,
         ..RoomConfig::default()
     };
     let (running, room) = room_server(s, config);
