@@ -234,6 +234,10 @@ fn running_out_of_fds_backs_off_keeps_serving_and_recovers() {
         }
     }
     let (waiting, served) = held.pop().unwrap();
+    eprintln!(
+        "fd exhaustion: {} connections served before accept failed",
+        held.len()
+    );
     assert!(!served, "the server ran out of fds within 40 connections");
     // Existing clients are still served while accept fails.
     for (c, _) in held.iter_mut() {
