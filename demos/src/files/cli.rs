@@ -173,8 +173,8 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         max_size: a.max_size,
         idle: (!a.idle_secs.is_zero()).then_some(a.idle_secs),
     };
-    let handler = FileServer::new(config)
-        .map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
+    let handler =
+        FileServer::new(config).map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
     let builder = Server::builder().strategy(a.strategy.build(a.workers));
     let service = stream_service(builder, &a.listen, handler, None)?;
     serve_all(vec![service], a.drain_secs)?;

@@ -221,8 +221,15 @@ impl Client {
     /// Reads one reply header.
     fn response(&mut self) -> io::Result<Response> {
         let framing = Framing::new().with_max_frame_size(DEFAULT_MAX_FRAME_SIZE);
-        match framing.read_json(&mut self.reader) {
-            Ok(Some(r)) => Ok(r),
+        match framing.read_frame(&mut self.reader) {
+            Ok(Some(frame)) => serde_json::from_slice(&frame).map_err(|e| {
+                let why = if frame.len() == auth::CHALLENGE_LEN {
+                    "the server sent an authentication challenge: it needs --key-file".to_owned()
+                } else {
+                    format!("invalid reply: {e}")
+                };
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", self.url))
+            }),
             Ok(None) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(

@@ -227,10 +227,12 @@ pub fn is_sha256_hex(s: &str) -> bool {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Reads `r` to its end; returns the byte count and the SHA-256 in hex.
@@ -269,7 +271,9 @@ pub fn copy_n(
     let mut buf = vec![0u8; CHUNK.min(usize::try_from(n).unwrap_or(CHUNK)).max(1)];
     let mut done = 0u64;
     while done < n {
-        let want = buf.len().min(usize::try_from(n - done).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(n - done).unwrap_or(usize::MAX));
         let got = match r.read(&mut buf[..want]) {
             Ok(0) => {
                 return Err(io::Error::new(

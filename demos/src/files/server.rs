@@ -15,8 +15,8 @@ use socketserver::framing::{self, DEFAULT_MAX_FRAME_SIZE};
 use socketserver::{StreamHandler, StreamRequest};
 
 use super::{
-    check_name, copy_n, hex, is_sha256_hex, sha256_of, Entry, Request, Response,
-    DEFAULT_MAX_SIZE, REQUEST_FRAMING, TEMP_PREFIX,
+    check_name, copy_n, hex, is_sha256_hex, sha256_of, Entry, Request, Response, DEFAULT_MAX_SIZE,
+    REQUEST_FRAMING, TEMP_PREFIX,
 };
 
 /// How long a client gets to answer the authentication challenge.
@@ -98,10 +98,7 @@ impl FileServer {
     /// is not a directory.
     pub fn new(mut config: FilesConfig) -> io::Result<FileServer> {
         let root = fs::canonicalize(&config.root).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("root {}: {e}", config.root.display()),
-            )
+            io::Error::new(e.kind(), format!("root {}: {e}", config.root.display()))
         })?;
         if !root.is_dir() {
             return Err(io::Error::new(
@@ -183,9 +180,12 @@ impl FileServer {
         copy_n(req, &mut store, size, Some(&mut hasher), &mut ())?;
         let got = hex(&hasher.finalize());
         let stored = store.finish().and_then(|()| temp.file.sync_all());
+        // The temp file is gone (or renamed) before the client hears back.
         let outcome = if let Err(e) = stored {
+            drop(temp);
             Response::error(format!("cannot write {name}: {e}; nothing was stored"))
         } else if got != want {
+            drop(temp);
             Response::error(format!(
                 "sha256 mismatch: the {size} bytes received hash to {got}, the header said \
                  {want}; nothing was stored"
@@ -280,7 +280,12 @@ impl StreamHandler for FileServer {
             let header = match REQUEST_FRAMING.read_frame(req) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     log::info!("files: {peer}: idle, closing");
                     break;
                 }

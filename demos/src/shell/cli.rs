@@ -104,7 +104,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
     pub timeout: Duration,
     /// The command line (default: each line of stdin).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -168,9 +172,7 @@ pub fn run(a: RunArgs) -> Result<u8, CliError> {
     let mut err = io::stderr().lock();
     if a.command.is_empty() {
         let stdin = io::stdin();
-        let prompt = stdin
-            .is_terminal()
-            .then(|| format!("{}$ ", a.connect));
+        let prompt = stdin.is_terminal().then(|| format!("{}$ ", a.connect));
         let mut input = stdin.lock();
         Ok(interactive(
             &mut session,

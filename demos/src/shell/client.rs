@@ -167,9 +167,15 @@ pub fn show(reply: &Reply, out: &mut dyn Write, err: &mut dyn Write) -> io::Resu
         )?;
     }
     if h.timed_out {
-        writeln!(err, "demos: the command timed out on the server; exit status 1")?;
+        writeln!(
+            err,
+            "demos: the command timed out on the server; exit status 1"
+        )?;
     } else if h.exit_code.is_none() {
-        writeln!(err, "demos: the command was killed by a signal; exit status 1")?;
+        writeln!(
+            err,
+            "demos: the command was killed by a signal; exit status 1"
+        )?;
     }
     err.flush()?;
     Ok(exit_status(h))

@@ -639,7 +639,10 @@ mod tests {
             cd_request(r#"cd "x\"y""#),
             Some(Ok(CdTarget::Path("x\"y".into())))
         );
-        assert_eq!(cd_request("cd\t/tmp"), Some(Ok(CdTarget::Path("/tmp".into()))));
+        assert_eq!(
+            cd_request("cd\t/tmp"),
+            Some(Ok(CdTarget::Path("/tmp".into())))
+        );
         assert_eq!(cd_request("cd ~/x"), Some(Ok(CdTarget::Path("~/x".into()))));
         assert_eq!(cd_request("cd /tmp; ls"), None);
         assert_eq!(cd_request("cd /tmp | cat"), None);
@@ -648,7 +651,10 @@ mod tests {
         assert!(cd_request("cd 'x").unwrap().is_err());
         assert!(cd_request("cd \"$HOME\"").unwrap().is_err());
         assert!(cd_request("cd *").unwrap().is_err());
-        assert_eq!(cd_request("cd '$HOME'"), Some(Ok(CdTarget::Path("$HOME".into()))));
+        assert_eq!(
+            cd_request("cd '$HOME'"),
+            Some(Ok(CdTarget::Path("$HOME".into())))
+        );
     }
 
     #[test]
@@ -669,6 +675,9 @@ mod tests {
         assert_eq!(r.header.exit_code, Some(0));
         assert_eq!(a.dir, start.canonicalize().unwrap());
         let r = a.cd(Ok(CdTarget::Path("/etc/passwd".into())), &start);
-        assert_eq!(String::from_utf8_lossy(&r.stderr), "cd: /etc/passwd: Not a directory\n");
+        assert_eq!(
+            String::from_utf8_lossy(&r.stderr),
+            "cd: /etc/passwd: Not a directory\n"
+        );
     }
 }
