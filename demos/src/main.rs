@@ -71,18 +71,35 @@ EXAMPLES:
     )]
     Chat(ChatCmd),
     /// Remote shell: authenticated commands with a timeout and an output cap.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+EXAMPLES:
+    demos shell serve --listen 127.0.0.1:7003 --key-file shell.key
+    demos shell run --connect 127.0.0.1:7003 --key-file shell.key uname -a
+    demos shell run --connect 127.0.0.1:7003 --key-file shell.key"
+    )]
     Shell(demos::shell::cli::ShellCmd),
     /// File transfer: put, get and list with sha256 checks both ways.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+EXAMPLES:
+    demos files serve --listen 127.0.0.1:7004 --root ./shared
+    demos files put --connect 127.0.0.1:7004 report.pdf
+    demos files list --connect 127.0.0.1:7004
+    demos files get --connect 127.0.0.1:7004 report.pdf -o /tmp/report.pdf"
+    )]
     Files(demos::files::cli::FilesCmd),
     /// Start every demo on loopback in this process, drive it with real
     /// clients, and report (exit status 0 only if every check passed).
     #[command(after_help = "\
 Runs echo over TCP and UDP under each strategy (forking in a child process:
 `demos echo serve --strategy forking`), a TCP chat with three members talking
-at once while a fourth never reads, and a UDP chat with three peers. Each
-check prints one line with its time; the whole run takes a few seconds.
+at once while a fourth never reads, a UDP chat with three peers, the remote
+shell (authentication, exit codes, a wrong key) and file transfer (a round
+trip with sha256, a traversal refused). Each check prints one line with its
+time; the whole run takes a few seconds.
 
 EXAMPLE:
     cargo run --release -p demos -- showcase")]

@@ -101,12 +101,19 @@ fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
     for s in [Synchronous, Threading] {
         chat.push((format!("udp {s}"), Box::new(move || chat_udp(s))));
     }
+    let shell: Vec<(String, Check)> = vec![("tcp threading".into(), Box::new(shell_check))];
+    let files: Vec<(String, Check)> = vec![("tcp threading".into(), Box::new(files_check))];
     vec![
         (
             "echo: TCP echoes bytes as they come, UDP each datagram",
             echo,
         ),
         ("chat: TCP room and UDP relay, DESIGN.md section 5", chat),
+        (
+            "shell: HMAC auth, then commands in their own process group",
+            shell,
+        ),
+        ("files: JSON header + raw bytes, sha256 both ways", files),
     ]
 }
 
@@ -344,5 +351,131 @@ fn chat_udp(strategy: StrategyName) -> io::Result<String> {
         "3 peers x 20 messages: {} relayed{}, none echoed; /nick hint, /who, /quit ok",
         outcome.delivered,
         if ordered { " in order" } else { "" }
+    ))
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(what: &str) -> io::Result<ScratchDir> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+        let path = std::env::temp_dir().join(format!(
+            "demos-showcase-{what}-{}-{}",
+            std::process::id(),
+            crate::files::hex(&random)
+        ));
+        std::fs::create_dir(&path)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> io::Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{what}: got {got:?}, expected {want:?}"
+        )))
+    }
+}
+
+fn shell_check() -> io::Result<String> {
+    use crate::shell::{client::Session, Shell, ShellConfig};
+    use socketserver::auth::Key;
+
+    let dir = ScratchDir::new("shell")?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| io::Error::other(e.to_string()))?;
+    let key_file = dir.0.join("shell.key");
+    std::fs::write(&key_file, crate::files::hex(&secret))?;
+    let key = Key::from_file(&key_file)?;
+    let mut config = ShellConfig::new(key.clone())?;
+    config.start_dir = dir.0.clone();
+    config.timeout = Duration::from_secs(5);
+    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+    let running = start(stream_service(
+        builder,
+        &loopback(),
+        Shell::new(config),
+        None,
+    ))?;
+    let addr = running.address(0).clone();
+
+    let mut session = Session::connect(&addr, &key, drive::STEP)?;
+    let r = session.run("echo hi")?;
+    expect(
+        "echo hi",
+        (r.stdout.as_slice(), r.header.exit_code),
+        (&b"hi\n"[..], Some(0)),
+    )?;
+    let r = session.run("echo oops >&2; exit 3")?;
+    expect("exit 3", r.header.exit_code, Some(3))?;
+    expect(
+        "stderr apart",
+        (r.stdout.len(), r.stderr.as_slice()),
+        (0, &b"oops\n"[..]),
+    )?;
+    let wrong = Key::new("not the key")?;
+    match Session::connect(&addr, &wrong, drive::STEP) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(io::Error::other(format!("wrong key: unexpected error {e}"))),
+        Ok(_) => return Err(io::Error::other("a wrong key was accepted")),
+    }
+    drop(session);
+    stop(running)?;
+    Ok(
+        "random key in a temp file: `echo hi` -> \"hi\", exit 0; `exit 3` -> 3, stderr \
+        apart; a wrong key refused"
+            .into(),
+    )
+}
+
+fn files_check() -> io::Result<String> {
+    use crate::files::{client::Client, FileServer, FilesConfig};
+
+    let dir = ScratchDir::new("files")?;
+    let root = dir.0.join("root");
+    std::fs::create_dir(&root)?;
+    let handler = FileServer::new(FilesConfig::new(&root))?;
+    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+    let running = start(stream_service(builder, &loopback(), handler, None))?;
+    let mut client = Client::connect(running.address(0), None, drive::STEP)?;
+
+    let data = drive::pattern(MIB + 1, 11);
+    let put = client.put_bytes("data.bin", &data)?;
+    let listed = client.list()?;
+    expect(
+        "list",
+        listed
+            .iter()
+            .map(|e| (e.name.as_str(), e.size))
+            .collect::<Vec<_>>(),
+        vec![("data.bin", data.len() as u64)],
+    )?;
+    let back = client.get_bytes("data.bin")?;
+    compare("get data.bin", &data, &back)?;
+    let refused = match client.put_bytes("../escape", b"x") {
+        Err(e) if e.to_string().contains("is a path") => "refused",
+        Err(e) => return Err(e),
+        Ok(_) => return Err(io::Error::other("../escape was accepted")),
+    };
+    let outside = std::fs::read_dir(&dir.0)?.count();
+    expect("entries next to the root", outside, 1)?;
+    drop(client);
+    stop(running)?;
+    let sha = put.sha256.unwrap_or_default();
+    Ok(format!(
+        "put/list/get of {} bytes, sha256 {}... checked both ways; `../escape` {refused}, \
+         nothing written",
+        data.len(),
+        &sha[..12.min(sha.len())]
     ))
 }

@@ -548,3 +548,14 @@ fn the_cli_puts_gets_and_lists() {
     let (_, status) = server.terminate(Duration::from_secs(3)).unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn help_has_examples() {
+    for sub in ["serve", "put", "get", "list"] {
+        let out = common::run_demos(&["files", sub, "--help"], b"", DEADLINE);
+        assert!(out.status.success(), "{sub}");
+        assert!(out.stdout.contains("EXAMPLE"), "files {sub}: no examples");
+    }
+    let out = common::run_demos(&["files", "--help"], b"", DEADLINE);
+    assert!(out.stdout.contains("EXAMPLES"));
+}

@@ -638,3 +638,16 @@ fn the_binary_serves_with_threading_and_forking() {
         assert!(status.success(), "{strategy}: {status}");
     }
 }
+
+#[test]
+fn help_has_examples() {
+    for args in [
+        vec!["shell", "--help"],
+        vec!["shell", "serve", "--help"],
+        vec!["shell", "run", "--help"],
+    ] {
+        let out = common::run_demos(&args, b"", DEADLINE);
+        assert!(out.status.success(), "{args:?}");
+        assert!(out.stdout.contains("EXAMPLE"), "{args:?}: no examples");
+    }
+}

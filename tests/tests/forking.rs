@@ -36,6 +36,8 @@ impl ForkServer {
             .args([transport, addr, &max_children.to_string(), mode])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // A backtrace per panicking child costs ~60 ms (symbolizing).
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -484,4 +486,34 @@ fn ten_thousand_requests_with_crashing_children_leave_no_zombie() {
     assert_eq!(logged, crashes, "each crash reaped and logged: {stderr}");
     // Figures for docs/reliability.md (`-- --nocapture`).
     eprintln!("forking: {REQUESTS} requests in {took:?}, at most {most} children at once, {logged} crashes reaped, 0 zombies");
+}
+
+/// 1,000 panicking requests under `Forking`: each child logs its panic and
+/// exits; the server keeps serving and is left with no child.
+#[test]
+fn a_thousand_panicking_children_leave_the_server_serving() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "panic", &[]);
+    let addr = server.address();
+    let a = addr.clone();
+    within(Duration::from_secs(60), "1000 panics", move || {
+        for i in 0..1000 {
+            let mut c = tcp_client(&a);
+            c.write_all(b"panic\n").unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            assert!(
+                got.is_empty(),
+                "request {i}: the panicking child sent nothing"
+            );
+        }
+    });
+    assert_eq!(stream_echo(&addr, MSG), MSG);
+    wait_until(DEADLINE, "no children left", || {
+        children_of(server.pid()).is_empty()
+    });
+    let stderr = stop(server);
+    assert_eq!(
+        stderr.matches("handler panicked: asked to panic").count(),
+        1000
+    );
 }

@@ -55,6 +55,12 @@ EXAMPLES:
     demos files get --connect 127.0.0.1:7004 report-2024.pdf -o /tmp/r.pdf")]
     Get(GetArgs),
     /// List the files on the server: `SIZE  NAME`, one per line.
+    #[command(after_help = "\
+Only regular files with valid names are listed: no temp files of uploads in
+progress, no symbolic links, no directories. Sorted by name.
+
+EXAMPLE:
+    demos files list --connect 127.0.0.1:7004")]
     List(ListArgs),
 }
 
