@@ -653,3 +653,69 @@ fn python_struct_pack_i_peer_interoperates() {
     assert_eq!(served, 4, "python output:\n{output}");
     assert!(output.contains("python peer done"), "{output}");
 }
+
+/// Starts the Python peer against `port`; a missing python3 fails the test
+/// with a clear message.
+fn spawn_python_peer(port: u16) -> Child {
+    match Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_PEER)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            panic!("python3 is required for the interop test but was not found on PATH: {e}")
+        }
+        Err(e) => panic!("cannot start python3: {e}"),
+    }
+}
+
+/// A frame server built the way a user would: a `StreamHandler` on a real
+/// `socketserver` server, reading `struct.pack('i', n)` frames
+/// ([`Header::I32Le`]) and answering each with its payload reversed.
+struct ReverseFrames {
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl socketserver::StreamHandler for ReverseFrames {
+    fn handle(&self, req: &mut socketserver::StreamRequest) -> io::Result<()> {
+        req.stream()
+            .set_read_timeout(Some(Duration::from_secs(5)))?;
+        let python = Framing::new().with_header(Header::I32Le);
+        while let Some(mut msg) = python.read_frame(req)? {
+            msg.reverse();
+            python.write_frame(req, &msg)?;
+            req.flush()?;
+            self.served
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn python_struct_pack_i_client_talks_to_a_socketserver_frame_server() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let deadline = Instant::now() + DEADLINE;
+    let served = Arc::new(AtomicUsize::new(0));
+    let server = socketserver::ThreadingTcpServer::bind(
+        "127.0.0.1:0",
+        ReverseFrames {
+            served: served.clone(),
+        },
+    )
+    .unwrap();
+    let running = socketserver_tests::Running::start(server);
+    let port = running.address.as_inet().unwrap().port();
+    let (status, output) = finish(spawn_python_peer(port), deadline);
+    running.stop();
+    assert!(status.success(), "python peer failed ({status}):\n{output}");
+    assert!(output.contains("python peer done"), "{output}");
+    assert_eq!(served.load(Ordering::SeqCst), 4, "python output:\n{output}");
+}
