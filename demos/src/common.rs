@@ -77,6 +77,32 @@ impl StrategyName {
     }
 }
 
+impl StrategyName {
+    /// Like [`build`](Self::build), with `stack` bytes of stack for every
+    /// request thread of `threading` and every worker of `pool` (ignored by
+    /// `synchronous` and `forking`, which start no threads). Small stacks let
+    /// thousands of idle connections fit (`demos echo serve --stack-size`).
+    pub fn build_with_stack(
+        self,
+        workers: Option<usize>,
+        stack: Option<usize>,
+    ) -> Box<dyn Strategy> {
+        match (self, stack) {
+            (StrategyName::Threading, Some(n)) => {
+                Box::new(socketserver::Threading::new().stack_size(n))
+            }
+            (StrategyName::Pool, Some(n)) => {
+                let pool = match workers {
+                    Some(w) => socketserver::Pool::new(w.max(2)),
+                    None => socketserver::Pool::default(),
+                };
+                Box::new(pool.stack_size(n))
+            }
+            _ => self.build(workers),
+        }
+    }
+}
+
 impl std::fmt::Display for StrategyName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -13,6 +13,7 @@ use demos::common::{
     datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
     DEFAULT_LISTEN,
 };
+use demos::compare;
 use demos::echo::{self, Echo};
 use demos::showcase;
 
@@ -104,6 +105,27 @@ time; the whole run takes a few seconds.
 EXAMPLE:
     cargo run --release -p demos -- showcase")]
     Showcase,
+    /// Measure every strategy side by side with plain std, tokio and
+    /// Python's socketserver on loopback: throughput, latency, CPU, idle
+    /// memory, shutdown latency.
+    #[command(after_help = "\
+Each server runs as a child process (our echo under each strategy, a plain
+std thread-per-connection echo and UDP loop, a tokio echo, and Python's
+ThreadingTCPServer, ForkingTCPServer, TCPServer and ThreadingUDPServer when
+python3 is installed); the load comes from loadgen in this process, on
+127.0.0.1 only. Progress goes to stderr, the markdown report to stdout.
+A full run takes a few minutes, --quick under one. The exit status is 1 if
+some cell produced no numbers.
+
+EXAMPLES:
+    cargo run --release -p demos -- compare --quick
+    cargo run --release -p demos -- compare --json docs/bench/results.json \\
+        --markdown docs/bench/results.md --svg docs/bench
+    demos compare --only 'threading|std' --repeat 3")]
+    Compare(compare::CompareArgs),
+    /// Baseline servers and probes that `demos compare` runs as children.
+    #[command(subcommand, hide = true)]
+    Baseline(compare::baseline::BaselineCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +146,10 @@ EXAMPLES:
         /// Send ASCII letters back uppercased, as in the seeds' examples.
         #[arg(long)]
         upper: bool,
+        /// Stack size in bytes of each request thread (threading) or
+        /// worker (pool), e.g. 65536 to hold 10,000 idle connections.
+        #[arg(long, value_name = "BYTES")]
+        stack_size: Option<usize>,
     },
     /// Send messages to an echo server and print the replies.
     #[command(after_help = "\
@@ -279,18 +305,23 @@ fn run(demo: Demo) -> Result<(), Failure> {
         // shell client exits with the remote command's).
         Demo::Shell(cmd) => exit_status(demos::shell::cli::main(cmd)),
         Demo::Files(cmd) => exit_status(demos::files::cli::main(cmd)),
-        Demo::Echo(EchoCmd::Serve { server, upper }) => {
+        Demo::Echo(EchoCmd::Serve {
+            server,
+            upper,
+            stack_size,
+        }) => {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(tcp);
             let handler = Echo { upper };
             let mut services = vec![stream_service(
-                Server::builder().strategy(tcp.build(server.workers)),
+                Server::builder().strategy(tcp.build_with_stack(server.workers, stack_size)),
                 &server.listen,
                 handler,
                 None,
             )?];
             if let Some(addr) = &server.udp {
-                let builder = Server::builder().strategy(udp.build(server.workers));
+                let builder =
+                    Server::builder().strategy(udp.build_with_stack(server.workers, stack_size));
                 services.push(datagram_service(builder, addr, handler)?);
             }
             serve(services, server.drain_secs)
@@ -371,6 +402,11 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 Err(Failure("showcase: some checks failed".into(), 1))
             }
         }
+        Demo::Compare(args) => match compare::run(args)? {
+            true => Ok(()),
+            false => Err(Failure("compare: some cells produced no numbers".into(), 1)),
+        },
+        Demo::Baseline(cmd) => Ok(compare::baseline::run(cmd)?),
     }
 }
 

@@ -1,0 +1,1065 @@
+//! `demos compare`: the four strategies of socketserver side by side with
+//! what a Rust user would otherwise write (a plain std thread-per-connection
+//! echo, a std UDP loop, tokio) and what a Python user has today (Python's
+//! `socketserver`), measured in one run on this machine.
+//!
+//! Every server runs as a child process in a process group of its own
+//! (`demos echo serve --strategy S`, `demos baseline std-tcp|std-udp|tokio-tcp`,
+//! or an embedded Python script), started fresh for each cell and stopped
+//! with SIGTERM to the group (SIGKILL after a deadline). The load comes from
+//! [`loadgen`], in this process. Cells:
+//!
+//! | cell | what |
+//! |---|---|
+//! | `pp64-c1`, `pp64-c50`, `pp64-c500` | 64-byte ping-pong on 1, 50, 500 connections |
+//! | `pp16k-c50` | 16 KiB ping-pong on 50 connections |
+//! | `connect-c8` | connect, echo 64 bytes, close; 8 at a time |
+//! | `udp64-c8` | 64-byte UDP datagrams from 8 sockets |
+//! | `idle-1k`, `idle-10k` | server RSS per idle connection |
+//! | `shutdown-idle`, `shutdown-busy` | `shutdown()` to `serve_forever` returning |
+//!
+//! The results go to stdout as markdown (and to `--markdown`, `--json`,
+//! `--svg`), progress to stderr.
+
+pub mod baseline;
+mod charts;
+pub mod proc;
+pub mod report;
+pub mod shutdown;
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use loadgen::{Config, IdleConfig, Mode};
+
+use crate::common::StrategyName;
+use proc::ServerChild;
+use report::{fmt_rate, fmt_us, IdleResult, Results, Row};
+use shutdown::ShutdownResult;
+
+/// The Python side: Python's socketserver echo servers and its shutdown
+/// measurement.
+const PY_SCRIPT: &str = include_str!("compare.py");
+
+/// `demos compare` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Short runs and fewer cells (no 10,000-connection idle cell, fewer
+    /// shutdown runs): under a minute.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write every row (and the targets) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the report as markdown to FILE (it is printed on stdout too).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write SVG charts into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+    /// Measured seconds of each load run [default: 2, --quick 0.4].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Warmup seconds before each measured window [default: 1, --quick 0.25].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub warmup: Option<Duration>,
+    /// Run only the server/cell pairs matching REGEX, e.g. `threading|std`,
+    /// `/pp64-c50$`, `^py-`. Pairs are named SERVER/CELL.
+    #[arg(long, value_name = "REGEX")]
+    pub only: Option<String>,
+    /// Run each load cell N times, servers interleaved, and report the
+    /// median by req/s (a noisy machine).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: usize,
+    /// Leave Python's servers out.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Print the server/cell pairs that would run, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Test setting: the smallest run that still fills every cell.
+    #[arg(long, hide = true)]
+    pub smoke: bool,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| *f > 0.0)
+        .and_then(|f| Duration::try_from_secs_f64(f).ok())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds (e.g. 2 or 0.5)"))
+}
+
+/// How a server is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `demos echo serve --strategy S` (with `--stack-size` if set).
+    Ours(StrategyName, Option<usize>),
+    /// `demos baseline std-tcp` (TCP cells) or `std-udp` (UDP cells).
+    Std,
+    /// `demos baseline tokio-tcp`.
+    Tokio,
+    /// Python: the TCP and the UDP server class (script kinds).
+    Py(&'static str, Option<&'static str>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ServerDef {
+    id: &'static str,
+    label: &'static str,
+    kind: Kind,
+}
+
+const SERVERS: &[ServerDef] = &[
+    ServerDef {
+        id: "synchronous",
+        label: "socketserver `Synchronous`: one request at a time in the server loop (`demos echo serve --strategy synchronous`)",
+        kind: Kind::Ours(StrategyName::Synchronous, None),
+    },
+    ServerDef {
+        id: "threading",
+        label: "socketserver `Threading`: a new thread per connection (per datagram over UDP), default 2 MiB stacks",
+        kind: Kind::Ours(StrategyName::Threading, None),
+    },
+    ServerDef {
+        id: "threading-64k",
+        label: "socketserver `Threading` with 64 KiB thread stacks (`--stack-size 65536`), idle cells only",
+        kind: Kind::Ours(StrategyName::Threading, Some(64 * 1024)),
+    },
+    ServerDef {
+        id: "pool",
+        label: "socketserver `Pool`: 16 worker threads fed by a bounded queue",
+        kind: Kind::Ours(StrategyName::Pool, None),
+    },
+    ServerDef {
+        id: "forking",
+        label: "socketserver `Forking`: a child process per connection (per datagram over UDP), at most 40",
+        kind: Kind::Ours(StrategyName::Forking, None),
+    },
+    ServerDef {
+        id: "std",
+        label: "baseline: plain std, blocking accept loop and a thread per connection, TCP_NODELAY (`demos baseline std-tcp`); over UDP a blocking `recv_from`/`send_to` loop (`demos baseline std-udp`)",
+        kind: Kind::Std,
+    },
+    ServerDef {
+        id: "tokio",
+        label: "baseline: tokio multi-thread runtime (one worker per core), a task per connection (`demos baseline tokio-tcp`)",
+        kind: Kind::Tokio,
+    },
+    ServerDef {
+        id: "py-threading",
+        label: "Python `socketserver.ThreadingTCPServer` (UDP: `ThreadingUDPServer`): a thread per connection / datagram",
+        kind: Kind::Py("threading-tcp", Some("threading-udp")),
+    },
+    ServerDef {
+        id: "py-forking",
+        label: "Python `socketserver.ForkingTCPServer`: a process per connection, max_children 40",
+        kind: Kind::Py("forking-tcp", None),
+    },
+    ServerDef {
+        id: "py-sync",
+        label: "Python `socketserver.TCPServer` (UDP: `UDPServer`): one request at a time",
+        kind: Kind::Py("tcp", Some("udp")),
+    },
+];
+
+fn server(id: &str) -> &'static ServerDef {
+    SERVERS
+        .iter()
+        .find(|s| s.id == id)
+        .expect("a known server id")
+}
+
+const TCP_SERVERS: &[&str] = &[
+    "synchronous",
+    "threading",
+    "pool",
+    "forking",
+    "std",
+    "tokio",
+    "py-threading",
+    "py-forking",
+    "py-sync",
+];
+const UDP_SERVERS: &[&str] = &[
+    "synchronous",
+    "threading",
+    "pool",
+    "forking",
+    "std",
+    "py-threading",
+    "py-sync",
+];
+const IDLE_SERVERS: &[&str] = &["threading", "threading-64k", "std", "tokio", "py-threading"];
+const SHUTDOWN_SERVERS: &[&str] = &[
+    "synchronous",
+    "threading",
+    "pool",
+    "forking",
+    "py-threading",
+];
+
+/// Busy clients in the busy shutdown cell.
+const SHUTDOWN_BUSY: usize = 20;
+
+#[derive(Debug, Clone, Copy)]
+enum What {
+    Load {
+        mode: Mode,
+        conns: usize,
+        size: usize,
+    },
+    Idle {
+        count: usize,
+    },
+    Shutdown {
+        busy: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Cell {
+    id: &'static str,
+    title: &'static str,
+    what: What,
+    servers: Vec<&'static str>,
+}
+
+/// Settings of one run, from the options.
+#[derive(Debug, Clone)]
+struct Settings {
+    duration: Duration,
+    warmup: Duration,
+    repeat: usize,
+    shutdown_runs: usize,
+    idle_limit: Duration,
+    exe: PathBuf,
+    python: Option<(PathBuf, String)>,
+}
+
+fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
+    let load = |id, title, mode, conns, size, servers: &[&'static str]| Cell {
+        id,
+        title,
+        what: What::Load { mode, conns, size },
+        servers: servers.to_vec(),
+    };
+    let mut cells = vec![
+        load(
+            "pp64-c1",
+            "64-byte ping-pong, 1 connection",
+            Mode::PingPong,
+            1,
+            64,
+            TCP_SERVERS,
+        ),
+        load(
+            "pp64-c50",
+            "64-byte ping-pong, 50 connections",
+            Mode::PingPong,
+            50,
+            64,
+            TCP_SERVERS,
+        ),
+        load(
+            "pp64-c500",
+            "64-byte ping-pong, 500 connections",
+            Mode::PingPong,
+            500,
+            64,
+            TCP_SERVERS,
+        ),
+        load(
+            "pp16k-c50",
+            "16 KiB ping-pong, 50 connections",
+            Mode::PingPong,
+            50,
+            16 * 1024,
+            TCP_SERVERS,
+        ),
+        load(
+            "connect-c8",
+            "connect, echo 64 bytes, close; 8 at a time (new connections per second)",
+            Mode::Connect,
+            8,
+            64,
+            TCP_SERVERS,
+        ),
+        load(
+            "udp64-c8",
+            "UDP echo, 64-byte datagrams, 8 sockets",
+            Mode::Udp,
+            8,
+            64,
+            UDP_SERVERS,
+        ),
+    ];
+    let (small, big) = if args.smoke {
+        (100, None)
+    } else {
+        (1_000, Some(10_000))
+    };
+    let cap = |n: usize| idle_cap.map_or(n, |c| n.min(c));
+    cells.push(Cell {
+        id: "idle-1k",
+        title: "server memory holding 1,000 idle connections",
+        what: What::Idle { count: cap(small) },
+        servers: IDLE_SERVERS.to_vec(),
+    });
+    if let (Some(n), false) = (big, args.quick) {
+        cells.push(Cell {
+            id: "idle-10k",
+            title: "server memory holding 10,000 idle connections",
+            what: What::Idle { count: cap(n) },
+            servers: IDLE_SERVERS.to_vec(),
+        });
+    }
+    cells.push(Cell {
+        id: "shutdown-idle",
+        title: "shutdown() to serve_forever returning, idle server",
+        what: What::Shutdown { busy: 0 },
+        servers: SHUTDOWN_SERVERS.to_vec(),
+    });
+    cells.push(Cell {
+        id: "shutdown-busy",
+        title: "shutdown() to serve_forever returning, 20 busy clients",
+        what: What::Shutdown {
+            busy: SHUTDOWN_BUSY,
+        },
+        servers: SHUTDOWN_SERVERS.to_vec(),
+    });
+    cells
+}
+
+/// Runs `demos compare`; returns whether every cell produced numbers.
+pub fn run(args: CompareArgs) -> io::Result<bool> {
+    let started = Instant::now();
+    let only = match &args.only {
+        Some(re) => Some(
+            regex::Regex::new(re)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--only: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut notes = Vec::new();
+    // The idle cells need about 10,000 descriptors here and in the server;
+    // children inherit the raised limit.
+    let want_fds = if args.quick || args.smoke {
+        1_000
+    } else {
+        10_000
+    };
+    let idle_cap = match loadgen::ensure_fds(want_fds + 1_024) {
+        Ok(_) => None,
+        Err(loadgen::Error::FdLimit { hard, .. }) => {
+            let cap = (hard as usize).saturating_sub(1_200).max(10);
+            notes.push(format!(
+                "The hard RLIMIT_NOFILE is {hard}: idle cells were capped at {cap} connections."
+            ));
+            Some(cap)
+        }
+        Err(e) => return Err(io::Error::other(format!("raising RLIMIT_NOFILE: {e}"))),
+    };
+    let python = find_python();
+    let mut cells = plan(&args, idle_cap);
+    if python.is_none() || args.no_python {
+        let why = if args.no_python {
+            "left out (--no-python)"
+        } else {
+            "skipped: python3 was not found"
+        };
+        eprintln!("compare: Python's socketserver {why}");
+        notes.push(format!("Python's socketserver servers were {why}."));
+        for c in &mut cells {
+            c.servers.retain(|s| !s.starts_with("py-"));
+        }
+    }
+    if let Some(re) = &only {
+        for c in &mut cells {
+            c.servers.retain(|s| re.is_match(&format!("{s}/{}", c.id)));
+        }
+    }
+    cells.retain(|c| !c.servers.is_empty());
+    if args.list {
+        for c in &cells {
+            for s in &c.servers {
+                println!("{s}/{}", c.id);
+            }
+        }
+        return Ok(true);
+    }
+    let (duration, warmup) = match (args.smoke, args.quick) {
+        (true, _) => (Duration::from_millis(300), Duration::from_millis(100)),
+        (false, true) => (Duration::from_millis(400), Duration::from_millis(250)),
+        (false, false) => (Duration::from_secs(2), Duration::from_secs(1)),
+    };
+    let script = match &python {
+        Some(_) if !args.no_python => Some(write_script()?),
+        _ => None,
+    };
+    let settings = Settings {
+        duration: args.duration.unwrap_or(duration),
+        warmup: args.warmup.unwrap_or(warmup),
+        repeat: args.repeat.max(1),
+        shutdown_runs: match (args.smoke, args.quick) {
+            (true, _) => 2,
+            (false, true) => 5,
+            (false, false) => 20,
+        },
+        idle_limit: Duration::from_secs(if args.quick || args.smoke { 20 } else { 60 }),
+        exe: std::env::current_exe()?,
+        python: python.clone().zip(script.clone()).map(|((_, v), s)| (s, v)),
+    };
+    let load_before = loadavg();
+    eprintln!(
+        "compare: load average {load_before} before starting; {} cells, {:.1} s windows after {:.2} s warmup",
+        cells.len(),
+        settings.duration.as_secs_f64(),
+        settings.warmup.as_secs_f64()
+    );
+    if cfg!(debug_assertions) {
+        eprintln!("compare: this is a debug build; numbers are not representative (use --release)");
+        notes.push("This run used a debug build: the numbers are not representative.".into());
+    }
+    let total: usize = cells
+        .iter()
+        .map(|c| match c.what {
+            What::Load { .. } => c.servers.len() * settings.repeat,
+            _ => c.servers.len(),
+        })
+        .sum();
+    let mut progress = Progress {
+        done: 0,
+        total,
+        started,
+    };
+    let mut rows = Vec::new();
+    for cell in &cells {
+        match cell.what {
+            What::Load { .. } => {
+                rows.extend(run_load_cell(&settings, cell, &mut progress));
+            }
+            What::Idle { count } => {
+                for id in &cell.servers {
+                    let row = run_idle(&settings, server(id), cell, count);
+                    progress.line(&row);
+                    rows.push(row);
+                }
+            }
+            What::Shutdown { busy } => {
+                for id in &cell.servers {
+                    let row = run_shutdown(&settings, server(id), cell, busy);
+                    progress.line(&row);
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    if let Some(s) = &script {
+        let _ = std::fs::remove_file(s);
+    }
+    report::fill_ratios(&mut rows);
+    let targets = report::targets(&rows);
+    notes.extend(standard_notes(&settings));
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    argv.insert(0, "cargo run --release -p demos --".into());
+    let results = Results {
+        command: argv.join(" "),
+        date: date_utc(),
+        machine: machine(&settings),
+        load_before,
+        load_after: loadavg(),
+        duration_s: settings.duration.as_secs_f64(),
+        warmup_s: settings.warmup.as_secs_f64(),
+        repeat: settings.repeat,
+        wall_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        rows,
+        targets,
+        notes,
+    };
+    let svgs = match &args.svg {
+        Some(dir) => match charts::write_all(dir, &results.rows) {
+            Ok(files) => {
+                // Links relative to the markdown file when it is in DIR.
+                let prefix = svg_prefix(dir, args.markdown.as_deref());
+                files
+                    .into_iter()
+                    .map(|(f, c)| (format!("{prefix}{f}"), c))
+                    .collect()
+            }
+            Err(e) => {
+                eprintln!("compare: writing charts to {}: {e}", dir.display());
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let legend: Vec<(String, String)> = SERVERS
+        .iter()
+        .filter(|s| results.rows.iter().any(|r| r.server == s.id))
+        .map(|s| (s.id.to_owned(), s.label.to_owned()))
+        .collect();
+    let md = report::markdown(&results, &legend, &svgs);
+    if let Some(p) = &args.json {
+        let json = serde_json::to_string_pretty(&results).map_err(io::Error::other)?;
+        write_file(p, &json)?;
+    }
+    if let Some(p) = &args.markdown {
+        write_file(p, &md)?;
+    }
+    io::stdout().lock().write_all(md.as_bytes())?;
+    let ok = results.rows.iter().all(|r| r.failure.is_none());
+    eprintln!(
+        "compare: done in {:.0} s; load average now {}",
+        started.elapsed().as_secs_f64(),
+        results.load_after
+    );
+    Ok(ok)
+}
+
+fn write_file(p: &Path, text: &str) -> io::Result<()> {
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(p, text)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", p.display())))
+}
+
+/// The path from the markdown file's folder to the SVG folder, as a link
+/// prefix (`""` when they are the same folder).
+fn svg_prefix(svg_dir: &Path, markdown: Option<&Path>) -> String {
+    let md_dir = markdown
+        .and_then(|m| m.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canon(md_dir) == canon(svg_dir) {
+        String::new()
+    } else {
+        format!("{}/", svg_dir.display())
+    }
+}
+
+struct Progress {
+    done: usize,
+    total: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn line(&mut self, r: &Row) {
+        self.done += 1;
+        let what = if let Some(f) = &r.failure {
+            format!("FAILED: {f}")
+        } else if let Some(i) = &r.idle {
+            format!(
+                "held {}/{} in {:.1} s, RSS {:.1} -> {:.1} MiB, {:.1} KiB/conn",
+                i.held,
+                i.requested,
+                i.open_secs,
+                i.rss_before_kib as f64 / 1024.0,
+                i.rss_held_kib as f64 / 1024.0,
+                i.kib_per_conn
+            )
+        } else if let Some(s) = &r.shutdown {
+            format!(
+                "median {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} runs",
+                s.median_ms, s.p99_ms, s.max_ms, s.runs
+            )
+        } else {
+            format!(
+                "{:>9} req/s  p50 {:>8}  p99 {:>8}  cpu {:.2}  errors {}  active {}/{}",
+                fmt_rate(r.req_per_s),
+                fmt_us(r.p50_us),
+                fmt_us(r.p99_us),
+                r.server_cpu,
+                r.errors,
+                r.active_conns,
+                r.conns
+            )
+        };
+        eprintln!(
+            "compare: [{:>3}/{}] {:<14} {:<13} {what}  ({:.0} s)",
+            self.done,
+            self.total,
+            r.cell,
+            r.server,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn base_row(def: &ServerDef, cell: &Cell, kind: &str) -> Row {
+    let (mode, conns, size) = match cell.what {
+        What::Load { mode, conns, size } => (mode.name().to_owned(), conns, size),
+        What::Idle { count } => ("idle".to_owned(), count, 64),
+        What::Shutdown { busy } => ("shutdown".to_owned(), busy, 64),
+    };
+    Row {
+        server: def.id.to_owned(),
+        label: def.label.to_owned(),
+        cell: cell.id.to_owned(),
+        cell_title: cell.title.to_owned(),
+        kind: kind.to_owned(),
+        mode,
+        conns,
+        size,
+        ..Row::default()
+    }
+}
+
+/// Starts `def` for TCP or UDP and returns it with the address to load.
+fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerChild, SocketAddr)> {
+    let exe = s.exe.to_string_lossy().into_owned();
+    let listen = "127.0.0.1:0".to_owned();
+    let quiet = [("RUST_LOG", "error")];
+    let own = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let child = match def.kind {
+        Kind::Ours(strategy, stack) => {
+            let mut a = own(&["echo", "serve", "--listen", &listen]);
+            a.extend(own(&[
+                "--strategy",
+                strategy.as_str(),
+                "--drain-secs",
+                "0.2",
+            ]));
+            if udp {
+                a.extend(own(&["--udp", &listen]));
+            }
+            if let Some(n) = stack {
+                a.extend(own(&["--stack-size", &n.to_string()]));
+            }
+            ServerChild::start(&exe, &a, &quiet, 1 + usize::from(udp))?
+        }
+        Kind::Std => {
+            let which = if udp { "std-udp" } else { "std-tcp" };
+            ServerChild::start(
+                &exe,
+                &own(&["baseline", which, "--listen", &listen]),
+                &quiet,
+                1,
+            )?
+        }
+        Kind::Tokio => ServerChild::start(
+            &exe,
+            &own(&["baseline", "tokio-tcp", "--listen", &listen]),
+            &quiet,
+            1,
+        )?,
+        Kind::Py(tcp, udp_kind) => {
+            let (script, _) = s
+                .python
+                .as_ref()
+                .ok_or_else(|| io::Error::other("python3 is not available"))?;
+            let kind = if udp {
+                udp_kind.ok_or_else(|| io::Error::other("no UDP server of this kind"))?
+            } else {
+                tcp
+            };
+            let a = vec![
+                script.to_string_lossy().into_owned(),
+                "serve".into(),
+                kind.into(),
+                listen.clone(),
+            ];
+            ServerChild::start("python3", &a, &[], 1)?
+        }
+    };
+    let scheme = if udp { "udp" } else { "tcp" };
+    let addr = child
+        .addr(scheme)
+        .ok_or_else(|| io::Error::other(format!("the server printed no {scheme} address")))?;
+    Ok((child, addr))
+}
+
+/// Runs every server of a load cell `repeat` times, interleaved (the
+/// order rotates each round), and keeps each server's median row.
+fn run_load_cell(s: &Settings, cell: &Cell, progress: &mut Progress) -> Vec<Row> {
+    let n = cell.servers.len();
+    let mut runs: Vec<Vec<Row>> = vec![Vec::new(); n];
+    for round in 0..s.repeat {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let row = run_load(s, server(cell.servers[i]), cell);
+            progress.line(&row);
+            runs[i].push(row);
+        }
+    }
+    runs.into_iter()
+        .map(|mut rs| {
+            let repeats: Vec<f64> = rs.iter().map(|r| r.req_per_s).collect();
+            rs.sort_by(|a, b| a.req_per_s.total_cmp(&b.req_per_s));
+            // A failed repetition sorts first (0 req/s); prefer a good median.
+            let good: Vec<Row> = rs.iter().filter(|r| r.failure.is_none()).cloned().collect();
+            let mut row = if good.is_empty() {
+                rs.swap_remove(0)
+            } else {
+                good[(good.len() - 1) / 2].clone()
+            };
+            if rs.iter().any(|r| r.failure.is_some()) && row.failure.is_none() && s.repeat > 1 {
+                row.failure = rs.iter().find_map(|r| r.failure.clone());
+            }
+            row.repeats = repeats;
+            row
+        })
+        .collect()
+}
+
+fn run_load(s: &Settings, def: &ServerDef, cell: &Cell) -> Row {
+    let mut row = base_row(def, cell, "load");
+    let What::Load { mode, conns, size } = cell.what else {
+        unreachable!("a load cell")
+    };
+    let (mut server, addr) = match start_server(s, def, mode == Mode::Udp) {
+        Ok(x) => x,
+        Err(e) => {
+            row.failure = Some(e.to_string());
+            return row;
+        }
+    };
+    let mut cfg = Config::new(addr);
+    cfg.mode = mode;
+    cfg.conns = conns;
+    cfg.size = size;
+    cfg.duration = s.duration;
+    cfg.warmup = s.warmup;
+    // CPU of the server's group over the measured window, sampled on a
+    // thread at the window's start and end (loadgen starts its clock right
+    // after one probe connection, well under a millisecond later).
+    let pgid = server.pid();
+    let (warmup, duration) = (s.warmup, s.duration);
+    let sampler = thread::spawn(move || {
+        let t0 = Instant::now();
+        thread::sleep(warmup);
+        let (c0, a) = (proc::group_cpu(pgid), Instant::now());
+        thread::sleep((t0 + warmup + duration).saturating_duration_since(Instant::now()));
+        let (c1, b) = (proc::group_cpu(pgid), Instant::now());
+        c1.saturating_sub(c0).as_secs_f64() / (b - a).as_secs_f64().max(1e-3)
+    });
+    let result = loadgen::run(&cfg);
+    row.server_cpu = (sampler.join().unwrap_or(0.0) * 100.0).round() / 100.0;
+    let report = match result {
+        Ok(r) => Some(r),
+        Err(loadgen::Error::NothingServed(r)) => {
+            row.failure = Some(format!("nothing served ({} errors)", r.errors));
+            Some(*r)
+        }
+        Err(e) => {
+            row.failure = Some(e.to_string());
+            None
+        }
+    };
+    if let Some(r) = report {
+        row.req_per_s = r.req_per_s;
+        row.p50_us = r.p50_us;
+        row.p99_us = r.p99_us;
+        row.p999_us = r.p999_us;
+        row.max_us = r.max_us;
+        row.loadgen_cpu = r.lg_cpu;
+        row.errors = r.errors;
+        row.lost = r.lost;
+        row.active_conns = r.active_conns;
+        if row.failure.is_none() && r.req_per_s <= 0.0 {
+            row.failure = Some("no request completed in the measured window".into());
+        }
+    }
+    if server.exited() {
+        row.failure = Some(format!("the server exited{}", server.stderr_tail()));
+    }
+    server.stop(Duration::from_secs(3));
+    row
+}
+
+fn run_idle(s: &Settings, def: &ServerDef, cell: &Cell, count: usize) -> Row {
+    let mut row = base_row(def, cell, "idle");
+    let (mut server, addr) = match start_server(s, def, false) {
+        Ok(x) => x,
+        Err(e) => {
+            row.failure = Some(e.to_string());
+            return row;
+        }
+    };
+    thread::sleep(Duration::from_millis(200));
+    let rss_before = server.rss_kib();
+    let mut cfg = IdleConfig::new(addr, count);
+    cfg.echo_size = 64;
+    cfg.time_limit = s.idle_limit;
+    match loadgen::hold_idle(&cfg) {
+        Ok(held) => {
+            // Let the last threads settle (touch their stacks).
+            thread::sleep(Duration::from_millis(300));
+            let rss_held = server.rss_kib();
+            let rep = held.report().clone();
+            let n = held.len();
+            let idle = IdleResult {
+                requested: count,
+                held: n,
+                alive: held.alive(),
+                open_secs: rep.secs,
+                rss_before_kib: rss_before,
+                rss_held_kib: rss_held,
+                kib_per_conn: if n > 0 {
+                    ((rss_held.saturating_sub(rss_before)) as f64 / n as f64 * 10.0).round() / 10.0
+                } else {
+                    0.0
+                },
+                server_threads: proc::threads(server.pid()),
+                capped: rep
+                    .stopped_early
+                    .then(|| format!("stopped after {:.0} s", rep.secs)),
+            };
+            row.conns = count;
+            row.active_conns = rep.echoed as u64;
+            row.errors = (rep.connect_errors + rep.echo_errors) as u64;
+            if n == 0 {
+                row.failure = Some("no connection could be held".into());
+            }
+            row.idle = Some(idle);
+            drop(held);
+        }
+        Err(e) => row.failure = Some(e.to_string()),
+    }
+    if server.exited() {
+        row.failure = Some(format!("the server exited{}", server.stderr_tail()));
+    }
+    server.stop(Duration::from_secs(5));
+    row
+}
+
+fn run_shutdown(s: &Settings, def: &ServerDef, cell: &Cell, busy: usize) -> Row {
+    let mut row = base_row(def, cell, "shutdown");
+    let runs = s.shutdown_runs;
+    let limit = Duration::from_secs(30) + Duration::from_secs(2) * runs as u32;
+    let result = match def.kind {
+        Kind::Ours(strategy, _) => {
+            let args = vec![
+                "baseline".to_owned(),
+                "shutdown-probe".into(),
+                "--strategy".into(),
+                strategy.as_str().into(),
+                "--runs".into(),
+                runs.to_string(),
+                "--busy".into(),
+                busy.to_string(),
+            ];
+            run_with_deadline(&s.exe.to_string_lossy(), &args, limit).and_then(|out| {
+                serde_json::from_str::<ShutdownResult>(out.trim()).map_err(|e| {
+                    io::Error::other(format!("the probe printed {:?}: {e}", out.trim()))
+                })
+            })
+        }
+        Kind::Py(..) => match &s.python {
+            Some((script, _)) => {
+                let args = vec![
+                    script.to_string_lossy().into_owned(),
+                    "shutdown".into(),
+                    runs.to_string(),
+                    busy.to_string(),
+                ];
+                run_with_deadline("python3", &args, limit).and_then(|out| {
+                    #[derive(serde::Deserialize)]
+                    struct Py {
+                        samples_ms: Vec<f64>,
+                        load_requests: u64,
+                    }
+                    let p: Py = serde_json::from_str(out.trim()).map_err(|e| {
+                        io::Error::other(format!("the script printed {:?}: {e}", out.trim()))
+                    })?;
+                    Ok(ShutdownResult::from_samples(
+                        "ThreadingTCPServer",
+                        busy,
+                        p.samples_ms,
+                        p.load_requests,
+                        "in-process: serve_forever on a thread, shutdown() from the main \
+                         thread (it blocks until serve_forever returns), busy clients on \
+                         threads of the same interpreter",
+                    ))
+                })
+            }
+            None => Err(io::Error::other("python3 is not available")),
+        },
+        _ => Err(io::Error::other("no shutdown probe for this server")),
+    };
+    match result {
+        Ok(r) => {
+            row.p50_us = r.median_ms * 1000.0;
+            row.p99_us = r.p99_ms * 1000.0;
+            row.max_us = r.max_ms * 1000.0;
+            if busy > 0 && r.load_requests == 0 {
+                row.failure = Some("the busy clients completed no request".into());
+            }
+            row.shutdown = Some(r);
+        }
+        Err(e) => row.failure = Some(e.to_string()),
+    }
+    row
+}
+
+/// Runs a command in its own process group; returns its stdout, or an
+/// error if it fails or outlives `limit` (then the group is killed).
+fn run_with_deadline(program: &str, args: &[String], limit: Duration) -> io::Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() >= end {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    match status {
+        Some(st) if st.success() => Ok(out),
+        Some(st) => Err(io::Error::other(format!(
+            "{program} {}: {st}: {}",
+            args.join(" "),
+            err.lines().last().unwrap_or("")
+        ))),
+        None => Err(io::Error::other(format!(
+            "{program} {}: still running after {limit:?}",
+            args.join(" ")
+        ))),
+    }
+}
+
+fn find_python() -> Option<(PathBuf, String)> {
+    let out = Command::new("python3").arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Some((PathBuf::from("python3"), v))
+}
+
+fn write_script() -> io::Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!("demos-compare-{}.py", std::process::id()));
+    std::fs::write(&p, PY_SCRIPT)?;
+    Ok(p)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn date_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn machine(s: &Settings) -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "?".into());
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or("?".into(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1048576.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    let mut m = vec![
+        (
+            "CPU".to_owned(),
+            format!("{model}, {cores} cores available"),
+        ),
+        ("memory".into(), mem),
+        ("kernel".into(), format!("Linux {kernel}")),
+        (
+            "build".into(),
+            if cfg!(debug_assertions) {
+                "debug (not representative)".into()
+            } else {
+                "release".into()
+            },
+        ),
+    ];
+    if let Some((_, v)) = &s.python {
+        m.push(("Python".into(), v.clone()));
+    }
+    m
+}
+
+fn standard_notes(s: &Settings) -> Vec<String> {
+    let mut n = vec![
+        "Our echo servers run with RUST_LOG=error: the echo demo logs every connection at \
+         info level, which none of the baselines does."
+            .to_owned(),
+        "`synchronous` and `py-sync` serve one connection at a time: with 50 or 500 \
+         long-lived connections only the first is served (active 1/50) and the others wait \
+         in the listen backlog. `pool` serves at most its 16 workers' connections at once; \
+         `forking` and `py-forking` at most 40 children (max_children). Their req/s in the \
+         50 and 500 cells is what those few connections achieve."
+            .to_owned(),
+        "UDP cells start our echo with a TCP and a UDP socket (`--udp`), each served on its \
+         own thread; under `forking` the server therefore forks from a two-threaded process \
+         (the other thread sits in poll(2) holding no lock, so it is safe here, but the \
+         library warns about it in its log)."
+            .to_owned(),
+        "Server CPU is read from /proc/PID/stat for every process in the server's process \
+         group (utime + stime + cutime + cstime) at the start and the end of the measured \
+         window. The load generator's own CPU is `loadgen_cpu` in the JSON."
+            .to_owned(),
+        "Errors count wrong echoes, resets and failed connects over the whole run; UDP \
+         datagrams not answered within 500 ms are counted as lost, not as errors."
+            .to_owned(),
+    ];
+    if s.python.is_some() {
+        n.push(
+            "Python servers use socketserver's defaults (listen backlog 5, max_children 40) \
+             with TCP_NODELAY on (`disable_nagle_algorithm = True`) like every other server \
+             here, and `daemon_threads = True`; the handler echoes with \
+             `recv(65536)`/`sendall`."
+                .into(),
+        );
+    }
+    n
+}

@@ -1,0 +1,623 @@
+//! What `demos compare` produces: one [`Row`] per server and cell, the
+//! targets of DESIGN.md section 7 checked against them, and the markdown
+//! report.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::shutdown::ShutdownResult;
+
+/// One server in one cell.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Row {
+    /// Short id of the server, e.g. `threading`, `std`, `py-threading`.
+    pub server: String,
+    /// What the server is, in words.
+    pub label: String,
+    /// Short id of the cell, e.g. `pp64-c50`.
+    pub cell: String,
+    /// What the cell measures, in words.
+    pub cell_title: String,
+    /// `load`, `idle` or `shutdown`.
+    pub kind: String,
+    /// Load cells: the loadgen mode (`pingpong`, `connect`, `udp`).
+    pub mode: String,
+    /// Connections (or UDP sockets, or idle connections asked for).
+    pub conns: usize,
+    /// Bytes per request.
+    pub size: usize,
+    /// Requests per second in the measured window (median over repeats).
+    pub req_per_s: f64,
+    /// Latency percentiles, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile, microseconds.
+    pub p999_us: f64,
+    /// Largest latency, microseconds.
+    pub max_us: f64,
+    /// CPU used by the server's whole process group during the window,
+    /// in cores (1.0 = one core busy all the time).
+    pub server_cpu: f64,
+    /// CPU of the load generator's threads, in cores.
+    pub loadgen_cpu: f64,
+    /// Mismatched echoes + I/O errors + failed connects (whole run).
+    pub errors: u64,
+    /// UDP datagrams not echoed within 500 ms (not counted as errors).
+    pub lost: u64,
+    /// Connections (sockets) that completed at least one request in the
+    /// window.
+    pub active_conns: u64,
+    /// req/s (idle: KiB per connection) divided by the plain std
+    /// baseline's in the same cell.
+    pub ratio_to_std: Option<f64>,
+    /// req/s of every repetition, in the order run.
+    pub repeats: Vec<f64>,
+    /// Idle cells: what holding the connections cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleResult>,
+    /// Shutdown cells: the probe's result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<ShutdownResult>,
+    /// Why the cell has no numbers (the server failed to start, nothing was
+    /// served, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Server memory while holding idle connections.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct IdleResult {
+    /// Connections asked for.
+    pub requested: usize,
+    /// Connections opened, echoed once and held.
+    pub held: usize,
+    /// Of those, still open when the memory was read.
+    pub alive: usize,
+    /// Seconds to open them one after another (each with one echo).
+    pub open_secs: f64,
+    /// Server RSS (whole process group) before, KiB.
+    pub rss_before_kib: u64,
+    /// Server RSS while holding them, KiB.
+    pub rss_held_kib: u64,
+    /// `(rss_held - rss_before) / held`.
+    pub kib_per_conn: f64,
+    /// Threads of the server process while holding them.
+    pub server_threads: u64,
+    /// The connection limit that applied, if the run was capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capped: Option<String>,
+}
+
+/// One bar of DESIGN.md section 7 checked against the rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The bar, as DESIGN.md words it.
+    pub bar: String,
+    /// The measured value, in words (ratio and the numbers behind it).
+    pub measured: String,
+    /// The measured ratio (or milliseconds, or KiB), if the cells ran.
+    pub value: Option<f64>,
+    /// Met, missed, or `None` when the cells needed did not run.
+    pub met: Option<bool>,
+}
+
+/// Everything one run of `demos compare` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// The command line.
+    pub command: String,
+    /// When it ran (UTC, `date -u`).
+    pub date: String,
+    /// CPU model, cores, memory, kernel, Python version.
+    pub machine: Vec<(String, String)>,
+    /// `uptime` load averages before and after.
+    pub load_before: String,
+    /// Load averages after the run.
+    pub load_after: String,
+    /// Measured window of each load run, seconds.
+    pub duration_s: f64,
+    /// Warmup before each window, seconds.
+    pub warmup_s: f64,
+    /// Repetitions of each load cell (the median by req/s is reported).
+    pub repeat: usize,
+    /// Total wall time of the run, seconds.
+    pub wall_s: f64,
+    /// Every row.
+    pub rows: Vec<Row>,
+    /// DESIGN.md section 7, checked.
+    pub targets: Vec<Target>,
+    /// Notes printed with the tables.
+    pub notes: Vec<String>,
+}
+
+fn find<'a>(rows: &'a [Row], server: &str, cell: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.server == server && r.cell == cell && r.failure.is_none())
+}
+
+fn rate(rows: &[Row], server: &str, cell: &str) -> Option<f64> {
+    find(rows, server, cell)
+        .map(|r| r.req_per_s)
+        .filter(|&v| v > 0.0)
+}
+
+/// Sets `ratio_to_std` of every row.
+pub fn fill_ratios(rows: &mut [Row]) {
+    let snapshot = rows.to_vec();
+    for r in rows.iter_mut() {
+        r.ratio_to_std = match r.kind.as_str() {
+            "load" => rate(&snapshot, "std", &r.cell).map(|b| round(r.req_per_s / b, 2)),
+            "idle" => {
+                let mine = r.idle.as_ref().map(|i| i.kib_per_conn);
+                let base = find(&snapshot, "std", &r.cell)
+                    .and_then(|b| b.idle.as_ref())
+                    .map(|i| i.kib_per_conn)
+                    .filter(|&b| b > 0.0);
+                mine.zip(base).map(|(m, b)| round(m / b, 2))
+            }
+            _ => None,
+        };
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let k = 10f64.powi(digits);
+    (x * k).round() / k
+}
+
+/// Checks every bar of DESIGN.md section 7 that the rows can answer.
+pub fn targets(rows: &[Row]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let mut ratio_bar = |bar: &str, a: (&str, &str), b: (&str, &str), min: f64| {
+        let (ra, rb) = (rate(rows, a.0, a.1), rate(rows, b.0, b.1));
+        let (measured, value, met) = match (ra, rb) {
+            (Some(x), Some(y)) => {
+                let v = round(x / y, 2);
+                (
+                    format!(
+                        "{v:.2}x ({} {} vs {} {} req/s)",
+                        a.0,
+                        fmt_rate(x),
+                        b.0,
+                        fmt_rate(y)
+                    ),
+                    Some(v),
+                    Some(v >= min),
+                )
+            }
+            _ => ("not measured in this run".to_owned(), None, None),
+        };
+        out.push(Target {
+            bar: bar.to_owned(),
+            measured,
+            value,
+            met,
+        });
+    };
+    ratio_bar(
+        "Threading >= 0.95x plain std echo, 64 B ping-pong, 50 connections",
+        ("threading", "pp64-c50"),
+        ("std", "pp64-c50"),
+        0.95,
+    );
+    ratio_bar(
+        "Threading >= 0.95x plain std echo, 64 B ping-pong, 500 connections",
+        ("threading", "pp64-c500"),
+        ("std", "pp64-c500"),
+        0.95,
+    );
+    ratio_bar(
+        "Threading >= 3x Python ThreadingTCPServer, 500 connections",
+        ("threading", "pp64-c500"),
+        ("py-threading", "pp64-c500"),
+        3.0,
+    );
+    ratio_bar(
+        "connect-echo-close: Threading >= 0.9x plain std",
+        ("threading", "connect-c8"),
+        ("std", "connect-c8"),
+        0.9,
+    );
+    ratio_bar(
+        "connect-echo-close: Pool >= 1.0x plain std",
+        ("pool", "connect-c8"),
+        ("std", "connect-c8"),
+        1.0,
+    );
+    ratio_bar(
+        "connect-echo-close: Forking >= 3x Python ForkingTCPServer",
+        ("forking", "connect-c8"),
+        ("py-forking", "connect-c8"),
+        3.0,
+    );
+    // UDP: the best of our strategies.
+    let best = ["synchronous", "threading", "pool", "forking"]
+        .iter()
+        .filter_map(|s| rate(rows, s, "udp64-c8").map(|r| (*s, r)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match best {
+        Some((s, _)) => ratio_bar(
+            "UDP echo: best strategy >= 0.9x a plain std recv_from/send_to loop",
+            (s, "udp64-c8"),
+            ("std", "udp64-c8"),
+            0.9,
+        ),
+        None => ratio_bar(
+            "UDP echo: best strategy >= 0.9x a plain std recv_from/send_to loop",
+            ("-", "-"),
+            ("-", "-"),
+            0.9,
+        ),
+    }
+    ratio_bar(
+        "UDP echo: Threading >= 5x Python ThreadingUDPServer",
+        ("threading", "udp64-c8"),
+        ("py-threading", "udp64-c8"),
+        5.0,
+    );
+    ratio_bar(
+        "stretch: Threading within 0.8x of tokio, 50 connections",
+        ("threading", "pp64-c50"),
+        ("tokio", "pp64-c50"),
+        0.8,
+    );
+    // Shutdown: every strategy, idle and busy, p99 < 5 ms.
+    for cell in ["shutdown-idle", "shutdown-busy"] {
+        let ours: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.cell == cell && !r.server.starts_with("py-"))
+            .collect();
+        let worst = ours
+            .iter()
+            .filter_map(|r| r.shutdown.as_ref().map(|s| (r.server.as_str(), s)))
+            .max_by(|a, b| a.1.p99_ms.total_cmp(&b.1.p99_ms));
+        let py = find(rows, "py-threading", cell).and_then(|r| r.shutdown.as_ref());
+        let (measured, value, met) = match worst {
+            Some((s, w)) if ours.iter().all(|r| r.shutdown.is_some()) => (
+                format!(
+                    "worst p99 {:.3} ms ({s}; median {:.3} ms){}",
+                    w.p99_ms,
+                    w.median_ms,
+                    py.map(|p| format!(
+                        "; Python ThreadingTCPServer median {:.0} ms, max {:.0} ms",
+                        p.median_ms, p.max_ms
+                    ))
+                    .unwrap_or_default()
+                ),
+                Some(w.p99_ms),
+                Some(w.p99_ms < 5.0),
+            ),
+            _ => ("not measured in this run".to_owned(), None, None),
+        };
+        out.push(Target {
+            bar: format!(
+                "shutdown() -> serve_forever returns < 5 ms, every strategy, {}",
+                if cell == "shutdown-idle" {
+                    "idle"
+                } else {
+                    "busy (20 clients)"
+                }
+            ),
+            measured,
+            value,
+            met,
+        });
+    }
+    // Idle memory: Threading with a small stack.
+    for cell in ["idle-10k", "idle-1k"] {
+        if let Some(i) = find(rows, "threading-64k", cell).and_then(|r| r.idle.as_ref()) {
+            let std = find(rows, "std", cell).and_then(|r| r.idle.as_ref());
+            out.push(Target {
+                bar: format!(
+                    "idle connections: <= 16 KiB RSS per connection, Threading with a small (64 KiB) stack ({cell})"
+                ),
+                measured: format!(
+                    "{:.1} KiB/conn over {} connections{}",
+                    i.kib_per_conn,
+                    i.held,
+                    std.map(|s| format!(
+                        " (plain std {:.1} KiB/conn); opened in {:.1} s (std {:.1} s)",
+                        s.kib_per_conn, i.open_secs, s.open_secs
+                    ))
+                    .unwrap_or_default()
+                ),
+                value: Some(i.kib_per_conn),
+                met: Some(i.kib_per_conn <= 16.0 && i.held == i.requested),
+            });
+            break;
+        }
+    }
+    out
+}
+
+/// 123456.7 -> `123,457`.
+pub fn fmt_rate(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Microseconds, readable: `87 us`, `1.25 ms`, `1.02 s`.
+pub fn fmt_us(us: f64) -> String {
+    if us <= 0.0 {
+        "-".into()
+    } else if us < 1000.0 {
+        format!("{us:.0} us")
+    } else if us < 1_000_000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+/// The whole report as markdown.
+pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, String)]) -> String {
+    let mut m = String::new();
+    let w = &mut m;
+    let _ = writeln!(w, "# `demos compare`: measured results\n");
+    let _ = writeln!(
+        w,
+        "Every number below comes from one run of one command on one machine; rerun it to get \
+         yours (about {:.0} s here):\n\n```text\n{}\n```\n",
+        res.wall_s, res.command
+    );
+    let _ = writeln!(w, "## Machine and run\n");
+    let _ = writeln!(w, "| | |\n|---|---|");
+    let _ = writeln!(w, "| date (UTC) | {} |", res.date);
+    for (k, v) in &res.machine {
+        let _ = writeln!(w, "| {k} | {v} |");
+    }
+    let _ = writeln!(w, "| load average before | {} |", res.load_before);
+    let _ = writeln!(w, "| load average after | {} |", res.load_after);
+    let _ = writeln!(
+        w,
+        "| each load run | {:.1} s warmup (not counted), then {:.1} s measured |",
+        res.warmup_s, res.duration_s
+    );
+    let _ = writeln!(
+        w,
+        "| repetitions | {} per load cell, servers interleaved; the median by req/s is shown |",
+        res.repeat
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "Load comes from `loadgen` (this workspace) running inside the `demos compare` \
+         process: 2 event-loop threads, closed loop (each connection has exactly one request \
+         outstanding), every echoed byte checked. Each server runs as a child process in a \
+         process group of its own, started fresh for every cell and stopped with SIGTERM to \
+         the group. The load generator and the server share the same 2 cores, so a server \
+         that needs less CPU per request leaves more for the load and shows a higher rate.\n"
+    );
+
+    let _ = writeln!(w, "## Servers\n");
+    let _ = writeln!(w, "| id | what it is |\n|---|---|");
+    for (id, what) in legend {
+        let _ = writeln!(w, "| `{id}` | {what} |");
+    }
+    let _ = writeln!(w);
+
+    let _ = writeln!(w, "## Throughput and latency\n");
+    let _ = writeln!(
+        w,
+        "Columns: **req/s** requests completed per second in the measured window; **p50 / p99** \
+         latency of one request (ping-pong: write to last echoed byte; connect: `connect()` to \
+         last echoed byte; UDP: send to reply); **server CPU** cores used by the server's \
+         process group (its threads, live children, and reaped children) during the window; \
+         **errors** wrong echoes, resets, failed connects; **active** connections that \
+         completed at least one request in the window (fewer than asked = the server left \
+         some waiting); **vs std** req/s divided by the plain std baseline's in the same \
+         cell.\n"
+    );
+    let mut cells: Vec<(&str, &str)> = Vec::new();
+    for r in res.rows.iter().filter(|r| r.kind == "load") {
+        if !cells.iter().any(|c| c.0 == r.cell) {
+            cells.push((&r.cell, &r.cell_title));
+        }
+    }
+    for (cell, title) in &cells {
+        let _ = writeln!(w, "### `{cell}`: {title}\n");
+        let _ = writeln!(
+            w,
+            "| server | req/s | p50 | p99 | p99.9 | server CPU | errors | active | vs std |"
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for r in res.rows.iter().filter(|r| r.cell == *cell) {
+            if let Some(f) = &r.failure {
+                let _ = writeln!(w, "| `{}` | failed: {} | | | | | | | |", r.server, f);
+                continue;
+            }
+            let lost = if r.lost > 0 {
+                format!(" ({} lost)", r.lost)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {} | {} | {} | {:.2} | {}{} | {}/{} | {} |",
+                r.server,
+                fmt_rate(r.req_per_s),
+                fmt_us(r.p50_us),
+                fmt_us(r.p99_us),
+                fmt_us(r.p999_us),
+                r.server_cpu,
+                r.errors,
+                lost,
+                r.active_conns,
+                r.conns,
+                fmt_ratio(r.ratio_to_std),
+            );
+        }
+        let _ = writeln!(w);
+    }
+
+    let idle: Vec<&Row> = res.rows.iter().filter(|r| r.kind == "idle").collect();
+    if !idle.is_empty() {
+        let _ = writeln!(w, "## Idle connections: memory\n");
+        let _ = writeln!(
+            w,
+            "Connections opened one after another (each echoes 64 bytes once, proving it is \
+             served), then held open doing nothing. RSS is VmRSS summed over the server's \
+             process group, read before the first connection and while all are held; kernel \
+             socket buffers are not part of it. **vs std**: KiB per connection divided by the \
+             plain std echo's.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| server | cell | held | open time | RSS before | RSS held | KiB/conn | threads | vs std |"
+        );
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        for r in idle {
+            match (&r.idle, &r.failure) {
+                (Some(i), _) => {
+                    let _ = writeln!(
+                        w,
+                        "| `{}` | `{}` | {}/{}{} | {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} | {} | {} |",
+                        r.server,
+                        r.cell,
+                        i.held,
+                        i.requested,
+                        i.capped
+                            .as_ref()
+                            .map(|c| format!(" ({c})"))
+                            .unwrap_or_default(),
+                        i.open_secs,
+                        i.rss_before_kib as f64 / 1024.0,
+                        i.rss_held_kib as f64 / 1024.0,
+                        i.kib_per_conn,
+                        i.server_threads,
+                        fmt_ratio(r.ratio_to_std)
+                    );
+                }
+                (None, f) => {
+                    let _ = writeln!(
+                        w,
+                        "| `{}` | `{}` | failed: {} | | | | | | |",
+                        r.server,
+                        r.cell,
+                        f.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        let _ = writeln!(w);
+    }
+
+    let sd: Vec<&Row> = res.rows.iter().filter(|r| r.kind == "shutdown").collect();
+    if !sd.is_empty() {
+        let _ = writeln!(w, "## Shutdown latency\n");
+        let _ = writeln!(
+            w,
+            "Time from `shutdown()` to `serve_forever` returning, on a fresh TCP echo server per \
+             run. Idle: one request served, then quiet. Busy: 20 clients connecting, doing 10 \
+             round trips of 64 bytes and closing, over and over. Closing the server afterwards \
+             (waiting for running requests) is not included. Python's `serve_forever` checks \
+             its shutdown flag every `poll_interval` (0.5 s).\n"
+        );
+        let _ = writeln!(
+            w,
+            "| server | cell | runs | median | p99 | max | load during runs | how |"
+        );
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|---|");
+        for r in sd {
+            match (&r.shutdown, &r.failure) {
+                (Some(s), _) => {
+                    let _ = writeln!(
+                        w,
+                        "| `{}` | `{}` | {} | {:.3} ms | {:.3} ms | {:.3} ms | {} | {} |",
+                        r.server,
+                        r.cell,
+                        s.runs,
+                        s.median_ms,
+                        s.p99_ms,
+                        s.max_ms,
+                        s.load_requests,
+                        s.method
+                    );
+                }
+                (None, f) => {
+                    let _ = writeln!(
+                        w,
+                        "| `{}` | `{}` | failed: {} | | | | | |",
+                        r.server,
+                        r.cell,
+                        f.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        let _ = writeln!(w);
+    }
+
+    let _ = writeln!(w, "## DESIGN.md section 7 targets\n");
+    let _ = writeln!(w, "| target | measured | met |\n|---|---|---|");
+    for t in &res.targets {
+        let met = match t.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not run",
+        };
+        let _ = writeln!(w, "| {} | {} | {met} |", t.bar, t.measured);
+    }
+    let _ = writeln!(w);
+
+    if !svgs.is_empty() {
+        let _ = writeln!(w, "## Charts\n");
+        for (file, caption) in svgs {
+            let _ = writeln!(w, "![{caption}]({file})\n");
+        }
+    }
+
+    if !res.notes.is_empty() {
+        let _ = writeln!(w, "## Notes\n");
+        for n in &res.notes {
+            let _ = writeln!(w, "- {n}");
+        }
+        let _ = writeln!(w);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(fmt_rate(1234567.4), "1,234,567");
+        assert_eq!(fmt_rate(999.0), "999");
+        assert_eq!(fmt_us(87.2), "87 us");
+        assert_eq!(fmt_us(1250.0), "1.25 ms");
+        assert_eq!(fmt_us(0.0), "-");
+    }
+
+    #[test]
+    fn ratios_and_targets() {
+        let row = |server: &str, rate: f64| Row {
+            server: server.into(),
+            cell: "pp64-c50".into(),
+            kind: "load".into(),
+            req_per_s: rate,
+            ..Row::default()
+        };
+        let mut rows = vec![row("std", 100.0), row("threading", 96.0)];
+        fill_ratios(&mut rows);
+        assert_eq!(rows[1].ratio_to_std, Some(0.96));
+        let t = targets(&rows);
+        assert_eq!(t[0].met, Some(true));
+        assert_eq!(t[1].met, None);
+    }
+}

@@ -1,0 +1,128 @@
+//! `demos compare` end to end, as CI's smoke test (issue 6): the smallest
+//! run that still fills every cell (`--smoke --duration 0.3`) must give
+//! numbers in every cell, zero errors, and JSON that parses. No timing is
+//! asserted: this machine is shared and noisy.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::exe;
+
+/// The whole run must end within this (it takes about 30 s on 2 busy
+/// cores).
+const LIMIT: Duration = Duration::from_secs(100);
+
+#[test]
+fn smoke_run_fills_every_cell_without_errors() {
+    let dir = std::env::temp_dir().join(format!("demos-compare-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("results.json");
+    let markdown = dir.join("results.md");
+    let mut child = Command::new(exe())
+        .args(["compare", "--smoke", "--duration", "0.3", "--json"])
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&markdown)
+        .arg("--svg")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let progress = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "demos compare --smoke still running after {LIMIT:?}; progress so far:\n{}",
+                progress.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = progress.join().unwrap();
+    assert!(status.success(), "exit status {status}; progress:\n{log}");
+
+    let text = std::fs::read_to_string(&json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).expect("the JSON parses");
+    let rows = v["rows"].as_array().expect("rows");
+    let cells: std::collections::BTreeSet<&str> =
+        rows.iter().filter_map(|r| r["cell"].as_str()).collect();
+    for cell in [
+        "pp64-c1",
+        "pp64-c50",
+        "pp64-c500",
+        "pp16k-c50",
+        "connect-c8",
+        "udp64-c8",
+        "idle-1k",
+        "shutdown-idle",
+        "shutdown-busy",
+    ] {
+        assert!(cells.contains(cell), "no row for {cell}: {cells:?}");
+    }
+    for r in rows {
+        let name = format!("{}/{}", r["server"], r["cell"]);
+        assert!(
+            r.get("failure").is_none(),
+            "{name} failed: {}",
+            r["failure"]
+        );
+        assert_eq!(r["errors"].as_u64(), Some(0), "{name}: errors\n{log}");
+        match r["kind"].as_str() {
+            Some("load") => {
+                assert!(r["req_per_s"].as_f64().unwrap() > 0.0, "{name}: no req/s");
+                assert!(r["p50_us"].as_f64().unwrap() > 0.0, "{name}: no latency");
+            }
+            Some("idle") => {
+                assert!(
+                    r["idle"]["held"].as_u64().unwrap() > 0,
+                    "{name}: nothing held"
+                );
+                assert!(
+                    r["idle"]["rss_held_kib"].as_u64().unwrap() > 0,
+                    "{name}: no RSS"
+                );
+            }
+            Some("shutdown") => {
+                assert!(
+                    r["shutdown"]["median_ms"].as_f64().unwrap() > 0.0,
+                    "{name}: no latency"
+                );
+            }
+            other => panic!("{name}: unexpected kind {other:?}"),
+        }
+    }
+    // Our four strategies and the std baseline are always there.
+    for s in [
+        "synchronous",
+        "threading",
+        "pool",
+        "forking",
+        "std",
+        "tokio",
+    ] {
+        assert!(
+            rows.iter().any(|r| r["server"] == s),
+            "no row for server {s}"
+        );
+    }
+    assert!(v["targets"].as_array().is_some_and(|t| !t.is_empty()));
+    let md = std::fs::read_to_string(&markdown).unwrap();
+    assert!(md.contains("| server | req/s |"), "{md}");
+    assert!(dir.join("throughput.svg").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
