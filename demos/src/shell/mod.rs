@@ -366,7 +366,10 @@ impl StreamHandler for Shell {
             );
             reply.write_to(req)?;
         }
-        log::info!("shell: {peer}: closed after {commands} commands");
+        log::info!(
+            "shell: {peer}: closed after {commands} command{}",
+            if commands == 1 { "" } else { "s" }
+        );
         Ok(())
     }
 }
