@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::{within, DEADLINE};
 use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};

@@ -229,21 +229,20 @@ fn ten_megabytes_of_output_are_capped_and_the_server_stays_responsive() {
     assert!(!r.header.timed_out);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
-    // Meanwhile another session is served at once, and this one goes on.
+    // Meanwhile another session is served at once, and this one goes on:
+    // the second session's answer comes while the busy one still runs.
     let addr = server.addr.clone();
     let key = server.key.clone();
     let busy = thread::spawn(move || {
         let mut s = Session::connect(&addr, &key, DEADLINE).unwrap();
-        s.run("head -c 50000000 /dev/zero; sleep 0.5").unwrap()
+        s.run("head -c 50000000 /dev/zero; sleep 3").unwrap()
     });
-    thread::sleep(Duration::from_millis(50));
-    let t = Instant::now();
+    thread::sleep(Duration::from_millis(100));
     let r = run(&server, "echo still here");
     assert_eq!(r.stdout, b"still here\n");
     assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "a second session waited {:?}",
-        t.elapsed()
+        !busy.is_finished(),
+        "the second session waited for the busy one"
     );
     let r = s.run("echo next").unwrap();
     assert_eq!(r.stdout, b"next\n");
@@ -264,7 +263,7 @@ fn a_timeout_kills_the_whole_process_group() {
     assert!(r.header.timed_out);
     assert_eq!(r.header.exit_code, None);
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        took >= Duration::from_secs(1) && took < Duration::from_secs(6),
         "{took:?}"
     );
     assert!(
@@ -273,7 +272,7 @@ fn a_timeout_kills_the_whole_process_group() {
         text(&r.stderr)
     );
     let pgid: i32 = text(&r.stdout).trim().parse().unwrap();
-    assert_group_gone(pgid, Duration::from_secs(2));
+    assert_group_gone(pgid, Duration::from_secs(5));
     // The session goes on.
     assert_eq!(s.run("echo ok").unwrap().stdout, b"ok\n");
 }
@@ -441,7 +440,8 @@ fn a_client_that_resets_kills_its_running_command() {
     };
     assert_eq!(r, 0);
     drop(conn);
-    assert_group_gone(pgid, Duration::from_secs(2));
+    // Long before the command's 30 s sleep or its 60 s timeout.
+    assert_group_gone(pgid, Duration::from_secs(5));
 }
 
 #[test]
@@ -455,8 +455,8 @@ fn shutdown_kills_running_commands_after_the_drain() {
     // Stops accepting, waits DEFAULT_DRAIN (1 s), cuts the connection:
     // the cut kills the command.
     let took = server.stop(Duration::from_secs(5));
-    assert!(took < Duration::from_secs(3), "stop took {took:?}");
-    assert_group_gone(pgid, Duration::from_secs(2));
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    assert_group_gone(pgid, Duration::from_secs(5));
     let _ = conn.write_all(b"x");
 }
 
@@ -649,5 +649,55 @@ fn help_has_examples() {
         let out = common::run_demos(&args, b"", DEADLINE);
         assert!(out.status.success(), "{args:?}");
         assert!(out.stdout.contains("EXAMPLE"), "{args:?}: no examples");
+    }
+}
+
+#[test]
+fn sigterm_to_the_server_kills_running_commands_under_threading_and_forking() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("k");
+    std::fs::write(&key_file, "the key").unwrap();
+    let key = Key::from_file(&key_file).unwrap();
+    for strategy in ["threading", "forking"] {
+        let mut server = ServerProcess::start(
+            exe(),
+            &[
+                "shell",
+                "serve",
+                "--key-file",
+                key_file.to_str().unwrap(),
+                "--strategy",
+                strategy,
+                "--timeout",
+                "60",
+            ],
+            1,
+        )
+        .unwrap();
+        let pidfile = dir.path().join(format!("pid-{strategy}"));
+        let command = format!("echo $$ > '{}'; sleep 30", pidfile.display());
+        let (addr, k) = (server.address(0).clone(), key.clone());
+        let client = thread::spawn(move || {
+            let mut s = Session::connect(&addr, &k, DEADLINE).unwrap();
+            s.run(&command)
+        });
+        let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
+        assert!(!live_members(pgid).is_empty());
+        let (took, status) = server.terminate(Duration::from_secs(5)).unwrap();
+        assert!(status.success(), "{strategy}: {status}");
+        assert!(took < Duration::from_secs(4), "{strategy}: {took:?}");
+        assert_group_gone(pgid, Duration::from_secs(5));
+        // The client is told: a reply with no exit code, or a closed
+        // connection.
+        match client.join().unwrap() {
+            Ok(reply) => assert_eq!(reply.header.exit_code, None, "{strategy}"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                "{strategy}: {e}"
+            ),
+        }
     }
 }

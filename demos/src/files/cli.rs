@@ -97,8 +97,13 @@ pub struct ServeArgs {
 /// Options every client command takes.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
-    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    /// The server's address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_parser = parse_address,
+        help = "The server: HOST:PORT, [V6]:PORT or unix:PATH"
+    )]
     pub connect: Address,
     /// Authenticate with the key in this file (when the server has one).
     #[arg(long, value_name = "FILE")]

@@ -93,8 +93,13 @@ pub struct ServeArgs {
 /// Options of `demos shell run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
-    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    /// The server's address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_parser = parse_address,
+        help = "The server: HOST:PORT, [V6]:PORT or unix:PATH"
+    )]
     pub connect: Address,
     /// File holding the shared key.
     #[arg(long, value_name = "FILE")]

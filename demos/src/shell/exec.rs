@@ -33,6 +33,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The shell every command runs through.
@@ -48,6 +49,50 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// Size of one read from a pipe.
 const CHUNK: usize = 64 * 1024;
+
+/// The process group of the command running now, for [`on_fatal_signal`]
+/// (0: none). Only meaningful in a process that runs one command at a
+/// time: a session process of the `Forking` strategy.
+static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Makes SIGTERM, SIGINT and SIGHUP kill the running command's process
+/// group before they end this process. For a session process forked by the
+/// `Forking` strategy: the server's shutdown ends it with SIGTERM, a ^C in
+/// the server's terminal with SIGINT, and without this the command, alone
+/// in its own group, would live on. Never call it in a process that serves
+/// several sessions at once (the server's own signal handling would be
+/// replaced).
+pub fn kill_group_on_fatal_signals() -> io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is valid; the handler only calls
+        // async-signal-safe functions (kill, raise) and reads an atomic.
+        // SA_RESETHAND restores the default action on delivery, so the
+        // re-raised signal then ends the process as it would have.
+        let r = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fatal_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_fatal_signal(sig: libc::c_int) {
+    let pgid = RUNNING_GROUP.load(Ordering::SeqCst);
+    // SAFETY: kill(2) and raise(3) are async-signal-safe; the group is the
+    // running command's, not yet reaped (see Group::reap).
+    unsafe {
+        if pgid > 0 {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        libc::raise(sig);
+    }
+}
 
 /// Limits for one command.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +127,7 @@ pub struct Outcome {
     pub truncated: bool,
     /// The process group id (the shell's pid).
     pub pgid: i32,
-    /// Whether a pipe was still open [`DRAIN_AFTER_EXIT`] after the shell
+    /// Whether a pipe was still open half a second after the shell
     /// exited (a process that left the group holds it); reading stopped.
     pub pipes_left_open: bool,
 }
@@ -119,6 +164,7 @@ pub fn run(
     ];
     let mut group = Group::new(child);
     let pgid = group.pgid;
+    RUNNING_GROUP.store(pgid, Ordering::SeqCst);
     let deadline = Instant::now() + limits.timeout;
     let pidfd = pidfd_open(pgid);
     let mut streams = pipes.map(|pipe| Capture {
@@ -321,6 +367,9 @@ impl Group {
         if let Some(status) = self.reaped {
             return Ok(status);
         }
+        // From here on the group id may be recycled: no signal handler
+        // may use it any more.
+        let _ = RUNNING_GROUP.compare_exchange(self.pgid, 0, Ordering::SeqCst, Ordering::SeqCst);
         let status = self.child.wait()?;
         self.reaped = Some(status);
         Ok(status)
@@ -331,7 +380,7 @@ impl Drop for Group {
     fn drop(&mut self) {
         if self.reaped.is_none() {
             self.kill();
-            let _ = self.child.wait();
+            let _ = self.reap();
         }
     }
 }

@@ -47,6 +47,19 @@
 //! but nothing after the handshake is encrypted or protected: on a network
 //! you do not trust, tunnel it (SSH, TLS). The CLI refuses a non-loopback
 //! address without `--allow-remote`.
+//!
+//! # Limits
+//!
+//! * A process that leaves the command's process group on purpose
+//!   (`setsid`, `setpgid`) escapes the timeout and the cleanup.
+//! * Under the `Forking` strategy, the server's shutdown ends a session
+//!   process still running at the drain deadline with SIGTERM (a ^C in
+//!   the server's terminal, with SIGINT); the session process then kills
+//!   its running command's group first. Under `Threading` and `Pool`, the
+//!   drain's cut of the connection kills it. A SIGKILL to the server or a
+//!   session process leaves the command running.
+//! * `truncated` and the cap apply to each stream separately; a command
+//!   that writes forever runs until its timeout.
 
 pub mod cli;
 pub mod client;
@@ -216,6 +229,9 @@ impl ShellConfig {
 #[derive(Debug, Clone)]
 pub struct Shell {
     config: Arc<ShellConfig>,
+    /// The process that made the server: a session running in another
+    /// one was forked for it (the `Forking` strategy).
+    server_pid: u32,
 }
 
 impl Shell {
@@ -225,6 +241,7 @@ impl Shell {
         config.max_output = config.max_output.min(MAX_OUTPUT_LIMIT);
         Shell {
             config: Arc::new(config),
+            server_pid: std::process::id(),
         }
     }
 
@@ -318,6 +335,11 @@ impl Shell {
 impl StreamHandler for Shell {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
+        if std::process::id() != self.server_pid {
+            // A session process of its own (Forking): when the server ends
+            // it, the running command must go too.
+            exec::kill_group_on_fatal_signals()?;
+        }
         req.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
         req.stream().set_write_timeout(Some(AUTH_TIMEOUT))?;
         if let Err(e) = auth::server_handshake(req, &self.config.key) {
