@@ -140,25 +140,15 @@ impl FileServer {
             )?;
             return Ok(Flow::Close);
         }
-        let problem = match (&r.name, &r.sha256) {
-            (None, _) => Some("a put needs \"name\"".to_owned()),
-            (Some(name), _) if check_name(name).is_err() => check_name(name).err(),
-            (_, None) => Some("a put needs \"sha256\"".to_owned()),
-            (_, Some(h)) if !is_sha256_hex(h) => {
-                Some("\"sha256\" must be 64 hex digits".to_owned())
+        let (name, want) = match put_fields(r) {
+            Ok(fields) => fields,
+            Err(why) => {
+                // Keep the stream in step: the bytes follow anyway.
+                framing::copy_exact(req, &mut io::sink(), size)?;
+                reply(req, &Response::error(format!("{why}; nothing was stored")))?;
+                return Ok(Flow::Continue);
             }
-            _ => None,
         };
-        if let Some(why) = problem {
-            // Keep the stream in step: the bytes follow anyway.
-            framing::copy_exact(req, &mut io::sink(), size)?;
-            reply(req, &Response::error(format!("{why}; nothing was stored")))?;
-            return Ok(Flow::Continue);
-        }
-        let (Some(name), Some(want)) = (&r.name, &r.sha256) else {
-            unreachable!("checked above");
-        };
-        let want = want.to_ascii_lowercase();
         let temp = match TempFile::create(&self.config.root) {
             Ok(t) => t,
             Err(e) => {
@@ -179,25 +169,26 @@ impl FileServer {
         // timeout) returns here: `temp` is dropped, the file removed.
         copy_n(req, &mut store, size, Some(&mut hasher), &mut ())?;
         let got = hex(&hasher.finalize());
-        let stored = store.finish().and_then(|()| temp.file.sync_all());
         // The temp file is gone (or renamed) before the client hears back.
-        let outcome = if let Err(e) = stored {
-            drop(temp);
-            Response::error(format!("cannot write {name}: {e}; nothing was stored"))
-        } else if got != want {
-            drop(temp);
-            Response::error(format!(
-                "sha256 mismatch: the {size} bytes received hash to {got}, the header said \
-                 {want}; nothing was stored"
-            ))
-        } else {
-            match temp.persist(&self.config.root.join(name)) {
+        let outcome = match store.finish() {
+            Err(e) => {
+                drop(temp);
+                Response::error(format!("cannot write {name}: {e}; nothing was stored"))
+            }
+            Ok(()) if got != want => {
+                drop(temp);
+                Response::error(format!(
+                    "sha256 mismatch: the {size} bytes received hash to {got}, the header \
+                     said {want}; nothing was stored"
+                ))
+            }
+            Ok(()) => match temp.persist(&self.config.root.join(name)) {
                 Ok(()) => {
                     log::info!("files: {}: stored {name} ({size} bytes)", req.peer_addr());
                     Response::file(name, size, got)
                 }
-                Err(e) => Response::error(format!("cannot store {name}: {e}")),
-            }
+                Err(e) => Response::error(format!("cannot store {name}: {e}; nothing was stored")),
+            },
         };
         reply(req, &outcome)?;
         Ok(Flow::Continue)
@@ -327,6 +318,17 @@ impl StreamHandler for FileServer {
     }
 }
 
+/// A put's name and sha256 (lowercased), checked.
+fn put_fields(r: &Request) -> Result<(&str, String), String> {
+    let name = r.name.as_deref().ok_or("a put needs \"name\"")?;
+    check_name(name)?;
+    let sha256 = r.sha256.as_deref().ok_or("a put needs \"sha256\"")?;
+    if !is_sha256_hex(sha256) {
+        return Err("\"sha256\" must be 64 hex digits".into());
+    }
+    Ok((name, sha256.to_ascii_lowercase()))
+}
+
 /// Writes one reply frame and flushes.
 fn reply(req: &mut StreamRequest, response: &Response) -> io::Result<()> {
     if let Some(e) = &response.error {
@@ -437,8 +439,10 @@ impl TempFile {
         Err(io::Error::other("no free temporary file name"))
     }
 
-    /// Renames the temp file to `to` (atomically replacing what is there).
+    /// Flushes the temp file to disk and renames it to `to` (atomically
+    /// replacing what is there). On error it is removed (dropped).
     fn persist(mut self, to: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
         fs::rename(&self.path, to)?;
         self.kept = true;
         Ok(())
