@@ -93,6 +93,20 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     }
 }
 
+/// Renames the calling thread as `top -H`, `ps -L` and /proc show it
+/// (`prctl(PR_SET_NAME)`; the kernel keeps the first 15 bytes). Used when a
+/// `Threading` thread kept alive takes another request. Best effort.
+pub(crate) fn set_thread_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
+    // from the pointer; `buf` is 16 bytes and its last byte is always 0.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
 /// The result of [`fork`].
 pub(crate) enum Fork {
     /// We are the parent; the child has this pid.

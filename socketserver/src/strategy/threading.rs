@@ -1,7 +1,11 @@
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use super::{ActiveCount, ActiveGuard, Job, Strategy};
 use crate::ShutdownHandle;
@@ -19,6 +23,19 @@ use crate::ShutdownHandle;
 /// `daemon_threads = True`) it returns at once and the threads finish on
 /// their own (or die with the process).
 ///
+/// # Keeping threads alive
+///
+/// Starting a thread costs a `clone(2)` and its teardown, about 20-50 us
+/// (more in a VM): nothing next to a long connection, but most of the work
+/// when each request is one datagram or one short connection. With
+/// [`keep_alive`](Threading::keep_alive), a thread that finished its request
+/// waits that long for another one before it exits, and new requests go to
+/// such a waiting thread first. Every request still runs on a thread of its
+/// own, at once, with no limit (unlike [`Pool`](crate::Pool)); only the
+/// thread may be an old one. Off by default, as in Python. A reused thread
+/// is renamed for its new peer in the OS (`top -H`, /proc: the first 15
+/// bytes), but `std::thread::current().name()` keeps its first name.
+///
 /// ```
 /// use socketserver::{Server, StreamRequest, Threading};
 ///
@@ -32,7 +49,18 @@ pub struct Threading {
     stack_size: Option<usize>,
     daemon: bool,
     active: Arc<ActiveCount>,
+    keep_alive: Option<Duration>,
+    /// Threads waiting for a request (keep-alive only), the most recent
+    /// last: an id and the sender of the channel it waits on.
+    idle: Arc<IdleList>,
 }
+
+/// Kept-alive threads waiting for a request: an id and the sender of the
+/// channel each waits on.
+type IdleList = Mutex<Vec<(u64, Sender<Job>)>>;
+
+/// Ids of kept-alive threads.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Threading {
     /// Default settings: the standard library's stack size (2 MiB of address
@@ -59,6 +87,83 @@ impl Threading {
     pub fn daemon_threads(self, daemon: bool) -> Threading {
         self.block_on_close(!daemon)
     }
+
+    /// How long a thread whose request finished waits for another request
+    /// before it exits (default `None`: it exits at once, one new thread per
+    /// request). See [Keeping threads alive](Threading#keeping-threads-alive).
+    ///
+    /// ```
+    /// use socketserver::{DatagramRequest, Server, Threading};
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new().keep_alive(Some(Duration::from_secs(1))))
+    ///     .udp("127.0.0.1:0", |r: &mut DatagramRequest| {
+    ///         let data = r.take_data();
+    ///         r.reply(&data)
+    ///     })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn keep_alive(mut self, keep_alive: Option<Duration>) -> Threading {
+        self.keep_alive = keep_alive.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Threads kept alive and waiting for a request now.
+    pub fn idle_threads(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// Gives `job` to a waiting thread; hands it back if none takes it.
+    fn hand_to_idle(&self, mut job: Job) -> Result<(), Job> {
+        loop {
+            let Some((_, sender)) = self.idle.lock().pop() else {
+                return Err(job);
+            };
+            self.active.increment();
+            match sender.send(job) {
+                Ok(()) => return Ok(()),
+                // That thread is gone (it cannot be while listed, but a job
+                // must never be lost): try the next one.
+                Err(e) => {
+                    self.active.decrement();
+                    job = e.into_inner();
+                }
+            }
+        }
+    }
+}
+
+/// What a kept-alive thread does after its first request: park in the idle
+/// list, run what it is handed, exit after `wait` without a request.
+fn keep_serving(wait: Duration, idle: &IdleList, active: &Arc<ActiveCount>) {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let (sender, receiver): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(1);
+        idle.lock().push((id, sender));
+        let job = match receiver.recv_timeout(wait) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut list = idle.lock();
+                if let Some(i) = list.iter().position(|(k, _)| *k == id) {
+                    list.remove(i);
+                    return;
+                }
+                drop(list);
+                // Taken off the list just now: its job is on the way (or
+                // the list was cleared on close, and the sender dropped).
+                match receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return, // closed
+        };
+        crate::sys::set_thread_name(&format!("conn {}", job.peer()));
+        // `hand_to_idle` counted it as active.
+        let _guard = ActiveGuard(active);
+        job.run();
+    }
 }
 
 impl Strategy for Threading {
@@ -67,11 +172,24 @@ impl Strategy for Threading {
         if let Some(size) = self.stack_size {
             builder = builder.stack_size(size);
         }
+        let job = match self.keep_alive {
+            Some(_) => match self.hand_to_idle(job) {
+                Ok(()) => return Ok(()),
+                Err(job) => job,
+            },
+            None => job,
+        };
         let active = Arc::clone(&self.active);
         active.increment();
+        let keep = self.keep_alive.map(|wait| (wait, Arc::clone(&self.idle)));
         let spawned = builder.spawn(move || {
-            let _guard = ActiveGuard(&active);
-            job.run();
+            {
+                let _guard = ActiveGuard(&active);
+                job.run();
+            }
+            if let Some((wait, idle)) = keep {
+                keep_serving(wait, &idle, &active);
+            }
         });
         match spawned {
             Ok(_detached) => Ok(()),
@@ -84,6 +202,8 @@ impl Strategy for Threading {
     }
 
     fn close(&self) {
+        // Kept-alive threads waiting for a request exit now.
+        self.idle.lock().clear();
         if !self.daemon {
             self.active.wait_zero();
         }
@@ -99,5 +219,72 @@ impl Strategy for Threading {
 
     fn name(&self) -> &'static str {
         "threading"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Address, ShutdownHandle};
+    use std::sync::atomic::AtomicUsize;
+
+    fn job(ran: &Arc<AtomicUsize>, threads: &Arc<Mutex<Vec<thread::ThreadId>>>) -> Job {
+        let (ran, threads) = (Arc::clone(ran), Arc::clone(threads));
+        Job::new(Address::Inet("127.0.0.1:9".parse().unwrap()), move || {
+            threads.lock().push(thread::current().id());
+            ran.fetch_add(1, Ordering::SeqCst);
+            true
+        })
+    }
+
+    fn handle() -> ShutdownHandle {
+        crate::shutdown::wake_pair().unwrap().0
+    }
+
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < end, "{what}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn kept_alive_threads_take_the_next_requests_then_exit() {
+        let t = Threading::new().keep_alive(Some(Duration::from_millis(300)));
+        let (ran, threads) = (Arc::default(), Arc::default());
+        let shutdown = handle();
+        for i in 1..=20 {
+            t.execute(job(&ran, &threads), &shutdown).unwrap();
+            wait_for("the job ran", || ran.load(Ordering::SeqCst) == i);
+            wait_for("the thread parked", || t.idle_threads() == 1);
+        }
+        let mut ids = threads.lock().clone();
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one thread served all 20, one after another");
+        assert_eq!(t.active(), 0);
+        wait_for("the idle thread exited", || t.idle_threads() == 0);
+        // After it exited, a new thread serves.
+        t.execute(job(&ran, &threads), &shutdown).unwrap();
+        wait_for("the job ran", || ran.load(Ordering::SeqCst) == 21);
+        let ids = threads.lock().clone();
+        assert_ne!(ids[20], ids[0]);
+        t.close();
+        assert_eq!(t.idle_threads(), 0, "close lets waiting threads go");
+    }
+
+    #[test]
+    fn without_keep_alive_every_request_gets_a_new_thread() {
+        let t = Threading::new();
+        let (ran, threads) = (Arc::default(), Arc::default());
+        let shutdown = handle();
+        for i in 1..=3 {
+            t.execute(job(&ran, &threads), &shutdown).unwrap();
+            wait_for("the job ran", || ran.load(Ordering::SeqCst) == i);
+        }
+        t.close();
+        let ids = threads.lock().clone();
+        assert!(ids[0] != ids[1] && ids[1] != ids[2]);
+        assert_eq!(t.idle_threads(), 0);
     }
 }
