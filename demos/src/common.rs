@@ -78,25 +78,32 @@ impl StrategyName {
 }
 
 impl StrategyName {
-    /// Like [`build`](Self::build), with `stack` bytes of stack for every
+    /// Like [`build`](Self::build), tuned: `stack` bytes of stack for every
     /// request thread of `threading` and every worker of `pool` (ignored by
-    /// `synchronous` and `forking`, which start no threads). Small stacks let
-    /// thousands of idle connections fit (`demos echo serve --stack-size`).
-    pub fn build_with_stack(
+    /// `synchronous` and `forking`, which start no threads; small stacks let
+    /// thousands of idle connections fit), and `keep_alive` for
+    /// `threading`'s threads (see `socketserver::Threading::keep_alive`).
+    /// `demos echo serve --stack-size --keep-alive`.
+    pub fn build_with(
         self,
         workers: Option<usize>,
         stack: Option<usize>,
+        keep_alive: Option<Duration>,
     ) -> Box<dyn Strategy> {
-        match (self, stack) {
-            (StrategyName::Threading, Some(n)) => {
-                Box::new(socketserver::Threading::new().stack_size(n))
+        match self {
+            StrategyName::Threading if stack.is_some() || keep_alive.is_some() => {
+                let mut t = socketserver::Threading::new().keep_alive(keep_alive);
+                if let Some(n) = stack {
+                    t = t.stack_size(n);
+                }
+                Box::new(t)
             }
-            (StrategyName::Pool, Some(n)) => {
+            StrategyName::Pool if stack.is_some() => {
                 let pool = match workers {
                     Some(w) => socketserver::Pool::new(w.max(2)),
                     None => socketserver::Pool::default(),
                 };
-                Box::new(pool.stack_size(n))
+                Box::new(pool.stack_size(stack.unwrap_or_default()))
             }
             _ => self.build(workers),
         }

@@ -150,6 +150,10 @@ EXAMPLES:
         /// worker (pool), e.g. 65536 to hold 10,000 idle connections.
         #[arg(long, value_name = "BYTES")]
         stack_size: Option<usize>,
+        /// Threading: seconds a thread whose request finished waits for
+        /// another before exiting (default: it exits at once).
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        keep_alive: Option<Duration>,
     },
     /// Send messages to an echo server and print the replies.
     #[command(after_help = "\
@@ -309,19 +313,23 @@ fn run(demo: Demo) -> Result<(), Failure> {
             server,
             upper,
             stack_size,
+            keep_alive,
         }) => {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(tcp);
             let handler = Echo { upper };
             let mut services = vec![stream_service(
-                Server::builder().strategy(tcp.build_with_stack(server.workers, stack_size)),
+                Server::builder().strategy(tcp.build_with(server.workers, stack_size, keep_alive)),
                 &server.listen,
                 handler,
                 None,
             )?];
             if let Some(addr) = &server.udp {
-                let builder =
-                    Server::builder().strategy(udp.build_with_stack(server.workers, stack_size));
+                let builder = Server::builder().strategy(udp.build_with(
+                    server.workers,
+                    stack_size,
+                    keep_alive,
+                ));
                 services.push(datagram_service(builder, addr, handler)?);
             }
             serve(services, server.drain_secs)

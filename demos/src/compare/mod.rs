@@ -98,8 +98,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// How a server is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// `demos echo serve --strategy S` (with `--stack-size` if set).
-    Ours(StrategyName, Option<usize>),
+    /// `demos echo serve --strategy S` (with `--stack-size` and
+    /// `--keep-alive` if set).
+    Ours(StrategyName, Option<usize>, Option<&'static str>),
     /// `demos baseline std-tcp` (TCP cells) or `std-udp` (UDP cells).
     Std,
     /// `demos baseline tokio-tcp`.
@@ -119,27 +120,32 @@ const SERVERS: &[ServerDef] = &[
     ServerDef {
         id: "synchronous",
         label: "socketserver `Synchronous`: one request at a time in the server loop (`demos echo serve --strategy synchronous`)",
-        kind: Kind::Ours(StrategyName::Synchronous, None),
+        kind: Kind::Ours(StrategyName::Synchronous, None, None),
     },
     ServerDef {
         id: "threading",
         label: "socketserver `Threading`: a new thread per connection (per datagram over UDP), default 2 MiB stacks",
-        kind: Kind::Ours(StrategyName::Threading, None),
+        kind: Kind::Ours(StrategyName::Threading, None, None),
     },
     ServerDef {
         id: "threading-64k",
         label: "socketserver `Threading` with 64 KiB thread stacks (`--stack-size 65536`), idle cells only",
-        kind: Kind::Ours(StrategyName::Threading, Some(64 * 1024)),
+        kind: Kind::Ours(StrategyName::Threading, Some(64 * 1024), None),
+    },
+    ServerDef {
+        id: "threading-ka",
+        label: "socketserver `Threading` with `keep_alive(1 s)`: a thread whose request finished waits up to 1 s for the next one instead of exiting (`--keep-alive 1`); connect and UDP cells only",
+        kind: Kind::Ours(StrategyName::Threading, None, Some("1")),
     },
     ServerDef {
         id: "pool",
         label: "socketserver `Pool`: 16 worker threads fed by a bounded queue",
-        kind: Kind::Ours(StrategyName::Pool, None),
+        kind: Kind::Ours(StrategyName::Pool, None, None),
     },
     ServerDef {
         id: "forking",
         label: "socketserver `Forking`: a child process per connection (per datagram over UDP), at most 40",
-        kind: Kind::Ours(StrategyName::Forking, None),
+        kind: Kind::Ours(StrategyName::Forking, None, None),
     },
     ServerDef {
         id: "std",
@@ -186,9 +192,22 @@ const TCP_SERVERS: &[&str] = &[
     "py-forking",
     "py-sync",
 ];
+const CONNECT_SERVERS: &[&str] = &[
+    "synchronous",
+    "threading",
+    "threading-ka",
+    "pool",
+    "forking",
+    "std",
+    "tokio",
+    "py-threading",
+    "py-forking",
+    "py-sync",
+];
 const UDP_SERVERS: &[&str] = &[
     "synchronous",
     "threading",
+    "threading-ka",
     "pool",
     "forking",
     "std",
@@ -288,7 +307,7 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
             Mode::Connect,
             8,
             64,
-            TCP_SERVERS,
+            CONNECT_SERVERS,
         ),
         load(
             "udp64-c8",
@@ -620,7 +639,7 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
     let quiet = [("RUST_LOG", "error")];
     let own = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let child = match def.kind {
-        Kind::Ours(strategy, stack) => {
+        Kind::Ours(strategy, stack, keep_alive) => {
             let mut a = own(&["echo", "serve", "--listen", &listen]);
             a.extend(own(&[
                 "--strategy",
@@ -633,6 +652,9 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
             }
             if let Some(n) = stack {
                 a.extend(own(&["--stack-size", &n.to_string()]));
+            }
+            if let Some(secs) = keep_alive {
+                a.extend(own(&["--keep-alive", secs]));
             }
             ServerChild::start(&exe, &a, &quiet, 1 + usize::from(udp))?
         }
@@ -836,7 +858,7 @@ fn run_shutdown(s: &Settings, def: &ServerDef, cell: &Cell, busy: usize) -> Row 
     let runs = s.shutdown_runs;
     let limit = Duration::from_secs(30) + Duration::from_secs(2) * runs as u32;
     let result = match def.kind {
-        Kind::Ours(strategy, _) => {
+        Kind::Ours(strategy, ..) => {
             let args = vec![
                 "baseline".to_owned(),
                 "shutdown-probe".into(),

@@ -258,6 +258,18 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         5.0,
     );
     ratio_bar(
+        "(not a DESIGN bar) UDP echo: Threading with keep_alive(1 s) vs Python ThreadingUDPServer, for the 5x bar",
+        ("threading-ka", "udp64-c8"),
+        ("py-threading", "udp64-c8"),
+        5.0,
+    );
+    ratio_bar(
+        "(not a DESIGN bar) connect-echo-close: Threading with keep_alive(1 s) vs plain std, for the 0.9x bar",
+        ("threading-ka", "connect-c8"),
+        ("std", "connect-c8"),
+        0.9,
+    );
+    ratio_bar(
         "stretch: Threading within 0.8x of tokio, 50 connections",
         ("threading", "pp64-c50"),
         ("tokio", "pp64-c50"),
