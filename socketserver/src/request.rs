@@ -117,6 +117,8 @@ impl AsRawFd for Conn {
 }
 
 const BUF_SIZE: usize = 8 * 1024;
+/// The largest buffer `echo` grows to.
+const MAX_ECHO_BUF: usize = 64 * 1024;
 
 /// The stack buffer [`StreamRequest::echo`] starts with.
 const SMALL_ECHO_BUF: usize = 1024;
@@ -229,9 +231,10 @@ impl StreamRequest {
         // small messages touches one more page of its thread's stack at
         // most. An 8 KiB array here cost two more pages (zeroed, and probed)
         // in every request thread: 8 KiB of RSS per idle connection under
-        // `Threading` (`demos compare`, idle cells). The first read that
-        // fills the small buffer switches to an 8 KiB heap buffer for good,
-        // so bulk transfers still move 8 KiB per call.
+        // `Threading` (`demos compare`, idle cells). A read that fills the
+        // buffer switches to one 8 times larger on the heap, up to 64 KiB,
+        // so bulk transfers move up to 64 KiB per call (16 KiB messages
+        // in one read and one write, like a plain 64 KiB-buffer echo).
         let mut small = [0u8; SMALL_ECHO_BUF];
         let mut big: Vec<u8> = Vec::new();
         loop {
@@ -244,8 +247,8 @@ impl StreamRequest {
             };
             (&self.conn).write_all(&buf[..n])?;
             total += n as u64;
-            if n == SMALL_ECHO_BUF && big.is_empty() {
-                big = vec![0u8; BUF_SIZE];
+            if n == buf.len() && n < MAX_ECHO_BUF {
+                big = vec![0u8; (n * 8).min(MAX_ECHO_BUF)];
             }
         }
     }
