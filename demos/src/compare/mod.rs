@@ -485,7 +485,17 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     report::fill_ratios(&mut rows);
     let targets = report::targets(&rows);
     notes.extend(standard_notes(&settings));
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let quote = |a: String| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_./=-:,".contains(c))
+        {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let mut argv: Vec<String> = std::env::args().skip(1).map(quote).collect();
     argv.insert(0, "cargo run --release -p demos --".into());
     let results = Results {
         command: argv.join(" "),
@@ -1072,6 +1082,17 @@ fn standard_notes(s: &Settings) -> Vec<String> {
             .to_owned(),
         "Errors count wrong echoes, resets and failed connects over the whole run; UDP \
          datagrams not answered within 500 ms are counted as lost, not as errors."
+            .to_owned(),
+        "Shutdown under `synchronous` returns once the request running inline is done; in \
+         the busy cell a request is a whole connection of 10 round trips, so its latency is \
+         that request's remaining time. `forking` is probed from a single-threaded process \
+         whose shutdown() comes from another process (as with a signal), so the server \
+         loop notices it at its next poll(2), at most 1 ms of requests later."
+            .to_owned(),
+        "With 1 connection the client and the server take turns, and each waits idle for \
+         the other: on this virtual machine waking an idle core costs tens of \
+         microseconds, so that cell measures wake-up latency more than any server (all \
+         servers land within noise of each other)."
             .to_owned(),
     ];
     if s.python.is_some() {

@@ -293,7 +293,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
                     w.p99_ms,
                     w.median_ms,
                     py.map(|p| format!(
-                        "; Python ThreadingTCPServer median {:.0} ms, max {:.0} ms",
+                        "; Python ThreadingTCPServer median {:.1} ms, max {:.1} ms",
                         p.median_ms, p.max_ms
                     ))
                     .unwrap_or_default()
@@ -429,6 +429,8 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
          latency of one request (ping-pong: write to last echoed byte; connect: `connect()` to \
          last echoed byte; UDP: send to reply); **server CPU** cores used by the server's \
          process group (its threads, live children, and reaped children) during the window; \
+         **CPU us/req** server CPU time per request, in microseconds (steadier from run to \
+         run than req/s); **runs** the lowest and highest req/s of the repetitions; \
          **errors** wrong echoes, resets, failed connects; **active** connections that \
          completed at least one request in the window (fewer than asked = the server left \
          some waiting); **vs std** req/s divided by the plain std baseline's in the same \
@@ -444,12 +446,12 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
         let _ = writeln!(w, "### `{cell}`: {title}\n");
         let _ = writeln!(
             w,
-            "| server | req/s | p50 | p99 | p99.9 | server CPU | errors | active | vs std |"
+            "| server | req/s | runs (min-max) | p50 | p99 | p99.9 | server CPU | CPU us/req | errors | active | vs std |"
         );
-        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for r in res.rows.iter().filter(|r| r.cell == *cell) {
             if let Some(f) = &r.failure {
-                let _ = writeln!(w, "| `{}` | failed: {} | | | | | | | |", r.server, f);
+                let _ = writeln!(w, "| `{}` | failed: {} | | | | | | | | | |", r.server, f);
                 continue;
             }
             let lost = if r.lost > 0 {
@@ -457,15 +459,29 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
             } else {
                 String::new()
             };
+            let spread = if r.repeats.len() > 1 {
+                let lo = r.repeats.iter().copied().fold(f64::MAX, f64::min);
+                let hi = r.repeats.iter().copied().fold(0.0, f64::max);
+                format!("{}-{}", fmt_rate(lo), fmt_rate(hi))
+            } else {
+                "-".into()
+            };
+            let per_req = if r.req_per_s > 0.0 {
+                format!("{:.1}", r.server_cpu / r.req_per_s * 1e6)
+            } else {
+                "-".into()
+            };
             let _ = writeln!(
                 w,
-                "| `{}` | {} | {} | {} | {} | {:.2} | {}{} | {}/{} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {:.2} | {} | {}{} | {}/{} | {} |",
                 r.server,
                 fmt_rate(r.req_per_s),
+                spread,
                 fmt_us(r.p50_us),
                 fmt_us(r.p99_us),
                 fmt_us(r.p999_us),
                 r.server_cpu,
+                per_req,
                 r.errors,
                 lost,
                 r.active_conns,
