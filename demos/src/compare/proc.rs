@@ -18,7 +18,7 @@ use crate::common::parse_listening_line;
 /// Longest wait for a server's `listening on` lines.
 const START_LIMIT: Duration = Duration::from_secs(10);
 
-/// Clock ticks per second of /proc/<pid>/stat times.
+/// Clock ticks per second of /proc/PID/stat times.
 fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions; it only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -190,7 +190,7 @@ fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
-/// The fields of /proc/<pid>/stat after the command name.
+/// The fields of /proc/PID/stat after the command name.
 fn stat_fields(pid: i32) -> Option<Vec<u64>> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces.
@@ -248,7 +248,7 @@ pub fn group_rss_kib(pgid: i32) -> u64 {
     group_members(pgid).into_iter().map(rss_kib).sum()
 }
 
-/// Threads of `pid` (from /proc/<pid>/status).
+/// Threads of `pid` (from /proc/PID/status).
 pub fn threads(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
