@@ -145,6 +145,10 @@ fn handlers_see_the_server_stopping_and_can_finish_early() {
     let report = within(DEADLINE, "close_gracefully", move || {
         server.close_gracefully(Duration::from_secs(2))
     });
-    assert_eq!((report.finished, report.cut), (1, 0), "{report:?}");
+    // The handler may see the flag and finish before the drain even starts
+    // counting (running 0), or during it (running 1, finished 1); it is
+    // never cut, and it ends early rather than after its 5 s of work.
+    assert_eq!(report.finished, report.running, "{report:?}");
+    assert_eq!(report.cut, 0, "{report:?}");
     assert_eq!(lines.next().unwrap().unwrap(), "stopping early");
 }
