@@ -1,42 +1,19 @@
 //! Helpers for the demos tests: a deadline on every wait, and the built
 //! `demos` binary run as a child process with a deadline.
 
-#![allow(dead_code)] // each test file uses a different part
+#![allow(dead_code, unused_imports)] // each test file uses a different part
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The default bound on one step of a test.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use socketserver_tests::{within, DEADLINE};
 
 /// The `demos` binary built for these tests.
 pub fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_demos"))
-}
-
-/// Runs `f` on a thread; panics naming `what` if it takes longer than
-/// `limit` (or panics).
-pub fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::Builder::new()
-        .name(format!("deadline: {what}"))
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .expect("spawn");
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no result within {limit:?}"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
-    }
 }
 
 /// What a finished command printed.
