@@ -169,11 +169,11 @@ impl Registry {
             }
         }
         if let (Some(max), Some(ip)) = (self.limits.max_per_ip, ip) {
-            let n = live.per_ip.entry(ip).or_insert(0);
-            if *n >= max {
+            // Checked before inserting, so refused addresses leave no entry.
+            if live.per_ip.get(&ip).copied().unwrap_or(0) >= max {
                 return Err(Refusal::TooManyFromIp(max));
             }
-            *n += 1;
+            *live.per_ip.entry(ip).or_insert(0) += 1;
         }
         let id = live.next_id;
         live.next_id += 1;
