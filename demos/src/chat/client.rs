@@ -41,11 +41,10 @@ fn refused(url: &str, nick: &str, line: &str) -> io::Error {
 }
 
 fn unreachable(url: &str, timeout: Duration, e: io::Error) -> io::Error {
-    let why = match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            format!("no answer within {timeout:?}")
-        }
-        _ => e.to_string(),
+    let why = if is_timeout(&e) {
+        format!("no answer within {timeout:?}")
+    } else {
+        e.to_string()
     };
     io::Error::new(e.kind(), format!("cannot join the chat at {url}: {why}"))
 }
@@ -109,14 +108,7 @@ fn run_tcp(
                 out.write_all(line.as_bytes())?;
                 out.flush()?;
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(())
-            }
+            Err(e) if is_timeout(&e) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
@@ -161,15 +153,16 @@ fn run_udp(
                     return Ok(());
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(())
-            }
+            Err(e) if is_timeout(&e) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A read that ran into its timeout (the server went quiet).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }

@@ -174,10 +174,6 @@ fn keep_serving(wait: Duration, idle: &IdleList, active: &Arc<ActiveCount>) {
 
 impl Strategy for Threading {
     fn execute(&self, job: Job, _shutdown: &ShutdownHandle) -> io::Result<()> {
-        let mut builder = thread::Builder::new().name(format!("conn {}", job.peer()));
-        if let Some(size) = self.stack_size {
-            builder = builder.stack_size(size);
-        }
         let job = match self.keep_alive {
             Some(_) => match self.hand_to_idle(job) {
                 Ok(()) => return Ok(()),
@@ -185,6 +181,11 @@ impl Strategy for Threading {
             },
             None => job,
         };
+        // Only a new thread needs a name and a stack size.
+        let mut builder = thread::Builder::new().name(format!("conn {}", job.peer()));
+        if let Some(size) = self.stack_size {
+            builder = builder.stack_size(size);
+        }
         let active = Arc::clone(&self.active);
         active.increment();
         let keep = self.keep_alive.map(|wait| (wait, Arc::clone(&self.idle)));
