@@ -92,7 +92,10 @@ impl StrategyName {
     ) -> Box<dyn Strategy> {
         match self {
             StrategyName::Threading if stack.is_some() || keep_alive.is_some() => {
-                let mut t = socketserver::Threading::new().keep_alive(keep_alive);
+                let mut t = socketserver::Threading::new();
+                if let Some(keep) = keep_alive {
+                    t = t.keep_alive(keep);
+                }
                 if let Some(n) = stack {
                     t = t.stack_size(n);
                 }
@@ -256,7 +259,7 @@ pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Re
     // Before the `listening on` lines: a script may signal as soon as it has
     // read them.
     for h in &handles {
-        h.shutdown_on_signals(&[libc::SIGINT, libc::SIGTERM])?;
+        h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     }
     print_listening(&mut io::stdout().lock(), &services)?;
     let Some(last) = services.pop() else {

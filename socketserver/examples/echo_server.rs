@@ -43,7 +43,7 @@ where
     // Handlers first: a script may signal as soon as it reads the line.
     server
         .shutdown_handle()
-        .shutdown_on_signals(&[libc::SIGINT, libc::SIGTERM])?;
+        .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
     out.flush()?;
@@ -103,13 +103,13 @@ fn serve_activated(builder: socketserver::Builder<Box<dyn Strategy>>) -> io::Res
         ));
     };
     match listener {
-        Listener::Tcp(l) => builder.serve(Tcp::from_std(l)?, echo_stream).and_then(run),
+        Listener::Tcp(l) => builder.build(Tcp::from_std(l)?, echo_stream).and_then(run),
         Listener::Udp(s) => builder
-            .serve(Udp::from_std(s)?, echo_datagram)
+            .build(Udp::from_std(s)?, echo_datagram)
             .and_then(run),
-        Listener::Unix(l) => builder.serve(Unix::from_std(l)?, echo_stream).and_then(run),
+        Listener::Unix(l) => builder.build(Unix::from_std(l)?, echo_stream).and_then(run),
         Listener::Unixgram(s) => builder
-            .serve(Unixgram::from_std(s)?, echo_datagram)
+            .build(Unixgram::from_std(s)?, echo_datagram)
             .and_then(run),
     }
 }

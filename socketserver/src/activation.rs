@@ -16,7 +16,7 @@
 //!     if let Listener::Tcp(l) = listener {
 //!         let server = Server::builder()
 //!             .strategy(Threading::new())
-//!             .serve(Tcp::from_std(l)?, |r: &mut StreamRequest| r.echo().map(drop))?;
+//!             .build(Tcp::from_std(l)?, |r: &mut StreamRequest| r.echo().map(drop))?;
 //!         server.serve_forever()?;
 //!     }
 //! }
@@ -27,6 +27,7 @@
 
 use std::io;
 use std::net::{TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 
 use socket2::{Domain, Socket, Type};
@@ -71,17 +72,65 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
             format!("LISTEN_FDS={fds:?} is not a number"),
         )
     })?;
-    (LISTEN_FDS_START..LISTEN_FDS_START + n.max(0))
-        .map(adopt)
+    let end = fd_range_end(n).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "LISTEN_FDS={n} is out of range: expected 0 to {} descriptors",
+                MAX_LISTEN_FDS
+            ),
+        )
+    })?;
+    (LISTEN_FDS_START..end)
+        .map(|fd| {
+            // The descriptor is ours by the activation protocol (LISTEN_PID
+            // names this process, and the variables are cleared above, so
+            // no later call adopts it again); `adopt_fd` checks it is open.
+            let owned = crate::sys::adopt_fd(fd)
+                .map_err(|e| crate::Error::wrap("adopt", format!("fd {fd}"), e))?;
+            adopt(owned)
+        })
         .collect()
 }
 
-/// Adopts one inherited socket fd, typed by its domain and type.
-pub fn adopt(fd: i32) -> io::Result<Listener> {
-    let owned =
-        crate::sys::adopt_fd(fd).map_err(|e| crate::Error::wrap("adopt", format!("fd {fd}"), e))?;
-    let socket = Socket::from(owned);
-    let kind = (socket.domain()?, socket.r#type()?);
+/// The most descriptors [`listeners`] accepts from `LISTEN_FDS`: far more
+/// than any unit passes, small enough that `LISTEN_FDS_START + n` cannot
+/// overflow.
+pub const MAX_LISTEN_FDS: i32 = 65_536;
+
+/// One past the last fd of `n` inherited descriptors, if `n` is sane.
+fn fd_range_end(n: i32) -> Option<i32> {
+    if (0..=MAX_LISTEN_FDS).contains(&n) {
+        LISTEN_FDS_START.checked_add(n)
+    } else {
+        None
+    }
+}
+
+/// Adopts one inherited socket, typed by its domain and type. The socket
+/// must be an `OwnedFd` already: turning a raw number into one is the
+/// caller's `unsafe` promise that nothing else owns it (`listeners` does
+/// that for activation fds).
+///
+/// ```
+/// use socketserver::activation::{adopt, Listener};
+///
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let adopted = adopt(std::os::fd::OwnedFd::from(listener))?;
+/// assert!(matches!(adopted, Listener::Tcp(_)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+    let raw = fd.as_raw_fd();
+    let socket = Socket::from(fd);
+    let kind = (
+        socket
+            .domain()
+            .map_err(|e| crate::Error::wrap("adopt", format!("fd {raw}"), e))?,
+        socket
+            .r#type()
+            .map_err(|e| crate::Error::wrap("adopt", format!("fd {raw}"), e))?,
+    );
     Ok(match kind {
         (Domain::IPV4 | Domain::IPV6, Type::STREAM) => Listener::Tcp(socket.into()),
         (Domain::IPV4 | Domain::IPV6, Type::DGRAM) => Listener::Udp(socket.into()),
@@ -90,8 +139,22 @@ pub fn adopt(fd: i32) -> io::Result<Listener> {
         (domain, ty) => {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("fd {fd} is a socket of domain {domain:?} and type {ty:?}, which this crate does not serve"),
+                format!("fd {raw} is a socket of domain {domain:?} and type {ty:?}, which this crate does not serve"),
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_fds_out_of_range_is_refused_not_overflowed() {
+        assert_eq!(fd_range_end(0), Some(3));
+        assert_eq!(fd_range_end(2), Some(5));
+        assert_eq!(fd_range_end(-1), None);
+        assert_eq!(fd_range_end(i32::MAX), None);
+        assert_eq!(fd_range_end(MAX_LISTEN_FDS + 1), None);
+    }
 }

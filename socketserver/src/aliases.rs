@@ -10,12 +10,33 @@
 //! | `ForkingTCPServer`, `ForkingUDPServer` | [`ForkingTcpServer`], [`ForkingUdpServer`] |
 //! | `ForkingUnixStreamServer`, `ForkingUnixDatagramServer` | [`ForkingUnixStreamServer`], [`ForkingUnixDatagramServer`] |
 //! | `ThreadingMixIn`, `ForkingMixIn` | [`ThreadingMixIn`] = [`Threading`], [`ForkingMixIn`] = [`Forking`] |
-//! | `BaseRequestHandler` | [`BaseRequestHandler`] = [`Handler`] |
+//! | `BaseRequestHandler` | [`BaseRequestHandler`] = [`StreamHandler`] |
 //! | `StreamRequestHandler` | [`StreamRequestHandler`] = [`StreamHandler`] |
 //! | `DatagramRequestHandler` | [`DatagramRequestHandler`] = [`DatagramHandler`] |
 //!
 //! A thread pool has no Python counterpart; [`PoolTcpServer`] and friends
 //! complete the table.
+//!
+//! The server type aliases (`TcpServer`, `ThreadingTcpServer`, ...) are
+//! everyday names and are re-exported at the crate root; the purely Python
+//! ones (`BaseServer`, `BaseRequestHandler`, `StreamRequestHandler`,
+//! `ThreadingMixIn`, ...) live only here, so that they never show up in
+//! compiler messages about your code.
+//!
+//! ```
+//! use socketserver::aliases::{BaseServer, StreamRequestHandler};
+//! use socketserver::StreamRequest;
+//! use std::io;
+//!
+//! struct Echo;
+//! impl StreamRequestHandler for Echo {
+//!     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+//!         req.echo().map(drop)
+//!     }
+//! }
+//! let server: socketserver::TcpServer<Echo> = BaseServer::builder().tcp("127.0.0.1:0", Echo)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use crate::strategy::{Forking, Pool, Synchronous, Threading};
 use crate::transport::{Tcp, Udp, Unix, Unixgram};
@@ -23,8 +44,8 @@ use crate::Server;
 
 #[doc(no_inline)]
 pub use crate::handler::{
-    DatagramHandler, DatagramHandler as DatagramRequestHandler, Handler,
-    Handler as BaseRequestHandler, StreamHandler, StreamHandler as StreamRequestHandler,
+    DatagramHandler, DatagramHandler as DatagramRequestHandler, StreamHandler,
+    StreamHandler as BaseRequestHandler, StreamHandler as StreamRequestHandler,
 };
 #[doc(no_inline)]
 pub use crate::strategy::{Forking as ForkingMixIn, Threading as ThreadingMixIn};

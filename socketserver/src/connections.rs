@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,20 @@ pub enum LimitPolicy {
     Wait,
 }
 
-/// Counters of a server, from [`Server::stats`](crate::Server::stats). Cheap:
-/// a few atomic loads and one short lock.
+/// Counters of a server, from [`Server::stats`](crate::Server::stats) or,
+/// inside a handler, [`StreamRequest::stats`](crate::StreamRequest::stats).
+/// Cheap: a few atomic loads and one short lock.
+///
+/// ```
+/// use socketserver::{StreamRequest, ThreadingTcpServer};
+///
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+/// let stats = server.stats();
+/// assert_eq!((stats.accepted, stats.connections), (0, 0));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Stream connections open now (in this process).
     pub connections: usize,
@@ -45,6 +56,9 @@ pub struct Stats {
     pub completed: u64,
     /// Requests whose handler failed or panicked (not under `Forking`).
     pub failed: u64,
+    /// Datagrams dropped unread because they were larger than
+    /// `max_datagram_size` (not counted in `accepted`).
+    pub oversized: u64,
 }
 
 /// Limits on stream connections.
@@ -56,11 +70,36 @@ pub(crate) struct Limits {
     pub(crate) policy: LimitPolicy,
 }
 
+/// What the registry and the connection's request share about one open
+/// connection.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    fd: RawFd,
+    since: Instant,
+    /// The handler waits for the first byte of a new message with nothing
+    /// buffered: a drain may close the connection at once.
+    idle: AtomicBool,
+    /// Shut down by `max_lifetime` already (cut and logged once).
+    expired: AtomicBool,
+}
+
+impl Watch {
+    /// Marks the connection idle (waiting for a new message) or busy.
+    /// Returns, when marking it idle, whether a drain has begun: the caller
+    /// must then not wait for a message.
+    pub(crate) fn set_idle(&self, idle: bool, registry: &Registry) -> bool {
+        self.idle.store(idle, Ordering::SeqCst);
+        // SeqCst on both sides: either `begin_drain` sees this flag, or we
+        // see its flag, never neither.
+        idle && registry.draining.load(Ordering::SeqCst)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Live {
     next_id: u64,
-    /// Open connections: their socket and when they were accepted.
-    fds: HashMap<u64, (RawFd, Instant)>,
+    /// Open connections.
+    fds: HashMap<u64, Arc<Watch>>,
     per_ip: HashMap<IpAddr, usize>,
     /// Set by `cut_all`: connections registered later are cut at once.
     cut: bool,
@@ -95,7 +134,16 @@ pub(crate) struct Registry {
     pub(crate) refused: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Datagrams dropped for being larger than `max_datagram_size`.
+    pub(crate) oversized: AtomicU64,
+    /// Requests running in this process now.
+    running: AtomicUsize,
+    /// Connections closed by the drain while idle.
+    idle_closed: AtomicUsize,
     last_refusal_log: Mutex<Option<Instant>>,
+    /// A graceful close has begun: idle connections are closed, and those
+    /// that become idle later close at once.
+    draining: AtomicBool,
 }
 
 /// A registered connection; dropping it deregisters. Must be dropped before
@@ -105,6 +153,28 @@ pub struct Registration {
     registry: Arc<Registry>,
     id: u64,
     ip: Option<IpAddr>,
+    watch: Arc<Watch>,
+}
+
+impl Registration {
+    /// Marks the connection idle or busy; see [`Watch::set_idle`].
+    pub(crate) fn set_idle(&self, idle: bool) -> bool {
+        let draining = self.watch.set_idle(idle, &self.registry);
+        if draining {
+            self.registry.idle_closed.fetch_add(1, Ordering::Relaxed);
+        }
+        draining
+    }
+}
+
+/// Counts a request as running while it lives.
+#[derive(Debug)]
+pub(crate) struct Running<'a>(&'a Registry);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Registration {
@@ -124,7 +194,41 @@ impl Registry {
             refused: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+            idle_closed: AtomicUsize::new(0),
             last_refusal_log: Mutex::new(None),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a request as running until the guard drops.
+    pub(crate) fn start_request(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running(self)
+    }
+
+    /// Requests running in this process now.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Connections the drain closed while idle.
+    pub(crate) fn idle_closed(&self) -> usize {
+        self.idle_closed.load(Ordering::Relaxed)
+    }
+
+    /// The counters; `active` counts requests running in this process.
+    pub(crate) fn stats(&self) -> Stats {
+        use Ordering::Relaxed;
+        Stats {
+            connections: self.connections(),
+            active: self.running(),
+            accepted: self.accepted.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            oversized: self.oversized.load(Relaxed),
         }
     }
 
@@ -177,7 +281,13 @@ impl Registry {
         }
         let id = live.next_id;
         live.next_id += 1;
-        live.fds.insert(id, (fd, Instant::now()));
+        let watch = Arc::new(Watch {
+            fd,
+            since: Instant::now(),
+            idle: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+        });
+        live.fds.insert(id, Arc::clone(&watch));
         if live.cut {
             crate::sys::shutdown_socket(fd, Shutdown::Both);
         }
@@ -185,6 +295,7 @@ impl Registry {
             registry: Arc::clone(self),
             id,
             ip: ip.filter(|_| self.limits.max_per_ip.is_some()),
+            watch,
         })
     }
 
@@ -215,6 +326,25 @@ impl Registry {
         }
     }
 
+    /// Begins a graceful close: every connection waiting for a new message
+    /// is shut down for reading now (its handler reads end-of-file and
+    /// finishes), and one that comes to wait for a message later reads
+    /// end-of-file at once. Returns how many were closed now.
+    pub(crate) fn begin_drain(&self) -> usize {
+        self.draining.store(true, Ordering::SeqCst);
+        let live = self.live.lock();
+        let mut closed = 0;
+        // The lock is held: no registration can drop, so every fd is open.
+        for watch in live.fds.values() {
+            if watch.idle.load(Ordering::SeqCst) {
+                crate::sys::shutdown_socket(watch.fd, Shutdown::Read);
+                closed += 1;
+            }
+        }
+        self.idle_closed.fetch_add(closed, Ordering::Relaxed);
+        closed
+    }
+
     /// Shuts down both directions of every open connection (blocked reads
     /// return end-of-file, blocked writes fail), and of any registered
     /// later. Returns how many were open.
@@ -222,40 +352,61 @@ impl Registry {
         let mut live = self.live.lock();
         live.cut = true;
         // The lock is held: no registration can drop, so every fd is open.
-        for &(fd, _) in live.fds.values() {
-            crate::sys::shutdown_socket(fd, Shutdown::Both);
+        for watch in live.fds.values() {
+            crate::sys::shutdown_socket(watch.fd, Shutdown::Both);
         }
         live.fds.len()
     }
 
-    /// Shuts down connections open for longer than `lifetime`; returns how
-    /// many. A cut connection stays registered until its request ends.
+    /// Shuts down connections open for longer than `lifetime` that were
+    /// not shut down already; returns how many it shut down now. A cut
+    /// connection stays registered until its request ends, but is cut (and
+    /// counted, and logged) once.
     pub(crate) fn cut_older_than(&self, lifetime: Duration) -> usize {
         let live = self.live.lock();
         let mut cut = 0;
         // The lock is held: no registration can drop, so every fd is open.
-        for &(fd, since) in live.fds.values() {
-            if since.elapsed() >= lifetime {
-                crate::sys::shutdown_socket(fd, Shutdown::Both);
+        for watch in live.fds.values() {
+            if watch.since.elapsed() >= lifetime && !watch.expired.swap(true, Ordering::Relaxed) {
+                crate::sys::shutdown_socket(watch.fd, Shutdown::Both);
                 cut += 1;
             }
         }
         cut
     }
+
+    /// When the oldest connection not yet cut reaches `lifetime`, if any.
+    pub(crate) fn next_expiry(&self, lifetime: Duration) -> Option<Instant> {
+        let live = self.live.lock();
+        live.fds
+            .values()
+            .filter(|w| !w.expired.load(Ordering::Relaxed))
+            .map(|w| w.since + lifetime)
+            .min()
+    }
 }
 
 /// What [`Server::close_gracefully`](crate::Server::close_gracefully) did.
+///
+/// Counts are of requests (a stream request is one connection, a datagram
+/// request one datagram). `running = finished + cut`, and the idle ones are
+/// among the finished.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DrainReport {
-    /// Requests that were running when the drain began.
+    /// Requests running when the drain began.
     pub running: usize,
-    /// Of those, how many finished on their own before the deadline.
+    /// Connections that were waiting for a new message when the drain began
+    /// (or came to wait later) and were closed at once: their handlers read
+    /// end-of-file and finished.
+    pub idle_closed: usize,
+    /// Requests that ended before the deadline (the idle ones included).
     pub finished: usize,
-    /// How many were still running at the deadline and were cut (their
-    /// sockets shut down; children sent SIGTERM).
+    /// Requests still running at the deadline: their connections were shut
+    /// down in both directions (`Forking`: the children got SIGKILL).
     pub cut: usize,
-    /// How many were still running a grace period after being cut; the
-    /// server stopped waiting for them.
+    /// Of the cut requests, how many were still running a grace period
+    /// later; the server stopped waiting for them.
     pub abandoned: usize,
     /// How long the drain took.
     pub elapsed: Duration,

@@ -11,7 +11,9 @@
 //! state (`&self` is shared by every request, across threads).
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
+use std::sync::Once;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -72,14 +74,30 @@ impl std::error::Error for RequestError {
     }
 }
 
+impl RequestError {
+    /// Whether the client caused it by sending what the protocol does not
+    /// allow (bad JSON, an oversized frame or datagram, invalid UTF-8): any
+    /// client can cause these at will, so they are logged at warn level, not
+    /// error.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, RequestError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+        ))
+    }
+}
+
 /// The default `handle_error`: logs through `log` with the peer address;
-/// disconnects at debug level, timeouts at info level, everything else at
-/// error level.
+/// disconnects at debug level, timeouts at info level, bad input from the
+/// client at warn level, everything else (a failure of the server's own,
+/// a panic) at error level.
 pub fn log_request_error(peer: &Address, error: &RequestError) {
     if error.is_disconnect() {
         log::debug!("request from {peer}: {error}");
     } else if error.is_timeout() {
-        log::info!("request from {peer} timed out: {error}");
+        log::info!("request from {peer}: {error}");
+    } else if error.is_bad_input() {
+        log::warn!("bad request from {peer}: {error}");
     } else {
         log::error!("error handling request from {peer}: {error}");
     }
@@ -228,13 +246,20 @@ where
     }
 }
 
+mod sealed {
+    /// Only the blanket implementations below make a `Handler`.
+    pub trait Sealed<R> {}
+    impl<H: super::StreamHandler> Sealed<crate::StreamRequest> for H {}
+    impl<H: super::DatagramHandler> Sealed<crate::DatagramRequest> for H {}
+}
+
 /// What the server loop needs from a handler for requests of type `R`.
 ///
 /// Implemented for every [`StreamHandler`] (with `R` = [`StreamRequest`]) and
 /// every [`DatagramHandler`] (with `R` = [`DatagramRequest`]); implement one
-/// of those, not this. The method names differ from theirs so that both can
-/// be in scope.
-pub trait Handler<R>: Send + Sync + 'static {
+/// of those: this trait is sealed. The method names differ from theirs so
+/// that both can be in scope.
+pub trait Handler<R>: sealed::Sealed<R> + Send + Sync + 'static {
     /// Runs the whole request: setup, handle, finish, the final flush or
     /// reply; catches panics; reports failures through `report_error`.
     /// Returns whether everything succeeded.
@@ -259,12 +284,54 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+thread_local! {
+    /// Set while handler code runs on this thread, so that the panic hook
+    /// leaves its panics to `guarded`.
+    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
+    /// Where the last handler panic on this thread happened.
+    static PANIC_LOCATION: Cell<Option<String>> = const { Cell::new(None) };
+}
+
+/// Installs, once per process, a panic hook that keeps handler panics out of
+/// stderr: the server catches them and logs them through `log` with the
+/// peer (the backtrace too, at debug level, when `RUST_BACKTRACE` asks for
+/// one). Panics anywhere else go to the hook that was there before.
+pub(crate) fn route_panics_to_log() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_HANDLER.with(Cell::get) {
+                return previous(info);
+            }
+            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                log::debug!(
+                    "handler panic at {}; backtrace:\n{backtrace}",
+                    location.as_deref().unwrap_or("an unknown place")
+                );
+            }
+            PANIC_LOCATION.with(|l| l.set(location));
+        }));
+    });
+}
+
 /// Runs `f`, turning an error or a panic into a [`RequestError`].
 fn guarded<R>(req: &mut R, f: impl FnOnce(&mut R) -> io::Result<()>) -> Result<(), RequestError> {
-    match catch_unwind(AssertUnwindSafe(|| f(req))) {
+    let was = IN_HANDLER.with(|h| h.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(|| f(req)));
+    IN_HANDLER.with(|h| h.set(was));
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(RequestError::Io(e)),
-        Err(payload) => Err(RequestError::Panic(panic_message(&*payload))),
+        Err(payload) => {
+            let mut message = panic_message(&*payload);
+            if let Some(at) = PANIC_LOCATION.with(Cell::take) {
+                message = format!("{message} (at {at})");
+            }
+            Err(RequestError::Panic(message))
+        }
     }
 }
 

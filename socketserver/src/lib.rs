@@ -75,6 +75,12 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+#[cfg(not(unix))]
+compile_error!(
+    "socketserver supports Unix only (Linux first): it is built on fork, poll, Unix sockets and \
+     signals. Build it on Linux, macOS or a BSD."
+);
+
 pub mod activation;
 mod address;
 pub mod aliases;
@@ -91,12 +97,20 @@ mod sys;
 pub mod transport;
 
 pub use address::{Address, AddressParseError};
-pub use aliases::*;
+pub use aliases::{
+    ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer, ForkingUnixStreamServer,
+    PoolTcpServer, PoolUdpServer, PoolUnixDatagramServer, PoolUnixStreamServer, TcpServer,
+    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer, UdpServer, UnixDatagramServer, UnixStreamServer,
+};
 pub use connections::{DrainReport, LimitPolicy, Stats};
 pub use error::Error;
 pub use handler::{log_request_error, DatagramHandler, Handler, RequestError, StreamHandler};
 pub use request::{Conn, DatagramRequest, DatagramSocket, Peer, StreamRequest};
-pub use server::{Builder, Server};
-pub use shutdown::ShutdownHandle;
+pub use server::{
+    Builder, Server, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MESSAGE_TIMEOUT, DEFAULT_MIN_DATA_RATE,
+    DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};
+pub use shutdown::{ShutdownHandle, Signal};
 pub use strategy::{Forking, Job, Pool, Strategy, Synchronous, Threading};
 pub use transport::Transport;

@@ -6,9 +6,11 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::{Address, ShutdownHandle};
+use crate::connections::{Registration, Registry};
+use crate::shutdown::Stop;
+use crate::{Address, ShutdownHandle, Stats};
 
 /// A connected stream socket: TCP or Unix. Reads and writes go straight to
 /// the socket (unbuffered); both `Conn` and `&Conn` implement `Read` and
@@ -154,7 +156,8 @@ const SMALL_ECHO_BUF: usize = 1024;
 pub struct StreamRequest {
     // Declared before `conn` so it drops first: the registry may shut the
     // socket down only while it is registered, hence still open.
-    registration: Option<crate::connections::Registration>,
+    registration: Option<Registration>,
+    registry: Option<Arc<Registry>>,
     conn: Conn,
     peer: Address,
     shutdown: ShutdownHandle,
@@ -162,12 +165,101 @@ pub struct StreamRequest {
     rpos: usize,
     rfilled: usize,
     wbuf: Vec<u8>,
+    timeouts: ReadTimeouts,
+    phase: Phase,
+    /// The socket's read timeout as last set here (`None`: not set yet).
+    rcvtimeo: Option<Option<Duration>>,
+    /// Where to watch for a shutdown while waiting for a message, when
+    /// nobody else can wake this thread (the request runs inline in the
+    /// server loop).
+    stop: Option<Stop>,
+    state: ConnectionState,
+}
+
+/// Per-connection values, one per type (see [`StreamRequest::state`]).
+#[derive(Default)]
+struct ConnectionState(Vec<Box<dyn std::any::Any + Send>>);
+
+impl std::fmt::Debug for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConnectionState({} values)", self.0.len())
+    }
+}
+
+impl ConnectionState {
+    fn position<T: 'static>(&self) -> Option<usize> {
+        self.0.iter().position(|v| v.is::<T>())
+    }
+
+    fn get_or_default<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let i = match self.position::<T>() {
+            Some(i) => i,
+            None => {
+                self.0.push(Box::new(T::default()));
+                self.0.len() - 1
+            }
+        };
+        match self.0[i].downcast_mut::<T>() {
+            Some(v) => v,
+            None => unreachable!("the value at {i} was found by its type"),
+        }
+    }
+
+    fn take<T: 'static>(&mut self) -> Option<T> {
+        let i = self.position::<T>()?;
+        self.0.swap_remove(i).downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+/// The read deadlines of a connection, from the [`Builder`](crate::Builder).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReadTimeouts {
+    /// Longest wait of one read (`SO_RCVTIMEO`).
+    pub(crate) read: Option<Duration>,
+    /// Longest time from a message's first byte to its end.
+    pub(crate) message: Option<Duration>,
+    /// Bytes per second that extend the message deadline by one second.
+    pub(crate) min_rate: Option<u32>,
+}
+
+impl ReadTimeouts {
+    /// When a message that started at `started` and has brought `received`
+    /// bytes so far must be complete, if ever.
+    fn message_deadline(&self, started: Instant, received: u64) -> Option<Instant> {
+        let base = self.message?;
+        let extension = match self.min_rate {
+            Some(rate) if rate > 0 => Duration::from_secs_f64(received as f64 / f64::from(rate)),
+            _ => Duration::ZERO,
+        };
+        started.checked_add(base.saturating_add(extension))
+    }
+}
+
+/// Where a connection is in its messages (see [`StreamRequest::read_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not inside `read_message`: reads have the read timeout only.
+    Outside,
+    /// Inside `read_message`, no byte of the message yet: the connection is
+    /// idle.
+    Boundary,
+    /// Inside `read_message`, the message has begun.
+    Message { started: Instant, received: u64 },
+}
+
+/// Whether an error is a socket read timeout (`SO_RCVTIMEO` ran out).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl StreamRequest {
     pub(crate) fn new(conn: Conn, peer: Address, shutdown: ShutdownHandle) -> StreamRequest {
         StreamRequest {
             registration: None,
+            registry: None,
             conn,
             peer,
             shutdown,
@@ -175,7 +267,241 @@ impl StreamRequest {
             rpos: 0,
             rfilled: 0,
             wbuf: Vec::new(),
+            timeouts: ReadTimeouts::default(),
+            phase: Phase::Outside,
+            rcvtimeo: None,
+            stop: None,
+            state: ConnectionState::default(),
         }
+    }
+
+    /// This connection's value of type `T`, created with `T::default()` on
+    /// first use: per-connection state, as Python's `self.x = ...` in a
+    /// handler object made per connection. Set it in `setup`, use it in
+    /// `handle`, read it in `finish`; the state shared by all connections
+    /// stays on the handler (`&self`). One value per type: use a struct of
+    /// your own for several fields.
+    ///
+    /// ```
+    /// use socketserver::{StreamHandler, StreamRequest, ThreadingTcpServer};
+    /// use std::io::{self, BufRead};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// /// What one connection did.
+    /// #[derive(Default)]
+    /// struct Session { lines: u64 }
+    ///
+    /// /// Totals across connections: shared, behind `&self`.
+    /// struct Counter { total: AtomicU64 }
+    ///
+    /// impl StreamHandler for Counter {
+    ///     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    ///         let mut line = String::new();
+    ///         while req.read_line(&mut line)? > 0 {
+    ///             req.state::<Session>().lines += 1;
+    ///             line.clear();
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn finish(&self, req: &mut StreamRequest) -> io::Result<()> {
+    ///         let lines = req.state::<Session>().lines;
+    ///         self.total.fetch_add(lines, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", Counter { total: AtomicU64::new(0) })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn state<T: Default + Send + 'static>(&mut self) -> &mut T {
+        self.state.get_or_default()
+    }
+
+    /// Takes this connection's value of type `T` out, if it has one.
+    pub fn take_state<T: Send + 'static>(&mut self) -> Option<T> {
+        self.state.take()
+    }
+
+    /// Reads one message with `f`, under the connection's message deadline:
+    /// the protocol-level read every message-oriented handler should use.
+    ///
+    /// While `f` waits for the message's first byte with nothing buffered,
+    /// the connection is **idle**: a graceful close (or, under
+    /// `Synchronous`, a shutdown request) ends it at once (the read returns
+    /// end-of-file, so `f` sees a clean end of the stream), instead of
+    /// waiting for the drain deadline. Once the first byte is in, the whole
+    /// message must arrive within the builder's
+    /// [`message_timeout`](crate::Builder::message_timeout), extended by one
+    /// second for every [`min_data_rate`](crate::Builder::min_data_rate)
+    /// bytes received: a client that dribbles a message byte by byte (a
+    /// slowloris) is cut with `TimedOut`, however often it sends.
+    ///
+    /// [`read_line`](BufRead::read_line), [`read_until`](BufRead::read_until)
+    /// and [`lines`](BufRead::lines) read one message each this way already,
+    /// and so do [`framing`](crate::framing)'s `read_*` functions and
+    /// [`echo`](Self::echo) (every chunk is a message). Calls nest: reads
+    /// inside `f` belong to the same message.
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// use std::io::{Read, Write};
+    ///
+    /// // A protocol of fixed 4-byte records: one record is one message.
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+    ///     let mut record = [0u8; 4];
+    ///     while req.read_message(|r| r.read_exact(&mut record)).is_ok() {
+    ///         req.write_all(&record)?;
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_message<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if self.phase != Phase::Outside {
+            return f(self);
+        }
+        self.phase = if self.has_buffered_input() {
+            Phase::Message {
+                started: Instant::now(),
+                received: 0,
+            }
+        } else {
+            Phase::Boundary
+        };
+        let result = f(self);
+        self.phase = Phase::Outside;
+        result
+    }
+
+    /// Counters of the server serving this request (as of the fork, in a
+    /// `Forking` child).
+    pub fn stats(&self) -> Stats {
+        self.registry.as_ref().map(|r| r.stats()).unwrap_or_default()
+    }
+
+    /// Sets the socket's read timeout unless it is set to that already.
+    fn set_rcvtimeo(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.rcvtimeo != Some(timeout) {
+            self.conn.set_read_timeout(timeout)?;
+            self.rcvtimeo = Some(timeout);
+        }
+        Ok(())
+    }
+
+    /// Every read from the socket goes through here: the read timeout, the
+    /// message deadline and idleness, by phase.
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.phase {
+            Phase::Boundary => {
+                let n = self.read_idle(buf)?;
+                if n > 0 {
+                    self.phase = Phase::Message {
+                        started: Instant::now(),
+                        received: n as u64,
+                    };
+                }
+                Ok(n)
+            }
+            Phase::Message { started, received } => {
+                let read = self.timeouts.read;
+                let deadline = self.timeouts.message_deadline(started, received);
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if left.is_some_and(|l| l.is_zero()) {
+                    return Err(self.message_timed_out());
+                }
+                // At least 1 ms: a zero timeout means "none" to the socket.
+                let left = left.map(|l| l.max(Duration::from_millis(1)));
+                let by_message = match (left, read) {
+                    (Some(l), Some(r)) => l < r,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                self.set_rcvtimeo(if by_message { left } else { read })?;
+                match self.read_raw(buf) {
+                    Ok(n) => {
+                        self.phase = Phase::Message {
+                            started,
+                            received: received + n as u64,
+                        };
+                        Ok(n)
+                    }
+                    Err(e) if by_message && is_timeout(&e) => Err(self.message_timed_out()),
+                    Err(e) => Err(e),
+                }
+            }
+            Phase::Outside => {
+                self.set_rcvtimeo(self.timeouts.read)?;
+                self.read_raw(buf)
+            }
+        }
+    }
+
+    fn message_timed_out(&self) -> io::Error {
+        let base = self.timeouts.message.unwrap_or_default();
+        let rate = match self.timeouts.min_rate {
+            Some(r) => format!(" at a minimum of {r} bytes/s"),
+            None => String::new(),
+        };
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("message not complete within {base:?}{rate} (message_timeout)"),
+        )
+    }
+
+    /// One `read(2)`, retried on `EINTR`, a timeout reported as what it is.
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&self.conn).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) && self.rcvtimeo.flatten().is_some() => {
+                    let t = self.rcvtimeo.flatten().unwrap_or_default();
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("read timed out after {t:?} (read_timeout)"),
+                    ));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A read that waits for a new message: the connection is idle
+    /// meanwhile, and a drain (or a shutdown, when nobody else can wake us)
+    /// ends it with end-of-file.
+    fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(reg) = &self.registration {
+            if reg.set_idle(true) {
+                reg.set_idle(false);
+                return Ok(0);
+            }
+        }
+        let result = self.wait_then_read(buf);
+        if let Some(reg) = &self.registration {
+            reg.set_idle(false);
+        }
+        result
+    }
+
+    fn wait_then_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.set_rcvtimeo(self.timeouts.read)?;
+        let stop = self.stop.clone().or_else(Stop::for_forked_child);
+        if let Some(stop) = stop {
+            match stop.wait_readable(self.conn.as_fd(), self.timeouts.read)? {
+                crate::shutdown::Waited::Ready => {}
+                crate::shutdown::Waited::Stop => return Ok(0),
+                crate::shutdown::Waited::TimedOut => {
+                    let t = self.timeouts.read.unwrap_or_default();
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("read timed out after {t:?} (read_timeout)"),
+                    ));
+                }
+            }
+        }
+        self.read_raw(buf)
     }
 
     /// The peer's address (Python: `self.client_address`).
@@ -212,7 +538,9 @@ impl StreamRequest {
     /// Copies everything the peer sends back to it until it closes its
     /// side; returns the number of bytes echoed. Bytes already buffered are
     /// echoed first. This is the fast path of an echo server: one `read` and
-    /// one `write` per chunk, no extra copies.
+    /// one `write` per chunk, no extra copies. Every chunk is a message: the
+    /// connection is idle between chunks (see
+    /// [`read_message`](Self::read_message)).
     ///
     /// ```
     /// # use socketserver::{StreamRequest, ThreadingTcpServer};
@@ -239,11 +567,9 @@ impl StreamRequest {
         let mut big: Vec<u8> = Vec::new();
         loop {
             let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
-            let n = match (&self.conn).read(buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let n = match self.read_idle(buf)? {
+                0 => return Ok(total),
+                n => n,
             };
             (&self.conn).write_all(&buf[..n])?;
             total += n as u64;
@@ -264,7 +590,7 @@ impl Read for StreamRequest {
         // Large reads with an empty buffer bypass it.
         if self.rpos == self.rfilled && buf.len() >= BUF_SIZE {
             self.flush()?;
-            return (&self.conn).read(buf);
+            return self.read_socket(buf);
         }
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
@@ -279,23 +605,72 @@ impl BufRead for StreamRequest {
         if self.rpos == self.rfilled {
             // About to wait for the peer: send what we owe it first.
             self.flush()?;
-            if self.rbuf.is_empty() {
-                self.rbuf = vec![0; BUF_SIZE];
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            if rbuf.is_empty() {
+                rbuf = vec![0; BUF_SIZE];
             }
-            let n = loop {
-                match (&self.conn).read(&mut self.rbuf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r?,
-                }
-            };
+            let result = self.read_socket(&mut rbuf);
+            self.rbuf = rbuf;
             self.rpos = 0;
-            self.rfilled = n;
+            self.rfilled = result?;
         }
         Ok(&self.rbuf[self.rpos..self.rfilled])
     }
 
     fn consume(&mut self, amt: usize) {
         self.rpos = (self.rpos + amt).min(self.rfilled);
+    }
+
+    /// One message (see [`StreamRequest::read_message`]): the bytes up to
+    /// and including `byte`, or to end-of-file.
+    fn read_until(&mut self, byte: u8, out: &mut Vec<u8>) -> io::Result<usize> {
+        self.read_message(|r| {
+            let mut total = 0;
+            loop {
+                let available = match r.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if available.is_empty() {
+                    return Ok(total);
+                }
+                let (found, used) = match available.iter().position(|&b| b == byte) {
+                    Some(i) => (true, i + 1),
+                    None => (false, available.len()),
+                };
+                out.extend_from_slice(&available[..used]);
+                r.consume(used);
+                total += used;
+                if found {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
+    /// One line as one message (see [`StreamRequest::read_message`]). Bytes
+    /// that are not UTF-8 fail with `InvalidData` (and are consumed), as in
+    /// the standard library.
+    fn read_line(&mut self, line: &mut String) -> io::Result<usize> {
+        let start = line.len();
+        let mut bytes = std::mem::take(line).into_bytes();
+        let result = self.read_until(b'\n', &mut bytes);
+        match String::from_utf8(bytes) {
+            Ok(s) => {
+                *line = s;
+                result
+            }
+            Err(e) => {
+                let mut bytes = e.into_bytes();
+                bytes.truncate(start);
+                *line = String::from_utf8(bytes).unwrap_or_default();
+                result.and(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                )))
+            }
+        }
     }
 }
 
@@ -411,6 +786,7 @@ pub struct DatagramRequest {
     shutdown: ShutdownHandle,
     wbuf: Vec<u8>,
     replied: bool,
+    registry: Option<Arc<Registry>>,
 }
 
 impl DatagramRequest {
@@ -427,7 +803,14 @@ impl DatagramRequest {
             shutdown,
             wbuf: Vec::new(),
             replied: false,
+            registry: None,
         }
+    }
+
+    /// Counters of the server serving this request (as of the fork, in a
+    /// `Forking` child).
+    pub fn stats(&self) -> Stats {
+        self.registry.as_ref().map(|r| r.stats()).unwrap_or_default()
     }
 
     /// The datagram's payload (Python: `self.request[0]`).
@@ -501,22 +884,42 @@ impl DatagramRequest {
     }
 }
 
+/// What the server attaches to a request before it runs (public in a
+/// private module: reachable only inside the crate).
+#[derive(Debug)]
+pub struct Attachment {
+    pub(crate) registration: Option<Registration>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) timeouts: ReadTimeouts,
+    pub(crate) stop: Option<Stop>,
+}
+
 pub(crate) mod sealed {
     /// What the server loop needs to know about a request beyond its peer.
     pub trait Tracked {
         /// The connection's socket, for stream requests.
         fn conn(&self) -> Option<&super::Conn>;
-        /// Keeps the registry entry alive as long as the request.
-        fn attach(&mut self, registration: crate::connections::Registration);
+        /// Keeps the registry entry alive as long as the request, and sets
+        /// its deadlines.
+        fn attach(&mut self, attachment: super::Attachment) -> std::io::Result<()>;
     }
+
+    /// The request types. Only this crate's requests are served.
+    pub trait Sealed {}
+    impl Sealed for super::StreamRequest {}
+    impl Sealed for super::DatagramRequest {}
 }
 
 impl sealed::Tracked for StreamRequest {
     fn conn(&self) -> Option<&Conn> {
         Some(&self.conn)
     }
-    fn attach(&mut self, registration: crate::connections::Registration) {
-        self.registration = Some(registration);
+    fn attach(&mut self, a: Attachment) -> io::Result<()> {
+        self.registration = a.registration;
+        self.registry = Some(a.registry);
+        self.timeouts = a.timeouts;
+        self.stop = a.stop;
+        self.set_rcvtimeo(a.timeouts.read)
     }
 }
 
@@ -524,12 +927,15 @@ impl sealed::Tracked for DatagramRequest {
     fn conn(&self) -> Option<&Conn> {
         None
     }
-    fn attach(&mut self, _registration: crate::connections::Registration) {}
+    fn attach(&mut self, a: Attachment) -> io::Result<()> {
+        self.registry = Some(a.registry);
+        Ok(())
+    }
 }
 
 /// A request knows who sent it. Implemented by [`StreamRequest`] and
-/// [`DatagramRequest`].
-pub trait Peer {
+/// [`DatagramRequest`] only (the trait is sealed).
+pub trait Peer: sealed::Sealed {
     /// The peer's address.
     fn peer(&self) -> &Address;
 }

@@ -8,11 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use crate::connections::{Limits, Registry};
 use crate::handler::Handler;
 use crate::request::sealed::Tracked;
-use crate::shutdown::{wake_pair, WakeReceiver};
-use crate::strategy::{Job, Strategy, Synchronous};
+use crate::request::{Attachment, ReadTimeouts};
+use crate::shutdown::{wake_pair, Stop, WakeReceiver};
+use crate::strategy::{deadline_after, Job, Strategy, Synchronous};
 use crate::sys;
 use crate::transport::{Next, SocketOptions, Tcp, Transport, Udp, Unix, Unixgram};
 use crate::{
@@ -69,33 +72,53 @@ pub struct Server<T: Transport, S: Strategy, H> {
     wake: WakeReceiver,
     timeout: Option<Duration>,
     service_interval: Option<Duration>,
-    stream_timeouts: StreamTimeouts,
+    timeouts: Timeouts,
+    close_timeout: Duration,
+    busy_message: Option<Arc<[u8]>>,
     registry: Arc<Registry>,
     running: AtomicBool,
+    /// A graceful close ran (or runs): the server serves no more.
+    closed: AtomicBool,
     /// Set when a graceful close gave up on requests that would not stop.
-    skip_strategy_close: bool,
+    skip_strategy_close: AtomicBool,
+    /// Oversized datagrams since the last report to `handle_error`, and when
+    /// that was.
+    oversized_reported: Mutex<Option<Instant>>,
 }
 
-/// Read and write timeouts set on every accepted connection.
+/// The timeouts of every accepted connection.
 #[derive(Debug, Clone, Copy)]
-struct StreamTimeouts {
-    read: Option<Duration>,
+struct Timeouts {
+    read: ReadTimeouts,
     write: Option<Duration>,
 }
 
-impl Default for StreamTimeouts {
+impl Default for Timeouts {
     fn default() -> Self {
-        StreamTimeouts {
-            read: Some(DEFAULT_READ_TIMEOUT),
+        Timeouts {
+            read: ReadTimeouts {
+                read: Some(DEFAULT_READ_TIMEOUT),
+                message: Some(DEFAULT_MESSAGE_TIMEOUT),
+                min_rate: Some(DEFAULT_MIN_DATA_RATE),
+            },
             write: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
 
-/// Default idle (read) timeout of a connection: 10 minutes.
+/// Default read timeout of a connection (one read's longest wait, which is
+/// how long an idle client may stay): 10 minutes.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(600);
-/// Default write timeout of a connection: 60 s.
+/// Default write timeout of a connection (one write's longest wait): 60 s.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time from a message's first byte to its end: 20 s (Apache's
+/// `mod_reqtimeout` starts header reads at 20 s).
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default minimum data rate of a message: each 500 bytes received extend
+/// its deadline by a second (as `mod_reqtimeout`'s `MinRate=500`).
+pub const DEFAULT_MIN_DATA_RATE: u32 = 500;
+/// Default longest time closing a server waits for busy requests: 5 s.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl<T: Transport, S: Strategy, H> std::fmt::Debug for Server<T, S, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,7 +131,8 @@ impl<T: Transport, S: Strategy, H> std::fmt::Debug for Server<T, S, H> {
 
 /// Builds a [`Server`]: pick a strategy and options, then bind with
 /// [`tcp`](Self::tcp), [`udp`](Self::udp), [`unix`](Self::unix),
-/// [`unixgram`](Self::unixgram) or [`serve`](Self::serve).
+/// [`unixgram`](Self::unixgram), or [`build`](Self::build) on a transport
+/// made elsewhere.
 ///
 /// ```
 /// use socketserver::{Pool, Server, StreamRequest};
@@ -120,12 +144,15 @@ impl<T: Transport, S: Strategy, H> std::fmt::Debug for Server<T, S, H> {
 /// # drop(server);
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a Builder does nothing until tcp, udp, unix, unixgram or build makes the server"]
 pub struct Builder<S = Synchronous> {
     strategy: S,
     options: SocketOptions,
     timeout: Option<Duration>,
     service_interval: Option<Duration>,
-    stream_timeouts: StreamTimeouts,
+    timeouts: Timeouts,
+    close_timeout: Duration,
+    busy_message: Option<Arc<[u8]>>,
     limits: Limits,
 }
 
@@ -136,7 +163,9 @@ impl Default for Builder<Synchronous> {
             options: SocketOptions::default(),
             timeout: None,
             service_interval: None,
-            stream_timeouts: StreamTimeouts::default(),
+            timeouts: Timeouts::default(),
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            busy_message: None,
             limits: Limits::default(),
         }
     }
@@ -144,7 +173,14 @@ impl Default for Builder<Synchronous> {
 
 impl Builder<Synchronous> {
     /// Defaults: [`Synchronous`], `SO_REUSEADDR` on, backlog `SOMAXCONN`,
-    /// `TCP_NODELAY` on, datagrams up to 65,507 bytes, no timeout.
+    /// `TCP_NODELAY` on, datagrams up to 65,507 bytes, `handle_request`
+    /// waits forever; connections: read timeout
+    /// [`DEFAULT_READ_TIMEOUT`] (10 min), write timeout
+    /// [`DEFAULT_WRITE_TIMEOUT`] (60 s), message deadline
+    /// [`DEFAULT_MESSAGE_TIMEOUT`] (20 s) at a minimum of
+    /// [`DEFAULT_MIN_DATA_RATE`] (500 bytes/s); closing waits at most
+    /// [`DEFAULT_CLOSE_TIMEOUT`] (5 s) for busy requests; no connection
+    /// limits.
     pub fn new() -> Self {
         Builder::default()
     }
@@ -158,7 +194,9 @@ impl<S: Strategy> Builder<S> {
             options: self.options,
             timeout: self.timeout,
             service_interval: self.service_interval,
-            stream_timeouts: self.stream_timeouts,
+            timeouts: self.timeouts,
+            close_timeout: self.close_timeout,
+            busy_message: self.busy_message,
             limits: self.limits,
         }
     }
@@ -214,18 +252,80 @@ impl<S: Strategy> Builder<S> {
         self
     }
 
-    /// Idle timeout of a connection: a read that waits longer fails with
-    /// `WouldBlock`/`TimedOut`, which ends the request (default 10 minutes;
-    /// `None`: wait forever). A slowloris client cannot hold a thread longer.
+    /// Read timeout of a connection: the longest **one read** waits for
+    /// data; a read that waits longer fails with `TimedOut` ("read timed out
+    /// after ... (read_timeout)"), which ends the request. This is how long
+    /// an idle client may stay connected (default
+    /// [`DEFAULT_READ_TIMEOUT`], 10 minutes; `None`: wait forever). It is a
+    /// per-operation timer, reset by every byte: it does not stop a client
+    /// that sends one byte now and then. That is what
+    /// [`message_timeout`](Self::message_timeout) is for.
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.stream_timeouts.read = timeout;
+        self.timeouts.read.read = timeout.filter(|t| !t.is_zero());
         self
     }
 
-    /// Write timeout of a connection: a write to a client that does not read
-    /// fails after this long (default 60 s; `None`: wait forever).
+    /// Write timeout of a connection: the longest one write waits for room
+    /// in the socket buffer, i.e. for a client that does not read (default
+    /// [`DEFAULT_WRITE_TIMEOUT`], 60 s; `None`: wait forever). A
+    /// per-operation timer, like the read timeout.
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.stream_timeouts.write = timeout;
+        self.timeouts.write = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The slowloris defence: once the first byte of a message is in, the
+    /// whole message must arrive within this time, extended by a second for
+    /// every [`min_data_rate`](Self::min_data_rate) bytes received (default
+    /// [`DEFAULT_MESSAGE_TIMEOUT`], 20 s; `None`: no deadline). Applies to
+    /// message-level reads: [`StreamRequest::read_message`] and what uses
+    /// it (`read_line`, `lines`, `read_until`, the `framing` reads); a
+    /// client past the deadline gets its request ended with `TimedOut`.
+    /// Modelled on Apache's `mod_reqtimeout` and nginx's
+    /// `client_header_timeout`.
+    ///
+    /// [`StreamRequest::read_message`]: crate::StreamRequest::read_message
+    ///
+    /// ```
+    /// use socketserver::{Server, StreamRequest, Threading};
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new())
+    ///     .message_timeout(Some(Duration::from_secs(5)))
+    ///     .min_data_rate(Some(1000))
+    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn message_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeouts.read.message = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Bytes per second that extend a message's deadline by one second
+    /// (default [`DEFAULT_MIN_DATA_RATE`], 500; `None` or 0: no extension,
+    /// a message must arrive within `message_timeout` whatever its size).
+    pub fn min_data_rate(mut self, bytes_per_second: Option<u32>) -> Self {
+        self.timeouts.read.min_rate = bytes_per_second.filter(|&r| r > 0);
+        self
+    }
+
+    /// The longest closing the server ([`Server::server_close`], `Drop`)
+    /// waits for busy requests before cutting them (default
+    /// [`DEFAULT_CLOSE_TIMEOUT`], 5 s). Idle connections are closed at once
+    /// whatever this is. See [`Server::close_gracefully`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Bytes sent to a client refused by `max_connections` or `max_per_ip`
+    /// before its connection is closed (default: nothing, a bare close),
+    /// e.g. `"ERR server busy, try later\n"`. Sent without waiting: a
+    /// message larger than the socket buffer is cut short.
+    pub fn busy_message(mut self, message: impl Into<Vec<u8>>) -> Self {
+        let message: Vec<u8> = message.into();
+        self.busy_message = (!message.is_empty()).then(|| Arc::from(message));
         self
     }
 
@@ -262,6 +362,7 @@ impl<S: Strategy> Builder<S> {
     }
 
     /// The socket options collected so far.
+    #[must_use]
     pub fn socket_options(&self) -> &SocketOptions {
         &self.options
     }
@@ -273,7 +374,7 @@ impl<S: Strategy> Builder<S> {
         handler: H,
     ) -> io::Result<Server<Tcp, S, H>> {
         let transport = Tcp::bind(addr, &self.options)?;
-        self.serve(transport, handler)
+        self.build(transport, handler)
     }
 
     /// A UDP server on the first of `addr` that binds.
@@ -283,7 +384,7 @@ impl<S: Strategy> Builder<S> {
         handler: H,
     ) -> io::Result<Server<Udp, S, H>> {
         let transport = Udp::bind(addr, &self.options)?;
-        self.serve(transport, handler)
+        self.build(transport, handler)
     }
 
     /// A Unix stream server at `path` (removed again when the server closes).
@@ -293,7 +394,7 @@ impl<S: Strategy> Builder<S> {
         handler: H,
     ) -> io::Result<Server<Unix, S, H>> {
         let transport = Unix::bind(path, &self.options)?;
-        self.serve(transport, handler)
+        self.build(transport, handler)
     }
 
     /// A Unix datagram server at `path` (removed again when the server
@@ -304,20 +405,33 @@ impl<S: Strategy> Builder<S> {
         handler: H,
     ) -> io::Result<Server<Unixgram, S, H>> {
         let transport = Unixgram::bind(path, &self.options)?;
-        self.serve(transport, handler)
+        self.build(transport, handler)
     }
 
     /// A server on a transport made elsewhere, e.g. [`Tcp::from_std`] for an
-    /// inherited listener.
-    pub fn serve<T, H>(self, transport: T, handler: H) -> io::Result<Server<T, S, H>>
+    /// inherited listener. Builds only: call `serve_forever` to serve.
+    ///
+    /// ```
+    /// use socketserver::transport::Tcp;
+    /// use socketserver::{Server, StreamRequest};
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let server = Server::builder().build(Tcp::from_std(listener)?, |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// assert_ne!(server.port(), Some(0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn build<T, H>(self, transport: T, handler: H) -> io::Result<Server<T, S, H>>
     where
         T: Transport,
         H: Handler<T::Request>,
     {
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(self.limits, shutdown.clone()));
+        crate::handler::route_panics_to_log();
         Ok(Server {
-            stream_timeouts: self.stream_timeouts,
+            timeouts: self.timeouts,
+            close_timeout: self.close_timeout,
+            busy_message: self.busy_message,
             registry,
             transport,
             strategy: self.strategy,
@@ -327,7 +441,9 @@ impl<S: Strategy> Builder<S> {
             timeout: self.timeout,
             service_interval: self.service_interval,
             running: AtomicBool::new(false),
-            skip_strategy_close: false,
+            closed: AtomicBool::new(false),
+            skip_strategy_close: AtomicBool::new(false),
+            oversized_reported: Mutex::new(None),
         })
     }
 }
@@ -393,7 +509,7 @@ impl Backoff {
             delay.as_millis()
         );
         self.delay = Some(delay);
-        self.until = Some(Instant::now() + delay);
+        self.until = deadline_after(delay);
     }
 
     fn succeed(&mut self) {
@@ -437,6 +553,27 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         self.transport.address()
     }
 
+    /// The IP address and port the server is bound to (the real port when
+    /// bound to port 0); `None` for Unix sockets.
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// let addr = server.local_addr().unwrap();
+    /// assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    /// assert_eq!(server.port(), Some(addr.port()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.transport.address().as_inet()
+    }
+
+    /// The port the server is bound to; `None` for Unix sockets.
+    pub fn port(&self) -> Option<u16> {
+        self.local_addr().map(|a| a.port())
+    }
+
     /// `SCHEME://ADDR`, e.g. `tcp://127.0.0.1:8000`, `unix:///tmp/s.sock`.
     pub fn url(&self) -> String {
         match self.transport.address() {
@@ -475,16 +612,127 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     /// Counters: open connections, running requests, accepted, refused,
     /// completed, failed.
     pub fn stats(&self) -> Stats {
-        use std::sync::atomic::Ordering::Relaxed;
-        let r = &self.registry;
-        Stats {
-            connections: r.connections(),
-            active: self.strategy.active(),
-            accepted: r.accepted.load(Relaxed),
-            refused: r.refused.load(Relaxed),
-            completed: r.completed.load(Relaxed),
-            failed: r.failed.load(Relaxed),
+        let mut stats = self.registry.stats();
+        stats.active = self.running_requests();
+        stats
+    }
+
+    /// Requests running now: the strategy's count, or the requests running
+    /// inline in the loop (`Synchronous`).
+    fn running_requests(&self) -> usize {
+        self.strategy.active().max(self.registry.running())
+    }
+
+    /// Stops serving and closes gracefully, the end of a server for SIGTERM
+    /// in production; callable from any thread, while `serve_forever` runs
+    /// on another (it is asked to return) or after it returned.
+    ///
+    /// 1. New clients are refused from now on (the listening socket is
+    ///    closed to them; a Unix socket file stays until the server drops).
+    /// 2. Connections **idle** at a message boundary (a handler waiting in
+    ///    [`read_message`](crate::StreamRequest::read_message), `read_line`,
+    ///    `lines`, a `framing` read or `echo` with nothing buffered) are
+    ///    closed at once: their read returns end-of-file and the handler
+    ///    finishes as if the client had left. One that reaches a boundary
+    ///    later closes there. `Forking` children get SIGTERM, which does the
+    ///    same inside them.
+    /// 3. Busy requests get until `deadline` to finish on their own;
+    ///    handlers can watch
+    ///    [`ShutdownHandle::is_shutdown_requested`] to finish early.
+    /// 4. At the deadline what is left is cut: connections are shut down in
+    ///    both directions (a blocked read returns end-of-file, a blocked
+    ///    write fails), `Forking` children get SIGKILL; a grace period (a
+    ///    tenth of the deadline, at least 50 ms) lets them return. Requests
+    ///    still running then are abandoned (their threads finish on their
+    ///    own or die with the process) and counted in the report.
+    ///
+    /// The server serves no more afterwards; dropping it releases the rest.
+    /// Closing without calling this ([`server_close`](Self::server_close),
+    /// `Drop`) does the same with the builder's
+    /// [`close_timeout`](Builder::close_timeout).
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// use std::io::Write;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let server = Arc::new(ThreadingTcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| {
+    ///     r.echo().map(drop)
+    /// })?);
+    /// let serving = Arc::clone(&server);
+    /// let thread = std::thread::spawn(move || serving.serve_forever());
+    ///
+    /// let mut idle_client = std::net::TcpStream::connect(server.local_addr().unwrap())?;
+    /// idle_client.write_all(b"hi")?;
+    ///
+    /// // SIGTERM arrives: the idle client does not hold the close up.
+    /// let report = server.close_gracefully(Duration::from_secs(5));
+    /// thread.join().unwrap()?;
+    /// assert_eq!(report.cut, 0);
+    /// assert!(report.elapsed < Duration::from_secs(5));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close_gracefully(&self, deadline: Duration) -> DrainReport {
+        self.drain_and_close(deadline, true)
+    }
+
+    fn drain_and_close(&self, deadline: Duration, wait: bool) -> DrainReport {
+        let start = Instant::now();
+        let end = deadline_after(deadline);
+        let left = || end.map(|e| e.saturating_duration_since(Instant::now()));
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return DrainReport::default();
         }
+        self.shutdown.shutdown();
+        self.transport.stop_listening();
+        let mut report = DrainReport {
+            running: self.running_requests(),
+            ..DrainReport::default()
+        };
+        self.registry.begin_drain();
+        self.strategy.begin_drain();
+        // The loop returns at once, unless a request runs inline in it
+        // (`Synchronous`): that one ends at its next message boundary.
+        while self.running.load(Ordering::SeqCst) && left() != Some(Duration::ZERO) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if !wait {
+            report.idle_closed = self.registry.idle_closed();
+            report.elapsed = start.elapsed();
+            return report;
+        }
+        let idle = !self.running.load(Ordering::SeqCst)
+            && self.strategy.wait_idle(left().unwrap_or(Duration::MAX));
+        if !idle {
+            let still = self.running_requests();
+            report.cut = still;
+            self.registry.cut_all();
+            self.strategy.terminate();
+            let grace = (deadline / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            let grace_end = deadline_after(grace);
+            while self.running.load(Ordering::SeqCst)
+                && grace_end.is_some_and(|g| Instant::now() < g)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let rest = grace_end.map_or(Duration::ZERO, |g| g.saturating_duration_since(Instant::now()));
+            if self.running.load(Ordering::SeqCst) || !self.strategy.wait_idle(rest) {
+                report.abandoned = self.running_requests().max(1);
+                log::warn!(
+                    "{}: {} requests still running {} ms after being cut; not waiting for them",
+                    self.url(),
+                    report.abandoned,
+                    start.elapsed().as_millis()
+                );
+                self.skip_strategy_close.store(true, Ordering::SeqCst);
+            }
+        }
+        report.finished = report.running.saturating_sub(report.cut);
+        report.idle_closed = self.registry.idle_closed();
+        report.elapsed = start.elapsed();
+        log::info!("{}: closed gracefully: {report:?}", self.url());
+        report
     }
 }
 
@@ -506,6 +754,12 @@ where
     /// Returns an error only if `poll` itself fails or the loop is already
     /// running on another thread.
     pub fn serve_forever(&self) -> io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(io::Error::other(format!(
+                "{} is closed: serve_forever after close_gracefully",
+                self.url()
+            )));
+        }
         if self.running.swap(true, Ordering::SeqCst) {
             return Err(io::Error::other(
                 "serve_forever is already running for this server",
@@ -526,6 +780,11 @@ where
         let mut buf = vec![0u8; self.transport.buffer_size()];
         let mut backoff = Backoff::default();
         loop {
+            // A request running inline may have taken the shutdown byte
+            // (see `Stop`) and left the flag.
+            if self.shutdown.is_shutdown_requested() {
+                return Ok(());
+            }
             let pause = backoff.remaining();
             let timeout = min_timeout(
                 min_timeout(self.strategy.next_wakeup(), self.service_interval),
@@ -534,7 +793,7 @@ where
             // Not accepting while paused after an error or full (policy Wait).
             let accepting = pause.is_none() && !self.registry.must_wait();
             let socket = accepting.then(|| self.transport.fd());
-            let ready = sys::poll_read(socket, self.wake.fd(), timeout)?;
+            let ready = sys::poll_read(socket, self.wake.raw_fd(), timeout)?;
             if ready.wake && self.wake.drain().shutdown {
                 return Ok(());
             }
@@ -555,12 +814,15 @@ where
         }
     }
 
-    /// How often to look for connections past `max_lifetime`, if any are
-    /// open.
+    /// When to look for connections past `max_lifetime` next: when the
+    /// oldest one not cut yet reaches it (at least 10 ms from now).
     fn lifetime_check_interval(&self) -> Option<Duration> {
         let lifetime = self.registry.max_lifetime()?;
-        (self.registry.connections() > 0)
-            .then(|| (lifetime / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+        let next = self.registry.next_expiry(lifetime)?;
+        Some(
+            next.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10)),
+        )
     }
 
     /// Takes up to [`BATCH`] requests off the socket, until it would block
@@ -574,9 +836,7 @@ where
                     self.process(req);
                 }
                 Ok(Next::Empty) => return,
-                Ok(Next::Rejected(peer, err)) => {
-                    self.handler.report_error(&peer, &RequestError::Io(err))
-                }
+                Ok(Next::Rejected(peer, err)) => self.rejected(&peer, err),
                 Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     backoff.fail(&format!("receiving on {}", self.url()), &e);
@@ -592,18 +852,48 @@ where
         }
     }
 
+    /// A datagram dropped unread (too large): counted always, reported to
+    /// `handle_error` at most once a second, with the count so far.
+    fn rejected(&self, peer: &Address, err: io::Error) {
+        let total = self
+            .registry
+            .oversized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut last = self.oversized_reported.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            drop(last);
+            let err = io::Error::new(err.kind(), format!("{err} ({total} dropped so far)"));
+            self.handler.report_error(peer, &RequestError::Io(err));
+        }
+    }
+
     fn process(&self, mut req: T::Request) {
         use std::sync::atomic::Ordering::Relaxed;
         self.registry.accepted.fetch_add(1, Relaxed);
         let peer = req.peer().clone();
+        let mut registration = None;
         if let Some(conn) = req.conn() {
             use std::os::fd::AsRawFd;
             match self.registry.admit(conn.as_raw_fd(), &peer) {
-                Ok(registration) => {
-                    self.apply_timeouts(conn);
-                    req.attach(registration);
+                Ok(r) => {
+                    if let Some(write) = self.timeouts.write {
+                        // Best effort: a socket that cannot take options is
+                        // already broken, and the handler will see that.
+                        let _ = conn.set_write_timeout(Some(write));
+                    }
+                    registration = Some(r);
                 }
-                Err(why) => return self.registry.refused(&peer, &why),
+                Err(why) => {
+                    if let Some(message) = &self.busy_message {
+                        use std::io::Write;
+                        // Non-blocking: nothing waits for a refused client.
+                        let _ = sys::send_nowait(conn.as_raw_fd(), message);
+                        let _ = (&*conn).flush();
+                    }
+                    return self.registry.refused(&peer, &why);
+                }
             }
         }
         if !self.handler.verify(&peer) {
@@ -611,9 +901,24 @@ where
             log::debug!("{peer} refused by verify_request");
             return;
         }
+        let stop = self.strategy.runs_inline().then(|| Stop::Server {
+            wake: self.wake.clone(),
+            handle: self.shutdown.clone(),
+        });
+        let attached = req.attach(Attachment {
+            registration,
+            registry: Arc::clone(&self.registry),
+            timeouts: self.timeouts.read,
+            stop,
+        });
+        if let Err(e) = attached {
+            log::debug!("{peer}: cannot set the connection's timeouts: {e}");
+            return;
+        }
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
         let job = Job::new(peer, move || {
+            let _running = registry.start_request();
             let ok = handler.serve_request(req);
             let counter = if ok {
                 &registry.completed
@@ -622,7 +927,11 @@ where
             };
             counter.fetch_add(1, Relaxed);
             ok
-        });
+        })
+        .with_server_fds(vec![
+            std::os::fd::AsRawFd::as_raw_fd(&self.transport.fd()),
+            self.wake.raw_fd(),
+        ]);
         let peer_for_log = job.peer().clone();
         if let Err(e) = self.strategy.execute(job, &self.shutdown) {
             log::error!(
@@ -630,77 +939,6 @@ where
                 self.strategy.name()
             );
         }
-    }
-
-    fn apply_timeouts(&self, conn: &crate::Conn) {
-        let StreamTimeouts { read, write } = self.stream_timeouts;
-        // Best effort: a socket that cannot take options is already broken
-        // and the handler will see that.
-        if read.is_some() {
-            let _ = conn.set_read_timeout(read);
-        }
-        if write.is_some() {
-            let _ = conn.set_write_timeout(write);
-        }
-    }
-
-    /// Stops serving and closes, letting running requests finish first: the
-    /// graceful end of a server, for SIGTERM in production.
-    ///
-    /// Call it after `serve_forever` has returned. It waits up to `deadline`
-    /// for running requests (queued ones in a [`Pool`](crate::Pool)
-    /// included) to finish on their own; handlers can watch
-    /// [`ShutdownHandle::is_shutdown_requested`] to finish early. At the
-    /// deadline it cuts what is left: open connections are shut down in both
-    /// directions (a blocked read returns end-of-file, a blocked write
-    /// fails), `Forking` children get SIGTERM. It then waits a short grace
-    /// period (a tenth of the deadline, at least 50 ms) for the cut requests
-    /// to return, and closes the server. Requests still running after that
-    /// are abandoned (their threads finish on their own or die with the
-    /// process) and counted in the report.
-    ///
-    /// ```
-    /// use socketserver::{StreamRequest, ThreadingTcpServer};
-    /// use std::time::Duration;
-    ///
-    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
-    /// server.shutdown();
-    /// server.serve_forever()?;
-    /// let report = server.close_gracefully(Duration::from_secs(1));
-    /// assert_eq!(report.cut, 0);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn close_gracefully(mut self, deadline: Duration) -> DrainReport {
-        let start = Instant::now();
-        let running = self.strategy.active();
-        let mut report = DrainReport {
-            running,
-            ..DrainReport::default()
-        };
-        if !self.strategy.wait_idle(deadline) {
-            let left = self.strategy.active();
-            report.cut = left;
-            report.finished = running.saturating_sub(left);
-            self.registry.cut_all();
-            self.strategy.terminate();
-            let grace = (deadline / 10).max(Duration::from_millis(50));
-            if !self.strategy.wait_idle(grace) {
-                report.abandoned = self.strategy.active();
-                log::warn!(
-                    "{}: {} requests still running {} ms after being cut; not waiting for them",
-                    self.url(),
-                    report.abandoned,
-                    start.elapsed().as_millis()
-                );
-                self.skip_strategy_close = true;
-            }
-        } else {
-            report.finished = running;
-        }
-        report.elapsed = start.elapsed();
-        log::info!("{}: closed gracefully: {report:?}", self.url());
-        drop(self);
-        report
     }
 
     /// Waits for one request (at most the builder's `timeout`) and serves
@@ -716,7 +954,7 @@ where
                 self.handler.timed_out();
                 return Ok(false);
             }
-            let ready = sys::poll_read(Some(self.transport.fd()), self.wake.fd(), remaining)?;
+            let ready = sys::poll_read(Some(self.transport.fd()), self.wake.raw_fd(), remaining)?;
             if ready.wake && self.wake.drain().shutdown {
                 // Leave the request for serve_forever, should it run next.
                 self.shutdown.shutdown();
@@ -732,18 +970,20 @@ where
                     return Ok(true);
                 }
                 Ok(Next::Empty) => {}
-                Ok(Next::Rejected(peer, err)) => {
-                    self.handler.report_error(&peer, &RequestError::Io(err))
-                }
+                Ok(Next::Rejected(peer, err)) => self.rejected(&peer, err),
                 Err(e) if is_transient(&e) => {}
                 Err(e) => return Err(crate::Error::wrap("accept", self.url(), e)),
             }
         }
     }
 
-    /// Closes the server: waits for running requests as the strategy's
-    /// policy says, closes the socket and removes a Unix socket file.
-    /// Dropping the server does the same. Python: `server_close()`.
+    /// Closes the server gracefully with the builder's
+    /// [`close_timeout`](Builder::close_timeout) (see
+    /// [`close_gracefully`](Self::close_gracefully)): idle connections close
+    /// at once, busy requests get up to the timeout (unless the strategy
+    /// does not block on close, e.g. `Threading` with `daemon_threads`),
+    /// then the socket closes and a Unix socket file is removed. Dropping
+    /// the server does the same. Python: `server_close()`.
     pub fn server_close(self) {
         drop(self)
     }
@@ -751,7 +991,9 @@ where
 
 impl<T: Transport, S: Strategy, H> Drop for Server<T, S, H> {
     fn drop(&mut self) {
-        if !self.skip_strategy_close {
+        let wait = self.strategy.blocks_on_close();
+        self.drain_and_close(self.close_timeout, wait);
+        if !self.skip_strategy_close.load(Ordering::SeqCst) {
             self.strategy.close();
         }
         self.transport.cleanup();

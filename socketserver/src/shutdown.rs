@@ -8,10 +8,44 @@
 //! which is how [`ShutdownHandle::shutdown_on_signals`] works.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A signal that can stop a server (see
+/// [`ShutdownHandle::shutdown_on_signals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// `SIGINT` (^C).
+    Int,
+    /// `SIGTERM` (`kill`, systemd's stop).
+    Term,
+    /// `SIGHUP` (the terminal went away).
+    Hup,
+    /// `SIGQUIT` (^\\).
+    Quit,
+    /// `SIGUSR1`.
+    Usr1,
+    /// `SIGUSR2`.
+    Usr2,
+}
+
+impl Signal {
+    /// The signal's number on this platform, e.g. `libc::SIGTERM`.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Int => libc::SIGINT,
+            Signal::Term => libc::SIGTERM,
+            Signal::Hup => libc::SIGHUP,
+            Signal::Quit => libc::SIGQUIT,
+            Signal::Usr1 => libc::SIGUSR1,
+            Signal::Usr2 => libc::SIGUSR2,
+        }
+    }
+}
 
 /// Set once a process asked for shutdown on signals, so forked children can
 /// restore default dispositions.
@@ -62,9 +96,9 @@ pub(crate) struct Wake {
 }
 
 /// The server's side of the wake-up pair.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct WakeReceiver {
-    reader: UnixStream,
+    reader: Arc<UnixStream>,
 }
 
 pub(crate) fn wake_pair() -> io::Result<(ShutdownHandle, WakeReceiver)> {
@@ -78,7 +112,9 @@ pub(crate) fn wake_pair() -> io::Result<(ShutdownHandle, WakeReceiver)> {
                 writer,
             }),
         },
-        WakeReceiver { reader },
+        WakeReceiver {
+            reader: Arc::new(reader),
+        },
     ))
 }
 
@@ -106,14 +142,14 @@ impl ShutdownHandle {
     /// ^C still ends them.
     ///
     /// ```no_run
-    /// # use socketserver::{StreamRequest, TcpServer};
+    /// # use socketserver::{Signal, StreamRequest, TcpServer};
     /// let server = TcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
-    /// server.shutdown_handle().shutdown_on_signals(&[libc::SIGINT, libc::SIGTERM])?;
+    /// server.shutdown_handle().shutdown_on_signals(&[Signal::Int, Signal::Term])?;
     /// server.serve_forever()?; // returns on ^C or `kill`
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn shutdown_on_signals(&self, signals: &[i32]) -> io::Result<()> {
-        for &sig in signals {
+    pub fn shutdown_on_signals(&self, signals: &[Signal]) -> io::Result<()> {
+        for sig in signals.iter().map(|s| s.number()) {
             // The flag as well as the byte: a strategy that waits inside
             // `execute` (Forking at `max_children`, Pool with a full queue)
             // only checks the flag, and the loop checks it between requests.
@@ -144,8 +180,8 @@ impl ShutdownHandle {
 }
 
 impl WakeReceiver {
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.reader.as_fd()
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.reader.as_raw_fd()
     }
 
     /// Reads every pending wake-up byte.
@@ -153,11 +189,92 @@ impl WakeReceiver {
         let mut buf = [0u8; 64];
         let mut wake = Wake::default();
         loop {
-            match (&self.reader).read(&mut buf) {
+            match (&*self.reader).read(&mut buf) {
                 Ok(0) => return wake,
                 Ok(n) => wake.shutdown |= buf[..n].iter().any(|&b| b != POKE),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return wake,
+            }
+        }
+    }
+}
+
+/// What a request waiting for a new message watches besides its socket,
+/// when no other thread can wake it: the server's wake-up socket (the
+/// request runs inline in the server loop, `Synchronous`), or the SIGTERM
+/// pipe of a forked child.
+#[derive(Debug, Clone)]
+pub(crate) enum Stop {
+    /// The request runs in the server loop's thread.
+    Server {
+        wake: WakeReceiver,
+        handle: ShutdownHandle,
+    },
+    /// The request runs in a forked child; SIGTERM asks it to stop.
+    Child(BorrowedFd<'static>),
+}
+
+/// How [`Stop::wait_readable`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// The socket is readable.
+    Ready,
+    /// A stop was asked: treat the connection as ended.
+    Stop,
+    /// The timeout passed.
+    TimedOut,
+}
+
+impl Stop {
+    /// The stop of this process if it is a forked child serving a request.
+    pub(crate) fn for_forked_child() -> Option<Stop> {
+        crate::sys::child_stop_fd().map(Stop::Child)
+    }
+
+    fn requested(&self) -> bool {
+        match self {
+            Stop::Server { handle, .. } => handle.is_shutdown_requested(),
+            Stop::Child(_) => crate::sys::child_stop_requested(),
+        }
+    }
+
+    /// Waits until `socket` is readable, a stop is asked, or `timeout`
+    /// passes.
+    pub(crate) fn wait_readable(
+        &self,
+        socket: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> io::Result<Waited> {
+        let end = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            if self.requested() {
+                return Ok(Waited::Stop);
+            }
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(Waited::TimedOut);
+            }
+            let watched = match self {
+                Stop::Server { wake, .. } => wake.raw_fd(),
+                Stop::Child(fd) => fd.as_raw_fd(),
+            };
+            let ready = crate::sys::poll_read(Some(socket), watched, left)?;
+            if ready.socket {
+                return Ok(Waited::Ready);
+            }
+            if ready.wake {
+                match self {
+                    // A stop not flagged yet (a byte from a forked child's
+                    // handle): flag it, so that the loop sees it although
+                    // its byte is gone. A mere poke is dropped: the loop
+                    // cannot be waiting for it while we run in its thread.
+                    Stop::Server { wake, handle } => {
+                        if !handle.is_shutdown_requested() && wake.drain().shutdown {
+                            handle.shutdown_flag_only();
+                        }
+                    }
+                    Stop::Child(_) => crate::sys::drain_child_stop(),
+                }
             }
         }
     }

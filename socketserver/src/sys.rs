@@ -4,7 +4,8 @@
 //! it is sound.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 /// Which of the descriptors passed to [`poll`] are ready.
@@ -28,15 +29,17 @@ fn poll_timeout_ms(timeout: Option<Duration>) -> libc::c_int {
 }
 
 /// Waits until `socket` is readable or `wake` is readable, or `timeout` passes
-/// (`None` = no timeout). `EINTR` is reported as an empty [`Ready`].
+/// (`None` = no timeout). `EINTR` is reported as an empty [`Ready`]. `wake`
+/// is a raw number: polling a closed descriptor is harmless (`POLLNVAL`,
+/// reported as readable).
 pub(crate) fn poll_read(
     socket: Option<BorrowedFd<'_>>,
-    wake: BorrowedFd<'_>,
+    wake: RawFd,
     timeout: Option<Duration>,
 ) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd {
-            fd: wake.as_raw_fd(),
+            fd: wake,
             events: libc::POLLIN,
             revents: 0,
         },
@@ -175,11 +178,11 @@ pub(crate) fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<ChildE
     }
 }
 
-/// Restores the default disposition of SIGINT and SIGTERM (used in forked
-/// children of a server whose parent installed shutdown-on-signal handlers, so
-/// that ^C still ends a child).
+/// Restores the default disposition of SIGINT (used in forked children of a
+/// server whose parent installed shutdown-on-signal handlers, so that ^C
+/// still ends a child; SIGTERM gets [`install_child_stop`]).
 pub(crate) fn reset_signal_dispositions() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT] {
         // SAFETY: SIG_DFL is a valid disposition for these catchable signals;
         // `signal` only changes process state and touches no memory of ours.
         unsafe {
@@ -236,4 +239,113 @@ pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedF
     // activation protocol, handed to this process to own; the caller adopts
     // each number once (`activation::listeners` clears the environment).
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Closes `fd` in a forked child (the server's listening and wake-up
+/// sockets, which the child must not keep open).
+pub(crate) fn close_in_child(fd: RawFd) {
+    // SAFETY: only called in a forked child on the server's own descriptors,
+    // whose owners (the server's copy in the child's memory) are never
+    // dropped: the child leaves through `_exit`. So nothing uses or closes
+    // the number again. close only reads its integer argument.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// The read end of a forked child's SIGTERM pipe (-1: not a child).
+static CHILD_STOP_READ: AtomicI32 = AtomicI32::new(-1);
+/// The write end, for the signal handler.
+static CHILD_STOP_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// SIGTERM arrived in this forked child.
+static CHILD_STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_child_sigterm(_signal: libc::c_int) {
+    if CHILD_STOP.swap(true, Ordering::SeqCst) {
+        // A second SIGTERM: stop now, as the default disposition would.
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { libc::_exit(128 + libc::SIGTERM) }
+    }
+    let fd = CHILD_STOP_WRITE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write is async-signal-safe; the buffer is a static byte.
+        // errno is saved and restored around it, so the interrupted code
+        // does not see it change.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, b"T".as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// In a forked child: the first SIGTERM asks the request to stop at its
+/// next message boundary (a wait for a new message ends with end-of-file),
+/// a second one ends the child at once. Installed without allocating or
+/// locking, so it is safe whatever other threads the parent had.
+pub(crate) fn install_child_stop() -> io::Result<()> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    CHILD_STOP_READ.store(fds[0], Ordering::SeqCst);
+    CHILD_STOP_WRITE.store(fds[1], Ordering::SeqCst);
+    // SAFETY: a zeroed sigaction is a valid starting value; the handler is
+    // an `extern "C" fn(c_int)` that only touches atomics and calls
+    // async-signal-safe functions; SA_RESTART keeps interrupted system
+    // calls going.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_child_sigterm as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The read end of this child's SIGTERM pipe, if this is a forked child.
+pub(crate) fn child_stop_fd() -> Option<BorrowedFd<'static>> {
+    let fd = CHILD_STOP_READ.load(Ordering::Relaxed);
+    // SAFETY: the pipe is created once in the child and never closed until
+    // the process ends, so the descriptor is valid for 'static.
+    (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Whether SIGTERM arrived in this forked child.
+pub(crate) fn child_stop_requested() -> bool {
+    CHILD_STOP.load(Ordering::SeqCst)
+}
+
+/// Empties the SIGTERM pipe (non-blocking).
+pub(crate) fn drain_child_stop() {
+    let fd = CHILD_STOP_READ.load(Ordering::Relaxed);
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` is valid for writes of its length; the pipe is
+    // non-blocking, so this ends when it is empty.
+    while fd >= 0 && unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+/// Sends `data` on a connected socket without waiting (`MSG_DONTWAIT`):
+/// what does not fit in the socket buffer now is not sent.
+pub(crate) fn send_nowait(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is valid for reads of its length for the whole call;
+    // the caller owns the open socket `fd`. MSG_NOSIGNAL: a closed peer is
+    // an error, not SIGPIPE.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }

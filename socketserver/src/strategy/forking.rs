@@ -22,8 +22,25 @@ use crate::ShutdownHandle;
 ///   while any child runs the loop wakes at least every 100 ms to reap, so
 ///   no zombie lingers; an idle server with no children sleeps without a
 ///   timer. Only this server's own children are waited for.
-/// * Closing the server waits for all children (Python's `block_on_close`).
+/// * The child closes the server's listening and wake-up sockets at once: a
+///   killed server leaves no child holding its port.
+/// * Closing the server drains: each child gets SIGTERM, which ends a
+///   connection waiting for a new message at once (see
+///   [`StreamRequest::read_message`](crate::StreamRequest::read_message))
+///   and lets a busy one finish its message; children left at the close
+///   deadline get SIGKILL. A second SIGTERM ends a child at once.
 /// * A child killed by a signal is logged at warn level.
+///
+/// # State is per child
+///
+/// Each request runs in a copy of the server process: what the handler
+/// changes in its shared state (`&self`, a counter, a map behind a `Mutex`)
+/// changes the child's copy only and is gone when the child exits. A
+/// key-value store served with `Forking` loses every write, with no error.
+/// Keep shared state outside the process (a file, a database) or use
+/// [`Threading`](crate::Threading)/[`Pool`](crate::Pool). Likewise
+/// [`Server::stats`](crate::Server::stats) counts `completed`/`failed` in
+/// the parent only, where no request runs.
 ///
 /// # Forking a multi-threaded process
 ///
@@ -103,15 +120,12 @@ impl Forking {
             });
     }
 
-    fn warn_if_threaded(&self) {
-        if self.warned.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(n) = sys::thread_count().filter(|&n| n > 1) {
-            self.warned.store(true, Ordering::Relaxed);
+    fn warn_if_threaded(&self, threads: usize) {
+        if threads > 1 && !self.warned.swap(true, Ordering::Relaxed) {
             log::warn!(
-                "forking a process with {n} threads: only the forking thread exists in the child, \
-                 and a lock another thread holds stays locked there forever (see the Forking docs)"
+                "forking a process with {threads} threads: only the forking thread exists in the \
+                 child, and a lock another thread holds stays locked there forever; children of \
+                 this server do not log (see the Forking docs)"
             );
         }
     }
@@ -133,12 +147,28 @@ impl Strategy for Forking {
             std::thread::sleep(Duration::from_millis(1));
             self.reap(false);
         }
-        self.warn_if_threaded();
+        let threads = sys::thread_count().unwrap_or(1);
+        self.warn_if_threaded(threads);
         match sys::fork()? {
             Fork::Child => {
+                // Nothing here may take a lock another thread of the parent
+                // could have held at fork time.
+                for &fd in job.server_fds() {
+                    sys::close_in_child(fd);
+                }
                 if SIGNAL_HANDLERS_INSTALLED.load(Ordering::Relaxed) {
                     sys::reset_signal_dispositions();
                 }
+                if threads > 1 {
+                    // The logger may hold a lock (its output stream's) that
+                    // another thread held at fork time: logging would hang
+                    // this child forever. Its outcome still reaches the
+                    // parent as the exit status.
+                    log::set_max_level(log::LevelFilter::Off);
+                }
+                // Without a stop pipe the child would still serve; SIGTERM
+                // then just ends it (the default) at the drain deadline.
+                let _ = sys::install_child_stop();
                 let ok = job.run();
                 sys::exit_immediately(if ok { 0 } else { 1 })
             }
@@ -160,7 +190,7 @@ impl Strategy for Forking {
     }
 
     fn close(&self) {
-        self.reap(true)
+        self.reap(false)
     }
 
     fn active(&self) -> usize {
@@ -168,22 +198,28 @@ impl Strategy for Forking {
     }
 
     fn wait_idle(&self, timeout: Duration) -> bool {
-        let end = std::time::Instant::now() + timeout;
+        let end = super::deadline_after(timeout);
         loop {
             self.reap(false);
             if self.children.lock().is_empty() {
                 return true;
             }
-            if std::time::Instant::now() >= end {
+            if end.is_some_and(|end| std::time::Instant::now() >= end) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
-    fn terminate(&self) {
+    fn begin_drain(&self) {
         for &pid in self.children.lock().iter() {
             sys::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    fn terminate(&self) {
+        for &pid in self.children.lock().iter() {
+            sys::kill(pid, libc::SIGKILL);
         }
     }
 

@@ -23,7 +23,8 @@ pub use threading::Threading;
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -33,6 +34,7 @@ use crate::{Address, ShutdownHandle};
 pub struct Job {
     peer: Address,
     run: Box<dyn FnOnce() -> bool + Send>,
+    server_fds: Vec<RawFd>,
 }
 
 impl Job {
@@ -42,7 +44,22 @@ impl Job {
         Job {
             peer,
             run: Box::new(run),
+            server_fds: Vec::new(),
         }
+    }
+
+    /// The same job, noting the server's own descriptors (see
+    /// [`server_fds`](Self::server_fds)).
+    pub(crate) fn with_server_fds(mut self, fds: Vec<RawFd>) -> Job {
+        self.server_fds = fds;
+        self
+    }
+
+    /// The server's own descriptors (its listening socket and wake-up
+    /// socket): a process forked to run this job must close them at once, or
+    /// it keeps the port open after the server is gone. [`Forking`] does.
+    pub fn server_fds(&self) -> &[RawFd] {
+        &self.server_fds
     }
 
     /// Who the request is from.
@@ -59,7 +76,9 @@ impl Job {
 
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Job").field("peer", &self.peer).finish()
+        f.debug_struct("Job")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,9 +101,29 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
-    /// Called when the server closes: wait for running requests as the
-    /// strategy's policy says.
+    /// Called when the server closes, after its graceful drain: release
+    /// what the strategy holds (worker threads, kept-alive threads, reap
+    /// children). Requests still running then were given up on.
     fn close(&self) {}
+
+    /// Whether closing the server waits for running requests (default
+    /// `true`; `Threading` with `daemon_threads` does not).
+    fn blocks_on_close(&self) -> bool {
+        true
+    }
+
+    /// Whether `execute` runs the job on the server loop's own thread
+    /// (`Synchronous`). A request waiting for a new message then also
+    /// watches for a shutdown request, since the loop cannot act on one
+    /// until the request returns. Default `false`.
+    fn runs_inline(&self) -> bool {
+        false
+    }
+
+    /// A graceful close begins: ask running requests that the server cannot
+    /// reach through their sockets to finish at their next message boundary
+    /// (Forking: SIGTERM to the children). Default: nothing.
+    fn begin_drain(&self) {}
 
     /// Requests running now.
     fn active(&self) -> usize {
@@ -98,8 +137,9 @@ pub trait Strategy: Send + Sync + 'static {
         self.active() == 0
     }
 
-    /// Asks running requests that the server cannot reach through their
-    /// sockets to stop (Forking: SIGTERM to the children). Default: nothing.
+    /// The drain deadline passed: stop running requests that the server
+    /// cannot reach through their sockets (Forking: SIGKILL to the
+    /// children). Default: nothing.
     fn terminate(&self) {}
 
     /// A short name: `synchronous`, `threading`, `pool`, `forking`.
@@ -118,6 +158,15 @@ impl Strategy for Box<dyn Strategy> {
     }
     fn close(&self) {
         (**self).close()
+    }
+    fn blocks_on_close(&self) -> bool {
+        (**self).blocks_on_close()
+    }
+    fn runs_inline(&self) -> bool {
+        (**self).runs_inline()
+    }
+    fn begin_drain(&self) {
+        (**self).begin_drain()
     }
     fn active(&self) -> usize {
         (**self).active()
@@ -186,21 +235,18 @@ impl ActiveCount {
         }
     }
 
-    /// Waits until the count is 0.
-    pub(crate) fn wait_zero(&self) {
-        let mut c = self.count.lock();
-        while *c > 0 {
-            self.zero.wait(&mut c);
-        }
-    }
-
     /// Waits until the count is 0, at most `timeout`; returns whether it is.
     pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
-        let end = std::time::Instant::now() + timeout;
+        let end = deadline_after(timeout);
         let mut c = self.count.lock();
         while *c > 0 {
-            if self.zero.wait_until(&mut c, end).timed_out() {
-                return *c == 0;
+            match end {
+                Some(end) => {
+                    if self.zero.wait_until(&mut c, end).timed_out() {
+                        return *c == 0;
+                    }
+                }
+                None => self.zero.wait(&mut c),
             }
         }
         true
@@ -214,4 +260,10 @@ impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.decrement()
     }
+}
+
+/// `now + timeout`, or `None` when that is too far to represent (wait
+/// forever): a huge duration never panics.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
 }

@@ -27,6 +27,10 @@ impl Strategy for Synchronous {
         Ok(())
     }
 
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "synchronous"
     }

@@ -18,23 +18,27 @@ use crate::ShutdownHandle;
 /// behind: the server keeps a count of running requests, not a list of
 /// threads, so long-running servers do not grow.
 ///
-/// On close, the server waits for running requests when `block_on_close` is
-/// on (the default, as in Python 3.7+); with it off (Python's
-/// `daemon_threads = True`) it returns at once and the threads finish on
-/// their own (or die with the process).
+/// On close, the server drains gracefully when `block_on_close` is on (the
+/// default, as in Python 3.7+): idle connections are closed at once, busy
+/// ones get the close deadline. With it off (Python's `daemon_threads =
+/// True`) closing returns at once and the threads finish on their own (or
+/// die with the process).
 ///
 /// # Keeping threads alive
 ///
 /// Starting a thread costs a `clone(2)` and its teardown, about 20-50 us
 /// (more in a VM): nothing next to a long connection, but most of the work
-/// when each request is one datagram or one short connection. With
-/// [`keep_alive`](Threading::keep_alive), a thread that finished its request
-/// waits that long for another one before it exits, and new requests go to
-/// such a waiting thread first. Every request still runs on a thread of its
-/// own, at once, with no limit (unlike [`Pool`](crate::Pool)); only the
-/// thread may be an old one. Off by default, as in Python. A reused thread
-/// is renamed for its new peer in the OS (`top -H`, /proc: the first 15
-/// bytes), but `std::thread::current().name()` keeps its first name.
+/// when each request is one datagram or one short connection. So, like
+/// Java's cached thread pool, a thread that finished its request waits
+/// [`keep_alive`](Threading::keep_alive) (default
+/// [`DEFAULT_KEEP_ALIVE`](Threading::DEFAULT_KEEP_ALIVE), 5 s) for another
+/// one before it exits, and new requests go to such a waiting thread first.
+/// Every request still runs on a thread of its own, at once, with no limit
+/// (unlike [`Pool`](crate::Pool)); only the thread may be an old one.
+/// `keep_alive(Duration::ZERO)` gives Python's behaviour: a new thread per
+/// request, gone when it ends. A reused thread is renamed for its new peer
+/// in the OS (`top -H`, /proc: the first 15 bytes), but
+/// `std::thread::current().name()` keeps its first name.
 ///
 /// ```
 /// use socketserver::{Server, StreamRequest, Threading};
@@ -44,7 +48,7 @@ use crate::ShutdownHandle;
 ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Threading {
     stack_size: Option<usize>,
     daemon: bool,
@@ -62,9 +66,25 @@ type IdleList = Mutex<Vec<(u64, Sender<Job>)>>;
 /// Ids of kept-alive threads.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
+impl Default for Threading {
+    fn default() -> Threading {
+        Threading {
+            stack_size: None,
+            daemon: false,
+            active: Arc::default(),
+            keep_alive: Some(Threading::DEFAULT_KEEP_ALIVE),
+            idle: Arc::default(),
+        }
+    }
+}
+
 impl Threading {
+    /// How long a finished thread waits for another request by default.
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
     /// Default settings: the standard library's stack size (2 MiB of address
-    /// space, of which only touched pages cost memory), `block_on_close` on.
+    /// space, of which only touched pages cost memory), `block_on_close` on,
+    /// threads kept alive [`DEFAULT_KEEP_ALIVE`](Self::DEFAULT_KEEP_ALIVE).
     pub fn new() -> Threading {
         Threading::default()
     }
@@ -89,23 +109,24 @@ impl Threading {
     }
 
     /// How long a thread whose request finished waits for another request
-    /// before it exits (default `None`: it exits at once, one new thread per
-    /// request). See [Keeping threads alive](Threading#keeping-threads-alive).
+    /// before it exits (default 5 s; `Duration::ZERO`: it exits at once, one
+    /// new thread per request, as in Python). See
+    /// [Keeping threads alive](Threading#keeping-threads-alive).
     ///
     /// ```
     /// use socketserver::{DatagramRequest, Server, Threading};
     /// use std::time::Duration;
     ///
     /// let server = Server::builder()
-    ///     .strategy(Threading::new().keep_alive(Some(Duration::from_secs(1))))
+    ///     .strategy(Threading::new().keep_alive(Duration::from_secs(1)))
     ///     .udp("127.0.0.1:0", |r: &mut DatagramRequest| {
     ///         let data = r.take_data();
     ///         r.reply(&data)
     ///     })?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn keep_alive(mut self, keep_alive: Option<Duration>) -> Threading {
-        self.keep_alive = keep_alive.filter(|d| !d.is_zero());
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Threading {
+        self.keep_alive = Some(keep_alive).filter(|d| !d.is_zero());
         self
     }
 
@@ -211,9 +232,10 @@ impl Strategy for Threading {
     fn close(&self) {
         // Kept-alive threads waiting for a request exit now.
         self.idle.lock().clear();
-        if !self.daemon {
-            self.active.wait_zero();
-        }
+    }
+
+    fn blocks_on_close(&self) -> bool {
+        !self.daemon
     }
 
     fn active(&self) -> usize {
@@ -258,7 +280,7 @@ mod tests {
 
     #[test]
     fn kept_alive_threads_take_the_next_requests_then_exit() {
-        let t = Threading::new().keep_alive(Some(Duration::from_millis(300)));
+        let t = Threading::new().keep_alive(Duration::from_millis(300));
         let (ran, threads) = (Arc::default(), Arc::default());
         let shutdown = handle();
         for i in 1..=20 {
@@ -282,7 +304,7 @@ mod tests {
 
     #[test]
     fn without_keep_alive_every_request_gets_a_new_thread() {
-        let t = Threading::new();
+        let t = Threading::new().keep_alive(Duration::ZERO);
         let (ran, threads) = (Arc::default(), Arc::default());
         let shutdown = handle();
         for i in 1..=3 {

@@ -106,6 +106,11 @@ pub(crate) mod sealed {
         ) -> io::Result<Next<Self::Request>>;
         /// Releases what outlives the socket (a Unix socket file).
         fn cleanup(&mut self) {}
+        /// A graceful close begins: refuse new connections from now on
+        /// (a socket this transport bound itself; an inherited one may be
+        /// shared with a supervisor or a successor process, and is left as
+        /// it is).
+        fn stop_listening(&self) {}
     }
 }
 

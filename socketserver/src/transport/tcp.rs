@@ -14,6 +14,8 @@ pub struct Tcp {
     listener: TcpListener,
     address: Address,
     nodelay: bool,
+    /// Bound here (not inherited): closing it to new clients is ours to do.
+    owned: bool,
 }
 
 impl Tcp {
@@ -31,7 +33,9 @@ impl Tcp {
         socket
             .set_nonblocking(true)
             .map_err(at("set_nonblocking", &target))?;
-        Tcp::from_std_with(socket.into(), opts.nodelay)
+        let mut tcp = Tcp::from_std_with(socket.into(), opts.nodelay)?;
+        tcp.owned = true;
+        Ok(tcp)
     }
 
     /// Serves an already listening socket (e.g. inherited from a parent
@@ -47,6 +51,7 @@ impl Tcp {
             listener,
             address,
             nodelay,
+            owned: false,
         })
     }
 
@@ -88,6 +93,14 @@ impl Source for Tcp {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Next::Empty),
             Err(e) => Err(e),
+        }
+    }
+    fn stop_listening(&self) {
+        if self.owned {
+            // On Linux, SHUT_RD on a listening socket closes it to new
+            // clients (refused) and resets those queued but not accepted.
+            use std::os::fd::AsRawFd;
+            crate::sys::shutdown_socket(self.listener.as_raw_fd(), std::net::Shutdown::Read);
         }
     }
 }

@@ -140,6 +140,13 @@ impl Source for Unix {
     fn cleanup(&mut self) {
         self.file.remove()
     }
+    fn stop_listening(&self) {
+        if self.file.id.is_some() {
+            // Bound here: refuse new clients (ECONNREFUSED on Linux).
+            use std::os::fd::AsRawFd;
+            crate::sys::shutdown_socket(self.listener.as_raw_fd(), std::net::Shutdown::Read);
+        }
+    }
 }
 
 /// A bound Unix datagram socket. The socket file is removed when the server

@@ -97,7 +97,7 @@ where
     // Signals first: whoever reads the line below may signal at once.
     server
         .shutdown_handle()
-        .shutdown_on_signals(&[libc::SIGTERM, libc::SIGINT])?;
+        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
     out.flush()?;
