@@ -13,9 +13,9 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::Once;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 use crate::{Address, DatagramRequest, StreamRequest};
 
@@ -304,7 +304,9 @@ pub(crate) fn route_panics_to_log() {
             if !IN_HANDLER.with(Cell::get) {
                 return previous(info);
             }
-            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
             let backtrace = std::backtrace::Backtrace::capture();
             if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
                 log::debug!(

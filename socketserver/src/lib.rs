@@ -100,8 +100,8 @@ pub use address::{Address, AddressParseError};
 pub use aliases::{
     ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer, ForkingUnixStreamServer,
     PoolTcpServer, PoolUdpServer, PoolUnixDatagramServer, PoolUnixStreamServer, TcpServer,
-    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer, UdpServer, UnixDatagramServer, UnixStreamServer,
+    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+    UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 pub use connections::{DrainReport, LimitPolicy, Stats};
 pub use error::Error;

@@ -356,10 +356,7 @@ impl StreamRequest {
     /// })?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn read_message<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> io::Result<T>,
-    ) -> io::Result<T> {
+    pub fn read_message<T>(&mut self, f: impl FnOnce(&mut Self) -> io::Result<T>) -> io::Result<T> {
         if self.phase != Phase::Outside {
             return f(self);
         }
@@ -379,7 +376,10 @@ impl StreamRequest {
     /// Counters of the server serving this request (as of the fork, in a
     /// `Forking` child).
     pub fn stats(&self) -> Stats {
-        self.registry.as_ref().map(|r| r.stats()).unwrap_or_default()
+        self.registry
+            .as_ref()
+            .map(|r| r.stats())
+            .unwrap_or_default()
     }
 
     /// Sets the socket's read timeout unless it is set to that already.
@@ -810,7 +810,10 @@ impl DatagramRequest {
     /// Counters of the server serving this request (as of the fork, in a
     /// `Forking` child).
     pub fn stats(&self) -> Stats {
-        self.registry.as_ref().map(|r| r.stats()).unwrap_or_default()
+        self.registry
+            .as_ref()
+            .map(|r| r.stats())
+            .unwrap_or_default()
     }
 
     /// The datagram's payload (Python: `self.request[0]`).

@@ -716,7 +716,9 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let rest = grace_end.map_or(Duration::ZERO, |g| g.saturating_duration_since(Instant::now()));
+            let rest = grace_end.map_or(Duration::ZERO, |g| {
+                g.saturating_duration_since(Instant::now())
+            });
             if self.running.load(Ordering::SeqCst) || !self.strategy.wait_idle(rest) {
                 report.abandoned = self.running_requests().max(1);
                 log::warn!(
@@ -915,6 +917,12 @@ where
             log::debug!("{peer}: cannot set the connection's timeouts: {e}");
             return;
         }
+        // A forked child closes the listening socket, but keeps a datagram
+        // socket: its reply goes out through it.
+        let mut server_fds = vec![self.wake.raw_fd()];
+        if req.conn().is_some() {
+            server_fds.push(std::os::fd::AsRawFd::as_raw_fd(&self.transport.fd()));
+        }
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
         let job = Job::new(peer, move || {
@@ -928,10 +936,7 @@ where
             counter.fetch_add(1, Relaxed);
             ok
         })
-        .with_server_fds(vec![
-            std::os::fd::AsRawFd::as_raw_fd(&self.transport.fd()),
-            self.wake.raw_fd(),
-        ]);
+        .with_server_fds(server_fds);
         let peer_for_log = job.peer().clone();
         if let Err(e) = self.strategy.execute(job, &self.shutdown) {
             log::error!(

@@ -138,6 +138,79 @@ fn sigterm_exits_zero_at_once_after_serving() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
+/// SIGTERM with 50 idle connected clients: exit 0 within a second, under
+/// every strategy (the example is what docs/deploy.md runs under systemd).
+fn sigterm_with_50_idle_clients_exits_zero_within_a_second(strategy: &str) {
+    let p = Proc::start(Command::new(example()).args(["127.0.0.1:0", strategy]));
+    let port = p.port();
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"x").unwrap();
+        clients.push(s);
+    }
+    // As many as the strategy serves at once (pool: 16 workers, forking:
+    // 40 children, synchronous: one) are served, then idle; the rest wait
+    // in the queue or the backlog.
+    let served_at_once = match strategy {
+        "threading" => 50,
+        "pool" => 16,
+        "forking" => 40,
+        _ => 1,
+    };
+    for s in &mut clients[..served_at_once] {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+    }
+    let (status, err, took) = p.terminate();
+    eprintln!("{strategy}: exit {} ms after SIGTERM", took.as_millis());
+    assert!(status.success(), "exit status {status}, stderr {err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    drop(clients);
+}
+
+#[test]
+fn sigterm_with_50_idle_clients_exits_zero_within_a_second_threading() {
+    sigterm_with_50_idle_clients_exits_zero_within_a_second("threading");
+}
+
+#[test]
+fn sigterm_with_50_idle_clients_exits_zero_within_a_second_pool() {
+    sigterm_with_50_idle_clients_exits_zero_within_a_second("pool");
+}
+
+#[test]
+fn sigterm_with_50_idle_clients_exits_zero_within_a_second_forking() {
+    sigterm_with_50_idle_clients_exits_zero_within_a_second("forking");
+}
+
+#[test]
+fn sigterm_with_50_idle_clients_exits_zero_within_a_second_synchronous() {
+    sigterm_with_50_idle_clients_exits_zero_within_a_second("synchronous");
+}
+
+#[test]
+fn a_killed_forking_server_leaves_no_child_holding_its_port() {
+    let p = Proc::start(Command::new(example()).args(["127.0.0.1:0", "forking"]));
+    let port = p.port();
+    // A child serving an idle client.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    idle.read_exact(&mut b).unwrap();
+    unsafe_free_kill(p.child.id(), libc::SIGKILL);
+    drop(p);
+    // The child still holds the idle connection, but not the port.
+    let rebound = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(
+        rebound.is_ok(),
+        "port {port} still held after the server was killed: {rebound:?}"
+    );
+    drop(idle); // the orphaned child reads EOF and exits
+}
+
 #[test]
 fn three_processes_share_one_port_with_reuse_port() {
     let first =

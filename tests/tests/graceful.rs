@@ -70,7 +70,7 @@ fn requests_that_finish_before_the_deadline_are_not_cut() {
     assert_eq!(lines.next().unwrap().unwrap(), "done");
 }
 
-fn idle_clients_are_cut_at_the_deadline<S: Strategy>(strategy: S) {
+fn idle_clients_are_closed_at_once<S: Strategy>(strategy: S) {
     let serving = serve(strategy, echo);
     let mut clients: Vec<_> = (0..3).map(|_| tcp_client(&serving.addr)).collect();
     for c in &mut clients {
@@ -78,11 +78,16 @@ fn idle_clients_are_cut_at_the_deadline<S: Strategy>(strategy: S) {
     }
     let server = serving.stop();
     let report = within(DEADLINE, "close_gracefully", move || {
-        server.close_gracefully(Duration::from_millis(200))
+        server.close_gracefully(Duration::from_secs(10))
     });
     assert_eq!(
-        (report.running, report.cut, report.abandoned),
-        (3, 3, 0),
+        (
+            report.running,
+            report.idle_closed,
+            report.cut,
+            report.abandoned
+        ),
+        (3, 3, 0, 0),
         "{report:?}"
     );
     assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
@@ -98,13 +103,235 @@ fn idle_clients_are_cut_at_the_deadline<S: Strategy>(strategy: S) {
 }
 
 #[test]
-fn idle_clients_are_cut_at_the_deadline_under_threading() {
-    idle_clients_are_cut_at_the_deadline(Threading::new());
+fn idle_clients_are_closed_at_once_under_threading() {
+    idle_clients_are_closed_at_once(Threading::new());
 }
 
 #[test]
-fn idle_clients_are_cut_at_the_deadline_under_pool() {
-    idle_clients_are_cut_at_the_deadline(Pool::new(4));
+fn idle_clients_are_closed_at_once_under_pool() {
+    idle_clients_are_closed_at_once(Pool::new(4));
+}
+
+/// Reads 4-byte records; a client that sent half of one is busy.
+fn records(req: &mut StreamRequest) -> io::Result<()> {
+    let mut record = [0u8; 4];
+    loop {
+        match req.read_message(|r| io::Read::read_exact(r, &mut record)) {
+            Ok(()) => req.write_all(&record)?,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[test]
+fn a_client_in_the_middle_of_a_message_is_cut_at_the_deadline() {
+    let serving = serve(Threading::new(), records);
+    let mut busy = tcp_client(&serving.addr);
+    busy.write_all(b"ab").unwrap(); // half a record
+    let mut idle = tcp_client(&serving.addr);
+    assert_eq!(stream_roundtrip(&mut idle, b"abcd").unwrap(), b"abcd");
+    std::thread::sleep(Duration::from_millis(50)); // both handlers wait
+    let server = serving.stop();
+    let report = within(DEADLINE, "close_gracefully", move || {
+        server.close_gracefully(Duration::from_millis(300))
+    });
+    assert_eq!(
+        (
+            report.running,
+            report.idle_closed,
+            report.cut,
+            report.abandoned
+        ),
+        (2, 1, 1, 0),
+        "{report:?}"
+    );
+    assert!(
+        report.elapsed >= Duration::from_millis(300),
+        "the busy one got its deadline: {report:?}"
+    );
+    let mut buf = [0u8; 4];
+    assert_eq!(io::Read::read(&mut busy, &mut buf).unwrap_or(0), 0);
+}
+
+#[test]
+fn with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick() {
+    // The busy request answers 300 ms after its line arrived.
+    let serving = serve(
+        Threading::new().stack_size(64 * 1024),
+        |req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                if line.trim() == "slow" {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                req.write_all(line.as_bytes())?;
+                line.clear();
+            }
+            Ok(())
+        },
+    );
+    let n = 1000;
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = tcp_client(&serving.addr);
+        c.write_all(b"hi\n").unwrap();
+        idle.push(c);
+    }
+    for c in &mut idle {
+        let mut buf = [0u8; 3];
+        io::Read::read_exact(c, &mut buf).unwrap();
+    }
+    let mut busy = tcp_client(&serving.addr);
+    busy.write_all(b"slow\n").unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // the line is in
+    let server = serving.stop();
+    let report = within(DEADLINE, "close_gracefully", move || {
+        server.close_gracefully(Duration::from_secs(5))
+    });
+    let mut reply = String::new();
+    io::BufReader::new(&mut busy).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "slow\n", "the busy reply arrived");
+    assert_eq!(report.cut, 0, "{report:?}");
+    // The busy one, too, closes idle once its reply is out.
+    assert_eq!(report.idle_closed, n + 1, "{report:?}");
+    eprintln!(
+        "drain with {n} idle + 1 busy (300 ms) client: {} ms",
+        report.elapsed.as_millis()
+    );
+    assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
+}
+
+#[test]
+fn with_only_idle_clients_close_takes_milliseconds() {
+    let serving = serve(Threading::new().stack_size(64 * 1024), echo);
+    let mut clients: Vec<_> = (0..200).map(|_| tcp_client(&serving.addr)).collect();
+    for c in &mut clients {
+        assert_eq!(stream_roundtrip(&mut *c, b"x").unwrap(), b"x");
+    }
+    let server = serving.stop();
+    let report = within(DEADLINE, "close_gracefully", move || {
+        server.close_gracefully(Duration::from_secs(10))
+    });
+    eprintln!(
+        "drain with 200 idle clients: {} ms",
+        report.elapsed.as_millis()
+    );
+    assert_eq!((report.idle_closed, report.cut), (200, 0), "{report:?}");
+    assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
+}
+
+#[test]
+fn new_clients_are_refused_once_the_drain_begins() {
+    let serving = serve(Threading::new(), records);
+    let mut busy = tcp_client(&serving.addr);
+    busy.write_all(b"ab").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let addr = serving.addr.as_inet().unwrap();
+    let server = serving.stop();
+    let closing = std::thread::spawn(move || server.close_gracefully(Duration::from_millis(500)));
+    std::thread::sleep(Duration::from_millis(100)); // the drain has begun
+    let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert_eq!(
+        refused.map(drop).map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionRefused),
+        "a client connecting during the drain is refused, not accepted then reset"
+    );
+    let report = within(DEADLINE, "close", move || closing.join().unwrap());
+    assert_eq!(report.cut, 1, "{report:?}");
+}
+
+#[test]
+fn close_gracefully_works_from_another_thread_while_serve_forever_runs() {
+    let server = std::sync::Arc::new(
+        Server::builder()
+            .strategy(Threading::new())
+            .tcp("127.0.0.1:0", echo)
+            .unwrap(),
+    );
+    let serving = std::sync::Arc::clone(&server);
+    let thread = std::thread::spawn(move || serving.serve_forever());
+    let mut c = tcp_client(server.server_address());
+    assert_eq!(stream_roundtrip(&mut c, b"x").unwrap(), b"x");
+    let report = within(DEADLINE, "close_gracefully", move || {
+        server.close_gracefully(Duration::from_secs(5))
+    });
+    within(DEADLINE, "serve_forever returns", move || {
+        thread.join().unwrap().unwrap()
+    });
+    assert_eq!((report.idle_closed, report.cut), (1, 0), "{report:?}");
+}
+
+#[test]
+fn a_huge_close_deadline_does_not_panic() {
+    let serving = serve(Threading::new(), echo);
+    let server = serving.stop();
+    let report = within(DEADLINE, "close_gracefully", move || {
+        server.close_gracefully(Duration::MAX)
+    });
+    assert_eq!(report.running, 0, "{report:?}");
+}
+
+fn dropping_with_idle_clients_returns_within_a_second<S: Strategy>(strategy: S) {
+    let serving = serve(strategy, echo);
+    let mut clients: Vec<_> = (0..20).map(|_| tcp_client(&serving.addr)).collect();
+    for c in &mut clients {
+        assert_eq!(stream_roundtrip(&mut *c, b"x").unwrap(), b"x");
+    }
+    let server = serving.stop();
+    let took = within(DEADLINE, "drop", move || {
+        let start = std::time::Instant::now();
+        drop(server);
+        start.elapsed()
+    });
+    assert!(took < Duration::from_secs(1), "drop took {took:?}");
+}
+
+#[test]
+fn dropping_a_threading_server_with_idle_clients_returns_within_a_second() {
+    dropping_with_idle_clients_returns_within_a_second(Threading::new());
+}
+
+#[test]
+fn dropping_a_pool_server_with_idle_clients_returns_within_a_second() {
+    dropping_with_idle_clients_returns_within_a_second(Pool::new(32));
+}
+
+#[test]
+fn a_synchronous_server_stops_while_a_client_is_connected_and_idle() {
+    let server = Server::builder()
+        .strategy(socketserver::Synchronous)
+        .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                req.write_all(line.as_bytes())?;
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let addr = server.server_address().clone();
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || {
+        server.serve_forever().unwrap();
+        drop(server);
+    });
+    let mut c = tcp_client(&addr);
+    assert_eq!(stream_roundtrip(&mut c, b"hi\n").unwrap(), b"hi\n");
+    let start = std::time::Instant::now();
+    handle.shutdown();
+    within(
+        DEADLINE,
+        "serve_forever returns and the server closes",
+        move || thread.join().unwrap(),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut buf = [0u8; 1];
+    assert_eq!(io::Read::read(&mut c, &mut buf).unwrap_or(0), 0);
 }
 
 #[test]
