@@ -39,7 +39,16 @@
 //!
 //! After an error the stream is out of step (part of a frame may have been
 //! consumed): close the connection. This includes read timeouts (`WouldBlock` or
-//! `TimedOut`) in the middle of a frame.
+//! `TimedOut`) in the middle of a frame. The one exception is a frame read whole
+//! whose JSON is invalid: [`FrameError::of`] tells them apart, so a server can
+//! answer bad JSON and keep the connection.
+//!
+//! # On a server connection
+//!
+//! Read each frame as one message, so that a graceful close ends a connection
+//! waiting for its next frame at once, and a client dribbling a frame is cut at
+//! the message deadline: `req.read_message(|r| framing.read_json(r))` (see
+//! [`StreamRequest::read_message`](crate::StreamRequest::read_message)).
 //!
 //! Writing sends header and payload with one vectored write (`writev`), resuming
 //! correctly after partial writes. Nothing is flushed: wrap a stream in a
@@ -170,9 +179,7 @@ impl Header {
             Header::U32Be => u32::from_be_bytes([b[0], b[1], b[2], b[3]]).into(),
             Header::I32Le => {
                 let n = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                u64::try_from(n).map_err(|_| {
-                    invalid_data(format!("negative frame length {n} in an I32Le header"))
-                })?
+                u64::try_from(n).map_err(|_| FrameError::NegativeLength(n).into_io())?
             }
             Header::U64Be => u64::from_be_bytes(b),
         })
@@ -324,7 +331,13 @@ impl Framing {
         let len = usize::try_from(announced)
             .ok()
             .filter(|&n| n <= self.max_frame_size)
-            .ok_or_else(|| invalid_data(too_big(announced, self.max_frame_size)))?;
+            .ok_or_else(|| {
+                FrameError::TooLarge {
+                    announced,
+                    max: self.max_frame_size,
+                }
+                .into_io()
+            })?;
         read_payload(r, len, buf).inspect_err(|_| buf.clear())?;
         Ok(true)
     }
@@ -376,7 +389,7 @@ impl Framing {
             None => Ok(None),
             Some(json) => serde_json::from_slice(&json)
                 .map(Some)
-                .map_err(|e| invalid_data(format!("invalid JSON frame: {e}"))),
+                .map_err(|e| FrameError::BadJson(e).into_io()),
         }
     }
 }
@@ -534,8 +547,84 @@ fn too_big(len: u64, max: usize) -> String {
     format!("frame of {len} bytes exceeds the maximum of {max}")
 }
 
-fn invalid_data(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
+/// Why a frame could not be read, carried inside the `InvalidData`
+/// [`io::Error`] the readers return; it says whether the stream is still in
+/// step (see [`FrameError::of`]).
+///
+/// ```
+/// use socketserver::framing::{self, FrameError};
+///
+/// // A whole frame whose JSON is bad: answer it and read the next one.
+/// let mut wire = Vec::new();
+/// framing::write_frame(&mut wire, b"{not json")?;
+/// framing::write_json(&mut wire, &42)?;
+/// let mut input = &wire[..];
+/// let err = framing::read_json::<_, u32>(&mut input).unwrap_err();
+/// let why = FrameError::of(&err).unwrap();
+/// assert!(matches!(why, FrameError::BadJson(_)));
+/// assert!(why.stream_in_step());
+/// assert_eq!(framing::read_json::<_, u32>(&mut input)?, Some(42));
+///
+/// // A header announcing too much: the stream is out of step, close it.
+/// let mut input = &b"\xff\xff\xff\xffpayload"[..];
+/// let err = framing::read_frame(&mut input).unwrap_err();
+/// assert!(!FrameError::of(&err).unwrap().stream_in_step());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame was read whole but is not valid JSON for the type asked
+    /// for. The stream is in step: the connection can answer and go on.
+    BadJson(serde_json::Error),
+    /// The header announced more than the maximum frame size; the payload
+    /// was not read, so the stream is out of step.
+    TooLarge {
+        /// The length in the header.
+        announced: u64,
+        /// The maximum frame size.
+        max: usize,
+    },
+    /// A negative length in an [`Header::I32Le`] header; out of step.
+    NegativeLength(i32),
+}
+
+impl FrameError {
+    /// The `FrameError` inside `error`, if it is one.
+    pub fn of(error: &io::Error) -> Option<&FrameError> {
+        error.get_ref()?.downcast_ref::<FrameError>()
+    }
+
+    /// Whether the stream is still at a frame boundary, so that the
+    /// connection can report the error and read the next frame.
+    pub fn stream_in_step(&self) -> bool {
+        matches!(self, FrameError::BadJson(_))
+    }
+
+    fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::BadJson(e) => write!(f, "invalid JSON frame: {e}"),
+            FrameError::TooLarge { announced, max } => f.write_str(&too_big(*announced, *max)),
+            FrameError::NegativeLength(n) => {
+                write!(f, "negative frame length {n} in an I32Le header")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FrameError::BadJson(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 fn invalid_input(msg: String) -> io::Error {

@@ -95,7 +95,7 @@ pub fn log_request_error(peer: &Address, error: &RequestError) {
     if error.is_disconnect() {
         log::debug!("request from {peer}: {error}");
     } else if error.is_timeout() {
-        log::info!("request from {peer}: {error}");
+        log::info!("request from {peer} timed out: {error}");
     } else if error.is_bad_input() {
         log::warn!("bad request from {peer}: {error}");
     } else {

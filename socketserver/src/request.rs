@@ -220,6 +220,8 @@ pub(crate) struct ReadTimeouts {
     pub(crate) message: Option<Duration>,
     /// Bytes per second that extend the message deadline by one second.
     pub(crate) min_rate: Option<u32>,
+    /// Longest wait of one write (`SO_SNDTIMEO`, set by the server).
+    pub(crate) write: Option<Duration>,
 }
 
 impl ReadTimeouts {
@@ -245,6 +247,24 @@ enum Phase {
     Boundary,
     /// Inside `read_message`, the message has begun.
     Message { started: Instant, received: u64 },
+}
+
+/// `write_all`, a write timeout reported as what it is.
+fn write_timed(conn: &Conn, buf: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    let mut conn = conn;
+    conn.write_all(buf).map_err(|e| write_timed_out(e, timeout))
+}
+
+/// A write timeout (`SO_SNDTIMEO` ran out) as `TimedOut` with a message
+/// that says so; other errors unchanged.
+fn write_timed_out(e: io::Error, timeout: Option<Duration>) -> io::Error {
+    match timeout {
+        Some(t) if is_timeout(&e) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("write timed out after {t:?} (write_timeout): the client does not read"),
+        ),
+        _ => e,
+    }
 }
 
 /// Whether an error is a socket read timeout (`SO_RCVTIMEO` ran out).
@@ -551,7 +571,8 @@ impl StreamRequest {
         self.flush()?;
         let mut total = 0u64;
         if self.rpos < self.rfilled {
-            (&self.conn).write_all(&self.rbuf[self.rpos..self.rfilled])?;
+            let pending = self.rpos..self.rfilled;
+            write_timed(&self.conn, &self.rbuf[pending], self.timeouts.write)?;
             total += (self.rfilled - self.rpos) as u64;
             self.rpos = self.rfilled;
         }
@@ -571,7 +592,7 @@ impl StreamRequest {
                 0 => return Ok(total),
                 n => n,
             };
-            (&self.conn).write_all(&buf[..n])?;
+            write_timed(&self.conn, &buf[..n], self.timeouts.write)?;
             total += n as u64;
             if n == buf.len() && n < MAX_ECHO_BUF {
                 big = vec![0u8; (n * 8).min(MAX_ECHO_BUF)];
@@ -680,7 +701,9 @@ impl Write for StreamRequest {
             self.flush()?;
         }
         if buf.len() >= BUF_SIZE {
-            return (&self.conn).write(buf);
+            return (&self.conn)
+                .write(buf)
+                .map_err(|e| write_timed_out(e, self.timeouts.write));
         }
         self.wbuf.extend_from_slice(buf);
         Ok(buf.len())
@@ -688,7 +711,7 @@ impl Write for StreamRequest {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            let result = (&self.conn).write_all(&self.wbuf);
+            let result = write_timed(&self.conn, &self.wbuf, self.timeouts.write);
             self.wbuf.clear();
             result?;
         }

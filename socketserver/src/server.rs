@@ -100,6 +100,7 @@ impl Default for Timeouts {
                 read: Some(DEFAULT_READ_TIMEOUT),
                 message: Some(DEFAULT_MESSAGE_TIMEOUT),
                 min_rate: Some(DEFAULT_MIN_DATA_RATE),
+                write: Some(DEFAULT_WRITE_TIMEOUT),
             },
             write: Some(DEFAULT_WRITE_TIMEOUT),
         }
@@ -271,6 +272,7 @@ impl<S: Strategy> Builder<S> {
     /// per-operation timer, like the read timeout.
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeouts.write = timeout.filter(|t| !t.is_zero());
+        self.timeouts.read.write = self.timeouts.write;
         self
     }
 
@@ -690,17 +692,17 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             running: self.running_requests(),
             ..DrainReport::default()
         };
+        if !wait {
+            // Python's daemon threads: neither waited for nor disturbed.
+            report.elapsed = start.elapsed();
+            return report;
+        }
         self.registry.begin_drain();
         self.strategy.begin_drain();
         // The loop returns at once, unless a request runs inline in it
         // (`Synchronous`): that one ends at its next message boundary.
         while self.running.load(Ordering::SeqCst) && left() != Some(Duration::ZERO) {
             std::thread::sleep(Duration::from_millis(1));
-        }
-        if !wait {
-            report.idle_closed = self.registry.idle_closed();
-            report.elapsed = start.elapsed();
-            return report;
         }
         let idle = !self.running.load(Ordering::SeqCst)
             && self.strategy.wait_idle(left().unwrap_or(Duration::MAX));
