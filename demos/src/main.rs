@@ -410,10 +410,13 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 Err(Failure("showcase: some checks failed".into(), 1))
             }
         }
-        Demo::Compare(args) => match compare::run(args)? {
-            true => Ok(()),
-            false => Err(Failure("compare: some cells produced no numbers".into(), 1)),
-        },
+        Demo::Compare(args) => {
+            if compare::run(args)? {
+                Ok(())
+            } else {
+                Err(Failure("compare: some cells produced no numbers".into(), 1))
+            }
+        }
         Demo::Baseline(cmd) => Ok(compare::baseline::run(cmd)?),
     }
 }

@@ -153,7 +153,7 @@ fn every_bad_name_is_refused_and_nothing_is_written() {
         ("a\\b".into(), "is a path"),
         ("..".into(), "is not a file name"),
         (".".into(), "is not a file name"),
-        ("".into(), "the name is empty"),
+        (String::new(), "the name is empty"),
         ("a\0b".into(), "NUL"),
         (long, "256 bytes long"),
         ("line\nbreak".into(), "control character"),

@@ -284,7 +284,7 @@ impl BufRead for StreamRequest {
             }
             let n = loop {
                 match (&self.conn).read(&mut self.rbuf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     r => break r?,
                 }
             };

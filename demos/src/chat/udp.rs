@@ -135,7 +135,7 @@ impl UdpRoom {
                 }
             };
             let mut names: Vec<&str> = peers.values().map(|p| p.nick.as_str()).collect();
-            names.sort();
+            names.sort_unstable();
             let welcome = format!(
                 "* welcome {nick}; online: {} (/who lists peers, /quit leaves)",
                 names.join(", ")
@@ -154,7 +154,7 @@ impl UdpRoom {
             "" => (None, None),
             "/who" => {
                 let mut names: Vec<&str> = peers.values().map(|p| p.nick.as_str()).collect();
-                names.sort();
+                names.sort_unstable();
                 let who = format!("* peers ({}): {}", names.len(), names.join(", "));
                 (Some(who), None)
             }

@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn formatting() {
-        assert_eq!(fmt_rate(1234567.4), "1,234,567");
+        assert_eq!(fmt_rate(1_234_567.4), "1,234,567");
         assert_eq!(fmt_rate(999.0), "999");
         assert_eq!(fmt_us(87.2), "87 us");
         assert_eq!(fmt_us(1250.0), "1.25 ms");
