@@ -1,4 +1,4 @@
-//! File transfer (issue 5): servers started in this process through the
+//! File transfer: servers started in this process through the
 //! library API, driven by `demos::files::client::Client` and raw sockets;
 //! the CLI through the `demos` binary.
 

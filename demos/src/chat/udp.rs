@@ -1,5 +1,5 @@
-//! The UDP chat: the seeds' "QQ" chat (one server, one person answering by
-//! hand) made into a relay between any number of peers.
+//! The UDP chat: the classic two-person UDP chat (one server, one person
+//! answering by hand) made into a relay between any number of peers.
 //!
 //! A peer is an address that sent `/nick NAME`. Each later datagram from it
 //! is relayed to every other peer as `NAME: text`. Peers silent for longer

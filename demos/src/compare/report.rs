@@ -1,6 +1,6 @@
 //! What `demos compare` produces: one [`Row`] per server and cell, the
-//! targets of DESIGN.md section 7 checked against them, and the markdown
-//! report.
+//! project's performance targets (`docs/benchmarks.md`, "Targets") checked
+//! against them, and the markdown report.
 
 use std::fmt::Write as _;
 
@@ -90,10 +90,10 @@ pub struct IdleResult {
     pub capped: Option<String>,
 }
 
-/// One bar of DESIGN.md section 7 checked against the rows.
+/// One performance target (a "bar") checked against the rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    /// The bar, as DESIGN.md words it.
+    /// The bar, in words.
     pub bar: String,
     /// The measured value, in words (ratio and the numbers behind it).
     pub measured: String,
@@ -126,7 +126,7 @@ pub struct Results {
     pub wall_s: f64,
     /// Every row.
     pub rows: Vec<Row>,
-    /// DESIGN.md section 7, checked.
+    /// The performance targets, checked.
     pub targets: Vec<Target>,
     /// Notes printed with the tables.
     pub notes: Vec<String>,
@@ -167,7 +167,7 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * k).round() / k
 }
 
-/// Checks every bar of DESIGN.md section 7 that the rows can answer.
+/// Checks every performance target that the rows can answer.
 pub fn targets(rows: &[Row]) -> Vec<Target> {
     let mut out = Vec::new();
     let mut ratio_bar = |bar: &str, a: (&str, &str), b: (&str, &str), min: f64| {
