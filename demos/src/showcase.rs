@@ -108,7 +108,7 @@ fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
             "echo: TCP echoes bytes as they come, UDP each datagram",
             echo,
         ),
-        ("chat: TCP room and UDP relay, DESIGN.md section 5", chat),
+        ("chat: TCP room and UDP relay", chat),
         (
             "shell: HMAC auth, then commands in their own process group",
             shell,

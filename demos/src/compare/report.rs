@@ -258,13 +258,13 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         5.0,
     );
     ratio_bar(
-        "(not a DESIGN bar) UDP echo: Threading with keep_alive(1 s) vs Python ThreadingUDPServer, for the 5x bar",
+        "(not a target) UDP echo: Threading with keep_alive(1 s) vs Python ThreadingUDPServer, for the 5x bar",
         ("threading-ka", "udp64-c8"),
         ("py-threading", "udp64-c8"),
         5.0,
     );
     ratio_bar(
-        "(not a DESIGN bar) connect-echo-close: Threading with keep_alive(1 s) vs plain std, for the 0.9x bar",
+        "(not a target) connect-echo-close: Threading with keep_alive(1 s) vs plain std, for the 0.9x bar",
         ("threading-ka", "connect-c8"),
         ("std", "connect-c8"),
         0.9,
@@ -590,7 +590,7 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
         let _ = writeln!(w);
     }
 
-    let _ = writeln!(w, "## DESIGN.md section 7 targets\n");
+    let _ = writeln!(w, "## Targets\n");
     let _ = writeln!(w, "| target | measured | met |\n|---|---|---|");
     for t in &res.targets {
         let met = match t.met {
