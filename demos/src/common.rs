@@ -17,7 +17,8 @@ use socketserver::{
 };
 
 /// How long a server lets running handlers finish after SIGINT/SIGTERM
-/// before it cuts their connections (DESIGN.md section 6: 1 s).
+/// before it cuts their connections: 1 s, part of the command-line
+/// contract (`docs/demos.md`).
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Where servers listen unless told otherwise: loopback, a free port.

@@ -297,7 +297,7 @@ pub struct ChatOutcome {
 }
 
 /// A whole TCP chat session against the server at `addr`, checking the
-/// protocol of DESIGN.md section 5 on the way:
+/// chat protocol (`docs/protocols.md`, "Chat") on the way:
 ///
 /// 1. `alice`, `bob` and `carol` join; the earlier ones are told of the
 ///    later ones (`* NAME joined`);

@@ -1,10 +1,10 @@
-//! Echo: the seeds' first server, under any strategy and over TCP, UDP or
-//! Unix sockets.
+//! Echo: the first server every socket tutorial writes, under any strategy
+//! and over TCP, UDP or Unix sockets.
 //!
 //! TCP (or Unix stream) echoes bytes back as they arrive, in any chunking,
 //! binary safe; UDP (or Unix datagram) answers each datagram with itself.
-//! With `upper`, ASCII letters come back uppercased, as in the seeds'
-//! `conn.send(data.upper())`.
+//! With `upper`, ASCII letters come back uppercased, the classic
+//! `conn.send(data.upper())` of a first Python echo server.
 //!
 //! The whole server is [`Echo`]: one short handler for each transport kind.
 

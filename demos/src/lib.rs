@@ -3,14 +3,14 @@
 //! Programs built on [`socketserver`], one module per demo, all behind one
 //! command-line tool, `demos` (see `demos --help` and `docs/demos.md`):
 //!
-//! * [`echo`]: the seeds' echo server over TCP, UDP or Unix sockets, under
+//! * [`echo`]: the classic echo server over TCP, UDP or Unix sockets, under
 //!   any of the four strategies, with `--upper`;
 //! * [`chat`]: a TCP chat room where a slow member never blocks the others,
-//!   and the seeds' UDP "QQ" chat made into a relay between many peers;
-//! * [`shell`]: the seeds' remote command runner, behind HMAC
+//!   and the classic two-person UDP chat made into a relay between many peers;
+//! * [`shell`]: a remote command runner, behind HMAC
 //!   authentication, with a timeout that kills the command's process
 //!   group, an output cap, and stdout and stderr kept apart;
-//! * [`files`]: the seeds' file upload (JSON header + raw bytes) with
+//! * [`files`]: a file upload and download (JSON header + raw bytes) with
 //!   sha256 checks both ways, atomic uploads, and file names that cannot
 //!   leave the root;
 //! * [`showcase`]: starts each demo in this process, drives it with real

@@ -1,5 +1,6 @@
-//! `demos`: the socketserver demos behind one command line (DESIGN.md
-//! section 6). See `demos --help`, and `docs/demos.md` for sessions.
+//! `demos`: the socketserver demos behind one command line, a stable
+//! contract that scripts rely on. See `demos --help`, and `docs/demos.md`
+//! for sessions.
 
 use std::io::{self, BufReader};
 use std::process::ExitCode;
@@ -143,7 +144,7 @@ EXAMPLES:
     Serve {
         #[command(flatten)]
         server: ServerArgs,
-        /// Send ASCII letters back uppercased, as in the seeds' examples.
+        /// Send ASCII letters back uppercased.
         #[arg(long)]
         upper: bool,
         /// Stack size in bytes of each request thread (threading) or
@@ -410,10 +411,13 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 Err(Failure("showcase: some checks failed".into(), 1))
             }
         }
-        Demo::Compare(args) => match compare::run(args)? {
-            true => Ok(()),
-            false => Err(Failure("compare: some cells produced no numbers".into(), 1)),
-        },
+        Demo::Compare(args) => {
+            if compare::run(args)? {
+                Ok(())
+            } else {
+                Err(Failure("compare: some cells produced no numbers".into(), 1))
+            }
+        }
         Demo::Baseline(cmd) => Ok(compare::baseline::run(cmd)?),
     }
 }

@@ -76,7 +76,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
 }
 
 fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
-    use StrategyName::*;
+    use StrategyName::{Pool, Synchronous, Threading};
     let mut echo: Vec<(String, Check)> = Vec::new();
     for s in [Synchronous, Threading, Pool] {
         echo.push((format!("tcp {s}"), Box::new(move || echo_tcp(s))));
@@ -108,7 +108,7 @@ fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
             "echo: TCP echoes bytes as they come, UDP each datagram",
             echo,
         ),
-        ("chat: TCP room and UDP relay, DESIGN.md section 5", chat),
+        ("chat: TCP room and UDP relay", chat),
         (
             "shell: HMAC auth, then commands in their own process group",
             shell,

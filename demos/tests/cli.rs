@@ -1,4 +1,4 @@
-//! The `demos` binary end to end, as scripts use it (DESIGN.md section 6):
+//! The `demos` binary end to end, as scripts use it (`docs/demos.md`):
 //! `listening on` lines, echo under all four strategies (forking only ever
 //! runs here, in a server process of its own), chat over TCP and UDP, the
 //! clients, one-line errors, and SIGTERM/SIGINT -> exit 0 within 1 s.

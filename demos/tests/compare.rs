@@ -1,4 +1,4 @@
-//! `demos compare` end to end, as CI's smoke test (issue 6): the smallest
+//! `demos compare` end to end, as CI's smoke test: the smallest
 //! run that still fills every cell (`--smoke --duration 0.3`) must give
 //! numbers in every cell, zero errors, and JSON that parses. No timing is
 //! asserted: this machine is shared and noisy.

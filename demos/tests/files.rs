@@ -1,4 +1,4 @@
-//! File transfer (issue 5): servers started in this process through the
+//! File transfer: servers started in this process through the
 //! library API, driven by `demos::files::client::Client` and raw sockets;
 //! the CLI through the `demos` binary.
 
@@ -153,7 +153,7 @@ fn every_bad_name_is_refused_and_nothing_is_written() {
         ("a\\b".into(), "is a path"),
         ("..".into(), "is not a file name"),
         (".".into(), "is not a file name"),
-        ("".into(), "the name is empty"),
+        (String::new(), "the name is empty"),
         ("a\0b".into(), "NUL"),
         (long, "256 bytes long"),
         ("line\nbreak".into(), "control character"),

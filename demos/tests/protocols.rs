@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -166,7 +167,9 @@ fn hexdump(bytes: &[u8]) -> String {
         let mut hex = String::new();
         for i in 0..16 {
             match line.get(i) {
-                Some(b) => hex.push_str(&format!("{b:02x} ")),
+                Some(b) => {
+                    let _ = write!(hex, "{b:02x} ");
+                }
                 None => hex.push_str("   "),
             }
             if i == 7 {
@@ -183,7 +186,7 @@ fn hexdump(bytes: &[u8]) -> String {
                 }
             })
             .collect();
-        out.push_str(&format!("{:08x}  {hex} |{ascii}|\n", n * 16));
+        let _ = writeln!(out, "{:08x}  {hex} |{ascii}|", n * 16);
     }
     out
 }

@@ -1,4 +1,4 @@
-//! The remote shell (issue 5): servers started in this process through the
+//! The remote shell: servers started in this process through the
 //! library API, driven by `demos::shell::client::Session` and raw sockets;
 //! the CLI contract through the `demos` binary.
 
@@ -187,7 +187,7 @@ fn echo_exit_codes_and_separate_streams() {
 #[test]
 fn non_utf8_output_passes_through_as_bytes() {
     let server = ShellServer::start(|_| {});
-    // "你好" in GBK (the seeds' Windows output), then bytes valid in no
+    // "你好" in GBK (what a Chinese Windows console writes), then bytes valid in no
     // encoding, on both streams.
     let r = run(
         &server,

@@ -73,7 +73,7 @@ impl FromStr for Mode {
 /// One load-generation run. Build it with [`Config::new`] and change the public fields.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Server address; must be loopback (127.0.0.0/8 or ::1), anything else is refused.
+    /// Server address; must be loopback (`127.0.0.0/8` or `::1`), anything else is refused.
     pub addr: SocketAddr,
     /// How load is generated.
     pub mode: Mode,
@@ -163,7 +163,7 @@ impl Config {
     }
 }
 
-/// True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8 (`::ffff:127.x.y.z`).
+/// True for `127.0.0.0/8`, `::1` and IPv4-mapped `127.0.0.0/8` (`::ffff:127.x.y.z`).
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),

@@ -13,7 +13,7 @@
 //! Latencies go into an HDR histogram; only requests completed inside the measured
 //! window `[warmup, warmup + duration)` count, while errors count over the whole run.
 //! A run always ends at `warmup + duration` (plus a short grace) whatever the server
-//! does, and only loopback targets (127.0.0.0/8, ::1) are accepted.
+//! does, and only loopback targets (`127.0.0.0/8`, `::1`) are accepted.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -13,6 +13,7 @@ use loadgen::{Config, Error, IdleConfig, Mode};
 /// Closed-loop load generator for echo servers on loopback (127.0.0.0/8, ::1 only).
 #[derive(Parser, Debug)]
 #[command(version, about)]
+#[allow(clippy::doc_markdown)] // these doc comments are the --help text, shown as written
 struct Args {
     /// Server address, IP:PORT or localhost:PORT ([::1]:PORT for IPv6).
     #[arg(long, value_parser = parse_addr)]

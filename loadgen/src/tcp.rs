@@ -164,7 +164,7 @@ impl Driver<'_> {
                 }
                 return Err(Error::io("epoll_wait", e));
             }
-            for ev in events.iter() {
+            for ev in &events {
                 let i = ev.token().0;
                 if i < self.conns.len() {
                     self.on_event(i);
@@ -245,9 +245,8 @@ impl Driver<'_> {
 
     /// Starts a non-blocking connect.
     fn open(&mut self, i: usize, now: Instant) {
-        let mut stream = match TcpStream::connect(self.cfg.addr) {
-            Ok(s) => s,
-            Err(_) => return self.fail(i, Failure::Connect),
+        let Ok(mut stream) = TcpStream::connect(self.cfg.addr) else {
+            return self.fail(i, Failure::Connect);
         };
         // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
         let _ = stream.set_nodelay(true);

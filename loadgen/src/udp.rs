@@ -124,7 +124,7 @@ impl Driver<'_> {
                 }
                 return Err(Error::io("epoll_wait", e));
             }
-            for ev in events.iter() {
+            for ev in &events {
                 let k = ev.token().0;
                 if k < self.socks.len() {
                     self.drain(k);
@@ -185,7 +185,7 @@ impl Driver<'_> {
         self.next_due = self.next_due.min(when);
     }
 
-    /// Reads every datagram queued on socket `k` (edge-triggered: drain to WouldBlock).
+    /// Reads every datagram queued on socket `k` (edge-triggered: drain to `WouldBlock`).
     fn drain(&mut self, k: usize) {
         loop {
             let r = self.socks[k].sock.recv(&mut self.rbuf);

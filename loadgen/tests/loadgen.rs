@@ -395,7 +395,7 @@ fn ipv6_loopback() {
     assert!(r.requests > 50 && r.errors == 0 && r.lost == 0, "{r:?}");
 }
 
-/// The hard RLIMIT_NOFILE of this process, from /proc/self/limits.
+/// The hard `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
 fn hard_nofile() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;

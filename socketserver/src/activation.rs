@@ -75,10 +75,7 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
     let end = fd_range_end(n).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "LISTEN_FDS={n} is out of range: expected 0 to {} descriptors",
-                MAX_LISTEN_FDS
-            ),
+            format!("LISTEN_FDS={n} is out of range: expected 0 to {MAX_LISTEN_FDS} descriptors"),
         )
     })?;
     (LISTEN_FDS_START..end)

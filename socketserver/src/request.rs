@@ -167,8 +167,8 @@ pub struct StreamRequest {
     wbuf: Vec<u8>,
     timeouts: ReadTimeouts,
     phase: Phase,
-    /// The socket's read timeout as last set here (`None`: not set yet).
-    rcvtimeo: Option<Option<Duration>>,
+    /// The socket's read timeout as last set here.
+    rcvtimeo: RcvTimeout,
     /// Where to watch for a shutdown while waiting for a message, when
     /// nobody else can wake this thread (the request runs inline in the
     /// server loop).
@@ -237,6 +237,24 @@ impl ReadTimeouts {
     }
 }
 
+/// The socket's read timeout, as far as this request knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RcvTimeout {
+    /// Not set here yet.
+    Unknown,
+    /// Set to this (`None`: no timeout).
+    Set(Option<Duration>),
+}
+
+impl RcvTimeout {
+    fn get(self) -> Option<Duration> {
+        match self {
+            RcvTimeout::Set(t) => t,
+            RcvTimeout::Unknown => None,
+        }
+    }
+}
+
 /// Where a connection is in its messages (see [`StreamRequest::read_message`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -289,7 +307,7 @@ impl StreamRequest {
             wbuf: Vec::new(),
             timeouts: ReadTimeouts::default(),
             phase: Phase::Outside,
-            rcvtimeo: None,
+            rcvtimeo: RcvTimeout::Unknown,
             stop: None,
             state: ConnectionState::default(),
         }
@@ -404,9 +422,9 @@ impl StreamRequest {
 
     /// Sets the socket's read timeout unless it is set to that already.
     fn set_rcvtimeo(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.rcvtimeo != Some(timeout) {
+        if self.rcvtimeo != RcvTimeout::Set(timeout) {
             self.conn.set_read_timeout(timeout)?;
-            self.rcvtimeo = Some(timeout);
+            self.rcvtimeo = RcvTimeout::Set(timeout);
         }
         Ok(())
     }
@@ -476,8 +494,8 @@ impl StreamRequest {
         loop {
             match (&self.conn).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) && self.rcvtimeo.flatten().is_some() => {
-                    let t = self.rcvtimeo.flatten().unwrap_or_default();
+                Err(e) if is_timeout(&e) && self.rcvtimeo.get().is_some() => {
+                    let t = self.rcvtimeo.get().unwrap_or_default();
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("read timed out after {t:?} (read_timeout)"),

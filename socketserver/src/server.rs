@@ -254,8 +254,8 @@ impl<S: Strategy> Builder<S> {
     }
 
     /// Read timeout of a connection: the longest **one read** waits for
-    /// data; a read that waits longer fails with `TimedOut` ("read timed out
-    /// after ... (read_timeout)"), which ends the request. This is how long
+    /// data; a read that waits longer fails with `TimedOut` (`read timed out
+    /// after ... (read_timeout)`), which ends the request. This is how long
     /// an idle client may stay connected (default
     /// [`DEFAULT_READ_TIMEOUT`], 10 minutes; `None`: wait forever). It is a
     /// per-operation timer, reset by every byte: it does not stop a client

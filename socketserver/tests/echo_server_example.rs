@@ -313,7 +313,7 @@ fn running_out_of_fds_backs_off_keeps_serving_and_recovers() {
     );
     assert!(!served, "the server ran out of fds within 40 connections");
     // Existing clients are still served while accept fails.
-    for (c, _) in held.iter_mut() {
+    for (c, _) in &mut held {
         c.write_all(b"still here").unwrap();
         let mut back = [0u8; 10];
         c.read_exact(&mut back).unwrap();

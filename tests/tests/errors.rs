@@ -34,7 +34,7 @@ impl StreamHandler for Faulty {
         let mut line = String::new();
         req.read_line(&mut line)?;
         match line.trim_end() {
-            "fail" => Err(io::Error::new(io::ErrorKind::Other, "deliberate failure")),
+            "fail" => Err(io::Error::other("deliberate failure")),
             "panic" => panic!("deliberate panic"),
             "write-then-panic" => {
                 req.write_all(b"half a reply")?;
@@ -42,7 +42,7 @@ impl StreamHandler for Faulty {
             }
             "write-then-fail" => {
                 req.write_all(b"ERR refused\n")?;
-                Err(io::Error::new(io::ErrorKind::Other, "refused"))
+                Err(io::Error::other("refused"))
             }
             _ => {
                 req.write_all(line.as_bytes())?;
@@ -245,10 +245,7 @@ fn a_connection_reset_is_logged_at_debug_not_error<S: Strategy>(strategy: S) {
 /// echoed.
 fn faulty_datagram(req: &mut DatagramRequest) -> io::Result<()> {
     match req.data() {
-        b"fail" => Err(io::Error::new(
-            io::ErrorKind::Other,
-            "deliberate datagram failure",
-        )),
+        b"fail" => Err(io::Error::other("deliberate datagram failure")),
         b"panic" => panic!("deliberate datagram panic"),
         _ => {
             let data = req.take_data();

@@ -272,7 +272,7 @@ fn writes_of_mixed_sizes_arrive_in_order() {
     within(DEADLINE, "mixed writes", move || {
         let mut got = Vec::new();
         tcp_client(&addr).read_to_end(&mut got).unwrap();
-        assert!(got == pattern(total), "{} bytes in order", total);
+        assert!(got == pattern(total), "{total} bytes in order");
     });
     running.stop();
 }

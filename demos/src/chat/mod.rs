@@ -1,7 +1,7 @@
-//! Chat: a TCP room ([`Room`]) and the seeds' UDP "QQ" chat made
+//! Chat: a TCP room ([`Room`]) and the classic two-person UDP chat made
 //! multi-user ([`UdpRoom`]), with their clients ([`client`]).
 //!
-//! Both speak lines of text (DESIGN.md section 5):
+//! Both speak lines of text (`docs/protocols.md`, "Chat"):
 //!
 //! * **TCP**: the first line is the nickname; an empty, duplicate,
 //!   over-long or malformed one gets a `* ` line saying why and the server

@@ -1,5 +1,5 @@
-//! The UDP chat: the seeds' "QQ" chat (one server, one person answering by
-//! hand) made into a relay between any number of peers.
+//! The UDP chat: the classic two-person UDP chat (one server, one person
+//! answering by hand) made into a relay between any number of peers.
 //!
 //! A peer is an address that sent `/nick NAME`. Each later datagram from it
 //! is relayed to every other peer as `NAME: text`. Peers silent for longer
@@ -135,7 +135,7 @@ impl UdpRoom {
                 }
             };
             let mut names: Vec<&str> = peers.values().map(|p| p.nick.as_str()).collect();
-            names.sort();
+            names.sort_unstable();
             let welcome = format!(
                 "* welcome {nick}; online: {} (/who lists peers, /quit leaves)",
                 names.join(", ")
@@ -154,7 +154,7 @@ impl UdpRoom {
             "" => (None, None),
             "/who" => {
                 let mut names: Vec<&str> = peers.values().map(|p| p.nick.as_str()).collect();
-                names.sort();
+                names.sort_unstable();
                 let who = format!("* peers ({}): {}", names.len(), names.join(", "));
                 (Some(who), None)
             }

@@ -2,7 +2,7 @@
 //! against, and the shutdown-latency probe, each run as a child process.
 //!
 //! * `std-tcp`: what a Rust user writes by hand: a blocking accept loop and a
-//!   thread per connection (TCP_NODELAY, 64 KiB buffer).
+//!   thread per connection (`TCP_NODELAY`, 64 KiB buffer).
 //! * `std-udp`: a blocking `recv_from` / `send_to` loop.
 //! * `tokio-tcp`: a multi-threaded tokio runtime, one task per connection.
 //! * `shutdown-probe`: the time from `shutdown()` to `serve_forever`
@@ -28,7 +28,7 @@ pub enum BaselineCmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
-    /// Plain std UDP echo: a recv_from/send_to loop.
+    /// Plain std UDP echo: a `recv_from`/`send_to` loop.
     StdUdp {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -133,13 +133,10 @@ fn tokio_tcp(addr: SocketAddr) -> io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         listening("tcp", listener.local_addr())?;
         loop {
-            let (mut s, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(_) => {
-                    // Out of descriptors and the like: do not spin.
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                }
+            let Ok((mut s, _)) = listener.accept().await else {
+                // Out of descriptors and the like: do not spin.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
             };
             tokio::spawn(async move {
                 let _ = s.set_nodelay(true);

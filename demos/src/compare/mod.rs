@@ -1033,7 +1033,7 @@ fn machine(s: &Settings) -> Vec<(String, String)> {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or("?".into(), |kib| {
-            format!("{:.1} GiB", kib as f64 / 1048576.0)
+            format!("{:.1} GiB", kib as f64 / 1_048_576.0)
         });
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())

@@ -231,7 +231,7 @@ pub fn group_cpu(pgid: i32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / ticks_per_sec())
 }
 
-/// VmRSS (KiB) of `pid`.
+/// `VmRSS` (KiB) of `pid`.
 pub fn rss_kib(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -243,7 +243,7 @@ pub fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// VmRSS of every process in group `pgid`, summed (KiB).
+/// `VmRSS` of every process in group `pgid`, summed (KiB).
 pub fn group_rss_kib(pgid: i32) -> u64 {
     group_members(pgid).into_iter().map(rss_kib).sum()
 }

@@ -1,6 +1,6 @@
 //! What `demos compare` produces: one [`Row`] per server and cell, the
-//! targets of DESIGN.md section 7 checked against them, and the markdown
-//! report.
+//! project's performance targets (`docs/benchmarks.md`, "Targets") checked
+//! against them, and the markdown report.
 
 use std::fmt::Write as _;
 
@@ -90,10 +90,10 @@ pub struct IdleResult {
     pub capped: Option<String>,
 }
 
-/// One bar of DESIGN.md section 7 checked against the rows.
+/// One performance target (a "bar") checked against the rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    /// The bar, as DESIGN.md words it.
+    /// The bar, in words.
     pub bar: String,
     /// The measured value, in words (ratio and the numbers behind it).
     pub measured: String,
@@ -126,7 +126,7 @@ pub struct Results {
     pub wall_s: f64,
     /// Every row.
     pub rows: Vec<Row>,
-    /// DESIGN.md section 7, checked.
+    /// The performance targets, checked.
     pub targets: Vec<Target>,
     /// Notes printed with the tables.
     pub notes: Vec<String>,
@@ -167,7 +167,7 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * k).round() / k
 }
 
-/// Checks every bar of DESIGN.md section 7 that the rows can answer.
+/// Checks every performance target that the rows can answer.
 pub fn targets(rows: &[Row]) -> Vec<Target> {
     let mut out = Vec::new();
     let mut ratio_bar = |bar: &str, a: (&str, &str), b: (&str, &str), min: f64| {
@@ -258,13 +258,13 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         5.0,
     );
     ratio_bar(
-        "(not a DESIGN bar) UDP echo: Threading with keep_alive(1 s) vs Python ThreadingUDPServer, for the 5x bar",
+        "(not a target) UDP echo: Threading with keep_alive(1 s) vs Python ThreadingUDPServer, for the 5x bar",
         ("threading-ka", "udp64-c8"),
         ("py-threading", "udp64-c8"),
         5.0,
     );
     ratio_bar(
-        "(not a DESIGN bar) connect-echo-close: Threading with keep_alive(1 s) vs plain std, for the 0.9x bar",
+        "(not a target) connect-echo-close: Threading with keep_alive(1 s) vs plain std, for the 0.9x bar",
         ("threading-ka", "connect-c8"),
         ("std", "connect-c8"),
         0.9,
@@ -590,7 +590,7 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
         let _ = writeln!(w);
     }
 
-    let _ = writeln!(w, "## DESIGN.md section 7 targets\n");
+    let _ = writeln!(w, "## Targets\n");
     let _ = writeln!(w, "| target | measured | met |\n|---|---|---|");
     for t in &res.targets {
         let met = match t.met {
@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn formatting() {
-        assert_eq!(fmt_rate(1234567.4), "1,234,567");
+        assert_eq!(fmt_rate(1_234_567.4), "1,234,567");
         assert_eq!(fmt_rate(999.0), "999");
         assert_eq!(fmt_us(87.2), "87 us");
         assert_eq!(fmt_us(1250.0), "1.25 ms");

@@ -10,7 +10,7 @@
 //! Forking must fork from a single-threaded process, so for it the probe's
 //! main thread runs `serve_forever` and everything else is a forked process:
 //! the busy clients, and a trigger process that (after serving one request,
-//! or after letting the load run for 300 ms) reads CLOCK_MONOTONIC, calls
+//! or after letting the load run for 300 ms) reads `CLOCK_MONOTONIC`, calls
 //! `shutdown()` on its copy of the handle (a byte into the wake-up socket,
 //! which a forked child shares) and sends the time back through a pipe.
 
@@ -65,7 +65,7 @@ impl ShutdownResult {
         samples.sort_by(f64::total_cmp);
         let n = samples.len().max(1);
         let at = |i: usize| samples.get(i).copied().unwrap_or(0.0);
-        let median = (at((n - 1) / 2) + at(n / 2)) / 2.0;
+        let median = f64::midpoint(at((n - 1) / 2), at(n / 2));
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         ShutdownResult {
             strategy: strategy.to_owned(),
@@ -209,7 +209,7 @@ fn threaded_run(strategy: StrategyName, busy: usize) -> io::Result<(Duration, u6
     ))
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (the clock `Instant` uses on Linux, the
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock `Instant` uses on Linux, the
 /// same in every process).
 fn mono_ns() -> u64 {
     let mut ts = libc::timespec {

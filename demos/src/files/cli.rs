@@ -161,15 +161,14 @@ pub fn main(cmd: FilesCmd) -> u8 {
     })
 }
 
-fn read_key(path: &Option<PathBuf>, what: &str) -> Result<Option<Key>, CliError> {
-    path.as_ref()
-        .map(|p| Key::from_file(p).map_err(|e| CliError::usage(format!("{what} --key-file: {e}"))))
+fn read_key(path: Option<&PathBuf>, what: &str) -> Result<Option<Key>, CliError> {
+    path.map(|p| Key::from_file(p).map_err(|e| CliError::usage(format!("{what} --key-file: {e}"))))
         .transpose()
 }
 
 /// `demos files serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
-    let key = read_key(&a.key_file, "files serve")?;
+    let key = read_key(a.key_file.as_ref(), "files serve")?;
     if key.is_none() && !a.listen.is_local() {
         log::warn!(
             "files: serving {} beyond loopback without --key-file: anyone who can connect \
@@ -193,7 +192,7 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
 }
 
 fn connect(c: &ClientArgs, what: &str) -> Result<Client, CliError> {
-    let key = read_key(&c.key_file, what)?;
+    let key = read_key(c.key_file.as_ref(), what)?;
     Ok(Client::connect(&c.connect, key.as_ref(), c.timeout)?)
 }
 

@@ -1,8 +1,8 @@
-//! File transfer: the seeds' upload server (a JSON header with the file's
+//! File transfer: the textbook upload server (a JSON header with the file's
 //! name and size, then the raw bytes, then an md5 check) made safe to
 //! leave running.
 //!
-//! # Protocol (DESIGN.md section 5)
+//! # Protocol (`docs/protocols.md`, "File transfer", says why each rule is there)
 //!
 //! With a key, authentication ([`socketserver::auth`]) comes first. Then
 //! each request is one frame (4-byte big-endian length, then the payload)

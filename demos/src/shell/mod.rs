@@ -1,7 +1,7 @@
-//! Remote shell: the seeds' remote command runner (`subprocess.Popen(cmd,
+//! Remote shell: the textbook remote command runner (`subprocess.Popen(cmd,
 //! shell=True)` behind a socket), made safe to leave running.
 //!
-//! # Protocol (DESIGN.md section 5)
+//! # Protocol (`docs/protocols.md`, "The remote shell", says why each rule is there)
 //!
 //! Every message is a frame of [`socketserver::framing`]: a 4-byte
 //! big-endian length, then the payload.
@@ -100,7 +100,7 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
 /// The framing of command frames (server side): at most [`MAX_COMMAND`].
 pub const COMMAND_FRAMING: Framing = Framing::new().with_max_frame_size(MAX_COMMAND);
 
-/// The reply's first frame (DESIGN.md section 5, exactly these fields).
+/// The reply's first frame (exactly these fields; see `docs/protocols.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyHeader {
     /// The exit status; `None` (JSON null) if killed by a signal or timed out.

@@ -30,7 +30,7 @@ use crate::{Address, ShutdownHandle};
 #[derive(Debug, Clone)]
 pub struct SocketOptions {
     /// `SO_REUSEADDR` (default `true`): restart at once while old
-    /// connections sit in TIME_WAIT. Python: `allow_reuse_address`.
+    /// connections sit in `TIME_WAIT`. Python: `allow_reuse_address`.
     pub reuse_address: bool,
     /// `SO_REUSEPORT` (default `false`): several processes share one port and
     /// the kernel spreads connections. Python: `allow_reuse_port`.
