@@ -152,6 +152,7 @@ impl<T: Transport, S: Strategy, H> Bound<T, S, H> {
     }
 
     /// Runs `hook` once `serve_forever` has returned, before the drain.
+    #[must_use]
     pub fn on_stop(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
         self.on_stop.push(Box::new(hook));
         self

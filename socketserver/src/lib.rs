@@ -73,6 +73,7 @@
 //! printed by the library.
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
 #[cfg(not(unix))]
@@ -93,6 +94,7 @@ mod request;
 mod server;
 mod shutdown;
 pub mod strategy;
+#[allow(unsafe_code)] // the one module where the OS demands it; see its docs
 mod sys;
 pub mod transport;
 

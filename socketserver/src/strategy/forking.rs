@@ -87,6 +87,7 @@ impl Forking {
     }
 
     /// Most children alive at once (at least 1).
+    #[must_use]
     pub fn max_children(mut self, n: usize) -> Forking {
         self.max_children = n.max(1);
         self

@@ -71,12 +71,14 @@ impl Pool {
     }
 
     /// Capacity of the queue of waiting requests (at least 1).
+    #[must_use]
     pub fn queue(mut self, capacity: usize) -> Pool {
         self.queue = capacity.max(1);
         self
     }
 
     /// Stack size of the worker threads.
+    #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Pool {
         self.stack_size = Some(bytes);
         self

@@ -91,6 +91,7 @@ impl Threading {
 
     /// Stack size of request threads in bytes. Smaller stacks let more
     /// threads fit in the address space (e.g. 10,000 idle connections).
+    #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Threading {
         self.stack_size = Some(bytes);
         self
@@ -98,12 +99,14 @@ impl Threading {
 
     /// Whether closing the server waits for running requests (default
     /// `true`). Python: `block_on_close`.
+    #[must_use]
     pub fn block_on_close(mut self, block: bool) -> Threading {
         self.daemon = !block;
         self
     }
 
     /// Python's `daemon_threads`: the opposite of `block_on_close`.
+    #[must_use]
     pub fn daemon_threads(self, daemon: bool) -> Threading {
         self.block_on_close(!daemon)
     }
@@ -125,6 +128,7 @@ impl Threading {
     ///     })?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[must_use]
     pub fn keep_alive(mut self, keep_alive: Duration) -> Threading {
         self.keep_alive = Some(keep_alive).filter(|d| !d.is_zero());
         self
