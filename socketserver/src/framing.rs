@@ -83,7 +83,9 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
+#[cfg(feature = "json")]
 use serde::de::DeserializeOwned;
+#[cfg(feature = "json")]
 use serde::Serialize;
 
 /// The default maximum payload size of a frame: 16 MiB.
@@ -342,7 +344,8 @@ impl Framing {
         Ok(true)
     }
 
-    /// Serializes `value` as JSON and writes it as one frame.
+    /// Serializes `value` as JSON and writes it as one frame (feature
+    /// `json`).
     ///
     /// ```
     /// use socketserver::framing::Framing;
@@ -363,6 +366,7 @@ impl Framing {
     /// `InvalidInput` if `value` cannot be serialized (a map with non-string keys,
     /// say) or is too large for one frame; otherwise as for
     /// [`write_frame`](Self::write_frame).
+    #[cfg(feature = "json")]
     pub fn write_json<W, T>(&self, w: &mut W, value: &T) -> io::Result<()>
     where
         W: Write + ?Sized,
@@ -380,6 +384,7 @@ impl Framing {
     ///
     /// `InvalidData` with serde's message (`invalid JSON frame: ...`) if the frame
     /// is not valid JSON for `T`; otherwise as for [`read_frame`](Self::read_frame).
+    #[cfg(feature = "json")]
     pub fn read_json<R, T>(&self, r: &mut R) -> io::Result<Option<T>>
     where
         R: Read + ?Sized,
@@ -418,6 +423,7 @@ pub fn read_frame<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
 /// # Errors
 ///
 /// As for [`Framing::write_json`].
+#[cfg(feature = "json")]
 pub fn write_json<W, T>(w: &mut W, value: &T) -> io::Result<()>
 where
     W: Write + ?Sized,
@@ -432,6 +438,7 @@ where
 /// # Errors
 ///
 /// As for [`Framing::read_json`].
+#[cfg(feature = "json")]
 pub fn read_json<R, T>(r: &mut R) -> io::Result<Option<T>>
 where
     R: Read + ?Sized,
@@ -576,6 +583,7 @@ fn too_big(len: u64, max: usize) -> String {
 pub enum FrameError {
     /// The frame was read whole but is not valid JSON for the type asked
     /// for. The stream is in step: the connection can answer and go on.
+    #[cfg(feature = "json")]
     BadJson(serde_json::Error),
     /// The header announced more than the maximum frame size; the payload
     /// was not read, so the stream is out of step.
@@ -598,7 +606,11 @@ impl FrameError {
     /// Whether the stream is still at a frame boundary, so that the
     /// connection can report the error and read the next frame.
     pub fn stream_in_step(&self) -> bool {
-        matches!(self, FrameError::BadJson(_))
+        match self {
+            #[cfg(feature = "json")]
+            FrameError::BadJson(_) => true,
+            _ => false,
+        }
     }
 
     fn into_io(self) -> io::Error {
@@ -609,6 +621,7 @@ impl FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            #[cfg(feature = "json")]
             FrameError::BadJson(e) => write!(f, "invalid JSON frame: {e}"),
             FrameError::TooLarge { announced, max } => f.write_str(&too_big(*announced, *max)),
             FrameError::NegativeLength(n) => {
@@ -621,6 +634,7 @@ impl std::fmt::Display for FrameError {
 impl std::error::Error for FrameError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            #[cfg(feature = "json")]
             FrameError::BadJson(e) => Some(e),
             _ => None,
         }

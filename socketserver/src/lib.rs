@@ -70,7 +70,36 @@
 //!   `TCP_NODELAY` is on.
 //!
 //! Logging goes through the [`log`](https://docs.rs/log) crate; nothing is
-//! printed by the library.
+//! printed by the library. A handler's panic is logged there too, with the
+//! peer, instead of being printed by the default panic hook (set
+//! `RUST_BACKTRACE=1` for its backtrace, logged at debug level); panics
+//! outside handlers still reach the hook that was installed before.
+//!
+//! ## Per-connection state
+//!
+//! One handler value serves every connection (`&self` is shared, across
+//! threads): that is where shared state lives. State of one connection, what
+//! Python keeps in `self` of its per-request handler object, lives in the
+//! request: [`StreamRequest::state`] gives the connection's value of any
+//! `Default` type, from `setup` through `handle` to `finish`. Under
+//! [`Forking`], the handler's shared state is the child's copy: changes do
+//! not outlive the request (see [`Forking`]).
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what | dependencies |
+//! |---|---|---|---|
+//! | `framing` | yes | length-prefixed frames (`framing`) | none |
+//! | `json` | no | JSON frames (`framing::read_json`, `write_json`) | `serde`, `serde_json` |
+//! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
+//!
+//! With the defaults the library builds in 15 crates (itself included). The
+//! crypto of `auth` is opt-in so that a plain server compiles none.
+//!
+//! ## Platforms
+//!
+//! Unix only (Linux first, also macOS and the BSDs): the library is built on
+//! `fork`, `poll`, Unix sockets and signals, and does not compile elsewhere.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -85,9 +114,11 @@ compile_error!(
 pub mod activation;
 mod address;
 pub mod aliases;
+#[cfg(feature = "auth")]
 pub mod auth;
 mod connections;
 mod error;
+#[cfg(feature = "framing")]
 pub mod framing;
 mod handler;
 mod request;

@@ -376,8 +376,9 @@ impl StreamRequest {
     ///
     /// [`read_line`](BufRead::read_line), [`read_until`](BufRead::read_until)
     /// and [`lines`](BufRead::lines) read one message each this way already,
-    /// and so do [`framing`](crate::framing)'s `read_*` functions and
-    /// [`echo`](Self::echo) (every chunk is a message). Calls nest: reads
+    /// and so does [`echo`](Self::echo) (every chunk is a message). Wrap
+    /// other protocol reads yourself, e.g. a frame:
+    /// `req.read_message(|r| framing.read_json(r))`. Calls nest: reads
     /// inside `f` belong to the same message.
     ///
     /// ```

@@ -756,13 +756,17 @@ where
     /// pauses 5 ms, doubling up to 1 s, while running requests go on.
     ///
     /// Returns an error only if `poll` itself fails or the loop is already
-    /// running on another thread.
+    /// running on another thread. On a server already closed by
+    /// [`close_gracefully`](Self::close_gracefully) it returns `Ok` at once.
     pub fn serve_forever(&self) -> io::Result<()> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(io::Error::other(format!(
-                "{} is closed: serve_forever after close_gracefully",
+            // Closed before this thread got to serve (a close right after
+            // spawning the serving thread): nothing to serve, not an error.
+            log::debug!(
+                "{}: serve_forever on a closed server returns at once",
                 self.url()
-            )));
+            );
+            return Ok(());
         }
         if self.running.swap(true, Ordering::SeqCst) {
             return Err(io::Error::other(
