@@ -19,6 +19,12 @@ use socketserver::{Address, Handler, Server, ShutdownHandle, Strategy, Transport
 /// The default deadline for one blocking step of a test.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The bound for "at once" in a test (a stop, an exit, a client served
+/// while others hang): generous, because the tests run in debug builds on
+/// loaded shared machines. Tests that use it print the real figure; what a
+/// test proves comes from order and counts, not from this number.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
 /// Whether `python3` can be run here (checked once per test process). When
 /// it cannot, prints that `test` is skipped and why, so a test that needs
 /// Python starts with `if !python3_available("name") { return; }`.
