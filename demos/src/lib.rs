@@ -14,9 +14,11 @@
 //!   sha256 checks both ways, atomic uploads, and file names that cannot
 //!   leave the root;
 //! * [`showcase`]: starts each demo in this process, drives it with real
-//!   sockets and reports;
-//! * [`compare`]: every strategy side by side with a plain std echo, tokio
-//!   and Python's socketserver, measured with `loadgen` (`demos compare`).
+//!   sockets and reports.
+//!
+//! The measurements (every strategy side by side with a plain std echo,
+//! tokio and Python's socketserver) live in the workspace's `bench` crate:
+//! `cargo run --release -p bench -- --quick`.
 //!
 //! [`common`] holds what every server shares (addresses, the strategy
 //! choice, `listening on` lines, signals, the graceful close), and
@@ -43,7 +45,6 @@
 pub mod chat;
 pub mod cli;
 pub mod common;
-pub mod compare;
 pub mod drive;
 pub mod echo;
 pub mod files;

@@ -14,7 +14,6 @@ use demos::common::{
     datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
     DEFAULT_LISTEN,
 };
-use demos::compare;
 use demos::echo::{self, Echo};
 use demos::showcase;
 
@@ -106,27 +105,6 @@ time; the whole run takes a few seconds.
 EXAMPLE:
     cargo run --release -p demos -- showcase")]
     Showcase,
-    /// Measure every strategy side by side with plain std, tokio and
-    /// Python's socketserver on loopback: throughput, latency, CPU, idle
-    /// memory, shutdown latency.
-    #[command(after_help = "\
-Each server runs as a child process (our echo under each strategy, a plain
-std thread-per-connection echo and UDP loop, a tokio echo, and Python's
-ThreadingTCPServer, ForkingTCPServer, TCPServer and ThreadingUDPServer when
-python3 is installed); the load comes from loadgen in this process, on
-127.0.0.1 only. Progress goes to stderr, the markdown report to stdout.
-A full run takes a few minutes, --quick under one. The exit status is 1 if
-some cell produced no numbers.
-
-EXAMPLES:
-    cargo run --release -p demos -- compare --quick
-    cargo run --release -p demos -- compare --json docs/bench/results.json \\
-        --markdown docs/bench/results.md --svg docs/bench
-    demos compare --only 'threading|std' --repeat 3")]
-    Compare(compare::CompareArgs),
-    /// Baseline servers and probes that `demos compare` runs as children.
-    #[command(subcommand, hide = true)]
-    Baseline(compare::baseline::BaselineCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -411,14 +389,6 @@ fn run(demo: Demo) -> Result<(), Failure> {
                 Err(Failure("showcase: some checks failed".into(), 1))
             }
         }
-        Demo::Compare(args) => {
-            if compare::run(args)? {
-                Ok(())
-            } else {
-                Err(Failure("compare: some cells produced no numbers".into(), 1))
-            }
-        }
-        Demo::Baseline(cmd) => Ok(compare::baseline::run(cmd)?),
     }
 }
 

@@ -12,7 +12,7 @@ use demos::drive::{self, ChatPlan, Member, Peer, ServerProcess};
 use socketserver::Address;
 
 const MIB: usize = 1 << 20;
-const SECOND: Duration = Duration::from_secs(1);
+use socketserver_tests::PROMPT;
 
 fn start(args: &[&str], lines: usize) -> ServerProcess {
     ServerProcess::start(exe(), args, lines).unwrap_or_else(|e| panic!("demos {args:?}: {e}"))
@@ -24,9 +24,9 @@ fn assert_loopback_port(addr: &Address) {
     assert_ne!(a.port(), 0, "the real port, not 0");
 }
 
-/// SIGTERM; the server must exit with status 0 within 1 s.
+/// SIGTERM; the server must exit with status 0 (within `PROMPT`).
 fn terminate_quickly(mut server: ServerProcess) -> Duration {
-    let (took, status) = server.terminate(SECOND).unwrap();
+    let (took, status) = server.terminate(PROMPT).unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     took
 }
@@ -230,8 +230,12 @@ fn chat_through_binary(strategy: &'static str) {
         drive::chat_scenario(&addr, &plan).unwrap()
     });
     assert_eq!(outcome.delivered, 3 * 2 * 600);
+    eprintln!(
+        "{strategy}: slowest line {:?} while a member never read",
+        outcome.max_latency
+    );
     assert!(
-        outcome.max_latency < SECOND,
+        outcome.max_latency < PROMPT,
         "{strategy}: a line took {:?} to arrive while a member never read",
         outcome.max_latency
     );
@@ -252,8 +256,19 @@ fn chat_pool() {
 }
 
 #[test]
-fn sigterm_with_chat_members_connected_exits_0_within_a_second() {
-    let server = start(&["chat", "serve", "--udp", "127.0.0.1:0"], 2);
+fn sigterm_with_chat_members_connected_exits_0_without_waiting_out_the_drain() {
+    // A drain far longer than PROMPT: the room closes its members itself.
+    let server = start(
+        &[
+            "chat",
+            "serve",
+            "--udp",
+            "127.0.0.1:0",
+            "--drain-secs",
+            "30",
+        ],
+        2,
+    );
     let addr = server.address(0).clone();
     let mut members: Vec<Member> = ["ann", "ben", "cat"]
         .iter()
@@ -292,7 +307,7 @@ fn sigint_and_sigterm_with_an_echo_client_connected() {
         let mut member = Member::connect(&addr, drive::STEP).unwrap();
         member.send("ping").unwrap();
         assert_eq!(member.line().unwrap(), "ping");
-        let (took, status) = server.signal(libc::SIGINT, SECOND).unwrap();
+        let (took, status) = server.signal(libc::SIGINT, PROMPT).unwrap();
         assert!(status.success(), "{strategy}: {status}");
         assert!(
             took >= Duration::from_millis(150),

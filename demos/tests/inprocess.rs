@@ -139,8 +139,12 @@ fn chat_under(s: StrategyName) {
         drive::chat_scenario(&addr, &plan).unwrap()
     });
     assert_eq!(outcome.delivered, 3 * 2 * 500);
+    eprintln!(
+        "{s}: slowest line {:?} while a member never read",
+        outcome.max_latency
+    );
     assert!(
-        outcome.max_latency < Duration::from_secs(1),
+        outcome.max_latency < socketserver_tests::PROMPT,
         "{s}: a line took {:?} while a member never read",
         outcome.max_latency
     );
@@ -265,10 +269,12 @@ fn closing_the_chat_server_disconnects_everyone_at_once() {
         // Wait until all three are members (the last welcome is read, so
         // the room has them).
         assert_eq!(room.members().len(), 3);
+        // A drain far longer than PROMPT: waiting for it would fail.
         let start = Instant::now();
-        running.stop(Duration::from_secs(1)).unwrap();
+        running.stop(DEADLINE).unwrap();
         let took = start.elapsed();
-        assert!(took < Duration::from_millis(500), "{s}: stop took {took:?}");
+        eprintln!("{s}: the chat server stopped in {took:?}");
+        assert!(took < socketserver_tests::PROMPT, "{s}: stop took {took:?}");
         for m in &mut members {
             m.expect("the shutdown notice", drive::STEP, |l| {
                 l == "* server is shutting down"

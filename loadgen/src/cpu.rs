@@ -6,7 +6,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 
 /// User + system CPU time consumed so far by the calling thread (zero if unavailable).
 ///
-/// Per thread rather than per process, so that a host process (e.g. `demos compare`)
+/// Per thread rather than per process, so that a host process (e.g. `bench`)
 /// doing other work does not inflate the generator's figure.
 pub(crate) fn thread_cpu() -> Duration {
     match getrusage(UsageWho::RUSAGE_THREAD) {

@@ -213,12 +213,12 @@ fn non_loopback_targets_are_refused() {
             "0.0.0.0:7",
         ] {
             let addr: SocketAddr = a.parse().unwrap();
+            // Refused before any I/O: the error is NotLoopback, which only
+            // the check of the configuration returns.
             for mode in [Mode::PingPong, Mode::Connect, Mode::Udp] {
-                let t = Instant::now();
                 let e = loadgen::run(&cfg(addr, mode, 1, 64)).unwrap_err();
                 assert!(matches!(e, Error::NotLoopback(x) if x == addr), "{a}: {e}");
                 assert!(e.to_string().contains("not a loopback address"), "{e}");
-                assert!(t.elapsed() < Duration::from_millis(100));
             }
             let e = hold_idle(&IdleConfig::new(addr, 3)).unwrap_err();
             assert!(matches!(e, Error::NotLoopback(_)), "{e}");
@@ -255,7 +255,9 @@ fn silent_server_ends_on_time() {
     let t = Instant::now();
     let e = within(10, move || loadgen::run(&cfg(addr, Mode::PingPong, 4, 64))).unwrap_err();
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // 0.2 s warmup + 0.5 s window: it ends then, not at some later timeout.
+    eprintln!("a run against a silent server ended after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     match e {
         Error::NothingServed(r) => assert_eq!((r.requests, r.errors), (0, 0), "{r:?}"),
         other => panic!("unexpected {other}"),
@@ -410,11 +412,10 @@ fn too_many_connections_for_the_fd_cap_is_refused_up_front() {
     };
     let (addr, open) = tcp_server(Behaviour::Echo);
     let c = cfg(addr, Mode::PingPong, hard as usize + 1, 64);
-    let t = Instant::now();
     let e = loadgen::run(&c).unwrap_err();
     assert!(matches!(e, Error::FdLimit { .. }), "{e}");
     assert!(e.to_string().contains("file descriptors"), "{e}");
-    assert!(t.elapsed() < Duration::from_millis(200));
+    // Refused up front: the server saw no connection.
     assert_eq!(open.load(Ordering::SeqCst), 0, "nothing was opened");
     let e = hold_idle(&IdleConfig::new(addr, hard as usize + 1)).unwrap_err();
     assert!(matches!(e, Error::FdLimit { .. }), "{e}");

@@ -19,6 +19,39 @@ use socketserver::{Address, Handler, Server, ShutdownHandle, Strategy, Transport
 /// The default deadline for one blocking step of a test.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The bound for "at once" in a test (a stop, an exit, a client served
+/// while others hang): generous, because the tests run in debug builds on
+/// loaded shared machines. Tests that use it print the real figure; what a
+/// test proves comes from order and counts, not from this number.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Whether `python3` can be run here (checked once per test process). When
+/// it cannot, prints that `test` is skipped and why, so a test that needs
+/// Python starts with `if !python3_available("name") { return; }`.
+pub fn python3_available(test: &str) -> bool {
+    static FOUND: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        match std::process::Command::new("python3")
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("`python3 --version` exited with {s}")),
+            Err(e) => Err(format!("python3 cannot be started: {e}")),
+        }
+    });
+    match found {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped {test}: {why}");
+            false
+        }
+    }
+}
+
 /// Runs `f` on a thread and returns its result, or panics naming `what` if
 /// it takes longer than `limit`.
 pub fn within<T: Send + 'static>(

@@ -16,7 +16,6 @@ use socketserver::{
 };
 use socketserver_tests::*;
 
-const SECOND: Duration = Duration::from_secs(1);
 const MSG: &[u8] = b"hello world\n";
 
 /// Tests that count this process's file descriptors take it exclusively;
@@ -133,8 +132,12 @@ fn twenty_servers_shut_down_at_once_each_return_within_a_second() {
         stops.into_iter().map(|t| t.join().unwrap()).collect()
     });
     assert_eq!(latencies.len(), 20);
+    eprintln!(
+        "20 servers stopped at once, the slowest in {:?}",
+        latencies.iter().max().unwrap()
+    );
     for (i, took) in latencies.iter().enumerate() {
-        assert!(*took < SECOND, "server {i} took {took:?} to stop");
+        assert!(*took < PROMPT, "server {i} took {took:?} to stop");
     }
 }
 
@@ -302,7 +305,7 @@ fn shutdown_from_inside_a_handler<S: Strategy>(strategy: S) {
         // The handler goes on until the client leaves; then the loop ends.
     });
     running
-        .wait(SECOND)
+        .wait(PROMPT)
         .expect("serve_forever returns Ok after shutdown");
 }
 
@@ -351,13 +354,13 @@ fn shutdown_with_50_idle_clients_returns_at_once_and_close_ends_them_at_once() {
     let asked = Instant::now();
     handle.shutdown();
     let at = returned
-        .recv_timeout(SECOND)
-        .expect("serve_forever returns within 1 s with 50 clients connected");
+        .recv_timeout(PROMPT)
+        .expect("serve_forever returns with 50 clients connected");
     let took = at - asked;
-    assert!(took < SECOND, "serve_forever took {took:?} to return");
+    eprintln!("serve_forever returned {took:?} after shutdown() with 50 clients connected");
 
     // The handlers wait for a new line: idle, so closing ends them at once.
-    wait_until(SECOND, "close to finish", || serving.is_finished());
+    wait_until(PROMPT, "close to finish", || serving.is_finished());
     serving.join().unwrap().unwrap();
     assert_eq!(threading.active(), 0);
     for c in &mut clients {
@@ -376,7 +379,8 @@ fn shutdown_requested_before_serve_forever_makes_it_return_at_once() {
         server.serve_forever().unwrap();
         start.elapsed()
     });
-    assert!(took < SECOND, "serve_forever took {took:?}");
+    eprintln!("serve_forever after an early shutdown() returned in {took:?}");
+    assert!(took < PROMPT, "serve_forever took {took:?}");
 }
 
 /// Counts requests and `handle_timeout` calls; greets each client with the
@@ -459,7 +463,7 @@ fn serve_forever_can_run_twice_in_a_row() {
         });
         server.shutdown();
         wait_until(
-            SECOND,
+            PROMPT,
             &format!("round {round}: serve_forever returns"),
             || serving.is_finished(),
         );
@@ -491,7 +495,7 @@ fn serve_forever_running_twice_at_the_same_time_is_refused() {
         "a second concurrent serve_forever must fail"
     );
     server.shutdown();
-    wait_until(SECOND, "serve_forever returns", || serving.is_finished());
+    wait_until(PROMPT, "serve_forever returns", || serving.is_finished());
     serving.join().unwrap().unwrap();
 }
 

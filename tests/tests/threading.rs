@@ -129,10 +129,8 @@ fn block_on_close_false_returns_from_close_without_waiting_for_a_stuck_handler()
     let stuck = tcp_client(&running.address);
     wait_until(DEADLINE, "the handler running", || threading.active() == 1);
     let took = running.stop(); // shutdown, serve_forever returns, close
-    assert!(
-        took < Duration::from_secs(1),
-        "close waited {took:?} for a handler"
-    );
+    eprintln!("block_on_close(false): close returned in {took:?} with a handler stuck");
+    assert!(took < PROMPT, "close waited {took:?} for a handler");
     assert_eq!(threading.active(), 1, "the handler still runs on its own");
     // The handler is still serving its client after close.
     let stuck = within(DEADLINE, "the stuck client is still served", move || {

@@ -1,6 +1,8 @@
-//! `demos baseline ...` (hidden): the servers `demos compare` measures ours
-//! against, and the shutdown-latency probe, each run as a child process.
+//! `bench baseline ...` (hidden): the servers a `bench` run measures, and
+//! the shutdown-latency probe, each run as a child process.
 //!
+//! * `echo`: ours: a socketserver `Server` under one strategy, TCP (or with
+//!   `--udp` UDP), echoing.
 //! * `std-tcp`: what a Rust user writes by hand: a blocking accept loop and a
 //!   thread per connection (`TCP_NODELAY`, 64 KiB buffer).
 //! * `std-udp`: a blocking `recv_from` / `send_to` loop.
@@ -8,20 +10,93 @@
 //! * `shutdown-probe`: the time from `shutdown()` to `serve_forever`
 //!   returning, for one strategy of ours (JSON on stdout).
 //!
-//! Every server prints `listening on SCHEME://ADDR` first, like `demos echo
-//! serve`, and serves until killed.
+//! Every server prints `listening on SCHEME://ADDR` first and serves until
+//! killed.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
+use std::time::Duration;
 
 use clap::Subcommand;
+use socketserver::{DatagramRequest, Server, Strategy, StreamRequest};
 
-use crate::common::StrategyName;
+/// The four strategies of socketserver, by their library names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyName {
+    /// One request at a time, inline in the server loop.
+    Synchronous,
+    /// A new thread per connection (or datagram).
+    Threading,
+    /// A fixed set of worker threads fed by a queue.
+    Pool,
+    /// A child process per connection (or datagram).
+    Forking,
+}
 
-/// The hidden `demos baseline` subcommands.
+impl StrategyName {
+    /// The library's name, e.g. `threading`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyName::Synchronous => "synchronous",
+            StrategyName::Threading => "threading",
+            StrategyName::Pool => "pool",
+            StrategyName::Forking => "forking",
+        }
+    }
+
+    /// The strategy with the library's defaults, except `stack` bytes of
+    /// stack for the threads of `threading` and `pool` and `keep_alive` for
+    /// `threading`'s, when given.
+    pub fn build(self, stack: Option<usize>, keep_alive: Option<Duration>) -> Box<dyn Strategy> {
+        match self {
+            StrategyName::Threading if stack.is_some() || keep_alive.is_some() => {
+                let mut t = socketserver::Threading::new();
+                if let Some(keep) = keep_alive {
+                    t = t.keep_alive(keep);
+                }
+                if let Some(n) = stack {
+                    t = t.stack_size(n);
+                }
+                Box::new(t)
+            }
+            StrategyName::Pool if stack.is_some() => {
+                Box::new(socketserver::Pool::default().stack_size(stack.unwrap_or_default()))
+            }
+            _ => socketserver::strategy::from_name(self.as_str())
+                .expect("every StrategyName is a library strategy name"),
+        }
+    }
+}
+
+impl std::fmt::Display for StrategyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hidden `bench baseline` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BaselineCmd {
+    /// Our echo: a socketserver `Server` under one strategy.
+    Echo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The strategy.
+        #[arg(long, value_enum)]
+        strategy: StrategyName,
+        /// Serve UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// Stack size in bytes of each request thread or pool worker.
+        #[arg(long, value_name = "BYTES")]
+        stack_size: Option<usize>,
+        /// Threading: seconds a thread whose request finished waits for
+        /// another before exiting.
+        #[arg(long, value_name = "SECS", value_parser = crate::parse_secs)]
+        keep_alive: Option<Duration>,
+    },
     /// Plain std thread-per-connection TCP echo.
     StdTcp {
         /// Address to listen on.
@@ -57,6 +132,13 @@ pub enum BaselineCmd {
 /// Runs a baseline subcommand (never returns for the servers).
 pub fn run(cmd: BaselineCmd) -> io::Result<()> {
     match cmd {
+        BaselineCmd::Echo {
+            listen,
+            strategy,
+            udp,
+            stack_size,
+            keep_alive,
+        } => echo(listen, strategy.build(stack_size, keep_alive), udp),
         BaselineCmd::StdTcp { listen } => std_tcp(listen),
         BaselineCmd::StdUdp { listen } => std_udp(listen),
         BaselineCmd::TokioTcp { listen } => tokio_tcp(listen),
@@ -76,6 +158,24 @@ fn listening(scheme: &str, addr: io::Result<SocketAddr>) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {scheme}://{}", addr?)?;
     out.flush()
+}
+
+// ---- ours ----
+
+fn echo(addr: SocketAddr, strategy: Box<dyn Strategy>, udp: bool) -> io::Result<()> {
+    let builder = Server::builder().strategy(strategy);
+    if udp {
+        let server = builder.udp(addr, |req: &mut DatagramRequest| {
+            let data = req.take_data();
+            req.reply(&data)
+        })?;
+        listening("udp", Ok(server.server_address().as_inet().expect("UDP")))?;
+        server.serve_forever()
+    } else {
+        let server = builder.tcp(addr, |req: &mut StreamRequest| req.echo().map(drop))?;
+        listening("tcp", Ok(server.server_address().as_inet().expect("TCP")))?;
+        server.serve_forever()
+    }
 }
 
 // ---- the plain std thread-per-connection echo (what the bars compare with) ----

@@ -1,6 +1,6 @@
-//! What `demos compare` produces: one [`Row`] per server and cell, the
-//! project's performance targets (`docs/benchmarks.md`, "Targets") checked
-//! against them, and the markdown report.
+//! What a `bench` run produces: one [`Row`] per server and cell, the
+//! project's performance targets checked against them, and the markdown
+//! report.
 
 use std::fmt::Write as _;
 
@@ -90,10 +90,10 @@ pub struct IdleResult {
     pub capped: Option<String>,
 }
 
-/// One performance target (a "bar") checked against the rows.
+/// One performance target checked against the rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    /// The bar, in words.
+    /// The target, in words.
     pub bar: String,
     /// The measured value, in words (ratio and the numbers behind it).
     pub measured: String,
@@ -103,7 +103,7 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
-/// Everything one run of `demos compare` measured.
+/// Everything one `bench` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     /// The command line.
@@ -112,6 +112,9 @@ pub struct Results {
     pub date: String,
     /// CPU model, cores, memory, kernel, Python version.
     pub machine: Vec<(String, String)>,
+    /// Cores this process may run on (`available_parallelism`), shared by
+    /// the load generator and the server.
+    pub cores: usize,
     /// `uptime` load averages before and after.
     pub load_before: String,
     /// Load averages after the run.
@@ -379,7 +382,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
 pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, String)]) -> String {
     let mut m = String::new();
     let w = &mut m;
-    let _ = writeln!(w, "# `demos compare`: measured results\n");
+    let _ = writeln!(w, "# `bench`: measured results\n");
     let _ = writeln!(
         w,
         "Every number below comes from one run of one command on one machine; rerun it to get \
@@ -407,12 +410,16 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
     let _ = writeln!(w);
     let _ = writeln!(
         w,
-        "Load comes from `loadgen` (this workspace) running inside the `demos compare` \
+        "Load comes from `loadgen` (this workspace) running inside the `bench` \
          process: 2 event-loop threads, closed loop (each connection has exactly one request \
          outstanding), every echoed byte checked. Each server runs as a child process in a \
          process group of its own, started fresh for every cell and stopped with SIGTERM to \
-         the group. The load generator and the server share the same 2 cores, so a server \
-         that needs less CPU per request leaves more for the load and shows a higher rate.\n"
+         the group. The load generator and the server share the same {}, so a server \
+         that needs less CPU per request leaves more for the load and shows a higher rate.\n",
+        match res.cores {
+            1 => "core".to_owned(),
+            n => format!("{n} cores"),
+        }
     );
 
     let _ = writeln!(w, "## Servers\n");
@@ -590,7 +597,7 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
         let _ = writeln!(w);
     }
 
-    let _ = writeln!(w, "## Targets\n");
+    let _ = writeln!(w, "## Performance targets\n");
     let _ = writeln!(w, "| target | measured | met |\n|---|---|---|");
     for t in &res.targets {
         let met = match t.met {

@@ -1,4 +1,4 @@
-//! Server child processes for `demos compare`: each in a process group of
+//! Server child processes of a `bench` run: each in a process group of
 //! its own, its `listening on` lines read back, its CPU time and memory read
 //! from /proc for the whole group, and stopped with SIGTERM to the group
 //! (SIGKILL after a deadline).
@@ -13,10 +13,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::parse_listening_line;
-
 /// Longest wait for a server's `listening on` lines.
 const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// `listening on tcp://127.0.0.1:4000` (or `udp://`): the scheme and the
+/// address.
+fn parse_listening_line(line: &str) -> Option<(String, SocketAddr)> {
+    let url = line.trim_end().strip_prefix("listening on ")?;
+    let (scheme, addr) = url.split_once("://")?;
+    Some((scheme.to_owned(), addr.parse().ok()?))
+}
 
 /// Clock ticks per second of /proc/PID/stat times.
 fn ticks_per_sec() -> f64 {
@@ -51,7 +57,7 @@ impl ServerChild {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stderr_path =
-            std::env::temp_dir().join(format!("demos-compare-{}-{n}.log", std::process::id()));
+            std::env::temp_dir().join(format!("bench-compare-{}-{n}.log", std::process::id()));
         let stderr = fs::File::create(&stderr_path)?;
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -85,7 +91,6 @@ impl ServerChild {
             let line = rx.recv_timeout(end.saturating_duration_since(Instant::now()));
             let parsed = match &line {
                 Ok(Some(Ok(l))) => parse_listening_line(l)
-                    .and_then(|(s, a)| a.as_inet().map(|a| (s, a)))
                     .ok_or_else(|| format!("not a `listening on` line: {l:?}")),
                 _ => Err(format!("no `listening on` line within {START_LIMIT:?}")),
             };
@@ -277,5 +282,18 @@ mod tests {
         assert!(rss_kib(std::process::id() as i32) > 0);
         assert!(threads(std::process::id() as i32) >= 1);
         let _ = group_cpu(pgid);
+    }
+
+    #[test]
+    fn listening_lines_parse() {
+        let (s, a) = parse_listening_line("listening on tcp://127.0.0.1:4000\n").unwrap();
+        assert_eq!(
+            (s.as_str(), a.to_string().as_str()),
+            ("tcp", "127.0.0.1:4000")
+        );
+        let (s, a) = parse_listening_line("listening on udp://[::1]:53").unwrap();
+        assert_eq!((s.as_str(), a.port()), ("udp", 53));
+        assert!(parse_listening_line("serving on tcp://127.0.0.1:1").is_none());
+        assert!(parse_listening_line("listening on tcp://nowhere").is_none());
     }
 }

@@ -1,4 +1,4 @@
-# Python's socketserver, for `demos compare` (embedded in the demos binary).
+# Python's socketserver, for `bench` (embedded in the bench binary).
 #
 #   python3 compare.py serve KIND HOST:PORT
 #       KIND: threading-tcp (ThreadingTCPServer), forking-tcp (ForkingTCPServer),
@@ -123,10 +123,12 @@ def shutdown_latency(runs, busy):
         t.join()
         samples.append((returned[0] - asked) * 1000.0)
         stop.set()
+        # Closing the listening socket first resets the connections still
+        # waiting in its backlog, so no client waits out its 1 s timeout.
+        server.server_close()
         for c in clients:
             c.join()
         load += trips[0]
-        server.server_close()
     print(json.dumps({"samples_ms": samples, "load_requests": load}), flush=True)
 
 

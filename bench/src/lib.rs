@@ -1,13 +1,18 @@
-//! `demos compare`: the four strategies of socketserver side by side with
-//! what a Rust user would otherwise write (a plain std thread-per-connection
-//! echo, a std UDP loop, tokio) and what a Python user has today (Python's
+//! `bench`: the four strategies of socketserver side by side with what a
+//! Rust user would otherwise write (a plain std thread-per-connection echo,
+//! a std UDP loop, tokio) and what a Python user has today (Python's
 //! `socketserver`), measured in one run on this machine.
 //!
+//! ```text
+//! cargo run --release -p bench -- --quick
+//! ```
+//!
 //! Every server runs as a child process in a process group of its own
-//! (`demos echo serve --strategy S`, `demos baseline std-tcp|std-udp|tokio-tcp`,
-//! or an embedded Python script), started fresh for each cell and stopped
-//! with SIGTERM to the group (SIGKILL after a deadline). The load comes from
-//! [`loadgen`], in this process. Cells:
+//! (`bench baseline echo --strategy S` for ours,
+//! `bench baseline std-tcp|std-udp|tokio-tcp`, or an embedded Python
+//! script), started fresh for each cell and stopped with SIGTERM to the
+//! group (SIGKILL after a deadline). The load comes from [`loadgen`], in
+//! this process. Cells:
 //!
 //! | cell | what |
 //! |---|---|
@@ -16,7 +21,7 @@
 //! | `connect-c8` | connect, echo 64 bytes, close; 8 at a time |
 //! | `udp64-c8` | 64-byte UDP datagrams from 8 sockets |
 //! | `idle-1k`, `idle-10k` | server RSS per idle connection |
-//! | `shutdown-idle`, `shutdown-busy` | `shutdown()` to `serve_forever` returning |
+//! | `shutdown-idle`, `shutdown-busy` | `shutdown()` to `serve_forever` returning ([`shutdown`]) |
 //!
 //! The results go to stdout as markdown (and to `--markdown`, `--json`,
 //! `--svg`), progress to stderr.
@@ -37,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use loadgen::{Config, IdleConfig, Mode};
 
-use crate::common::StrategyName;
+use baseline::StrategyName;
 use proc::ServerChild;
 use report::{fmt_rate, fmt_us, IdleResult, Results, Row};
 use shutdown::ShutdownResult;
@@ -46,7 +51,7 @@ use shutdown::ShutdownResult;
 /// measurement.
 const PY_SCRIPT: &str = include_str!("compare.py");
 
-/// `demos compare` options.
+/// The options of a `bench` run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
     /// Short runs and fewer cells (no 10,000-connection idle cell, fewer
@@ -82,12 +87,13 @@ pub struct CompareArgs {
     /// Print the server/cell pairs that would run, and exit.
     #[arg(long)]
     pub list: bool,
-    /// Test setting: the smallest run that still fills every cell.
+    /// Test setting: every cell and every server once, in a few seconds
+    /// (see `SMOKE`); the numbers mean nothing.
     #[arg(long, hide = true)]
     pub smoke: bool,
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
         .filter(|f| *f > 0.0)
@@ -98,12 +104,12 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// How a server is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// `demos echo serve --strategy S` (with `--stack-size` and
+    /// `bench baseline echo --strategy S` (with `--stack-size` and
     /// `--keep-alive` if set).
     Ours(StrategyName, Option<usize>, Option<&'static str>),
-    /// `demos baseline std-tcp` (TCP cells) or `std-udp` (UDP cells).
+    /// `bench baseline std-tcp` (TCP cells) or `std-udp` (UDP cells).
     Std,
-    /// `demos baseline tokio-tcp`.
+    /// `bench baseline tokio-tcp`.
     Tokio,
     /// Python: the TCP and the UDP server class (script kinds).
     Py(&'static str, Option<&'static str>),
@@ -119,7 +125,7 @@ struct ServerDef {
 const SERVERS: &[ServerDef] = &[
     ServerDef {
         id: "synchronous",
-        label: "socketserver `Synchronous`: one request at a time in the server loop (`demos echo serve --strategy synchronous`)",
+        label: "socketserver `Synchronous`: one request at a time in the server loop (`bench baseline echo --strategy synchronous`)",
         kind: Kind::Ours(StrategyName::Synchronous, None, None),
     },
     ServerDef {
@@ -139,7 +145,7 @@ const SERVERS: &[ServerDef] = &[
     },
     ServerDef {
         id: "pool",
-        label: "socketserver `Pool`: 16 worker threads fed by a bounded queue",
+        label: "socketserver `Pool` with its default size: {pool_workers} worker threads fed by a bounded queue",
         kind: Kind::Ours(StrategyName::Pool, None, None),
     },
     ServerDef {
@@ -149,12 +155,12 @@ const SERVERS: &[ServerDef] = &[
     },
     ServerDef {
         id: "std",
-        label: "baseline: plain std, blocking accept loop and a thread per connection, TCP_NODELAY (`demos baseline std-tcp`); over UDP a blocking `recv_from`/`send_to` loop (`demos baseline std-udp`)",
+        label: "baseline: plain std, blocking accept loop and a thread per connection, TCP_NODELAY (`bench baseline std-tcp`); over UDP a blocking `recv_from`/`send_to` loop (`bench baseline std-udp`)",
         kind: Kind::Std,
     },
     ServerDef {
         id: "tokio",
-        label: "baseline: tokio multi-thread runtime (one worker per core), a task per connection (`demos baseline tokio-tcp`)",
+        label: "baseline: tokio multi-thread runtime (one worker per core), a task per connection (`bench baseline tokio-tcp`)",
         kind: Kind::Tokio,
     },
     ServerDef {
@@ -173,6 +179,17 @@ const SERVERS: &[ServerDef] = &[
         kind: Kind::Py("tcp", Some("udp")),
     },
 ];
+
+/// Worker threads of `Pool::default()` on this machine.
+fn pool_workers() -> usize {
+    socketserver::Pool::default().workers()
+}
+
+/// What `def` is, in words, with this machine's figures filled in.
+fn label(def: &ServerDef) -> String {
+    def.label
+        .replace("{pool_workers}", &pool_workers().to_string())
+}
 
 fn server(id: &str) -> &'static ServerDef {
     SERVERS
@@ -221,6 +238,33 @@ const SHUTDOWN_SERVERS: &[&str] = &[
     "pool",
     "forking",
     "py-threading",
+];
+
+/// The server/cell pairs of `--smoke`: every cell, every server at least
+/// once, every kind of server (ours under each strategy, std, tokio,
+/// Python) in a load cell, two or three servers per cell.
+const SMOKE: &[&str] = &[
+    "synchronous/pp64-c1",
+    "std/pp64-c1",
+    "threading/pp64-c50",
+    "tokio/pp64-c50",
+    "py-threading/pp64-c50",
+    "pool/pp64-c500",
+    "std/pp64-c500",
+    "forking/pp16k-c50",
+    "py-forking/pp16k-c50",
+    "threading-ka/connect-c8",
+    "std/connect-c8",
+    "py-sync/connect-c8",
+    "threading/udp64-c8",
+    "std/udp64-c8",
+    "py-threading/udp64-c8",
+    "threading-64k/idle-1k",
+    "std/idle-1k",
+    "synchronous/shutdown-idle",
+    "py-threading/shutdown-idle",
+    "forking/shutdown-busy",
+    "pool/shutdown-busy",
 ];
 
 /// Busy clients in the busy shutdown cell.
@@ -355,7 +399,7 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
     cells
 }
 
-/// Runs `demos compare`; returns whether every cell produced numbers.
+/// Runs the comparison; returns whether every cell produced numbers.
 pub fn run(args: CompareArgs) -> io::Result<bool> {
     let started = Instant::now();
     let only = match &args.only {
@@ -392,10 +436,16 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         } else {
             "skipped: python3 was not found"
         };
-        eprintln!("compare: Python's socketserver {why}");
+        eprintln!("bench: Python's socketserver {why}");
         notes.push(format!("Python's socketserver servers were {why}."));
         for c in &mut cells {
             c.servers.retain(|s| !s.starts_with("py-"));
+        }
+    }
+    if args.smoke {
+        for c in &mut cells {
+            c.servers
+                .retain(|s| SMOKE.contains(&format!("{s}/{}", c.id).as_str()));
         }
     }
     if let Some(re) = &only {
@@ -413,7 +463,7 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         return Ok(true);
     }
     let (duration, warmup) = match (args.smoke, args.quick) {
-        (true, _) => (Duration::from_millis(300), Duration::from_millis(100)),
+        (true, _) => (Duration::from_millis(100), Duration::from_millis(50)),
         (false, true) => (Duration::from_millis(400), Duration::from_millis(250)),
         (false, false) => (Duration::from_secs(2), Duration::from_secs(1)),
     };
@@ -436,13 +486,13 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     };
     let load_before = loadavg();
     eprintln!(
-        "compare: load average {load_before} before starting; {} cells, {:.1} s windows after {:.2} s warmup",
+        "bench: load average {load_before} before starting; {} cells, {:.1} s windows after {:.2} s warmup",
         cells.len(),
         settings.duration.as_secs_f64(),
         settings.warmup.as_secs_f64()
     );
     if cfg!(debug_assertions) {
-        eprintln!("compare: this is a debug build; numbers are not representative (use --release)");
+        eprintln!("bench: this is a debug build; numbers are not representative (use --release)");
         notes.push("This run used a debug build: the numbers are not representative.".into());
     }
     let total: usize = cells
@@ -496,11 +546,12 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         }
     };
     let mut argv: Vec<String> = std::env::args().skip(1).map(quote).collect();
-    argv.insert(0, "cargo run --release -p demos --".into());
+    argv.insert(0, "cargo run --release -p bench --".into());
     let results = Results {
         command: argv.join(" "),
         date: date_utc(),
         machine: machine(&settings),
+        cores: cores(),
         load_before,
         load_after: loadavg(),
         duration_s: settings.duration.as_secs_f64(),
@@ -522,7 +573,7 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
                     .collect()
             }
             Err(e) => {
-                eprintln!("compare: writing charts to {}: {e}", dir.display());
+                eprintln!("bench: writing charts to {}: {e}", dir.display());
                 Vec::new()
             }
         },
@@ -531,7 +582,7 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     let legend: Vec<(String, String)> = SERVERS
         .iter()
         .filter(|s| results.rows.iter().any(|r| r.server == s.id))
-        .map(|s| (s.id.to_owned(), s.label.to_owned()))
+        .map(|s| (s.id.to_owned(), label(s)))
         .collect();
     let md = report::markdown(&results, &legend, &svgs);
     if let Some(p) = &args.json {
@@ -544,7 +595,7 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     io::stdout().lock().write_all(md.as_bytes())?;
     let ok = results.rows.iter().all(|r| r.failure.is_none());
     eprintln!(
-        "compare: done in {:.0} s; load average now {}",
+        "bench: done in {:.0} s; load average now {}",
         started.elapsed().as_secs_f64(),
         results.load_after
     );
@@ -613,7 +664,7 @@ impl Progress {
             )
         };
         eprintln!(
-            "compare: [{:>3}/{}] {:<14} {:<13} {what}  ({:.0} s)",
+            "bench: [{:>3}/{}] {:<14} {:<13} {what}  ({:.0} s)",
             self.done,
             self.total,
             r.cell,
@@ -631,7 +682,7 @@ fn base_row(def: &ServerDef, cell: &Cell, kind: &str) -> Row {
     };
     Row {
         server: def.id.to_owned(),
-        label: def.label.to_owned(),
+        label: label(def),
         cell: cell.id.to_owned(),
         cell_title: cell.title.to_owned(),
         kind: kind.to_owned(),
@@ -650,15 +701,10 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
     let own = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let child = match def.kind {
         Kind::Ours(strategy, stack, keep_alive) => {
-            let mut a = own(&["echo", "serve", "--listen", &listen]);
-            a.extend(own(&[
-                "--strategy",
-                strategy.as_str(),
-                "--drain-secs",
-                "0.2",
-            ]));
+            let mut a = own(&["baseline", "echo", "--listen", &listen]);
+            a.extend(own(&["--strategy", strategy.as_str()]));
             if udp {
-                a.extend(own(&["--udp", &listen]));
+                a.push("--udp".into());
             }
             if let Some(n) = stack {
                 a.extend(own(&["--stack-size", &n.to_string()]));
@@ -666,7 +712,7 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
             if let Some(secs) = keep_alive {
                 a.extend(own(&["--keep-alive", secs]));
             }
-            ServerChild::start(&exe, &a, &quiet, 1 + usize::from(udp))?
+            ServerChild::start(&exe, &a, &quiet, 1)?
         }
         Kind::Std => {
             let which = if udp { "std-udp" } else { "std-tcp" };
@@ -996,7 +1042,7 @@ fn find_python() -> Option<(PathBuf, String)> {
 }
 
 fn write_script() -> io::Result<PathBuf> {
-    let p = std::env::temp_dir().join(format!("demos-compare-{}.py", std::process::id()));
+    let p = std::env::temp_dir().join(format!("bench-compare-{}.py", std::process::id()));
     std::fs::write(&p, PY_SCRIPT)?;
     Ok(p)
 }
@@ -1024,7 +1070,7 @@ fn machine(s: &Settings) -> Vec<(String, String)> {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_else(|| "?".into());
-    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -1060,22 +1106,36 @@ fn machine(s: &Settings) -> Vec<(String, String)> {
     m
 }
 
+/// Cores this process may run on.
+fn cores() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Whether the kernel says it runs under a hypervisor (the `hypervisor`
+/// CPU flag in /proc/cpuinfo).
+fn virtual_machine() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "hypervisor"))
+    })
+}
+
 fn standard_notes(s: &Settings) -> Vec<String> {
     let mut n = vec![
-        "Our echo servers run with RUST_LOG=error: the echo demo logs every connection at \
-         info level, which none of the baselines does."
+        "Our echo server (`bench baseline echo`) is a socketserver `Server` with the \
+         strategy under test and a one-line handler (`req.echo()` for streams, \
+         `req.reply(&data)` for datagrams); it logs nothing, like the baselines. UDP cells \
+         start it with only a UDP socket, served on the main thread."
             .to_owned(),
-        "`synchronous` and `py-sync` serve one connection at a time: with 50 or 500 \
-         long-lived connections only the first is served (active 1/50) and the others wait \
-         in the listen backlog. `pool` serves at most its 16 workers' connections at once; \
-         `forking` and `py-forking` at most 40 children (max_children). Their req/s in the \
-         50 and 500 cells is what those few connections achieve."
-            .to_owned(),
-        "UDP cells start our echo with a TCP and a UDP socket (`--udp`), each served on its \
-         own thread; under `forking` the server therefore forks from a two-threaded process \
-         (the other thread sits in poll(2) holding no lock, so it is safe here, but the \
-         library warns about it in its log)."
-            .to_owned(),
+        format!(
+            "`synchronous` and `py-sync` serve one connection at a time: with 50 or 500 \
+             long-lived connections only the first is served (active 1/50) and the others \
+             wait in the listen backlog. `pool` serves at most its {} workers' connections \
+             at once; `forking` and `py-forking` at most 40 children (max_children). Their \
+             req/s in the 50 and 500 cells is what those few connections achieve.",
+            pool_workers()
+        ),
         "Server CPU is read from /proc/PID/stat for every process in the server's process \
          group (utime + stime + cutime + cstime) at the start and the end of the measured \
          window. The load generator's own CPU is `loadgen_cpu` in the JSON."
@@ -1089,11 +1149,17 @@ fn standard_notes(s: &Settings) -> Vec<String> {
          whose shutdown() comes from another process (as with a signal), so the server \
          loop notices it at its next poll(2), at most 1 ms of requests later."
             .to_owned(),
-        "With 1 connection the client and the server take turns, and each waits idle for \
-         the other: on this virtual machine waking an idle core costs tens of \
-         microseconds, so that cell measures wake-up latency more than any server (all \
-         servers land within noise of each other)."
-            .to_owned(),
+        format!(
+            "With 1 connection the client and the server take turns, and each waits idle for \
+             the other: on {} waking an idle core costs tens of microseconds, so that cell \
+             measures wake-up latency more than any server (all servers land within noise of \
+             each other).",
+            if virtual_machine() {
+                "this virtual machine (/proc/cpuinfo has the hypervisor flag)"
+            } else {
+                "a machine like this one"
+            }
+        ),
     ];
     if s.python.is_some() {
         n.push(

@@ -1,11 +1,18 @@
-//! The shutdown-latency probe (`demos baseline shutdown-probe`): the time
-//! from `shutdown()` to `serve_forever` returning, on a fresh TCP echo server
-//! each run, idle (one request served, then quiet) or busy (clients
-//! connecting, doing 10 round trips of 64 bytes and closing, over and over).
+//! The shutdown-latency harness of the workspace (`bench baseline
+//! shutdown-probe`): the time from `shutdown()` to `serve_forever`
+//! returning, on a fresh TCP echo server each run, idle (one request served,
+//! then quiet) or busy (clients connecting, doing 10 round trips of 64 bytes
+//! and closing, over and over). A `bench` run reports it in its
+//! `shutdown-idle` and `shutdown-busy` cells, next to Python's
+//! `ThreadingTCPServer`; those cells alone:
 //!
-//! Synchronous, Threading and Pool are measured as in
-//! `socketserver/benches/shutdown.rs`: the server on a thread, the clients on
-//! threads, `ShutdownHandle::shutdown()` from the main thread.
+//! ```text
+//! cargo run --release -p bench -- --only /shutdown
+//! ```
+//!
+//! Synchronous, Threading and Pool are measured in one process: the server
+//! on a thread, the clients on threads, `ShutdownHandle::shutdown()` from
+//! the main thread.
 //!
 //! Forking must fork from a single-threaded process, so for it the probe's
 //! main thread runs `serve_forever` and everything else is a forked process:
@@ -25,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use socketserver::{Forking, Server, StreamRequest};
 
-use crate::common::StrategyName;
+use crate::baseline::StrategyName;
 
 /// Longest wait for any one step of a run.
 const STEP: Duration = Duration::from_secs(10);
@@ -139,7 +146,7 @@ pub fn probe(strategy: StrategyName, runs: usize, busy: usize) -> io::Result<Shu
         }
         _ => {
             "in-process: serve_forever on a thread, shutdown() from the main thread, \
-             busy clients on threads (as socketserver/benches/shutdown.rs)"
+             busy clients on threads"
         }
     };
     Ok(ShutdownResult::from_samples(
@@ -151,10 +158,10 @@ pub fn probe(strategy: StrategyName, runs: usize, busy: usize) -> io::Result<Shu
     ))
 }
 
-/// The bench's method: returns the latency and the round trips done.
+/// The in-process method: returns the latency and the round trips done.
 fn threaded_run(strategy: StrategyName, busy: usize) -> io::Result<(Duration, u64)> {
     let server = Server::builder()
-        .strategy(strategy.build(None))
+        .strategy(strategy.build(None, None))
         .tcp("127.0.0.1:0", echo)?;
     let addr = server.server_address().as_inet().expect("a TCP address");
     let handle = server.shutdown_handle();

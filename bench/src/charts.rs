@@ -1,4 +1,4 @@
-//! SVG charts of a `demos compare` run (plotters, SVG backend only).
+//! SVG charts of a `bench` run (plotters, SVG backend only).
 
 use std::path::Path;
 

@@ -1,0 +1,65 @@
+//! `bench`: every socketserver strategy measured side by side with plain
+//! std, tokio and Python's socketserver on loopback. See `bench --help` and
+//! `docs/benchmarks.md`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Measure every strategy side by side with plain std, tokio and Python's
+/// socketserver on loopback: throughput, latency, CPU, idle memory,
+/// shutdown latency.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "\
+Each server runs as a child process (our echo under each strategy, a plain
+std thread-per-connection echo and UDP loop, a tokio echo, and Python's
+ThreadingTCPServer, ForkingTCPServer, TCPServer and ThreadingUDPServer when
+python3 is installed); the load comes from loadgen in this process, on
+127.0.0.1 only. Progress goes to stderr, the markdown report to stdout.
+A full run takes several minutes, --quick about one. The exit status is 1 if
+some cell produced no numbers.
+
+EXAMPLES:
+    cargo run --release -p bench -- --quick
+    cargo run --release -p bench -- --repeat 3 --json docs/bench/results.json \\
+        --markdown docs/bench/results.md --svg docs/bench
+    cargo run --release -p bench -- --only 'threading|std' --repeat 3
+    cargo run --release -p bench -- --only /shutdown      # shutdown latency only"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: bench::CompareArgs,
+    #[command(subcommand)]
+    baseline: Option<Hidden>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Hidden {
+    /// Servers and probes that a run starts as children.
+    #[command(subcommand, hide = true)]
+    Baseline(bench::baseline::BaselineCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let result = match cli.baseline {
+        Some(Hidden::Baseline(cmd)) => bench::baseline::run(cmd).map(|()| true),
+        None => bench::run(cli.args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: some cells produced no numbers");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
