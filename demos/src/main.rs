@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use socketserver::{Address, Server};
 
 use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
+use demos::cli::parse_secs;
 use demos::common::{
     datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
     DEFAULT_LISTEN,
@@ -261,14 +262,6 @@ struct ServerArgs {
     /// Seconds running requests get to finish after SIGINT/SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     drain_secs: Duration,
-}
-
-/// Seconds, e.g. `1` or `0.25`.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|f| Duration::try_from_secs_f64(f).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds (e.g. 1 or 0.25)"))
 }
 
 /// A failure: the message and the exit status.
