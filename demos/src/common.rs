@@ -494,6 +494,18 @@ pub fn parse_listening_line(line: &str) -> Option<(String, Address)> {
     Some((scheme.to_owned(), addr))
 }
 
+/// Logs a failed authentication handshake at the level it deserves: a wrong
+/// key at warn (someone tried), everything else a client can cause (a
+/// timeout, a close, a cut to make room for newer clients) at info, so no
+/// client can flood the error log.
+pub fn log_auth_failure(what: &str, peer: &Address, e: &io::Error) {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        log::warn!("{what}: {peer}: {e}");
+    } else {
+        log::info!("{what}: {peer}: not authenticated: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

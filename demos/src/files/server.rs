@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use socketserver::auth::{self, Key};
+use socketserver::auth::{Gatekeeper, Key};
 use socketserver::framing::{self, DEFAULT_MAX_FRAME_SIZE};
 use socketserver::{StreamHandler, StreamRequest};
 
@@ -19,8 +19,9 @@ use super::{
     REQUEST_FRAMING, TEMP_PREFIX,
 };
 
-/// How long a client gets to answer the authentication challenge.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets for the whole authentication handshake, however
+/// it spreads its bytes.
+pub const AUTH_TIMEOUT: Duration = socketserver::auth::DEFAULT_HANDSHAKE_DEADLINE;
 
 /// Default idle time (no byte from the client) after which a connection,
 /// or an upload that stalled, is closed.
@@ -79,6 +80,10 @@ impl FilesConfig {
 #[derive(Debug, Clone)]
 pub struct FileServer {
     config: Arc<FilesConfig>,
+    /// With a key: one deadline per handshake, at most
+    /// [`DEFAULT_MAX_PENDING`](socketserver::auth::DEFAULT_MAX_PENDING)
+    /// at once.
+    gate: Option<Gatekeeper>,
 }
 
 /// What to do after a request.
@@ -114,8 +119,13 @@ impl FileServer {
                 config.root.display()
             );
         }
+        let gate = config
+            .key
+            .clone()
+            .map(|k| Gatekeeper::new(k).with_deadline(AUTH_TIMEOUT));
         Ok(FileServer {
             config: Arc::new(config),
+            gate,
         })
     }
 
@@ -256,11 +266,10 @@ impl FileServer {
 impl StreamHandler for FileServer {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
-        if let Some(key) = &self.config.key {
-            req.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
-            req.stream().set_write_timeout(Some(AUTH_TIMEOUT))?;
-            if let Err(e) = auth::server_handshake(req, key) {
-                log::warn!("files: {peer}: {e}");
+        if let Some(gate) = &self.gate {
+            // Straight on the socket: nothing was read through `req` yet.
+            if let Err(e) = gate.server_handshake(&mut req.stream()) {
+                crate::common::log_auth_failure("files", &peer, &e);
                 return Ok(());
             }
         }

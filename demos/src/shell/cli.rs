@@ -88,6 +88,13 @@ pub struct ServeArgs {
     /// Seconds running sessions get to finish after SIGINT/SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub drain_secs: Duration,
+    /// Seconds a client gets for the whole authentication handshake.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub auth_secs: Duration,
+    /// Connections that may be authenticating at once; a new one beyond
+    /// it takes the place of the one waiting longest.
+    #[arg(long, value_name = "N", default_value_t = super::DEFAULT_MAX_UNAUTHENTICATED)]
+    pub max_unauthenticated: usize,
 }
 
 /// Options of `demos shell run`.
@@ -160,6 +167,8 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         max_output,
         start_dir: std::env::current_dir()?,
         idle: (!a.idle_secs.is_zero()).then_some(a.idle_secs),
+        auth_timeout: a.auth_secs,
+        max_unauthenticated: a.max_unauthenticated,
     };
     let builder = Server::builder().strategy(a.strategy.build(a.workers));
     let service = stream_service(builder, &a.listen, Shell::new(config), None)?;

@@ -72,7 +72,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use socketserver::auth::{self, Key};
+use socketserver::auth::{Gatekeeper, Key};
 use socketserver::framing::{Framing, DEFAULT_MAX_FRAME_SIZE};
 use socketserver::{Address, StreamHandler, StreamRequest};
 
@@ -91,8 +91,12 @@ pub const MAX_OUTPUT_LIMIT: usize = DEFAULT_MAX_FRAME_SIZE;
 /// closes the connection).
 pub const MAX_COMMAND: usize = 64 * 1024;
 
-/// How long a client gets to answer the authentication challenge.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets for the whole authentication handshake, however
+/// it spreads its bytes.
+pub const AUTH_TIMEOUT: Duration = socketserver::auth::DEFAULT_HANDSHAKE_DEADLINE;
+
+/// Default cap on connections that have not authenticated yet.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = socketserver::auth::DEFAULT_MAX_PENDING;
 
 /// Default idle time after which a session is closed.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
@@ -185,6 +189,13 @@ pub struct ShellConfig {
     pub start_dir: PathBuf,
     /// A session that sends nothing for this long is closed (`None`: never).
     pub idle: Option<Duration>,
+    /// Total time a client gets to authenticate ([`AUTH_TIMEOUT`]).
+    pub auth_timeout: Duration,
+    /// At most this many connections authenticating at once
+    /// ([`DEFAULT_MAX_UNAUTHENTICATED`]); a new one beyond it takes the
+    /// place of the one waiting longest, which is closed. Per process: under
+    /// `Forking` each session process counts only itself.
+    pub max_unauthenticated: usize,
 }
 
 impl ShellConfig {
@@ -197,6 +208,8 @@ impl ShellConfig {
             max_output: DEFAULT_MAX_OUTPUT,
             start_dir: std::env::current_dir()?,
             idle: Some(DEFAULT_IDLE),
+            auth_timeout: AUTH_TIMEOUT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
         })
     }
 }
@@ -229,6 +242,7 @@ impl ShellConfig {
 #[derive(Debug, Clone)]
 pub struct Shell {
     config: Arc<ShellConfig>,
+    gate: Gatekeeper,
     /// The process that made the server: a session running in another
     /// one was forked for it (the `Forking` strategy).
     server_pid: u32,
@@ -239,8 +253,12 @@ impl Shell {
     /// [`MAX_OUTPUT_LIMIT`]).
     pub fn new(mut config: ShellConfig) -> Shell {
         config.max_output = config.max_output.min(MAX_OUTPUT_LIMIT);
+        let gate = Gatekeeper::new(config.key.clone())
+            .with_deadline(config.auth_timeout)
+            .with_max_pending(config.max_unauthenticated);
         Shell {
             config: Arc::new(config),
+            gate,
             server_pid: std::process::id(),
         }
     }
@@ -248,6 +266,12 @@ impl Shell {
     /// The configuration.
     pub fn config(&self) -> &ShellConfig {
         &self.config
+    }
+
+    /// The authentication gate (handshakes in progress, clients turned
+    /// away).
+    pub fn gatekeeper(&self) -> &Gatekeeper {
+        &self.gate
     }
 
     /// Runs one request line in `session` and builds the reply. `watch`
@@ -340,10 +364,9 @@ impl StreamHandler for Shell {
             // it, the running command must go too.
             exec::kill_group_on_fatal_signals()?;
         }
-        req.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
-        req.stream().set_write_timeout(Some(AUTH_TIMEOUT))?;
-        if let Err(e) = auth::server_handshake(req, &self.config.key) {
-            log::warn!("shell: {peer}: {e}");
+        // Straight on the socket: nothing was read through `req` yet.
+        if let Err(e) = self.gate.server_handshake(&mut req.stream()) {
+            crate::common::log_auth_failure("shell", &peer, &e);
             return Ok(());
         }
         log::info!("shell: {peer}: authenticated");

@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use socketserver_tests::{within, DEADLINE};
+pub use socketserver_tests::{wait_until, within, DEADLINE};
 
 /// The `demos` binary built for these tests.
 pub fn exe() -> &'static Path {
