@@ -37,8 +37,14 @@
 //!   command's own output and the cap.
 //! * A command line that is not UTF-8, or holds a NUL byte, is not run:
 //!   exit code 2 and a line on stderr, as a shell does for a syntax error.
-//! * When the connection is reset or cut (the server's shutdown) while a
-//!   command runs, its process group is killed.
+//! * When the client goes away while a command runs (it closes or
+//!   half-closes the connection, its process dies, the connection is reset
+//!   or cut by the server's shutdown), the command's process group is
+//!   killed at once. A client keeps its sending side open until the reply
+//!   has come.
+//! * The stderr frame always fits the frame limit (16 MiB): when the
+//!   command's own stderr fills it, it is cut to leave room for the
+//!   server's note, and `truncated` is true.
 //!
 //! # Security
 //!
@@ -340,17 +346,12 @@ impl Shell {
                     .into(),
             );
         }
-        for n in notes {
-            if !stderr.is_empty() && !stderr.ends_with(b"\n") {
-                stderr.push(b'\n');
-            }
-            stderr.extend_from_slice(format!("demos shell: {n}\n").as_bytes());
-        }
+        let truncated = append_notes(&mut stderr, &notes) || outcome.truncated;
         Ok(Reply::new(
             exit_code,
             outcome.stdout,
             stderr,
-            outcome.truncated,
+            truncated,
             timed_out,
         ))
     }
@@ -417,6 +418,30 @@ impl StreamHandler for Shell {
         );
         Ok(())
     }
+}
+
+/// Appends each note as a line `demos shell: NOTE` to the command's
+/// `stderr`, first cutting the command's bytes if the whole would not fit
+/// one frame ([`MAX_OUTPUT_LIMIT`]); returns whether it cut.
+fn append_notes(stderr: &mut Vec<u8>, notes: &[String]) -> bool {
+    let lines: Vec<String> = notes
+        .iter()
+        .map(|n| format!("demos shell: {n}\n"))
+        .collect();
+    if lines.is_empty() {
+        return false;
+    }
+    // One byte more for a line end before the notes.
+    let room = MAX_OUTPUT_LIMIT - lines.iter().map(String::len).sum::<usize>() - 1;
+    let cut = stderr.len() > room;
+    stderr.truncate(room);
+    if !stderr.is_empty() && !stderr.ends_with(b"\n") {
+        stderr.push(b'\n');
+    }
+    for line in lines {
+        stderr.extend_from_slice(line.as_bytes());
+    }
+    cut
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -676,6 +701,21 @@ pub fn needs_allow_remote(addr: &Address) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_always_fit_one_frame() {
+        let note = vec!["timed out after 1 s".to_owned()];
+        let mut full = vec![b'x'; MAX_OUTPUT_LIMIT];
+        assert!(append_notes(&mut full, &note));
+        assert_eq!(full.len(), MAX_OUTPUT_LIMIT);
+        assert!(full.ends_with(b"x\ndemos shell: timed out after 1 s\n"));
+        let mut small = b"oops".to_vec();
+        assert!(!append_notes(&mut small, &note));
+        assert_eq!(small, b"oops\ndemos shell: timed out after 1 s\n");
+        let mut untouched = vec![b'x'; MAX_OUTPUT_LIMIT];
+        assert!(!append_notes(&mut untouched, &[]));
+        assert_eq!(untouched.len(), MAX_OUTPUT_LIMIT);
+    }
 
     #[test]
     fn cd_lines() {
