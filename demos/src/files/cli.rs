@@ -231,6 +231,7 @@ pub fn get(a: GetArgs) -> Result<u8, CliError> {
         None => PathBuf::from(&a.name),
     };
     let mut bar = Bar::new(true, &format!("get {}", a.name));
+    remove_partial_downloads_on_signals()?;
     let r = client.get_to_path(&a.name, &dest, &mut bar)?;
     println!(
         "{} -> {}: {} bytes, sha256 verified",
@@ -239,6 +240,24 @@ pub fn get(a: GetArgs) -> Result<u8, CliError> {
         r.size.unwrap_or(0)
     );
     Ok(0)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP (a ^C in the middle of a get), removes the
+/// download's temp file, then exits with status 128 + the signal's number,
+/// as the signal would have: without this, the process would die with the
+/// `.NAME.RANDOM.part` file left next to the output.
+fn remove_partial_downloads_on_signals() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                super::client::remove_partial_downloads();
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
 }
 
 /// `demos files list`.

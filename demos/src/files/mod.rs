@@ -41,6 +41,15 @@
 //! * **Reads stay in the root**: a get opens the name with `O_NOFOLLOW`
 //!   and serves regular files only, so a symlink in the root (to
 //!   `/etc/passwd`, say) cannot be read through, nor a FIFO or device.
+//! * **The root is a directory descriptor**, opened once at the start;
+//!   every operation is relative to it (`openat`, `renameat`, `unlinkat`,
+//!   `fstatat`), so moving the root away and putting a symlink in its place
+//!   redirects nothing. After the rename of an upload the directory itself
+//!   is flushed (`fsync`), so the new name survives a crash.
+//! * **Downloads** (the client) go to `.NAME.RANDOM.part` next to the
+//!   output (NAME shortened to keep the whole within 255 bytes), renamed
+//!   into place once the sha256 matched; the temp file is removed on every
+//!   error and, in `demos files get`, on SIGINT, SIGTERM and SIGHUP.
 //! * **Integrity both ways**: the server checks a put's sha256 before
 //!   keeping it; a get's header carries the sha256 (the server reads the
 //!   file twice: once to hash, once to send, streaming in chunks), and the
