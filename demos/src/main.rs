@@ -194,7 +194,8 @@ wait for it, so it never slows the room.
 
 UDP protocol: send `/nick NAME` first; each later datagram goes to every other
 peer as `NAME: text`; /who and /quit work too; peers silent for --idle-secs
-are forgotten.
+are forgotten. At most --max-peers peers; /nick is rate-limited per source IP
+address (--nicks-per-minute after a burst of 10).
 
 STRATEGIES: the TCP room needs every member served at once in one process:
 threading (default) or pool (at most --workers members at a time).
@@ -214,6 +215,14 @@ EXAMPLES:
         /// Seconds of silence after which a UDP peer is forgotten.
         #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
         idle_secs: Duration,
+        /// At most this many UDP peers; a /nick from a new address beyond
+        /// it is refused.
+        #[arg(long, value_name = "N", default_value_t = chat::DEFAULT_MAX_PEERS)]
+        max_peers: usize,
+        /// UDP /nick requests per minute from one IP address (after a burst
+        /// of 10); more are refused.
+        #[arg(long, value_name = "N", default_value_t = chat::DEFAULT_NICKS_PER_MINUTE)]
+        nicks_per_minute: u32,
     },
     /// Join a chat: prints what the room says, sends what you type.
     #[command(after_help = "\
@@ -342,6 +351,8 @@ fn run(demo: Demo) -> Result<(), Failure> {
             server,
             outbox,
             idle_secs: idle,
+            max_peers,
+            nicks_per_minute,
         }) => {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(StrategyName::Synchronous);
@@ -375,6 +386,8 @@ fn run(demo: Demo) -> Result<(), Failure> {
                     ));
                 let relay = UdpRoom::new(UdpRoomConfig {
                     idle,
+                    max_peers,
+                    nicks_per_minute,
                     ..UdpRoomConfig::default()
                 });
                 services.push(datagram_service(builder, addr, relay)?);
