@@ -109,6 +109,10 @@ struct Peer {
 }
 
 impl DatagramHandler for UdpRoom {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("udp chat", peer, error);
+    }
+
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
         if req.data().len() > self.config.max_line {
             let max = self.config.max_line;

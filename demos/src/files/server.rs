@@ -280,6 +280,10 @@ impl FileServer {
 }
 
 impl StreamHandler for FileServer {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("files", peer, error);
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         if let Some(gate) = &self.gate {

@@ -358,6 +358,10 @@ impl Shell {
 }
 
 impl StreamHandler for Shell {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("shell", peer, error);
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         if std::process::id() != self.server_pid {
