@@ -113,8 +113,8 @@ fn nick_is_rate_limited_per_source_ip_whatever_the_port() {
 }
 
 #[test]
-fn a_flood_of_30000_nicks_does_not_put_the_room_behind() {
-    const MEMBERS: usize = 200;
+fn a_flood_of_30000_nicks_with_1000_members_does_not_put_the_room_behind() {
+    const MEMBERS: usize = 1000;
     const FLOOD: usize = 30_000;
     let (running, addr) = room(UdpRoomConfig::default());
     within(Duration::from_secs(30), "flood", move || {
@@ -131,22 +131,42 @@ fn a_flood_of_30000_nicks_does_not_put_the_room_behind() {
         let flooder = socket_on(Ipv4Addr::LOCALHOST, addr);
         flooder.set_nonblocking(true).unwrap();
         let t = Instant::now();
+        // 100 every 10 ms: about 3 s, slow enough for the server's receive
+        // buffer to take most of them.
         for i in 0..FLOOD {
             let _ = flooder.send(format!("/nick flood{i}").as_bytes());
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let flood_took = t.elapsed();
-        // A member's question right after the flood: answered at once.
+        // A member's question right after the flood: answered at once. (A
+        // datagram that finds the server's receive buffer full is lost, as
+        // any UDP datagram may be: the member asks again every 200 ms.)
         let probe = &members[0];
         probe.set_nonblocking(false).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let t = Instant::now();
-        let answer = ask(probe, "/who");
+        let mut buf = [0u8; 65536];
+        let mut asked = 0;
+        'ask: while t.elapsed() < Duration::from_secs(10) {
+            probe.send(b"/who").unwrap();
+            asked += 1;
+            while let Ok(n) = probe.recv(&mut buf) {
+                if buf[..n].starts_with(b"* peers (") {
+                    break 'ask;
+                }
+            }
+        }
         let lag = t.elapsed();
-        assert!(answer.starts_with("* peers ("), "{answer}");
         println!(
             "{FLOOD} /nick sent in {flood_took:?} with {MEMBERS} members: /who answered {lag:?} \
-             after the flood"
+             after the flood ({asked} asked)"
         );
-        assert!(lag < Duration::from_secs(2), "{lag:?}");
+        // Without the rate limit this took 2 s (debug build).
+        assert!(lag < Duration::from_secs(1), "{lag:?}");
     });
     running.stop(DEADLINE).unwrap();
 }
