@@ -1,6 +1,6 @@
-//! Small command-line helpers shared by the `shell` and `files` demos:
-//! parsing seconds and byte sizes, and a one-line error with an exit
-//! status.
+//! Small command-line helpers shared by every demo: parsing seconds and
+//! byte sizes, and the one error type of the command line (a one-line
+//! message and an exit status).
 
 use std::fmt;
 use std::io;

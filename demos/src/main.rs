@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use socketserver::{Address, Server};
 
 use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
-use demos::cli::parse_secs;
+use demos::cli::{parse_secs, report, CliError};
 use demos::common::{
     datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
     DEFAULT_LISTEN,
@@ -273,15 +273,6 @@ struct ServerArgs {
     drain_secs: Duration,
 }
 
-/// A failure: the message and the exit status.
-struct Failure(String, u8);
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Self {
-        Failure(e.to_string(), 1)
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match &cli.demo {
@@ -294,23 +285,15 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
-    match run(cli.demo) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg, code)) => {
-            if !msg.is_empty() {
-                eprintln!("demos: {msg}");
-            }
-            ExitCode::from(code)
-        }
-    }
+    ExitCode::from(report(run(cli.demo)))
 }
 
-fn run(demo: Demo) -> Result<(), Failure> {
+/// Runs one demo; `Ok` holds the exit status.
+fn run(demo: Demo) -> Result<u8, CliError> {
     match demo {
-        // These print their own errors and pick their exit status (the
-        // shell client exits with the remote command's).
-        Demo::Shell(cmd) => exit_status(demos::shell::cli::main(cmd)),
-        Demo::Files(cmd) => exit_status(demos::files::cli::main(cmd)),
+        // The shell client exits with the remote command's status.
+        Demo::Shell(cmd) => demos::shell::cli::main(cmd),
+        Demo::Files(cmd) => demos::files::cli::main(cmd),
         Demo::Echo(EchoCmd::Serve {
             server,
             upper,
@@ -345,7 +328,7 @@ fn run(demo: Demo) -> Result<(), Failure> {
             let mut stdin = io::stdin().lock();
             let mut stdout = io::stdout().lock();
             echo::client(&connect, udp, &message, &mut stdin, &mut stdout, timeout)?;
-            Ok(())
+            Ok(0)
         }
         Demo::Chat(ChatCmd::Serve {
             server,
@@ -357,13 +340,14 @@ fn run(demo: Demo) -> Result<(), Failure> {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(StrategyName::Synchronous);
             if let Some(why) = chat::tcp_strategy_problem(tcp) {
-                return Err(Failure(format!("chat serve --strategy {tcp}: {why}"), 2));
+                return Err(CliError::usage(format!(
+                    "chat serve --strategy {tcp}: {why}"
+                )));
             }
             if let (Some(_), Some(why)) = (&server.udp, chat::udp_strategy_problem(udp)) {
-                return Err(Failure(
-                    format!("chat serve --udp-strategy {udp}: {why}"),
-                    2,
-                ));
+                return Err(CliError::usage(format!(
+                    "chat serve --udp-strategy {udp}: {why}"
+                )));
             }
             let room = Room::new(RoomConfig {
                 outbox: outbox.max(2),
@@ -403,7 +387,7 @@ fn run(demo: Demo) -> Result<(), Failure> {
             let input = Box::new(BufReader::new(io::stdin()));
             let mut stdout = io::stdout().lock();
             chat::client::run(&connect, &nick, udp, input, &mut stdout, timeout)?;
-            Ok(())
+            Ok(0)
         }
         Demo::Showcase => {
             let options = showcase::Options {
@@ -411,27 +395,23 @@ fn run(demo: Demo) -> Result<(), Failure> {
             };
             let ok = showcase::run(&options, &mut io::stdout().lock())?;
             if ok {
-                Ok(())
+                Ok(0)
             } else {
-                Err(Failure("showcase: some checks failed".into(), 1))
+                Err(CliError::failed("showcase: some checks failed"))
             }
         }
         Demo::Compare(args) => match compare::run(args)? {
-            true => Ok(()),
-            false => Err(Failure("compare: some cells produced no numbers".into(), 1)),
+            true => Ok(0),
+            false => Err(CliError::failed("compare: some cells produced no numbers")),
         },
-        Demo::Baseline(cmd) => Ok(compare::baseline::run(cmd)?),
+        Demo::Baseline(cmd) => {
+            compare::baseline::run(cmd)?;
+            Ok(0)
+        }
     }
 }
 
-fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<(), Failure> {
-    serve_all(services, drain).map_err(Failure::from)
-}
-
-/// `Ok` for 0, else a failure whose message was already printed.
-fn exit_status(code: u8) -> Result<(), Failure> {
-    match code {
-        0 => Ok(()),
-        code => Err(Failure(String::new(), code)),
-    }
+fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<u8, CliError> {
+    serve_all(services, drain)?;
+    Ok(0)
 }

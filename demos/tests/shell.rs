@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -424,21 +423,9 @@ fn a_client_that_resets_kills_its_running_command() {
     let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
     assert!(!live_members(pgid).is_empty());
     // What a ^C'd `demos shell run` does: its socket resets (SO_LINGER 0).
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on our own socket with a live `linger` of its size.
-    let r = unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(conn);
     // Long before the command's 30 s sleep or its 60 s timeout.
     assert_group_gone(pgid, Duration::from_secs(5));

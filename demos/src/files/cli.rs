@@ -11,7 +11,7 @@ use socketserver::{Address, Server};
 
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
-use crate::cli::{parse_bytes, parse_secs, report, CliError};
+use crate::cli::{parse_bytes, parse_secs, CliError};
 use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
 
 /// Transfers larger than this get a progress bar (on a terminal).
@@ -150,15 +150,19 @@ pub struct ListArgs {
     pub client: ClientArgs,
 }
 
-/// Runs `demos files ...`; prints errors as `demos: ...` and returns the
-/// exit status.
-pub fn main(cmd: FilesCmd) -> u8 {
-    report(match cmd {
+/// Runs `demos files ...` and returns the exit status to use (the shell
+/// client's is the remote command's).
+///
+/// # Errors
+///
+/// What went wrong, for [`report`](crate::cli::report) to print.
+pub fn main(cmd: FilesCmd) -> Result<u8, CliError> {
+    match cmd {
         FilesCmd::Serve(a) => serve(a),
         FilesCmd::Put(a) => put(a),
         FilesCmd::Get(a) => get(a),
         FilesCmd::List(a) => list(a),
-    })
+    }
 }
 
 fn read_key(path: &Option<PathBuf>, what: &str) -> Result<Option<Key>, CliError> {

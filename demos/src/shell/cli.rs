@@ -10,7 +10,7 @@ use socketserver::{Address, Server};
 
 use super::client::{interactive, run_commands, Session};
 use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
-use crate::cli::{parse_bytes, parse_secs, report, CliError};
+use crate::cli::{parse_bytes, parse_secs, CliError};
 use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
 
 /// How long `demos shell run` waits to connect and authenticate.
@@ -124,13 +124,17 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Runs `demos shell ...`; prints errors as `demos: ...` and returns the
-/// exit status.
-pub fn main(cmd: ShellCmd) -> u8 {
-    report(match cmd {
+/// Runs `demos shell ...` and returns the exit status to use (the shell
+/// client's is the remote command's).
+///
+/// # Errors
+///
+/// What went wrong, for [`report`](crate::cli::report) to print.
+pub fn main(cmd: ShellCmd) -> Result<u8, CliError> {
+    match cmd {
         ShellCmd::Serve(a) => serve(a),
         ShellCmd::Run(a) => run(a),
-    })
+    }
 }
 
 /// `demos shell serve`.
