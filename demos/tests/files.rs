@@ -404,16 +404,22 @@ fn unknown_ops_and_bad_headers_are_answered_then_closed() {
     assert!(framing::read_frame(&mut conn).unwrap().is_none(), "closed");
 
     let mut conn = server.raw();
-    framing::write_json(
-        &mut conn,
-        &Request {
-            op: "delete".into(),
-            ..Request::default()
-        },
-    )
-    .unwrap();
+    framing::write_frame(&mut conn, br#"{"op": "delete", "name": "x"}"#).unwrap();
     let r: demos::files::Response = framing::read_json(&mut conn).unwrap().unwrap();
-    assert!(r.error.unwrap().contains("unknown op"));
+    assert!(r.error.unwrap().contains("unknown op \"delete\""));
+    assert!(framing::read_frame(&mut conn).unwrap().is_none(), "closed");
+
+    // A put without its size: the bytes that follow are unknown, closed.
+    let mut conn = server.raw();
+    framing::write_frame(&mut conn, br#"{"op": "put", "name": "x", "sha256": "00"}"#).unwrap();
+    let r: demos::files::Response = framing::read_json(&mut conn).unwrap().unwrap();
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("bad request header") && e.contains("size"),
+        "{e}"
+    );
+    assert!(framing::read_frame(&mut conn).unwrap().is_none(), "closed");
+    assert!(names(&server.root()).is_empty());
 }
 
 #[test]

@@ -150,11 +150,13 @@ impl FileServer {
         &self.config
     }
 
-    fn put(&self, req: &mut StreamRequest, r: &Request) -> io::Result<Flow> {
-        let Some(size) = r.size else {
-            reply(req, &Response::error("a put needs \"size\""))?;
-            return Ok(Flow::Close);
-        };
+    fn put(
+        &self,
+        req: &mut StreamRequest,
+        name: &str,
+        size: u64,
+        sha256: &str,
+    ) -> io::Result<Flow> {
         if size > self.config.max_size {
             reply(
                 req,
@@ -166,7 +168,7 @@ impl FileServer {
             )?;
             return Ok(Flow::Close);
         }
-        let (name, want) = match put_fields(r) {
+        let want = match put_fields(name, sha256) {
             Ok(fields) => fields,
             Err(why) => {
                 // Keep the stream in step: the bytes follow anyway.
@@ -220,11 +222,7 @@ impl FileServer {
         Ok(Flow::Continue)
     }
 
-    fn get(&self, req: &mut StreamRequest, r: &Request) -> io::Result<Flow> {
-        let Some(name) = &r.name else {
-            reply(req, &Response::error("a get needs \"name\""))?;
-            return Ok(Flow::Continue);
-        };
+    fn get(&self, req: &mut StreamRequest, name: &str) -> io::Result<Flow> {
         if let Err(why) = check_name(name) {
             reply(req, &Response::error(why))?;
             return Ok(Flow::Continue);
@@ -315,28 +313,22 @@ impl StreamHandler for FileServer {
                 }
                 Err(e) => return Err(e),
             };
-            let request: Request = match serde_json::from_slice(&header) {
+            let request = match Request::parse(&header) {
                 Ok(r) => r,
-                Err(e) => {
+                Err(why) => {
                     // Whether raw bytes follow is unknown: the stream is
                     // out of step, so answer and close.
-                    reply(req, &Response::error(format!("bad request header: {e}")))?;
+                    reply(
+                        req,
+                        &Response::error(format!("{why}; closing the connection")),
+                    )?;
                     break;
                 }
             };
-            let flow = match request.op.as_str() {
-                "put" => self.put(req, &request)?,
-                "get" => self.get(req, &request)?,
-                "list" => self.list(req)?,
-                other => {
-                    reply(
-                        req,
-                        &Response::error(format!(
-                            "unknown op {other:?} (put, get or list); closing the connection"
-                        )),
-                    )?;
-                    Flow::Close
-                }
+            let flow = match &request {
+                Request::Put { name, size, sha256 } => self.put(req, name, *size, sha256)?,
+                Request::Get { name } => self.get(req, name)?,
+                Request::List => self.list(req)?,
             };
             if let Flow::Close = flow {
                 break;
@@ -347,15 +339,14 @@ impl StreamHandler for FileServer {
     }
 }
 
-/// A put's name and sha256 (lowercased), checked.
-fn put_fields(r: &Request) -> Result<(&str, String), String> {
-    let name = r.name.as_deref().ok_or("a put needs \"name\"")?;
+/// A put's sha256, lowercased, once the name and the hash's form are
+/// checked.
+fn put_fields(name: &str, sha256: &str) -> Result<String, String> {
     check_name(name)?;
-    let sha256 = r.sha256.as_deref().ok_or("a put needs \"sha256\"")?;
     if !is_sha256_hex(sha256) {
         return Err("\"sha256\" must be 64 hex digits".into());
     }
-    Ok((name, sha256.to_ascii_lowercase()))
+    Ok(sha256.to_ascii_lowercase())
 }
 
 /// Writes one reply frame and flushes.
