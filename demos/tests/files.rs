@@ -624,7 +624,11 @@ fn an_interrupted_get_leaves_no_part_file_behind() {
         });
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-        let status = within(DEADLINE, "the client exits", move || child.wait().unwrap());
+        let Some(status) = drive::wait_child(&mut child, DEADLINE).unwrap() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the client still runs {DEADLINE:?} after the signal");
+        };
         assert_eq!(status.code(), Some(code), "{status}");
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
     }

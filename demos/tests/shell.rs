@@ -7,7 +7,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -464,25 +463,8 @@ fn every_strategy_in_process_serves_sessions() {
 
 /// `demos args...` with stdin, bytes out; at most DEADLINE.
 fn demos_bytes(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.to_vec();
-    within(DEADLINE, &format!("demos {args:?}"), move || {
-        let mut child = Command::new(exe())
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
+    let (status, out, err) = common::run_demos_bytes(args, stdin, DEADLINE);
+    (status.code().unwrap_or(-1), out, err)
 }
 
 #[test]
