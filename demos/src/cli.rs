@@ -1,6 +1,6 @@
-//! Small command-line helpers shared by the `shell` and `files` demos:
-//! parsing seconds and byte sizes, and a one-line error with an exit
-//! status.
+//! Small command-line helpers shared by every demo: parsing seconds and
+//! byte sizes, and the one error type of the command line (a one-line
+//! message and an exit status).
 
 use std::fmt;
 use std::io;
@@ -58,12 +58,44 @@ pub fn report(result: Result<u8, CliError>) -> u8 {
     }
 }
 
-/// Seconds, e.g. `1` or `0.25`.
+/// The longest duration any `--...-secs` / `--timeout` flag accepts: one
+/// year. Longer values are almost certainly typos, and a deadline computed
+/// as `Instant::now() + d` must not overflow.
+pub const MAX_SECS: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Seconds, e.g. `1` or `0.25`: the one parser of every duration flag of
+/// `demos`. Refuses what is not a finite, non-negative number of seconds
+/// of at most [`MAX_SECS`] (one year), with a message saying why: `-1`,
+/// `NaN`, `inf` and `1e19` never reach a server.
+///
+/// ```
+/// use demos::cli::parse_secs;
+/// use std::time::Duration;
+/// assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
+/// for bad in ["-1", "NaN", "inf", "1e19", "soon", ""] {
+///     assert!(parse_secs(bad).is_err(), "{bad}");
+/// }
+/// ```
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|f| Duration::try_from_secs_f64(f).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds (e.g. 1 or 0.25)"))
+    let f: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 1 or 0.25)"))?;
+    if f.is_nan() || f.is_infinite() {
+        return Err(format!(
+            "{s:?} is not a finite number of seconds (e.g. 1 or 0.25)"
+        ));
+    }
+    if f < 0.0 {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
+    if f > MAX_SECS.as_secs_f64() {
+        return Err(format!(
+            "{s:?} seconds is too long (at most {} s, one year)",
+            MAX_SECS.as_secs()
+        ));
+    }
+    Duration::try_from_secs_f64(f).map_err(|e| format!("{s:?} is not a number of seconds: {e}"))
 }
 
 /// A byte count: a plain number, or one with a binary suffix `K`, `M`, `G`
@@ -115,6 +147,12 @@ mod tests {
     fn seconds_parse() {
         assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("-0.0").is_ok(), "negative zero is zero");
         assert!(parse_secs("soon").is_err());
+        assert!(parse_secs("1e19").unwrap_err().contains("too long"));
+        assert!(parse_secs("NaN").unwrap_err().contains("finite"));
+        assert!(parse_secs("-inf").is_err());
+        assert_eq!(parse_secs("31536000"), Ok(MAX_SECS));
+        assert!(parse_secs("31536000.5").is_err());
     }
 }

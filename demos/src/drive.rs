@@ -550,6 +550,23 @@ fn expect_datagram(p: &Peer, want: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Waits at most `limit` for `child` to exit (polling every millisecond);
+/// `None` if it still runs then (it is left running: kill it or wait
+/// again). The one wait-with-a-deadline for child processes of the demos
+/// and their tests.
+pub fn wait_child(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStatus>> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= end {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A demo server running as a child process (the `demos` binary), killed
 /// if still running when dropped.
 #[derive(Debug)]
@@ -629,16 +646,11 @@ impl ServerProcess {
         if unsafe { libc::kill(pid, signal) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok((t.elapsed(), status));
-            }
-            if t.elapsed() > limit {
-                return Err(fail(format!(
-                    "still running {limit:?} after signal {signal}"
-                )));
-            }
-            thread::sleep(Duration::from_millis(1));
+        match wait_child(&mut self.child, limit)? {
+            Some(status) => Ok((t.elapsed(), status)),
+            None => Err(fail(format!(
+                "still running {limit:?} after signal {signal}"
+            ))),
         }
     }
 

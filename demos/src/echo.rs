@@ -23,6 +23,10 @@ pub struct Echo {
 }
 
 impl StreamHandler for Echo {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("echo", peer, error);
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         log::info!("echo: {peer} connected");
@@ -51,6 +55,10 @@ impl StreamHandler for Echo {
 }
 
 impl DatagramHandler for Echo {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("echo", peer, error);
+    }
+
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
         let mut data = req.take_data();
         log::debug!("echo: {} bytes from {}", data.len(), req.peer_addr());

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use socketserver::{Address, Server};
 
 use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
+use demos::cli::{parse_secs, report, CliError};
 use demos::common::{
     datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
     DEFAULT_LISTEN,
@@ -172,7 +173,8 @@ wait for it, so it never slows the room.
 
 UDP protocol: send `/nick NAME` first; each later datagram goes to every other
 peer as `NAME: text`; /who and /quit work too; peers silent for --idle-secs
-are forgotten.
+are forgotten. At most --max-peers peers; /nick is rate-limited per source IP
+address (--nicks-per-minute after a burst of 10).
 
 STRATEGIES: the TCP room needs every member served at once in one process:
 threading (default) or pool (at most --workers members at a time).
@@ -192,6 +194,14 @@ EXAMPLES:
         /// Seconds of silence after which a UDP peer is forgotten.
         #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
         idle_secs: Duration,
+        /// At most this many UDP peers; a /nick from a new address beyond
+        /// it is refused.
+        #[arg(long, value_name = "N", default_value_t = chat::DEFAULT_MAX_PEERS)]
+        max_peers: usize,
+        /// UDP /nick requests per minute from one IP address (after a burst
+        /// of 10); more are refused.
+        #[arg(long, value_name = "N", default_value_t = chat::DEFAULT_NICKS_PER_MINUTE)]
+        nicks_per_minute: u32,
     },
     /// Join a chat: prints what the room says, sends what you type.
     #[command(after_help = "\
@@ -242,23 +252,6 @@ struct ServerArgs {
     drain_secs: Duration,
 }
 
-/// Seconds, e.g. `1` or `0.25`.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|f| Duration::try_from_secs_f64(f).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds (e.g. 1 or 0.25)"))
-}
-
-/// A failure: the message and the exit status.
-struct Failure(String, u8);
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Self {
-        Failure(e.to_string(), 1)
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match &cli.demo {
@@ -271,23 +264,15 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
-    match run(cli.demo) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg, code)) => {
-            if !msg.is_empty() {
-                eprintln!("demos: {msg}");
-            }
-            ExitCode::from(code)
-        }
-    }
+    ExitCode::from(report(run(cli.demo)))
 }
 
-fn run(demo: Demo) -> Result<(), Failure> {
+/// Runs one demo; `Ok` holds the exit status.
+fn run(demo: Demo) -> Result<u8, CliError> {
     match demo {
-        // These print their own errors and pick their exit status (the
-        // shell client exits with the remote command's).
-        Demo::Shell(cmd) => exit_status(demos::shell::cli::main(cmd)),
-        Demo::Files(cmd) => exit_status(demos::files::cli::main(cmd)),
+        // The shell client exits with the remote command's status.
+        Demo::Shell(cmd) => demos::shell::cli::main(cmd),
+        Demo::Files(cmd) => demos::files::cli::main(cmd),
         Demo::Echo(EchoCmd::Serve {
             server,
             upper,
@@ -322,23 +307,26 @@ fn run(demo: Demo) -> Result<(), Failure> {
             let mut stdin = io::stdin().lock();
             let mut stdout = io::stdout().lock();
             echo::client(&connect, udp, &message, &mut stdin, &mut stdout, timeout)?;
-            Ok(())
+            Ok(0)
         }
         Demo::Chat(ChatCmd::Serve {
             server,
             outbox,
             idle_secs: idle,
+            max_peers,
+            nicks_per_minute,
         }) => {
             let tcp = server.strategy.unwrap_or(StrategyName::Threading);
             let udp = server.udp_strategy.unwrap_or(StrategyName::Synchronous);
             if let Some(why) = chat::tcp_strategy_problem(tcp) {
-                return Err(Failure(format!("chat serve --strategy {tcp}: {why}"), 2));
+                return Err(CliError::usage(format!(
+                    "chat serve --strategy {tcp}: {why}"
+                )));
             }
             if let (Some(_), Some(why)) = (&server.udp, chat::udp_strategy_problem(udp)) {
-                return Err(Failure(
-                    format!("chat serve --udp-strategy {udp}: {why}"),
-                    2,
-                ));
+                return Err(CliError::usage(format!(
+                    "chat serve --udp-strategy {udp}: {why}"
+                )));
             }
             let room = Room::new(RoomConfig {
                 outbox: outbox.max(2),
@@ -361,6 +349,8 @@ fn run(demo: Demo) -> Result<(), Failure> {
                     ));
                 let relay = UdpRoom::new(UdpRoomConfig {
                     idle,
+                    max_peers,
+                    nicks_per_minute,
                     ..UdpRoomConfig::default()
                 });
                 services.push(datagram_service(builder, addr, relay)?);
@@ -376,7 +366,7 @@ fn run(demo: Demo) -> Result<(), Failure> {
             let input = Box::new(BufReader::new(io::stdin()));
             let mut stdout = io::stdout().lock();
             chat::client::run(&connect, &nick, udp, input, &mut stdout, timeout)?;
-            Ok(())
+            Ok(0)
         }
         Demo::Showcase => {
             let options = showcase::Options {
@@ -384,22 +374,15 @@ fn run(demo: Demo) -> Result<(), Failure> {
             };
             let ok = showcase::run(&options, &mut io::stdout().lock())?;
             if ok {
-                Ok(())
+                Ok(0)
             } else {
-                Err(Failure("showcase: some checks failed".into(), 1))
+                Err(CliError::failed("showcase: some checks failed"))
             }
         }
     }
 }
 
-fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<(), Failure> {
-    serve_all(services, drain).map_err(Failure::from)
-}
-
-/// `Ok` for 0, else a failure whose message was already printed.
-fn exit_status(code: u8) -> Result<(), Failure> {
-    match code {
-        0 => Ok(()),
-        code => Err(Failure(String::new(), code)),
-    }
+fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<u8, CliError> {
+    serve_all(services, drain)?;
+    Ok(0)
 }

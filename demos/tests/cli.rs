@@ -409,3 +409,89 @@ fn help_reads_like_a_manual() {
         assert!(out.stdout.contains("EXAMPLE"), "{args:?}: no examples");
     }
 }
+
+#[test]
+fn every_duration_flag_rejects_huge_negative_nan_and_infinite_values() {
+    // Each command with the other arguments it needs; the flag under test
+    // is appended. Nothing may start: clap refuses the value first.
+    let commands: &[(&[&str], &str)] = &[
+        (&["echo", "serve"], "--drain-secs"),
+        (&["echo", "serve"], "--keep-alive"),
+        (&["echo", "client", "--connect", "127.0.0.1:9"], "--timeout"),
+        (&["chat", "serve"], "--drain-secs"),
+        (&["chat", "serve"], "--idle-secs"),
+        (
+            &["chat", "client", "--connect", "127.0.0.1:9", "--nick", "a"],
+            "--timeout",
+        ),
+        (&["shell", "serve", "--key-file", "/dev/null"], "--timeout"),
+        (
+            &["shell", "serve", "--key-file", "/dev/null"],
+            "--idle-secs",
+        ),
+        (
+            &["shell", "serve", "--key-file", "/dev/null"],
+            "--drain-secs",
+        ),
+        (
+            &[
+                "shell",
+                "run",
+                "--connect",
+                "127.0.0.1:9",
+                "--key-file",
+                "k",
+            ],
+            "--timeout",
+        ),
+        (&["files", "serve", "--root", "."], "--idle-secs"),
+        (&["files", "serve", "--root", "."], "--drain-secs"),
+        (&["files", "list", "--connect", "127.0.0.1:9"], "--timeout"),
+    ];
+    let bad: &[(&str, &str)] = &[
+        ("1e19", "too long"),
+        ("31536001", "too long"),
+        ("-1", "negative"),
+        ("NaN", "finite"),
+        ("inf", "finite"),
+        ("soon", "not a number"),
+    ];
+    for (args, flag) in commands {
+        for (value, why) in bad {
+            let arg = format!("{flag}={value}");
+            let mut all: Vec<&str> = args.to_vec();
+            all.push(&arg);
+            if args[1] == "run" {
+                all.push("true");
+            }
+            let out = run_demos(&all, b"", DEADLINE);
+            assert_eq!(out.status.code(), Some(2), "{all:?}: {}", out.stderr);
+            assert!(out.stdout.is_empty(), "{all:?}: started: {}", out.stdout);
+            assert!(
+                out.stderr.contains(flag) && out.stderr.contains(why),
+                "{all:?}: {}",
+                out.stderr
+            );
+        }
+    }
+    // A year is the most, and fine.
+    let out = run_demos(
+        &[
+            "echo",
+            "client",
+            "--connect",
+            "127.0.0.1:9",
+            "--timeout",
+            "31536000",
+            "x",
+        ],
+        b"",
+        DEADLINE,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused to connect, not to parse: {}",
+        out.stderr
+    );
+}

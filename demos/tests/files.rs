@@ -404,16 +404,22 @@ fn unknown_ops_and_bad_headers_are_answered_then_closed() {
     assert!(framing::read_frame(&mut conn).unwrap().is_none(), "closed");
 
     let mut conn = server.raw();
-    framing::write_json(
-        &mut conn,
-        &Request {
-            op: "delete".into(),
-            ..Request::default()
-        },
-    )
-    .unwrap();
+    framing::write_frame(&mut conn, br#"{"op": "delete", "name": "x"}"#).unwrap();
     let r: demos::files::Response = framing::read_json(&mut conn).unwrap().unwrap();
-    assert!(r.error.unwrap().contains("unknown op"));
+    assert!(r.error.unwrap().contains("unknown op \"delete\""));
+    assert!(framing::read_frame(&mut conn).unwrap().is_none(), "closed");
+
+    // A put without its size: the bytes that follow are unknown, closed.
+    let mut conn = server.raw();
+    framing::write_frame(&mut conn, br#"{"op": "put", "name": "x", "sha256": "00"}"#).unwrap();
+    let r: demos::files::Response = framing::read_json(&mut conn).unwrap().unwrap();
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("bad request header") && e.contains("size"),
+        "{e}"
+    );
+    assert!(framing::read_frame(&mut conn).unwrap().is_none(), "closed");
+    assert!(names(&server.root()).is_empty());
 }
 
 #[test]
@@ -558,4 +564,120 @@ fn help_has_examples() {
     }
     let out = common::run_demos(&["files", "--help"], b"", DEADLINE);
     assert!(out.stdout.contains("EXAMPLES"));
+}
+
+#[test]
+fn get_of_names_of_241_to_255_bytes_works_into_a_file_of_that_name() {
+    let server = FilesServer::start(|_| {});
+    let out = server.dir.path().join("downloads");
+    std::fs::create_dir(&out).unwrap();
+    let mut c = server.client();
+    for len in [241, 250, 255] {
+        let name = "n".repeat(len);
+        c.put_bytes(&name, name.as_bytes()).unwrap();
+        let dest = out.join(&name);
+        c.get_to_path(&name, &dest, &mut ()).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), name.as_bytes(), "{len}");
+    }
+    // Multi-byte characters: the temp name is cut at a character boundary.
+    let name = "é".repeat(127); // 254 bytes
+    c.put_bytes(&name, b"accents").unwrap();
+    c.get_to_path(&name, &out.join(&name), &mut ()).unwrap();
+    assert_eq!(names(&out).len(), 4, "no temp file left: {:?}", names(&out));
+}
+
+/// A fake file server that answers any request with a get header for
+/// `size` bytes, sends the first `sent` of them and then waits for `hold`
+/// (or until the client goes away).
+fn stalling_server(size: u64, sent: usize, hold: Duration) -> Address {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: Address = listener.local_addr().unwrap().into();
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        let _ = framing::read_frame(&mut conn);
+        let header = demos::files::Response::file("big", size, "0".repeat(64));
+        framing::write_json(&mut conn, &header).unwrap();
+        conn.write_all(&vec![7u8; sent]).unwrap();
+        conn.set_read_timeout(Some(hold)).unwrap();
+        let mut buf = [0u8; 16];
+        let _ = std::io::Read::read(&mut conn, &mut buf);
+    });
+    addr
+}
+
+#[test]
+fn an_interrupted_get_leaves_no_part_file_behind() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let addr = stalling_server(10 * MIB as u64, 64 * 1024, DEADLINE);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("big");
+        let mut child = std::process::Command::new(exe())
+            .args(["files", "get", "--connect", &addr.to_string(), "big", "-o"])
+            .arg(&dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(DEADLINE, "the .part file appears", || {
+            names(dir.path()).iter().any(|n| n.ends_with(".part"))
+        });
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let Some(status) = drive::wait_child(&mut child, DEADLINE).unwrap() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the client still runs {DEADLINE:?} after the signal");
+        };
+        assert_eq!(status.code(), Some(code), "{status}");
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+    // A server that goes away halfway: status 1, nothing left either.
+    let addr = stalling_server(10 * MIB as u64, 64 * 1024, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run_demos(
+        &[
+            "files",
+            "get",
+            "--connect",
+            &addr.to_string(),
+            "big",
+            "-o",
+            dir.path().join("big").to_str().unwrap(),
+        ],
+        b"",
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+}
+
+#[test]
+fn swapping_the_root_for_a_symlink_after_the_start_redirects_nothing() {
+    let server = FilesServer::start(|_| {});
+    let mut c = server.client();
+    c.put_bytes("before", b"1").unwrap();
+    // Someone moves the root away and puts a symlink to elsewhere in its
+    // place.
+    let moved = server.dir.path().join("moved");
+    std::fs::rename(server.root(), &moved).unwrap();
+    std::os::unix::fs::symlink(server.outside(), server.root()).unwrap();
+    std::fs::write(server.outside().join("secret"), "outside").unwrap();
+
+    c.put_bytes("after", b"2").unwrap();
+    assert_eq!(
+        names(&moved),
+        ["after", "before"],
+        "puts go to the real root"
+    );
+    assert_eq!(
+        names(&server.outside()),
+        ["secret"],
+        "nothing written outside"
+    );
+    let e = c.get_bytes("secret").unwrap_err().to_string();
+    assert!(e.contains("no such file"), "{e}");
+    assert_eq!(c.get_bytes("before").unwrap(), b"1");
+    let listed: Vec<String> = c.list().unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(listed, ["after", "before"]);
 }

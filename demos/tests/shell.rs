@@ -6,9 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -424,21 +422,9 @@ fn a_client_that_resets_kills_its_running_command() {
     let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
     assert!(!live_members(pgid).is_empty());
     // What a ^C'd `demos shell run` does: its socket resets (SO_LINGER 0).
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on our own socket with a live `linger` of its size.
-    let r = unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(conn);
     // Long before the command's 30 s sleep or its 60 s timeout.
     assert_group_gone(pgid, Duration::from_secs(5));
@@ -477,25 +463,8 @@ fn every_strategy_in_process_serves_sessions() {
 
 /// `demos args...` with stdin, bytes out; at most DEADLINE.
 fn demos_bytes(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.to_vec();
-    within(DEADLINE, &format!("demos {args:?}"), move || {
-        let mut child = Command::new(exe())
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
+    let (status, out, err) = common::run_demos_bytes(args, stdin, DEADLINE);
+    (status.code().unwrap_or(-1), out, err)
 }
 
 #[test]
@@ -700,4 +669,94 @@ fn sigterm_to_the_server_kills_running_commands_under_threading_and_forking() {
             ),
         }
     }
+}
+
+/// Starts `echo $$ > pidfile; sleep 30` on a raw authenticated connection
+/// and returns the connection and the command's process group.
+fn start_sleeper(server: &ShellServer, name: &str) -> (TcpStream, i32) {
+    let pidfile = server.dir.path().join(name);
+    let mut conn = raw_authenticated(server);
+    let command = format!("echo $$ > '{}'; sleep 30", pidfile.display());
+    framing::write_frame(&mut conn, command.as_bytes()).unwrap();
+    let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
+    assert!(!live_members(pgid).is_empty());
+    (conn, pgid)
+}
+
+#[test]
+fn a_client_that_closes_normally_kills_its_running_command() {
+    let server = ShellServer::start(|c| c.timeout = Duration::from_secs(60));
+    let (conn, pgid) = start_sleeper(&server, "pid");
+    let t = Instant::now();
+    drop(conn); // FIN, not a reset
+    assert_group_gone(pgid, Duration::from_secs(5));
+    println!("command killed {:?} after the client's FIN", t.elapsed());
+}
+
+#[test]
+fn a_client_that_half_closes_kills_its_running_command_and_is_closed() {
+    let server = ShellServer::start(|c| c.timeout = Duration::from_secs(60));
+    let (mut conn, pgid) = start_sleeper(&server, "pid");
+    let t = Instant::now();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_group_gone(pgid, Duration::from_secs(5));
+    println!(
+        "command killed {:?} after the client's half-close",
+        t.elapsed()
+    );
+    assert_eq!(read_to_close(&mut conn), b"", "no reply, a close");
+}
+
+#[test]
+fn when_the_client_binary_gives_up_waiting_the_command_is_killed() {
+    let server = ShellServer::start(|c| c.timeout = Duration::from_secs(60));
+    let pidfile = server.dir.path().join("pid");
+    let addr = server.addr.to_string();
+    let command = format!("echo $$ > '{}'; sleep 30", pidfile.display());
+    let t = Instant::now();
+    let (code, _, err) = demos_bytes(
+        &[
+            "shell",
+            "run",
+            "--connect",
+            &addr,
+            "--key-file",
+            server.key_file.to_str().unwrap(),
+            "--timeout",
+            "1",
+            &command,
+        ],
+        b"",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no reply in time"), "{err}");
+    let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
+    assert_group_gone(pgid, Duration::from_secs(5));
+    println!(
+        "client gave up and the command was gone {:?} after the start",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_full_16_mib_stderr_with_a_note_still_reaches_the_client() {
+    let server = ShellServer::start(|c| {
+        c.max_output = 16 * MIB;
+        c.timeout = Duration::from_secs(3);
+    });
+    let addr = server.addr.clone();
+    let key = server.key.clone();
+    let r = within(Duration::from_secs(30), "16 MiB reply", move || {
+        let mut s = Session::connect(&addr, &key, DEADLINE).unwrap();
+        s.run("head -c 17000000 /dev/zero >&2; sleep 30").unwrap()
+    });
+    assert!(r.header.timed_out && r.header.truncated, "{:?}", r.header);
+    assert_eq!(r.stderr.len(), 16 * MIB, "the frame limit, exactly");
+    assert!(
+        r.stderr.ends_with(
+            b"demos shell: timed out after 3 s; the command's process group was killed (SIGKILL)\n"
+        ),
+        "{:?}",
+        String::from_utf8_lossy(&r.stderr[r.stderr.len() - 120..])
+    );
 }

@@ -29,9 +29,27 @@
 //!
 //! On an untrusted network, run the protocol inside TLS or an SSH tunnel.
 //!
-//! Set read and write timeouts on the stream before the handshake: both functions
-//! block on the peer. The handshake frames are capped at 64 bytes, so a hostile
-//! peer cannot make either side allocate more.
+//! Both sides block on the peer. The handshake frames are capped at 64 bytes, so
+//! a hostile peer cannot make either side allocate more.
+//!
+//! # Slow and hostile clients
+//!
+//! A socket's read timeout is a per-read timer: a client that sends one byte
+//! just before each timeout keeps [`server_handshake`] waiting for ever. A
+//! server facing the network uses a [`Gatekeeper`] instead, which gives
+//!
+//! - **one total deadline** for the whole handshake
+//!   ([`DEFAULT_HANDSHAKE_DEADLINE`], 5 s), however the client spreads its
+//!   bytes ([`server_handshake_within`] is the same without the cap), and
+//! - **a cap on handshakes in progress** ([`DEFAULT_MAX_PENDING`], 64): when
+//!   that many clients have connected but not yet authenticated, a new one
+//!   either takes the place of the one waiting longest, which is closed
+//!   ([`WhenFull::CloseOldest`], the default), or is closed itself before
+//!   anything is done for it ([`WhenFull::RefuseNew`]). An honest client
+//!   answers within a round trip, so under `CloseOldest` it gets in as long as
+//!   fewer than the cap of new connections arrive during its own handshake; a
+//!   crowd of clients that connect and dribble cannot lock it out for the
+//!   whole deadline, as they could under `RefuseNew`.
 //!
 //! # Example
 //!
@@ -61,10 +79,15 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -76,6 +99,13 @@ pub const CHALLENGE_LEN: usize = 32;
 
 /// The length of the client's answer (an HMAC-SHA256 tag), in bytes.
 pub const RESPONSE_LEN: usize = 32;
+
+/// The default total time a client gets for the whole handshake, from the
+/// challenge to the `OK` ([`Gatekeeper`], [`server_handshake_within`]).
+pub const DEFAULT_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The default cap on handshakes in progress at once ([`Gatekeeper`]).
+pub const DEFAULT_MAX_PENDING: usize = 64;
 
 /// The server's reply to a correct answer.
 const ACCEPTED: &[u8] = b"OK";
@@ -176,6 +206,16 @@ impl fmt::Debug for Key {
 /// length, a truncated or oversized frame, or closing without answering. Other
 /// errors (timeouts, resets) are the stream's own.
 pub fn server_handshake<S: Read + Write + ?Sized>(stream: &mut S, key: &Key) -> io::Result<()> {
+    handshake(stream, key, || Ok(()))
+}
+
+/// The server side of the handshake, then `admit` (which may still refuse)
+/// just before the `OK` goes out.
+fn handshake<S: Read + Write + ?Sized>(
+    stream: &mut S,
+    key: &Key,
+    admit: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
     let mut challenge = [0u8; CHALLENGE_LEN];
     getrandom::fill(&mut challenge)
         .map_err(|e| io::Error::other(format!("cannot draw a random challenge: {e}")))?;
@@ -197,9 +237,398 @@ pub fn server_handshake<S: Read + Write + ?Sized>(stream: &mut S, key: &Key) -> 
     key.mac(&challenge)
         .verify_slice(&answer)
         .map_err(|_| denied("wrong answer to the challenge (wrong key?)"))?;
+    admit()?;
 
     HANDSHAKE.write_frame(stream, ACCEPTED)?;
     stream.flush()
+}
+
+/// [`server_handshake`] within one total `deadline` on a socket: before each
+/// read and write, the socket's timeout is set to the time left, so a client
+/// that sends its answer one byte at a time is cut at the deadline all the
+/// same. The socket's read and write timeouts are left as the handshake set
+/// them: set your own afterwards.
+///
+/// # Errors
+///
+/// Those of [`server_handshake`]; `TimedOut` (`the authentication handshake
+/// did not finish within ...`) at the deadline.
+///
+/// ```
+/// use socketserver::auth::{self, Key};
+/// use std::io::Read;
+/// use std::net::{TcpListener, TcpStream};
+/// use std::time::{Duration, Instant};
+///
+/// let key = Key::new("k")?;
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// // A client that connects and never answers.
+/// let _silent = TcpStream::connect(listener.local_addr()?)?;
+/// let (mut conn, _) = listener.accept()?;
+/// let t = Instant::now();
+/// let e = auth::server_handshake_within(&mut conn, &key, Duration::from_millis(200))
+///     .unwrap_err();
+/// assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+/// assert!(t.elapsed() < Duration::from_secs(5));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn server_handshake_within<S: Read + Write + AsFd>(
+    stream: &mut S,
+    key: &Key,
+    deadline: Duration,
+) -> io::Result<()> {
+    let mut timed = Deadline::new(stream, deadline);
+    handshake(&mut timed, key, || Ok(()))
+}
+
+/// A stream whose every read and write must end by one instant.
+struct Deadline<'a, S: Read + Write + AsFd> {
+    stream: &'a mut S,
+    until: Option<Instant>,
+    total: Duration,
+}
+
+impl<'a, S: Read + Write + AsFd> Deadline<'a, S> {
+    fn new(stream: &'a mut S, total: Duration) -> Self {
+        Deadline {
+            stream,
+            // An unrepresentable instant (a deadline of centuries) is none.
+            until: Instant::now().checked_add(total),
+            total,
+        }
+    }
+
+    /// The time left, as a socket timeout, or `TimedOut` if none is.
+    fn left(&self) -> io::Result<Option<Duration>> {
+        let Some(until) = self.until else {
+            return Ok(None);
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.timed_out());
+        }
+        Ok(Some(left))
+    }
+
+    fn timed_out(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the authentication handshake did not finish within {:?}",
+                self.total
+            ),
+        )
+    }
+
+    /// A timeout of the socket is the deadline's.
+    fn map(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(),
+            _ => e,
+        }
+    }
+}
+
+impl<S: Read + Write + AsFd> Read for Deadline<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        socket2::SockRef::from(&*self.stream).set_read_timeout(left)?;
+        self.stream.read(buf).map_err(|e| self.map(e))
+    }
+}
+
+impl<S: Read + Write + AsFd> Write for Deadline<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        socket2::SockRef::from(&*self.stream).set_write_timeout(left)?;
+        self.stream.write(buf).map_err(|e| self.map(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().map_err(|e| self.map(e))
+    }
+}
+
+/// What a [`Gatekeeper`] does with a new connection when
+/// [`max_pending`](Gatekeeper::with_max_pending) handshakes are already in
+/// progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Close the handshake that has been waiting longest (its socket is shut
+    /// down, its [`Gatekeeper::server_handshake`] returns
+    /// `ConnectionAborted`) and serve the new connection.
+    #[default]
+    CloseOldest,
+    /// Refuse the new connection: [`Gatekeeper::server_handshake`] returns
+    /// `ConnectionRefused` at once, having sent nothing, allocated nothing
+    /// and made no system call; the caller closes it.
+    RefuseNew,
+}
+
+/// The server side of the handshake for a server facing untrusted clients:
+/// one total deadline per handshake and a cap on handshakes in progress (see
+/// the [module docs](self#slow-and-hostile-clients)). Cloning shares the cap.
+///
+/// ```
+/// use socketserver::auth::{self, Gatekeeper, Key};
+/// use std::net::{TcpListener, TcpStream};
+/// use std::time::Duration;
+///
+/// let key = Key::new("a long random shared secret")?;
+/// let gate = Gatekeeper::new(key.clone())
+///     .with_deadline(Duration::from_secs(2))
+///     .with_max_pending(16);
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// let server = std::thread::spawn(move || -> std::io::Result<()> {
+///     let (mut conn, _) = listener.accept()?;
+///     gate.server_handshake(&mut conn) // on Err, `conn` is dropped
+/// });
+/// let mut conn = TcpStream::connect(addr)?;
+/// conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// auth::client_handshake(&mut conn, &key)?;
+/// server.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Gatekeeper {
+    shared: Arc<Gate>,
+}
+
+struct Gate {
+    key: Key,
+    deadline: Duration,
+    max_pending: usize,
+    when_full: WhenFull,
+    table: Mutex<Table>,
+}
+
+/// The handshakes in progress, oldest first.
+struct Table {
+    pending: VecDeque<Pending>,
+    next_id: u64,
+    closed_oldest: u64,
+    refused: u64,
+}
+
+struct Pending {
+    id: u64,
+    /// A duplicate of the connection's descriptor, to shut it down.
+    socket: OwnedFd,
+}
+
+impl Gatekeeper {
+    /// A gatekeeper for `key` with [`DEFAULT_HANDSHAKE_DEADLINE`],
+    /// [`DEFAULT_MAX_PENDING`] and [`WhenFull::CloseOldest`].
+    #[must_use]
+    pub fn new(key: Key) -> Gatekeeper {
+        Gatekeeper::build(
+            key,
+            DEFAULT_HANDSHAKE_DEADLINE,
+            DEFAULT_MAX_PENDING,
+            WhenFull::default(),
+        )
+    }
+
+    fn build(key: Key, deadline: Duration, max_pending: usize, when_full: WhenFull) -> Gatekeeper {
+        let max_pending = max_pending.max(1);
+        Gatekeeper {
+            shared: Arc::new(Gate {
+                key,
+                deadline,
+                max_pending,
+                when_full,
+                table: Mutex::new(Table {
+                    // Allocated once here, never per connection.
+                    pending: VecDeque::with_capacity(max_pending.min(1 << 16)),
+                    next_id: 0,
+                    closed_oldest: 0,
+                    refused: 0,
+                }),
+            }),
+        }
+    }
+
+    /// The total time a client gets for the handshake.
+    #[must_use]
+    pub fn with_deadline(self, deadline: Duration) -> Gatekeeper {
+        let g = &self.shared;
+        Gatekeeper::build(g.key.clone(), deadline, g.max_pending, g.when_full)
+    }
+
+    /// At most `n` handshakes at once (at least 1).
+    #[must_use]
+    pub fn with_max_pending(self, n: usize) -> Gatekeeper {
+        let g = &self.shared;
+        Gatekeeper::build(g.key.clone(), g.deadline, n, g.when_full)
+    }
+
+    /// What to do with a new connection when the cap is reached.
+    #[must_use]
+    pub fn when_full(self, policy: WhenFull) -> Gatekeeper {
+        let g = &self.shared;
+        Gatekeeper::build(g.key.clone(), g.deadline, g.max_pending, policy)
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &Key {
+        &self.shared.key
+    }
+
+    /// The total time a client gets for the handshake.
+    #[must_use]
+    pub fn deadline(&self) -> Duration {
+        self.shared.deadline
+    }
+
+    /// The cap on handshakes in progress.
+    #[must_use]
+    pub fn max_pending(&self) -> usize {
+        self.shared.max_pending
+    }
+
+    /// Handshakes in progress now.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
+    /// How many handshakes were closed to make room for a newer one
+    /// ([`WhenFull::CloseOldest`]), and how many connections were refused
+    /// ([`WhenFull::RefuseNew`]), since the start.
+    #[must_use]
+    pub fn turned_away(&self) -> (u64, u64) {
+        let t = self.shared.lock();
+        (t.closed_oldest, t.refused)
+    }
+
+    /// Runs the server side of the handshake on `stream` within the
+    /// deadline, holding one of the `max_pending` places meanwhile. The
+    /// stream's read and write timeouts are left as the handshake set them:
+    /// set your own afterwards.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`server_handshake_within`]; `ConnectionRefused` when the
+    /// cap is reached under [`WhenFull::RefuseNew`] (the error carries no
+    /// message: nothing is allocated for a refused connection);
+    /// `ConnectionAborted` when this handshake was closed to make room for a
+    /// newer one; the error of duplicating the descriptor.
+    pub fn server_handshake<S: Read + Write + AsFd>(&self, stream: &mut S) -> io::Result<()> {
+        let id = self.enter(stream)?;
+        let mut left = Some(Leave {
+            gate: &self.shared,
+            id,
+            done: false,
+        });
+        let mut timed = Deadline::new(stream, self.shared.deadline);
+        let result = handshake(&mut timed, &self.shared.key, || {
+            // Leave the table before the OK goes out: once it is sent,
+            // nobody may shut the connection down to make room.
+            left.take().map_or(Ok(()), Leave::now)
+        });
+        match (result, left.map(Leave::now)) {
+            // Closed to make room: that is why the handshake failed.
+            (Err(_), Some(Err(e))) => Err(e),
+            (r, _) => r,
+        }
+    }
+
+    /// Takes a place in the table (closing the oldest handshake if needed).
+    fn enter(&self, stream: &impl AsFd) -> io::Result<u64> {
+        let gate = &self.shared;
+        let mut table = gate.lock();
+        if table.pending.len() >= gate.max_pending {
+            match gate.when_full {
+                WhenFull::RefuseNew => {
+                    table.refused += 1;
+                    return Err(io::ErrorKind::ConnectionRefused.into());
+                }
+                WhenFull::CloseOldest => {
+                    while table.pending.len() >= gate.max_pending {
+                        let Some(oldest) = table.pending.pop_front() else {
+                            break;
+                        };
+                        // Its blocked read returns end of file at once.
+                        let _ = socket2::SockRef::from(&oldest.socket).shutdown(Shutdown::Both);
+                        table.closed_oldest += 1;
+                    }
+                }
+            }
+        }
+        let socket = stream.as_fd().try_clone_to_owned()?;
+        let id = table.next_id;
+        table.next_id += 1;
+        table.pending.push_back(Pending { id, socket });
+        Ok(id)
+    }
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // The table stays consistent whatever panicked while holding it.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A place in the table, given back by [`now`](Leave::now) or, on any other
+/// way out (an early error, a panic), on drop.
+struct Leave<'a> {
+    gate: &'a Gate,
+    id: u64,
+    done: bool,
+}
+
+impl Leave<'_> {
+    /// Gives the place back; `ConnectionAborted` if it was already taken
+    /// away (closed to make room for a newer handshake).
+    fn now(mut self) -> io::Result<()> {
+        self.done = true;
+        if self.remove() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "authentication cut: {} other clients were authenticating and this one had \
+                 waited longest",
+                self.gate.max_pending
+            ),
+        ))
+    }
+
+    /// Removes the place; false if it was no longer there.
+    fn remove(&self) -> bool {
+        let mut table = self.gate.lock();
+        match table.pending.iter().position(|p| p.id == self.id) {
+            Some(i) => {
+                table.pending.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.remove();
+        }
+    }
+}
+
+impl fmt::Debug for Gatekeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = &self.shared;
+        f.debug_struct("Gatekeeper")
+            .field("key", &g.key)
+            .field("deadline", &g.deadline)
+            .field("max_pending", &g.max_pending)
+            .field("when_full", &g.when_full)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs the client side of the handshake: answers the server's challenge and

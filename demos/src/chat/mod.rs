@@ -35,7 +35,9 @@ mod tcp;
 mod udp;
 
 pub use tcp::{Room, RoomConfig};
-pub use udp::{UdpRoom, UdpRoomConfig};
+pub use udp::{
+    UdpRoom, UdpRoomConfig, DEFAULT_MAX_PEERS, DEFAULT_NICKS_PER_MINUTE, DEFAULT_NICK_BURST,
+};
 
 use std::io::{self, BufRead};
 

@@ -83,6 +83,10 @@ struct Member {
 }
 
 impl StreamHandler for Room {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("chat", peer, error);
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         log::info!("chat: {peer} connected");

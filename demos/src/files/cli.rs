@@ -11,7 +11,7 @@ use socketserver::{Address, Server};
 
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
-use crate::cli::{parse_bytes, parse_secs, report, CliError};
+use crate::cli::{parse_bytes, parse_secs, CliError};
 use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
 
 /// Transfers larger than this get a progress bar (on a terminal).
@@ -150,15 +150,19 @@ pub struct ListArgs {
     pub client: ClientArgs,
 }
 
-/// Runs `demos files ...`; prints errors as `demos: ...` and returns the
-/// exit status.
-pub fn main(cmd: FilesCmd) -> u8 {
-    report(match cmd {
+/// Runs `demos files ...` and returns the exit status to use (the shell
+/// client's is the remote command's).
+///
+/// # Errors
+///
+/// What went wrong, for [`report`](crate::cli::report) to print.
+pub fn main(cmd: FilesCmd) -> Result<u8, CliError> {
+    match cmd {
         FilesCmd::Serve(a) => serve(a),
         FilesCmd::Put(a) => put(a),
         FilesCmd::Get(a) => get(a),
         FilesCmd::List(a) => list(a),
-    })
+    }
 }
 
 fn read_key(path: Option<&PathBuf>, what: &str) -> Result<Option<Key>, CliError> {
@@ -230,6 +234,7 @@ pub fn get(a: GetArgs) -> Result<u8, CliError> {
         None => PathBuf::from(&a.name),
     };
     let mut bar = Bar::new(true, &format!("get {}", a.name));
+    remove_partial_downloads_on_signals()?;
     let r = client.get_to_path(&a.name, &dest, &mut bar)?;
     println!(
         "{} -> {}: {} bytes, sha256 verified",
@@ -238,6 +243,24 @@ pub fn get(a: GetArgs) -> Result<u8, CliError> {
         r.size.unwrap_or(0)
     );
     Ok(0)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP (a ^C in the middle of a get), removes the
+/// download's temp file, then exits with status 128 + the signal's number,
+/// as the signal would have: without this, the process would die with the
+/// `.NAME.RANDOM.part` file left next to the output.
+fn remove_partial_downloads_on_signals() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                super::client::remove_partial_downloads();
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
 }
 
 /// `demos files list`.

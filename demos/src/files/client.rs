@@ -7,6 +7,8 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use sha2::{Digest, Sha256};
 use socketserver::auth::{self, Key};
 use socketserver::framing::{self, Framing, DEFAULT_MAX_FRAME_SIZE};
@@ -189,10 +191,7 @@ impl Client {
             .unwrap_or_else(|| name.to_owned());
         let mut random = [0u8; 4];
         getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
-        let mut temp = Partial {
-            path: dir.join(format!(".{base}.{}.part", hex(&random))),
-            kept: false,
-        };
+        let temp = Partial::register(dir.join(partial_name(&base, &hex(&random))));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -207,7 +206,7 @@ impl Client {
         file.sync_all()?;
         fs::rename(&temp.path, dest)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dest.display())))?;
-        temp.kept = true;
+        temp.keep();
         Ok(response)
     }
 
@@ -263,14 +262,65 @@ impl Client {
     }
 }
 
+/// The temp file name of a download into `base`: `.BASE.RANDOM.part`, with
+/// `BASE` shortened (at a character boundary) so that the whole stays within
+/// the usual 255-byte limit of a file name.
+///
+/// ```
+/// use demos::files::client::partial_name;
+/// assert_eq!(partial_name("notes.txt", "0a1b2c3d"), ".notes.txt.0a1b2c3d.part");
+/// let long = "é".repeat(127); // 254 bytes
+/// let name = partial_name(&long, "0a1b2c3d");
+/// assert!(name.len() <= 255, "{}", name.len());
+/// assert!(name.ends_with(".0a1b2c3d.part"));
+/// ```
+pub fn partial_name(base: &str, random: &str) -> String {
+    let room = super::MAX_NAME - ".".len() - ".".len() - random.len() - ".part".len();
+    let mut end = base.len().min(room);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}.{random}.part", &base[..end])
+}
+
+/// Downloads in progress in this process, for [`remove_partial_downloads`].
+static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the temp files of the downloads in progress in this process;
+/// returns how many. For a signal handler thread of the CLI (a ^C in the
+/// middle of a get), where the downloads' own cleanup would not run.
+pub fn remove_partial_downloads() -> usize {
+    let mut partials = PARTIALS.lock();
+    partials
+        .drain(..)
+        .filter(|p| fs::remove_file(p).is_ok())
+        .count()
+}
+
 /// A partial download, removed on drop unless it was renamed into place.
 struct Partial {
     path: PathBuf,
     kept: bool,
 }
 
+impl Partial {
+    /// A partial download at `path` (not created yet), known to
+    /// [`remove_partial_downloads`] until it is kept or dropped.
+    fn register(path: PathBuf) -> Partial {
+        PARTIALS.lock().push(path.clone());
+        Partial { path, kept: false }
+    }
+
+    /// It was renamed into place: nothing to remove.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
 impl Drop for Partial {
     fn drop(&mut self) {
+        let mut partials = PARTIALS.lock();
+        partials.retain(|p| p != &self.path);
         if !self.kept {
             let _ = fs::remove_file(&self.path);
         }

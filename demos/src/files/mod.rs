@@ -37,10 +37,20 @@
 //! * **Step**: a put refused for its name or hash still reads and discards
 //!   its `size` bytes, so the stream stays in step and the next request
 //!   works; a put over `--max-size` is answered and the connection closed
-//!   without reading the bytes.
+//!   without reading the bytes, and so is a header that is not one of the
+//!   three [`Request`]s (an unknown `op`, a missing field).
 //! * **Reads stay in the root**: a get opens the name with `O_NOFOLLOW`
 //!   and serves regular files only, so a symlink in the root (to
 //!   `/etc/passwd`, say) cannot be read through, nor a FIFO or device.
+//! * **The root is a directory descriptor**, opened once at the start;
+//!   every operation is relative to it (`openat`, `renameat`, `unlinkat`,
+//!   `fstatat`), so moving the root away and putting a symlink in its place
+//!   redirects nothing. After the rename of an upload the directory itself
+//!   is flushed (`fsync`), so the new name survives a crash.
+//! * **Downloads** (the client) go to `.NAME.RANDOM.part` next to the
+//!   output (NAME shortened to keep the whole within 255 bytes), renamed
+//!   into place once the sha256 matched; the temp file is removed on every
+//!   error and, in `demos files get`, on SIGINT, SIGTERM and SIGHUP.
 //! * **Integrity both ways**: the server checks a put's sha256 before
 //!   keeping it; a get's header carries the sha256 (the server reads the
 //!   file twice: once to hash, once to send, streaming in chunks), and the
@@ -77,48 +87,78 @@ pub const REQUEST_FRAMING: Framing = Framing::new().with_max_frame_size(64 * 102
 /// Size of one chunk when streaming file data.
 pub const CHUNK: usize = 256 * 1024;
 
-/// A request header (the JSON of the request frame).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Request {
-    /// `put`, `get` or `list`.
-    pub op: String,
-    /// The file name (put, get).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// The number of raw bytes that follow (put).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// The SHA-256 of those bytes, 64 hex digits (put).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+/// A request header (the JSON of the request frame), told apart by its
+/// `op` field.
+///
+/// ```
+/// use demos::files::Request;
+/// let put: Request = serde_json::from_str(
+///     r#"{"op": "put", "name": "a.txt", "size": 5, "sha256": "00"}"#,
+/// )?;
+/// assert_eq!(put, Request::put("a.txt", 5, "00"));
+/// assert_eq!(serde_json::to_string(&Request::list())?, r#"{"op":"list"}"#);
+/// assert!(serde_json::from_str::<Request>(r#"{"op": "put", "name": "a"}"#).is_err());
+/// assert!(serde_json::from_str::<Request>(r#"{"op": "delete"}"#).is_err());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Store `size` raw bytes, which follow the header, as `name`; their
+    /// SHA-256 is `sha256` (64 hex digits).
+    Put {
+        /// The file name.
+        name: String,
+        /// The number of raw bytes that follow.
+        size: u64,
+        /// The SHA-256 of those bytes.
+        sha256: String,
+    },
+    /// Send the file `name`.
+    Get {
+        /// The file name.
+        name: String,
+    },
+    /// List the files.
+    List,
 }
 
 impl Request {
     /// `{"op": "put", "name": ..., "size": ..., "sha256": ...}`
     pub fn put(name: &str, size: u64, sha256: &str) -> Request {
-        Request {
-            op: "put".into(),
-            name: Some(name.into()),
-            size: Some(size),
-            sha256: Some(sha256.into()),
+        Request::Put {
+            name: name.into(),
+            size,
+            sha256: sha256.into(),
         }
     }
 
     /// `{"op": "get", "name": ...}`
     pub fn get(name: &str) -> Request {
-        Request {
-            op: "get".into(),
-            name: Some(name.into()),
-            ..Request::default()
-        }
+        Request::Get { name: name.into() }
     }
 
     /// `{"op": "list"}`
     pub fn list() -> Request {
-        Request {
-            op: "list".into(),
-            ..Request::default()
-        }
+        Request::List
+    }
+
+    /// Reads a request header; the error is the reply's message: an
+    /// unknown `op` is named as such, anything else (not JSON, a missing
+    /// or mistyped field) is a bad header.
+    pub fn parse(header: &[u8]) -> Result<Request, String> {
+        serde_json::from_slice(header).map_err(|e| {
+            #[derive(Deserialize)]
+            struct Op {
+                op: String,
+            }
+            match serde_json::from_slice::<Op>(header) {
+                Ok(Op { op }) if !["put", "get", "list"].contains(&op.as_str()) => {
+                    format!("unknown op {op:?} (put, get or list)")
+                }
+                _ => format!("bad request header: {e}"),
+            }
+        })
     }
 }
 

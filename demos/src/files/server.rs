@@ -2,15 +2,17 @@
 //! under one root directory (see the [module docs](super) for the
 //! protocol and the guarantees).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
 use sha2::{Digest, Sha256};
-use socketserver::auth::{self, Key};
+use socketserver::auth::{Gatekeeper, Key};
 use socketserver::framing::{self, DEFAULT_MAX_FRAME_SIZE};
 use socketserver::{StreamHandler, StreamRequest};
 
@@ -19,8 +21,9 @@ use super::{
     REQUEST_FRAMING, TEMP_PREFIX,
 };
 
-/// How long a client gets to answer the authentication challenge.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets for the whole authentication handshake, however
+/// it spreads its bytes.
+pub const AUTH_TIMEOUT: Duration = socketserver::auth::DEFAULT_HANDSHAKE_DEADLINE;
 
 /// Default idle time (no byte from the client) after which a connection,
 /// or an upload that stalled, is closed.
@@ -79,6 +82,14 @@ impl FilesConfig {
 #[derive(Debug, Clone)]
 pub struct FileServer {
     config: Arc<FilesConfig>,
+    /// The root, opened once at the start: every file operation is
+    /// relative to this descriptor (`openat`, `renameat`, `unlinkat`), so
+    /// replacing the root's path by a symlink later redirects nothing.
+    root: Arc<OwnedFd>,
+    /// With a key: one deadline per handshake, at most
+    /// [`DEFAULT_MAX_PENDING`](socketserver::auth::DEFAULT_MAX_PENDING)
+    /// at once.
+    gate: Option<Gatekeeper>,
 }
 
 /// What to do after a request.
@@ -107,15 +118,30 @@ impl FileServer {
             ));
         }
         config.root = root;
-        let swept = sweep_temp_files(&config.root);
+        let dir = rustix::fs::open(
+            &config.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("root {}: {e}", config.root.display()))
+        })?;
+        let swept = sweep_temp_files(&dir);
         if swept > 0 {
             log::info!(
                 "files: removed {swept} unfinished upload(s) left in {}",
                 config.root.display()
             );
         }
+        let gate = config
+            .key
+            .clone()
+            .map(|k| Gatekeeper::new(k).with_deadline(AUTH_TIMEOUT));
         Ok(FileServer {
             config: Arc::new(config),
+            root: Arc::new(dir),
+            gate,
         })
     }
 
@@ -124,11 +150,13 @@ impl FileServer {
         &self.config
     }
 
-    fn put(&self, req: &mut StreamRequest, r: &Request) -> io::Result<Flow> {
-        let Some(size) = r.size else {
-            reply(req, &Response::error("a put needs \"size\""))?;
-            return Ok(Flow::Close);
-        };
+    fn put(
+        &self,
+        req: &mut StreamRequest,
+        name: &str,
+        size: u64,
+        sha256: &str,
+    ) -> io::Result<Flow> {
         if size > self.config.max_size {
             reply(
                 req,
@@ -140,7 +168,7 @@ impl FileServer {
             )?;
             return Ok(Flow::Close);
         }
-        let (name, want) = match put_fields(r) {
+        let want = match put_fields(name, sha256) {
             Ok(fields) => fields,
             Err(why) => {
                 // Keep the stream in step: the bytes follow anyway.
@@ -149,7 +177,7 @@ impl FileServer {
                 return Ok(Flow::Continue);
             }
         };
-        let temp = match TempFile::create(&self.config.root) {
+        let temp = match TempFile::create(&self.root) {
             Ok(t) => t,
             Err(e) => {
                 framing::copy_exact(req, &mut io::sink(), size)?;
@@ -182,7 +210,7 @@ impl FileServer {
                      said {want}; nothing was stored"
                 ))
             }
-            Ok(()) => match temp.persist(&self.config.root.join(name)) {
+            Ok(()) => match temp.persist(name) {
                 Ok(()) => {
                     log::info!("files: {}: stored {name} ({size} bytes)", req.peer_addr());
                     Response::file(name, size, got)
@@ -194,16 +222,12 @@ impl FileServer {
         Ok(Flow::Continue)
     }
 
-    fn get(&self, req: &mut StreamRequest, r: &Request) -> io::Result<Flow> {
-        let Some(name) = &r.name else {
-            reply(req, &Response::error("a get needs \"name\""))?;
-            return Ok(Flow::Continue);
-        };
+    fn get(&self, req: &mut StreamRequest, name: &str) -> io::Result<Flow> {
         if let Err(why) = check_name(name) {
             reply(req, &Response::error(why))?;
             return Ok(Flow::Continue);
         }
-        let mut file = match open_in_root(&self.config.root, name) {
+        let mut file = match open_in_root(&self.root, name) {
             Ok(f) => f,
             Err(why) => {
                 reply(req, &Response::error(why))?;
@@ -231,7 +255,7 @@ impl FileServer {
     }
 
     fn list(&self, req: &mut StreamRequest) -> io::Result<Flow> {
-        let files = match list_root(&self.config.root) {
+        let files = match list_root(&self.root) {
             Ok(f) => f,
             Err(e) => {
                 reply(req, &Response::error(format!("cannot list: {e}")))?;
@@ -254,13 +278,16 @@ impl FileServer {
 }
 
 impl StreamHandler for FileServer {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("files", peer, error);
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
-        if let Some(key) = &self.config.key {
-            req.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
-            req.stream().set_write_timeout(Some(AUTH_TIMEOUT))?;
-            if let Err(e) = auth::server_handshake(req, key) {
-                log::warn!("files: {peer}: {e}");
+        if let Some(gate) = &self.gate {
+            // Straight on the socket: nothing was read through `req` yet.
+            if let Err(e) = gate.server_handshake(&mut req.stream()) {
+                crate::common::log_auth_failure("files", &peer, &e);
                 return Ok(());
             }
         }
@@ -286,28 +313,22 @@ impl StreamHandler for FileServer {
                 }
                 Err(e) => return Err(e),
             };
-            let request: Request = match serde_json::from_slice(&header) {
+            let request = match Request::parse(&header) {
                 Ok(r) => r,
-                Err(e) => {
+                Err(why) => {
                     // Whether raw bytes follow is unknown: the stream is
                     // out of step, so answer and close.
-                    reply(req, &Response::error(format!("bad request header: {e}")))?;
+                    reply(
+                        req,
+                        &Response::error(format!("{why}; closing the connection")),
+                    )?;
                     break;
                 }
             };
-            let flow = match request.op.as_str() {
-                "put" => self.put(req, &request)?,
-                "get" => self.get(req, &request)?,
-                "list" => self.list(req)?,
-                other => {
-                    reply(
-                        req,
-                        &Response::error(format!(
-                            "unknown op {other:?} (put, get or list); closing the connection"
-                        )),
-                    )?;
-                    Flow::Close
-                }
+            let flow = match &request {
+                Request::Put { name, size, sha256 } => self.put(req, name, *size, sha256)?,
+                Request::Get { name } => self.get(req, name)?,
+                Request::List => self.list(req)?,
             };
             if let Flow::Close = flow {
                 break;
@@ -318,15 +339,14 @@ impl StreamHandler for FileServer {
     }
 }
 
-/// A put's name and sha256 (lowercased), checked.
-fn put_fields(r: &Request) -> Result<(&str, String), String> {
-    let name = r.name.as_deref().ok_or("a put needs \"name\"")?;
+/// A put's sha256, lowercased, once the name and the hash's form are
+/// checked.
+fn put_fields(name: &str, sha256: &str) -> Result<String, String> {
     check_name(name)?;
-    let sha256 = r.sha256.as_deref().ok_or("a put needs \"sha256\"")?;
     if !is_sha256_hex(sha256) {
         return Err("\"sha256\" must be 64 hex digits".into());
     }
-    Ok((name, sha256.to_ascii_lowercase()))
+    Ok(sha256.to_ascii_lowercase())
 }
 
 /// Writes one reply frame and flushes.
@@ -338,14 +358,18 @@ fn reply(req: &mut StreamRequest, response: &Response) -> io::Result<()> {
     req.flush()
 }
 
-/// Opens `root/name` for reading: not through a symlink (`O_NOFOLLOW`),
-/// regular files only, never blocking (`O_NONBLOCK`, for FIFOs). The
-/// error is the message for the client.
-fn open_in_root(root: &Path, name: &str) -> Result<File, String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(root.join(name));
+/// Opens `name` in the root for reading: not through a symlink
+/// (`O_NOFOLLOW`), regular files only, never blocking (`O_NONBLOCK`, for
+/// FIFOs). The error is the message for the client.
+fn open_in_root(root: &OwnedFd, name: &str) -> Result<File, String> {
+    let file = rustix::fs::openat(
+        root,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(io::Error::from);
     match file {
         Ok(f) => match f.metadata() {
             Ok(m) if m.is_file() => Ok(f),
@@ -360,24 +384,38 @@ fn open_in_root(root: &Path, name: &str) -> Result<File, String> {
     }
 }
 
+/// The names in the root directory (UTF-8 ones only).
+fn root_names(root: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(root)? {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// The type and size of `name` in the root, not following a symlink.
+fn stat_in_root(root: &OwnedFd, name: &str) -> io::Result<(FileType, u64)> {
+    let st = rustix::fs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok((
+        FileType::from_raw_mode(st.st_mode),
+        u64::try_from(st.st_size).unwrap_or(0),
+    ))
+}
+
 /// The regular files of the root with valid names (no temp files, no
 /// symlinks, no directories), sorted by name.
-fn list_root(root: &Path) -> io::Result<Vec<Entry>> {
+fn list_root(root: &OwnedFd) -> io::Result<Vec<Entry>> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(root)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if check_name(&name).is_err() || !entry.file_type()?.is_file() {
+    for name in root_names(root)? {
+        if check_name(&name).is_err() {
             continue;
         }
         // A file removed meanwhile is simply not listed.
-        if let Ok(m) = entry.metadata() {
-            files.push(Entry {
-                name,
-                size: m.len(),
-            });
+        if let Ok((FileType::RegularFile, size)) = stat_in_root(root, &name) {
+            files.push(Entry { name, size });
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -389,70 +427,78 @@ fn is_temp_name(name: &str) -> bool {
     name.starts_with(TEMP_PREFIX) && name.ends_with(".part")
 }
 
-/// Removes upload temp files from `root` (left by a crash); returns how
+/// Removes upload temp files from the root (left by a crash); returns how
 /// many.
-fn sweep_temp_files(root: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(root) else {
+fn sweep_temp_files(root: &OwnedFd) -> usize {
+    let Ok(names) = root_names(root) else {
         return 0;
     };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(is_temp_name))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| fs::remove_file(e.path()).is_ok())
+    names
+        .iter()
+        .filter(|n| is_temp_name(n))
+        .filter(|n| matches!(stat_in_root(root, n), Ok((FileType::RegularFile, _))))
+        .filter(|n| rustix::fs::unlinkat(root, n.as_str(), AtFlags::empty()).is_ok())
         .count()
 }
 
 /// An upload in progress: `.upload-<random>.part` in the root, removed on
 /// drop unless [`persist`](Self::persist)ed.
-struct TempFile {
-    path: PathBuf,
+struct TempFile<'a> {
+    root: &'a OwnedFd,
+    name: String,
     file: File,
     kept: bool,
 }
 
-impl TempFile {
-    fn create(dir: &Path) -> io::Result<TempFile> {
+impl<'a> TempFile<'a> {
+    fn create(root: &'a OwnedFd) -> io::Result<TempFile<'a>> {
         for _ in 0..16 {
             let mut random = [0u8; 8];
             getrandom::fill(&mut random)
                 .map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
-            let path = dir.join(format!("{TEMP_PREFIX}{}.part", hex(&random)));
-            // create_new is O_EXCL: never follows or reuses anything.
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&path)
-            {
-                Ok(file) => {
+            let name = format!("{TEMP_PREFIX}{}.part", hex(&random));
+            // O_EXCL with O_NOFOLLOW: never follows or reuses anything.
+            match rustix::fs::openat(
+                root,
+                name.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(fd) => {
                     return Ok(TempFile {
-                        path,
-                        file,
+                        root,
+                        name,
+                        file: File::from(fd),
                         kept: false,
                     })
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
         Err(io::Error::other("no free temporary file name"))
     }
 
-    /// Flushes the temp file to disk and renames it to `to` (atomically
-    /// replacing what is there). On error it is removed (dropped).
-    fn persist(mut self, to: &Path) -> io::Result<()> {
+    /// Flushes the temp file to disk, renames it to `to` in the root
+    /// (atomically replacing what is there; a symlink is replaced, not
+    /// followed) and flushes the directory, so that the new name survives
+    /// a crash. On error it is removed (dropped).
+    fn persist(mut self, to: &str) -> io::Result<()> {
         self.file.sync_all()?;
-        fs::rename(&self.path, to)?;
+        rustix::fs::renameat(self.root, self.name.as_str(), self.root, to)?;
         self.kept = true;
+        if let Err(e) = rustix::fs::fsync(self.root) {
+            // The file is in place; only its durability is in doubt.
+            log::warn!("files: cannot flush the root directory after storing {to}: {e}");
+        }
         Ok(())
     }
 }
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            let _ = fs::remove_file(&self.path);
+            let _ = rustix::fs::unlinkat(self.root, self.name.as_str(), AtFlags::empty());
         }
     }
 }

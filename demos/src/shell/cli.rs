@@ -10,7 +10,7 @@ use socketserver::{Address, Server};
 
 use super::client::{interactive, run_commands, Session};
 use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
-use crate::cli::{parse_bytes, parse_secs, report, CliError};
+use crate::cli::{parse_bytes, parse_secs, CliError};
 use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
 
 /// How long `demos shell run` waits to connect and authenticate.
@@ -88,6 +88,13 @@ pub struct ServeArgs {
     /// Seconds running sessions get to finish after SIGINT/SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub drain_secs: Duration,
+    /// Seconds a client gets for the whole authentication handshake.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub auth_secs: Duration,
+    /// Connections that may be authenticating at once; a new one beyond
+    /// it takes the place of the one waiting longest.
+    #[arg(long, value_name = "N", default_value_t = super::DEFAULT_MAX_UNAUTHENTICATED)]
+    pub max_unauthenticated: usize,
 }
 
 /// Options of `demos shell run`.
@@ -117,13 +124,17 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Runs `demos shell ...`; prints errors as `demos: ...` and returns the
-/// exit status.
-pub fn main(cmd: ShellCmd) -> u8 {
-    report(match cmd {
+/// Runs `demos shell ...` and returns the exit status to use (the shell
+/// client's is the remote command's).
+///
+/// # Errors
+///
+/// What went wrong, for [`report`](crate::cli::report) to print.
+pub fn main(cmd: ShellCmd) -> Result<u8, CliError> {
+    match cmd {
         ShellCmd::Serve(a) => serve(a),
         ShellCmd::Run(a) => run(a),
-    })
+    }
 }
 
 /// `demos shell serve`.
@@ -160,6 +171,8 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         max_output,
         start_dir: std::env::current_dir()?,
         idle: (!a.idle_secs.is_zero()).then_some(a.idle_secs),
+        auth_timeout: a.auth_secs,
+        max_unauthenticated: a.max_unauthenticated,
     };
     let builder = Server::builder().strategy(a.strategy.build(a.workers));
     let service = stream_service(builder, &a.listen, Shell::new(config), None)?;

@@ -3,7 +3,6 @@
 //! [`interactive`]).
 
 use std::io::{self, BufRead, Write};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use socketserver::auth::{self, Key};
@@ -121,23 +120,9 @@ fn closed(url: &str) -> io::Error {
 /// `SO_LINGER` with a zero timeout (`on`) or off, on a TCP socket; a
 /// failure only loses the early kill, so it is ignored.
 fn set_linger_zero(conn: &Conn, on: bool) {
-    if conn.as_tcp().is_none() {
-        return; // A Unix socket's peer sees a hang-up on close anyway.
-    }
-    let linger = libc::linger {
-        l_onoff: on.into(),
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt(2) on an fd we own, with a pointer to a live
-    // `linger` and its exact size.
-    unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
+    if let Some(tcp) = conn.as_tcp() {
+        // A Unix socket's peer sees a hang-up on close anyway.
+        let _ = socket2::SockRef::from(tcp).set_linger(on.then_some(Duration::ZERO));
     }
 }
 

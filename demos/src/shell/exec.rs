@@ -5,8 +5,8 @@
 //! One thread does everything with `poll(2)`: it waits on both pipes, on a
 //! pidfd that becomes readable when the shell exits (Linux 5.3 and later;
 //! elsewhere it checks every 10 ms), and on the client's socket, which
-//! reports a hang-up when the connection is reset or cut by the server's
-//! shutdown. A command that writes megabytes to both streams never blocks
+//! reports the client going away: a reset, a normal close or a half-close
+//! (the peer's FIN, `POLLRDHUP`), or a cut by the server's shutdown. A command that writes megabytes to both streams never blocks
 //! on a full pipe, because both are always being read.
 //!
 //! The policies:
@@ -21,8 +21,12 @@
 //! * **Leftovers**: when the shell exits, whatever it left running in its
 //!   group (`sleep 100 &`) is killed too. A command's processes do not
 //!   outlive it, unless they leave the group on purpose (`setsid`).
-//! * **Client gone**: a hang-up or error on the watched socket kills the
-//!   group and returns a `ConnectionAborted` error.
+//! * **Client gone**: a hang-up, an error or the end of the client's
+//!   sending side (it closed or half-closed the connection, or its process
+//!   died) on the watched socket kills the group and returns a
+//!   `ConnectionAborted` error. A client must therefore keep its sending
+//!   side open until the reply has come: the protocol has no "no more
+//!   commands" signal that would let a command outlive its client.
 //!
 //! The group is always killed before the shell is reaped, so the group id
 //! (the shell's pid) cannot have been reused by then.
@@ -134,8 +138,8 @@ pub struct Outcome {
 
 /// Runs `command` with `/bin/sh -c` in `dir`, stdin from `/dev/null`, in a
 /// new process group, within `limits`. If `watch` (the client's socket)
-/// hangs up or fails meanwhile, the group is killed and the error kind is
-/// `ConnectionAborted`.
+/// hangs up, fails or receives the client's FIN meanwhile, the group is
+/// killed and the error kind is `ConnectionAborted`.
 ///
 /// # Errors
 ///
@@ -211,9 +215,11 @@ pub fn run(
             _ => None,
         };
         let watch_slot = watch.map(|fd| {
-            // No events asked: poll reports hang-ups and errors regardless,
-            // and a pipelined next command (POLLIN) must not count.
-            fds.push(pollfd(fd.as_raw_fd(), 0));
+            // Only the end of the client's sending side (POLLRDHUP: its
+            // FIN, from a close or a half-close); hang-ups and errors are
+            // reported regardless. A pipelined next command (POLLIN) must
+            // not count.
+            fds.push(pollfd(fd.as_raw_fd(), libc::POLLRDHUP));
             fds.len() - 1
         });
         let mut wait = match exit {
@@ -226,7 +232,8 @@ pub fn run(
         poll(&mut fds, wait)?;
 
         if let Some(i) = watch_slot {
-            if fds[i].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            let gone = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+            if fds[i].revents & gone != 0 {
                 group.kill();
                 group.reap()?;
                 return Err(io::Error::new(

@@ -37,8 +37,14 @@
 //!   command's own output and the cap.
 //! * A command line that is not UTF-8, or holds a NUL byte, is not run:
 //!   exit code 2 and a line on stderr, as a shell does for a syntax error.
-//! * When the connection is reset or cut (the server's shutdown) while a
-//!   command runs, its process group is killed.
+//! * When the client goes away while a command runs (it closes or
+//!   half-closes the connection, its process dies, the connection is reset
+//!   or cut by the server's shutdown), the command's process group is
+//!   killed at once. A client keeps its sending side open until the reply
+//!   has come.
+//! * The stderr frame always fits the frame limit (16 MiB): when the
+//!   command's own stderr fills it, it is cut to leave room for the
+//!   server's note, and `truncated` is true.
 //!
 //! # Security
 //!
@@ -72,7 +78,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use socketserver::auth::{self, Key};
+use socketserver::auth::{Gatekeeper, Key};
 use socketserver::framing::{Framing, DEFAULT_MAX_FRAME_SIZE};
 use socketserver::{Address, StreamHandler, StreamRequest};
 
@@ -91,8 +97,12 @@ pub const MAX_OUTPUT_LIMIT: usize = DEFAULT_MAX_FRAME_SIZE;
 /// closes the connection).
 pub const MAX_COMMAND: usize = 64 * 1024;
 
-/// How long a client gets to answer the authentication challenge.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets for the whole authentication handshake, however
+/// it spreads its bytes.
+pub const AUTH_TIMEOUT: Duration = socketserver::auth::DEFAULT_HANDSHAKE_DEADLINE;
+
+/// Default cap on connections that have not authenticated yet.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = socketserver::auth::DEFAULT_MAX_PENDING;
 
 /// Default idle time after which a session is closed.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
@@ -185,6 +195,13 @@ pub struct ShellConfig {
     pub start_dir: PathBuf,
     /// A session that sends nothing for this long is closed (`None`: never).
     pub idle: Option<Duration>,
+    /// Total time a client gets to authenticate ([`AUTH_TIMEOUT`]).
+    pub auth_timeout: Duration,
+    /// At most this many connections authenticating at once
+    /// ([`DEFAULT_MAX_UNAUTHENTICATED`]); a new one beyond it takes the
+    /// place of the one waiting longest, which is closed. Per process: under
+    /// `Forking` each session process counts only itself.
+    pub max_unauthenticated: usize,
 }
 
 impl ShellConfig {
@@ -197,6 +214,8 @@ impl ShellConfig {
             max_output: DEFAULT_MAX_OUTPUT,
             start_dir: std::env::current_dir()?,
             idle: Some(DEFAULT_IDLE),
+            auth_timeout: AUTH_TIMEOUT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
         })
     }
 }
@@ -229,6 +248,7 @@ impl ShellConfig {
 #[derive(Debug, Clone)]
 pub struct Shell {
     config: Arc<ShellConfig>,
+    gate: Gatekeeper,
     /// The process that made the server: a session running in another
     /// one was forked for it (the `Forking` strategy).
     server_pid: u32,
@@ -239,8 +259,12 @@ impl Shell {
     /// [`MAX_OUTPUT_LIMIT`]).
     pub fn new(mut config: ShellConfig) -> Shell {
         config.max_output = config.max_output.min(MAX_OUTPUT_LIMIT);
+        let gate = Gatekeeper::new(config.key.clone())
+            .with_deadline(config.auth_timeout)
+            .with_max_pending(config.max_unauthenticated);
         Shell {
             config: Arc::new(config),
+            gate,
             server_pid: std::process::id(),
         }
     }
@@ -248,6 +272,12 @@ impl Shell {
     /// The configuration.
     pub fn config(&self) -> &ShellConfig {
         &self.config
+    }
+
+    /// The authentication gate (handshakes in progress, clients turned
+    /// away).
+    pub fn gatekeeper(&self) -> &Gatekeeper {
+        &self.gate
     }
 
     /// Runs one request line in `session` and builds the reply. `watch`
@@ -316,23 +346,22 @@ impl Shell {
                     .into(),
             );
         }
-        for n in notes {
-            if !stderr.is_empty() && !stderr.ends_with(b"\n") {
-                stderr.push(b'\n');
-            }
-            stderr.extend_from_slice(format!("demos shell: {n}\n").as_bytes());
-        }
+        let truncated = append_notes(&mut stderr, &notes) || outcome.truncated;
         Ok(Reply::new(
             exit_code,
             outcome.stdout,
             stderr,
-            outcome.truncated,
+            truncated,
             timed_out,
         ))
     }
 }
 
 impl StreamHandler for Shell {
+    fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
+        crate::common::log_client_error("shell", peer, error);
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         if std::process::id() != self.server_pid {
@@ -340,10 +369,9 @@ impl StreamHandler for Shell {
             // it, the running command must go too.
             exec::kill_group_on_fatal_signals()?;
         }
-        req.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
-        req.stream().set_write_timeout(Some(AUTH_TIMEOUT))?;
-        if let Err(e) = auth::server_handshake(req, &self.config.key) {
-            log::warn!("shell: {peer}: {e}");
+        // Straight on the socket: nothing was read through `req` yet.
+        if let Err(e) = self.gate.server_handshake(&mut req.stream()) {
+            crate::common::log_auth_failure("shell", &peer, &e);
             return Ok(());
         }
         log::info!("shell: {peer}: authenticated");
@@ -394,6 +422,30 @@ impl StreamHandler for Shell {
         );
         Ok(())
     }
+}
+
+/// Appends each note as a line `demos shell: NOTE` to the command's
+/// `stderr`, first cutting the command's bytes if the whole would not fit
+/// one frame ([`MAX_OUTPUT_LIMIT`]); returns whether it cut.
+fn append_notes(stderr: &mut Vec<u8>, notes: &[String]) -> bool {
+    let lines: Vec<String> = notes
+        .iter()
+        .map(|n| format!("demos shell: {n}\n"))
+        .collect();
+    if lines.is_empty() {
+        return false;
+    }
+    // One byte more for a line end before the notes.
+    let room = MAX_OUTPUT_LIMIT - lines.iter().map(String::len).sum::<usize>() - 1;
+    let cut = stderr.len() > room;
+    stderr.truncate(room);
+    if !stderr.is_empty() && !stderr.ends_with(b"\n") {
+        stderr.push(b'\n');
+    }
+    for line in lines {
+        stderr.extend_from_slice(line.as_bytes());
+    }
+    cut
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -653,6 +705,21 @@ pub fn needs_allow_remote(addr: &Address) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_always_fit_one_frame() {
+        let note = vec!["timed out after 1 s".to_owned()];
+        let mut full = vec![b'x'; MAX_OUTPUT_LIMIT];
+        assert!(append_notes(&mut full, &note));
+        assert_eq!(full.len(), MAX_OUTPUT_LIMIT);
+        assert!(full.ends_with(b"x\ndemos shell: timed out after 1 s\n"));
+        let mut small = b"oops".to_vec();
+        assert!(!append_notes(&mut small, &note));
+        assert_eq!(small, b"oops\ndemos shell: timed out after 1 s\n");
+        let mut untouched = vec![b'x'; MAX_OUTPUT_LIMIT];
+        assert!(!append_notes(&mut untouched, &[]));
+        assert_eq!(untouched.len(), MAX_OUTPUT_LIMIT);
+    }
 
     #[test]
     fn cd_lines() {

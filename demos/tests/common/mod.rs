@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use socketserver_tests::{within, DEADLINE};
+pub use socketserver_tests::{wait_until, within, DEADLINE};
 
 /// The `demos` binary built for these tests.
 pub fn exe() -> &'static Path {
@@ -27,6 +27,20 @@ pub struct Output {
 /// Runs `demos args...` with `stdin` as its input; kills it and panics if
 /// it runs longer than `limit`.
 pub fn run_demos(args: &[&str], stdin: &[u8], limit: Duration) -> Output {
+    let (status, stdout, stderr) = run_demos_bytes(args, stdin, limit);
+    Output {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr,
+    }
+}
+
+/// [`run_demos`] with stdout as bytes.
+pub fn run_demos_bytes(
+    args: &[&str],
+    stdin: &[u8],
+    limit: Duration,
+) -> (ExitStatus, Vec<u8>, String) {
     let mut child = Command::new(exe())
         .args(args)
         .env("RUST_LOG", "warn")
@@ -42,28 +56,18 @@ pub fn run_demos(args: &[&str], stdin: &[u8], limit: Duration) -> Output {
     });
     let read_all = |mut r: Box<dyn Read + Send>| {
         thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
+            let mut bytes = Vec::new();
+            let _ = r.read_to_end(&mut bytes);
+            bytes
         })
     };
     let out = read_all(Box::new(child.stdout.take().unwrap()));
     let err = read_all(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("demos {args:?} still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(2));
+    let Some(status) = demos::drive::wait_child(&mut child, limit).unwrap() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("demos {args:?} still running after {limit:?}");
     };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    (status, out.join().unwrap(), stderr)
 }
