@@ -472,7 +472,7 @@ impl<'a> TempFile<'a> {
                         kept: false,
                     })
                 }
-                Err(rustix::io::Errno::EXIST) => continue,
+                Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
         }
