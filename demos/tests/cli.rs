@@ -290,8 +290,8 @@ fn sigterm_with_chat_members_connected_exits_0_without_waiting_out_the_drain() {
 #[test]
 fn sigint_and_sigterm_with_an_echo_client_connected() {
     for strategy in ["threading", "forking"] {
-        // The connected client is idle: its handler is cut at the drain
-        // deadline, here 0.2 s.
+        // The connected client is idle (its handler waits for the next
+        // chunk): the drain closes it at once, long before its 5 s deadline.
         let mut server = start(
             &[
                 "echo",
@@ -299,7 +299,7 @@ fn sigint_and_sigterm_with_an_echo_client_connected() {
                 "--strategy",
                 strategy,
                 "--drain-secs",
-                "0.2",
+                "5",
             ],
             1,
         );
@@ -309,9 +309,10 @@ fn sigint_and_sigterm_with_an_echo_client_connected() {
         assert_eq!(member.line().unwrap(), "ping");
         let (took, status) = server.signal(libc::SIGINT, PROMPT).unwrap();
         assert!(status.success(), "{strategy}: {status}");
+        eprintln!("{strategy}: exit {} ms after SIGINT", took.as_millis());
         assert!(
-            took >= Duration::from_millis(150),
-            "{strategy}: drained {took:?}"
+            took < Duration::from_secs(2),
+            "{strategy}: an idle client held the drain for {took:?}"
         );
         assert!(member.closed_within(drive::STEP));
     }
