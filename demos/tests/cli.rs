@@ -293,14 +293,7 @@ fn sigint_and_sigterm_with_an_echo_client_connected() {
         // The connected client is idle (its handler waits for the next
         // chunk): the drain closes it at once, long before its 5 s deadline.
         let mut server = start(
-            &[
-                "echo",
-                "serve",
-                "--strategy",
-                strategy,
-                "--drain-secs",
-                "5",
-            ],
+            &["echo", "serve", "--strategy", strategy, "--drain-secs", "5"],
             1,
         );
         let addr = server.address(0).clone();

@@ -15,6 +15,7 @@ use crate::{Address, ShutdownHandle};
 
 /// What the server does when `max_connections` is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LimitPolicy {
     /// Accept the connection and close it at once (the client sees EOF or a
     /// reset), counted in [`Stats::refused`] and logged at most once a

@@ -957,7 +957,8 @@ where
     /// timeout passed (after calling `handle_timeout`) or a shutdown is
     /// pending. Python: `handle_request()`.
     pub fn handle_request(&self) -> io::Result<bool> {
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        // A timeout too large to represent waits forever.
+        let deadline = self.timeout.and_then(deadline_after);
         let mut buf = vec![0u8; self.transport.buffer_size()];
         loop {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));

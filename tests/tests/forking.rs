@@ -423,6 +423,64 @@ fn forking_from_a_threaded_process_logs_a_warning() {
     );
 }
 
+/// A thread of the server logs all the time, so it often holds the
+/// logger's lock when the server forks: a child that logged would wait for
+/// that lock forever. Children of a multi-threaded server do not log, so
+/// every request is served and every child exits.
+#[test]
+fn children_of_a_server_with_a_logging_thread_never_hang_in_the_logger() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "log", &["--noisy-thread"]);
+    let addr = server.address();
+    let pid = server.pid();
+    within(
+        DEADLINE,
+        "300 echoes, each logged by its child",
+        move || {
+            for i in 0..300 {
+                let msg = format!("request {i}\n");
+                assert_eq!(stream_echo(&addr, msg.as_bytes()), msg.as_bytes());
+            }
+        },
+    );
+    wait_until(PROMPT, "every child exited", || children_of(pid).is_empty());
+    let mut server = server;
+    let (status, _) = server.terminate(PROMPT);
+    assert!(status.success(), "exit status {status}");
+    let stderr = server.stderr();
+    assert!(
+        !stderr.contains("a child serving"),
+        "a child logged: {}",
+        stderr
+            .lines()
+            .find(|l| l.contains("a child serving"))
+            .unwrap_or("")
+    );
+}
+
+/// A handler's panic is logged through `log` (with the peer and where it
+/// happened), not printed by the default panic hook.
+#[test]
+fn a_handler_panic_is_logged_not_printed_by_the_panic_hook() {
+    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "panic", &[]);
+    let addr = server.address();
+    within(DEADLINE, "a panic, then an echo", move || {
+        let mut c = tcp_client(&addr);
+        c.write_all(b"panic\n").unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        assert_eq!(stream_echo(&addr, MSG), MSG);
+    });
+    let stderr = stop(server);
+    assert!(
+        stderr.contains("handler panicked: asked to panic (at "),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked at"),
+        "the default hook printed: {stderr}"
+    );
+}
+
 /// Forking at volume: 10,000 requests from 8 concurrent clients, some of
 /// which crash their child. `max_children` is never exceeded, every crash is
 /// reaped and logged, and no zombie is left.

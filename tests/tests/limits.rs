@@ -156,3 +156,40 @@ fn stats_count_accepted_refused_completed_and_failed_requests() {
         loop_thread.join().unwrap().unwrap()
     });
 }
+
+#[test]
+fn a_refused_client_gets_the_busy_message_before_the_close() {
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .max_connections(Some(1))
+        .busy_message("ERR server busy, try later\n")
+        .tcp("127.0.0.1:0", echo)
+        .unwrap();
+    let running = Running::start(server);
+    let addr = running.address.clone();
+    let mut a = tcp_client(&addr);
+    assert_eq!(stream_roundtrip(&mut a, b"a").unwrap(), b"a");
+    let mut refused = tcp_client(&addr);
+    let mut got = Vec::new();
+    let _ = refused.read_to_end(&mut got);
+    assert_eq!(got, b"ERR server busy, try later\n");
+    drop(a);
+    running.stop();
+}
+
+#[test]
+fn a_handler_reads_the_servers_stats() {
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+            let stats = req.stats();
+            writeln!(req, "{} {}", stats.connections, stats.accepted)
+        })
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = tcp_client(&running.address);
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "1 1\n", "this connection, the first accepted");
+    running.stop();
+}

@@ -169,9 +169,11 @@ impl Strategy for Pool {
 
     fn wait_idle(&self, timeout: Duration) -> bool {
         // Idle means nothing running and nothing queued.
-        let end = std::time::Instant::now() + timeout;
+        let end = super::deadline_after(timeout);
         loop {
-            let left = end.saturating_duration_since(std::time::Instant::now());
+            let left = end.map_or(Duration::MAX, |e| {
+                e.saturating_duration_since(std::time::Instant::now())
+            });
             if self.active.wait_zero_for(left) && self.queued() == 0 {
                 return true;
             }

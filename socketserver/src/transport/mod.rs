@@ -26,8 +26,19 @@ use std::os::fd::BorrowedFd;
 use crate::{Address, ShutdownHandle};
 
 /// Socket options a transport is built with; set through
-/// [`Builder`](crate::Builder).
+/// [`Builder`](crate::Builder) (or start from `SocketOptions::default()` and
+/// set fields, for a transport's own `bind`).
+///
+/// ```
+/// use socketserver::transport::{SocketOptions, Tcp};
+///
+/// let mut options = SocketOptions::default();
+/// options.backlog = 16;
+/// let tcp = Tcp::bind("127.0.0.1:0", &options)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SocketOptions {
     /// `SO_REUSEADDR` (default `true`): restart at once while old
     /// connections sit in `TIME_WAIT`. Python: `allow_reuse_address`.

@@ -14,8 +14,11 @@
 //!                              the child at once with status CODE
 //!                  abort       echo, but a request starting with `abort`
 //!                              crashes the child (SIGABRT)
+//!                  log         log a warning in the child, then echo
 //!   --spawn-thread start an idle thread first (to provoke the warning about
 //!                  forking a multi-threaded process)
+//!   --noisy-thread start a thread that logs all the time (it holds the
+//!                  logger's lock at many a fork)
 //! ```
 //!
 //! Prints `listening on URL` and flushes, serves until SIGTERM or SIGINT,
@@ -38,6 +41,7 @@ enum Mode {
     Sleep(Duration),
     Exit(i32),
     Abort,
+    Log,
 }
 
 impl Mode {
@@ -46,6 +50,7 @@ impl Mode {
             None if s == "echo" => Some(Mode::Echo),
             None if s == "panic" => Some(Mode::Panic),
             None if s == "abort" => Some(Mode::Abort),
+            None if s == "log" => Some(Mode::Log),
             Some(("sleep", ms)) => ms
                 .parse()
                 .ok()
@@ -66,6 +71,7 @@ impl Mode {
             Mode::Exit(_) => {}
             Mode::Abort if first.starts_with(b"abort") => std::process::abort(),
             Mode::Abort => {}
+            Mode::Log => log::warn!("a child serving {} bytes", first.len()),
         }
     }
 }
@@ -109,7 +115,7 @@ where
 fn usage() -> ExitCode {
     eprintln!(
         "usage: fork_server tcp|udp|unix|unixgram ADDR MAX_CHILDREN \
-         echo|panic|sleep:MS|exit:CODE [--spawn-thread]"
+         echo|panic|sleep:MS|exit:CODE|abort|log [--spawn-thread|--noisy-thread]"
     );
     ExitCode::from(2)
 }
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let spawn_thread = args.iter().any(|a| a == "--spawn-thread");
+    let noisy_thread = args.iter().any(|a| a == "--noisy-thread");
     let positional: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -132,6 +139,11 @@ fn main() -> ExitCode {
     if spawn_thread {
         std::thread::spawn(|| loop {
             std::thread::park();
+        });
+    } else if noisy_thread {
+        std::thread::spawn(|| loop {
+            log::warn!("noise");
+            std::thread::sleep(Duration::from_micros(200));
         });
     } else {
         let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
