@@ -14,7 +14,7 @@
 //!
 //! A [`Framing`] pairs a header with a maximum frame size (default
 //! [`DEFAULT_MAX_FRAME_SIZE`], 16 MiB). The free functions [`read_frame`],
-//! [`write_frame`], [`read_json`] and [`write_json`] use the default framing.
+//! [`write_frame`], `read_json` and `write_json` (feature `json`) use the default framing.
 //!
 //! # Errors
 //!
@@ -27,7 +27,7 @@
 //! | negative length ([`Header::I32Le`]) | `InvalidData` | `negative frame length -1 in an I32Le header` |
 //! | length over the maximum | `InvalidData` | `frame of N bytes exceeds the maximum of M` |
 //! | writing a payload over the maximum | `InvalidInput` | `frame of N bytes exceeds the maximum of M` |
-//! | a frame that is not valid JSON ([`read_json`]) | `InvalidData` | `invalid JSON frame: ...` (serde's message) |
+//! | a frame that is not valid JSON (`read_json`) | `InvalidData` | `invalid JSON frame: ...` (serde's message) |
 //!
 //! End of stream exactly at a frame boundary is not an error: the readers return
 //! `Ok(None)` (or `Ok(false)`).

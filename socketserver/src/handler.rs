@@ -107,7 +107,14 @@ pub fn log_request_error(peer: &Address, error: &RequestError) {
 ///
 /// Implement [`handle`](Self::handle); the other methods have defaults. A
 /// closure `Fn(&mut StreamRequest) -> io::Result<()>` is a `StreamHandler`
-/// too.
+/// too; write its parameter's type, `|req: &mut StreamRequest| ...`: the
+/// compiler cannot infer it through the trait (without it, the error is
+/// "type annotations needed" or "expected a closure that implements
+/// `StreamHandler`").
+///
+/// One handler value serves every connection: `&self` is shared, across
+/// threads. Keep per-connection state in the request
+/// ([`StreamRequest::state`]).
 ///
 /// ```
 /// use socketserver::{Address, StreamHandler, StreamRequest, ThreadingTcpServer};
@@ -174,7 +181,8 @@ pub trait StreamHandler: Send + Sync + 'static {
 /// Handles datagrams (UDP, Unix datagram). Python: `DatagramRequestHandler`.
 ///
 /// A closure `Fn(&mut DatagramRequest) -> io::Result<()>` is a
-/// `DatagramHandler` too. What was written to
+/// `DatagramHandler` too (write the parameter's type:
+/// `|req: &mut DatagramRequest| ...`). What was written to
 /// [`DatagramRequest::wfile`] is sent back after `finish`, as in Python.
 ///
 /// ```

@@ -44,13 +44,15 @@
 //! | `BaseServer` | [`Server<T, S, H>`](Server) |
 //! | `TCPServer`, `UDPServer`, `UnixStreamServer`, `UnixDatagramServer` | [`TcpServer`], [`UdpServer`], [`UnixStreamServer`], [`UnixDatagramServer`] |
 //! | `ThreadingTCPServer`, `ForkingUDPServer`, ... | [`ThreadingTcpServer`], [`ForkingUdpServer`], ... ([`aliases`]) |
-//! | `ThreadingMixIn`, `ForkingMixIn` | [`Threading`], [`Forking`] (and [`Pool`]) |
+//! | `ThreadingMixIn`, `ForkingMixIn` | [`Threading`], [`Forking`] (and [`Pool`]); under `Forking`, changes to shared state stay in the child |
 //! | `BaseRequestHandler`, `StreamRequestHandler`, `DatagramRequestHandler` | [`StreamHandler`], [`DatagramHandler`] |
 //! | `self.request`, `self.client_address` | [`StreamRequest::stream`], [`StreamRequest::peer_addr`] |
+//! | `self.x = ...` in `setup`, read in `finish` (a handler object per request) | [`StreamRequest::state`] (a value per connection, by type); shared state on `&self` |
 //! | `self.rfile`, `self.wfile` | [`StreamRequest::rfile`], [`StreamRequest::wfile`] (buffered, auto-flushed) |
 //! | `serve_forever()`, `handle_request()` | [`Server::serve_forever`], [`Server::handle_request`] |
 //! | `shutdown()` (from another thread only) | [`ShutdownHandle::shutdown`] (from anywhere, also a handler; never blocks) |
-//! | `server_close()`, `with server:` | [`Server::server_close`], `Drop` |
+//! | `server_close()`, `with server:` | [`Server::server_close`], `Drop` (a graceful drain bounded by `close_timeout`) |
+//! | (none: Go's `Server.Shutdown`) | [`Server::close_gracefully`]: idle connections closed at once, busy ones get a deadline |
 //! | `verify_request`, `handle_error`, `handle_timeout`, `service_actions` | methods of the handler traits |
 //! | `allow_reuse_address`, `allow_reuse_port`, `request_queue_size`, `timeout` | [`Builder`] options (better defaults) |
 //! | `daemon_threads`, `block_on_close` | [`Threading::daemon_threads`], [`Threading::block_on_close`] |

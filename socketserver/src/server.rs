@@ -49,7 +49,7 @@ const BATCH_TIME: Duration = Duration::from_millis(1);
 /// use std::io::{Read, Write};
 ///
 /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
-/// let addr = server.server_address().as_inet().unwrap();
+/// let addr = server.local_addr().unwrap();
 /// let stop = server.shutdown_handle();
 /// let running = std::thread::spawn(move || server.serve_forever());
 ///
@@ -58,7 +58,8 @@ const BATCH_TIME: Duration = Duration::from_millis(1);
 /// let mut reply = [0; 5];
 /// client.read_exact(&mut reply)?;
 /// assert_eq!(&reply, b"hello");
-/// drop(client); // closing waits for running requests: end ours first
+/// // Closing (when the thread drops the server) closes our idle
+/// // connection at once: the handler waits for its next bytes.
 ///
 /// stop.shutdown();
 /// running.join().unwrap()?;

@@ -6,7 +6,7 @@
 //! | [`Synchronous`] | inline, in the server loop, one at a time | `TCPServer` |
 //! | [`Threading`] | on a new thread | `ThreadingMixIn` |
 //! | [`Pool`] | on one of N long-lived worker threads | (none) |
-//! | [`Forking`] | in a child process | `ForkingMixIn` |
+//! | [`Forking`] | in a child process (changes to the handler's shared state stay in the child) | `ForkingMixIn` |
 //!
 //! A strategy gets a [`Job`] (the request, bound to its handler) and must run
 //! it exactly once, or drop it (which closes the connection).
