@@ -93,8 +93,9 @@ pub enum BaselineCmd {
         #[arg(long, value_name = "BYTES")]
         stack_size: Option<usize>,
         /// Threading: seconds a thread whose request finished waits for
-        /// another before exiting.
-        #[arg(long, value_name = "SECS", value_parser = crate::parse_secs)]
+        /// another before exiting (default 5; 0: it exits at once, one new
+        /// thread per request, as in Python).
+        #[arg(long, value_name = "SECS", value_parser = crate::parse_secs_or_zero)]
         keep_alive: Option<Duration>,
     },
     /// Plain std thread-per-connection TCP echo.

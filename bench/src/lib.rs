@@ -93,6 +93,14 @@ pub struct CompareArgs {
     pub smoke: bool,
 }
 
+/// Like [`parse_secs`], but 0 is allowed.
+pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
 pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
@@ -130,7 +138,7 @@ const SERVERS: &[ServerDef] = &[
     },
     ServerDef {
         id: "threading",
-        label: "socketserver `Threading`: a new thread per connection (per datagram over UDP), default 2 MiB stacks",
+        label: "socketserver `Threading` with its defaults: a thread per connection (per datagram over UDP), a finished thread kept alive 5 s for the next request, 2 MiB stacks",
         kind: Kind::Ours(StrategyName::Threading, None, None),
     },
     ServerDef {
@@ -139,9 +147,9 @@ const SERVERS: &[ServerDef] = &[
         kind: Kind::Ours(StrategyName::Threading, Some(64 * 1024), None),
     },
     ServerDef {
-        id: "threading-ka",
-        label: "socketserver `Threading` with `keep_alive(1 s)`: a thread whose request finished waits up to 1 s for the next one instead of exiting (`--keep-alive 1`); connect and UDP cells only",
-        kind: Kind::Ours(StrategyName::Threading, None, Some("1")),
+        id: "threading-new",
+        label: "socketserver `Threading` with `keep_alive(Duration::ZERO)`: a new thread for every request, gone when it ends, as in Python (`--keep-alive 0`); connect and UDP cells only",
+        kind: Kind::Ours(StrategyName::Threading, None, Some("0")),
     },
     ServerDef {
         id: "pool",
@@ -212,7 +220,7 @@ const TCP_SERVERS: &[&str] = &[
 const CONNECT_SERVERS: &[&str] = &[
     "synchronous",
     "threading",
-    "threading-ka",
+    "threading-new",
     "pool",
     "forking",
     "std",
@@ -224,7 +232,7 @@ const CONNECT_SERVERS: &[&str] = &[
 const UDP_SERVERS: &[&str] = &[
     "synchronous",
     "threading",
-    "threading-ka",
+    "threading-new",
     "pool",
     "forking",
     "std",
@@ -253,7 +261,7 @@ const SMOKE: &[&str] = &[
     "std/pp64-c500",
     "forking/pp16k-c50",
     "py-forking/pp16k-c50",
-    "threading-ka/connect-c8",
+    "threading-new/connect-c8",
     "std/connect-c8",
     "py-sync/connect-c8",
     "threading/udp64-c8",
