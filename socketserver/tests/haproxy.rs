@@ -474,3 +474,22 @@ fn max_per_ip_behind_haproxy_counts_clients_not_the_proxy() {
          (2 clients x 3 backends), the 7th (a client's 4th) refused"
     );
 }
+
+#[test]
+fn the_configuration_in_docs_deploy_md_is_the_one_tested() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md");
+    let docs = std::fs::read_to_string(&docs).unwrap();
+    let shown = config(
+        7000,
+        Path::new("/run/haproxy/echo-admin.sock"),
+        &[
+            "127.0.0.2:7001".parse().unwrap(),
+            "127.0.0.3:7002".parse().unwrap(),
+            "127.0.0.4:7003".parse().unwrap(),
+        ],
+    );
+    assert!(
+        docs.contains(&format!("```\n{shown}```\n")),
+        "docs/deploy.md does not show this haproxy.cfg:\n{shown}"
+    );
+}
