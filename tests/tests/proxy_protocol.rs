@@ -397,7 +397,15 @@ fn dribble(stream: &TcpStream, bytes: Vec<u8>, gap: Duration) -> JoinHandle<usiz
 
 #[test]
 fn a_header_dribbled_byte_by_byte_is_read_within_the_deadline() {
-    let s = Serving::required("127.0.0.1");
+    // ~0.4 s of dribbling; a 10 s deadline so that a loaded machine's late
+    // wake-ups cannot fail it (the cut is the next test's business).
+    let s = Serving::start(
+        Server::builder()
+            .proxy_protocol(ProxyProtocol::Required {
+                trusted: vec!["127.0.0.1".parse().unwrap()],
+            })
+            .proxy_header_timeout(Duration::from_secs(10)),
+    );
     let mut headers = vec![(
         "v1",
         b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n".to_vec(),
