@@ -8,7 +8,13 @@
 //! socket activation, `LISTEN_FDS`); STRATEGY is one of `synchronous`,
 //! `threading`, `pool`, `forking`; `--udp` serves datagrams (UDP, or Unix
 //! datagram for `unix:PATH`); `--reuse-port` sets `SO_REUSEPORT` so that
-//! several processes can share the port. The first line on stdout is
+//! several processes can share the port; `--proxy-protocol` requires a
+//! PROXY protocol header (v1 or v2, as `HAProxy`'s `send-proxy-v2` sends) on
+//! every stream connection, from `127.0.0.1` or `::1` only, and serves the
+//! client it names; `--greet` makes the server speak first on each stream
+//! connection: `peer CLIENT via PROXY` (`via -` without a proxy), then it
+//! echoes; `--max-per-ip=N` allows N connections per client address at
+//! once. The first line on stdout is
 //! `listening on SCHEME://ADDR` with the real port. SIGINT or SIGTERM stops
 //! the server cleanly (exit status 0); it then prints
 //! `echo_server: served N requests` on stderr.
@@ -16,17 +22,30 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use socketserver::proxy::{IpNet, ProxyProtocol};
 use socketserver::{Address, DatagramRequest, Server, Strategy, StreamRequest, Transport};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
+        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--max-per-ip=N]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
         socketserver::strategy::NAMES.join("|")
     );
     ExitCode::from(2)
 }
 
 fn echo_stream(req: &mut StreamRequest) -> io::Result<()> {
+    req.echo().map(drop)
+}
+
+/// `peer CLIENT via PROXY`, then an echo.
+fn greet_stream(req: &mut StreamRequest) -> io::Result<()> {
+    let via = req
+        .proxy_addr()
+        .map_or_else(|| "-".to_owned(), ToString::to_string);
+    let line = format!("peer {} via {via}\n", req.peer_addr());
+    req.write_all(line.as_bytes())?;
     req.echo().map(drop)
 }
 
@@ -60,6 +79,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let udp = args.iter().any(|a| a == "--udp");
     let reuse_port = args.iter().any(|a| a == "--reuse-port");
+    let proxy_protocol = args.iter().any(|a| a == "--proxy-protocol");
+    let greet = args.iter().any(|a| a == "--greet");
+    let max_per_ip = match args.iter().find_map(|a| a.strip_prefix("--max-per-ip=")) {
+        None => None,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("echo_server: --max-per-ip={n}: {e}");
+                return usage();
+            }
+        },
+    };
     let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let [addr, strategy] = positional[..] else {
         return usage();
@@ -71,9 +102,21 @@ fn main() -> ExitCode {
             return usage();
         }
     };
-    let builder = Server::builder().strategy(strategy).reuse_port(reuse_port);
+    let mut builder = Server::builder()
+        .strategy(strategy)
+        .reuse_port(reuse_port)
+        .max_per_ip(max_per_ip);
+    if proxy_protocol {
+        builder = builder.proxy_protocol(ProxyProtocol::Required {
+            trusted: vec![
+                IpNet::host(Ipv4Addr::LOCALHOST.into()),
+                IpNet::host(Ipv6Addr::LOCALHOST.into()),
+            ],
+        });
+    }
+    let echo_stream = if greet { greet_stream } else { echo_stream };
     if addr.as_str() == "systemd" {
-        return report(serve_activated(builder));
+        return report(serve_activated(builder, echo_stream));
     }
     let addr = match Address::resolve(addr) {
         Ok(a) => a,
@@ -93,7 +136,10 @@ fn main() -> ExitCode {
 }
 
 /// Serves the first socket passed by socket activation.
-fn serve_activated(builder: socketserver::Builder<Box<dyn Strategy>>) -> io::Result<()> {
+fn serve_activated(
+    builder: socketserver::Builder<Box<dyn Strategy>>,
+    echo_stream: fn(&mut StreamRequest) -> io::Result<()>,
+) -> io::Result<()> {
     use socketserver::activation::{self, Listener};
     use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
     let Some(listener) = activation::listeners()?.into_iter().next() else {

@@ -158,6 +158,26 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Counts the connection against `max_per_ip` for `ip` (a client known
+    /// after admission, from a PROXY header), or refuses it. A connection
+    /// is counted once.
+    pub(crate) fn count_ip(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        let Some(max) = self.registry.limits.max_per_ip else {
+            return Ok(());
+        };
+        if self.ip.is_some() {
+            return Ok(());
+        }
+        let mut live = self.registry.live.lock();
+        let n = live.per_ip.get(&ip).copied().unwrap_or(0);
+        if n >= max {
+            return Err(Refusal::TooManyFromIp(max));
+        }
+        live.per_ip.insert(ip, n + 1);
+        self.ip = Some(ip);
+        Ok(())
+    }
+
     /// Marks the connection idle or busy; see [`Watch::set_idle`].
     pub(crate) fn set_idle(&self, idle: bool) -> bool {
         let draining = self.watch.set_idle(idle, &self.registry);
@@ -258,6 +278,13 @@ impl Registry {
         // check and the flag.
         self.parked.store(full, Ordering::SeqCst);
         full
+    }
+
+    /// Registers the connection on `fd` without counting it against
+    /// `max_per_ip` yet: behind the PROXY protocol the client is known only
+    /// once the header is read ([`Registration::count_ip`]).
+    pub(crate) fn admit_without_ip(self: &Arc<Self>, fd: RawFd) -> Result<Registration, Refusal> {
+        self.admit(fd, &Address::Unix(None))
     }
 
     /// Registers the connection on `fd` from `peer`, or refuses it.

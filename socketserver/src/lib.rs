@@ -123,6 +123,7 @@ mod error;
 #[cfg(feature = "framing")]
 pub mod framing;
 mod handler;
+pub mod proxy;
 mod request;
 mod server;
 mod shutdown;

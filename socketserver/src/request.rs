@@ -174,6 +174,8 @@ pub struct StreamRequest {
     /// server loop).
     stop: Option<Stop>,
     state: ConnectionState,
+    /// What a PROXY header said, when one named the client.
+    proxied: Option<Box<crate::proxy::ProxyHeader>>,
 }
 
 /// Per-connection values, one per type (see [`StreamRequest::state`]).
@@ -310,6 +312,7 @@ impl StreamRequest {
             rcvtimeo: RcvTimeout::Unknown,
             stop: None,
             state: ConnectionState::default(),
+            proxied: None,
         }
     }
 
@@ -543,9 +546,51 @@ impl StreamRequest {
         self.read_raw(buf)
     }
 
-    /// The peer's address (Python: `self.client_address`).
+    /// The peer's address (Python: `self.client_address`). Behind a proxy
+    /// speaking the PROXY protocol (see
+    /// [`Builder::proxy_protocol`](crate::Builder::proxy_protocol)), the
+    /// client named by its header.
     pub fn peer_addr(&self) -> &Address {
         &self.peer
+    }
+
+    /// The proxy's address, when a PROXY header named the client (then
+    /// [`peer_addr`](Self::peer_addr) is the client); `None` otherwise.
+    pub fn proxy_addr(&self) -> Option<&Address> {
+        self.proxied.as_ref().map(|p| &p.proxy)
+    }
+
+    /// The PROXY header that named the client, with its destination address
+    /// and TLVs; `None` when there was none.
+    pub fn proxy_header(&self) -> Option<&crate::proxy::ProxyHeader> {
+        self.proxied.as_deref()
+    }
+
+    /// After a PROXY header: the client it names becomes the peer; `rest`
+    /// (bytes read after the header) is buffered for the handler.
+    pub(crate) fn set_proxied(&mut self, header: crate::proxy::ProxyHeader, rest: &[u8]) {
+        self.peer = header.client.clone();
+        self.proxied = Some(Box::new(header));
+        self.unread(rest);
+    }
+
+    /// After reading the start of the connection outside the buffer: puts
+    /// `bytes` into the read buffer (which must be empty) and forgets the
+    /// read timeout set meanwhile.
+    pub(crate) fn unread(&mut self, bytes: &[u8]) {
+        self.rcvtimeo = RcvTimeout::Unknown;
+        if !bytes.is_empty() {
+            let mut rbuf = vec![0; BUF_SIZE.max(bytes.len())];
+            rbuf[..bytes.len()].copy_from_slice(bytes);
+            self.rbuf = rbuf;
+            self.rpos = 0;
+            self.rfilled = bytes.len();
+        }
+    }
+
+    /// The registry entry, to count the client against `max_per_ip`.
+    pub(crate) fn registration_mut(&mut self) -> Option<&mut Registration> {
+        self.registration.as_mut()
     }
 
     /// Python's name for [`peer_addr`](Self::peer_addr).
@@ -947,6 +992,8 @@ pub(crate) mod sealed {
         /// Keeps the registry entry alive as long as the request, and sets
         /// its deadlines.
         fn attach(&mut self, attachment: super::Attachment) -> std::io::Result<()>;
+        /// The stream request, for stream requests (the PROXY header).
+        fn as_stream(&mut self) -> Option<&mut super::StreamRequest>;
     }
 
     /// The request types. Only this crate's requests are served.
@@ -966,6 +1013,9 @@ impl sealed::Tracked for StreamRequest {
         self.stop = a.stop;
         self.set_rcvtimeo(a.timeouts.read)
     }
+    fn as_stream(&mut self) -> Option<&mut StreamRequest> {
+        Some(self)
+    }
 }
 
 impl sealed::Tracked for DatagramRequest {
@@ -975,6 +1025,9 @@ impl sealed::Tracked for DatagramRequest {
     fn attach(&mut self, a: Attachment) -> io::Result<()> {
         self.registry = Some(a.registry);
         Ok(())
+    }
+    fn as_stream(&mut self) -> Option<&mut StreamRequest> {
+        None
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Server<T: Transport, S: Strategy, H> {
     /// Oversized datagrams since the last report to `handle_error`, and when
     /// that was.
     oversized_reported: Mutex<Option<Instant>>,
+    /// The PROXY protocol, when on.
+    proxy: Option<Arc<crate::proxy::Gate>>,
 }
 
 /// The timeouts of every accepted connection.
@@ -156,6 +158,7 @@ pub struct Builder<S = Synchronous> {
     close_timeout: Duration,
     busy_message: Option<Arc<[u8]>>,
     limits: Limits,
+    proxy: crate::proxy::Config,
 }
 
 impl Default for Builder<Synchronous> {
@@ -169,6 +172,7 @@ impl Default for Builder<Synchronous> {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             busy_message: None,
             limits: Limits::default(),
+            proxy: crate::proxy::Config::default(),
         }
     }
 }
@@ -200,6 +204,7 @@ impl<S: Strategy> Builder<S> {
             close_timeout: self.close_timeout,
             busy_message: self.busy_message,
             limits: self.limits,
+            proxy: self.proxy,
         }
     }
 
@@ -364,6 +369,42 @@ impl<S: Strategy> Builder<S> {
         self
     }
 
+    /// Takes the client's address from a PROXY protocol header (versions 1
+    /// and 2, as `HAProxy`'s `send-proxy` and `send-proxy-v2` send) on stream
+    /// connections from trusted proxies (default
+    /// [`ProxyProtocol::Off`](crate::proxy::ProxyProtocol::Off)). The header
+    /// is read in the request's thread before `verify_request`; then
+    /// [`StreamRequest::peer_addr`](crate::StreamRequest::peer_addr),
+    /// `verify_request`, `max_per_ip` (counted once the header is read;
+    /// `max_connections` still applies at accept) and the logs see the
+    /// client. See [`proxy`](crate::proxy) for the details.
+    ///
+    /// ```
+    /// use socketserver::proxy::ProxyProtocol;
+    /// use socketserver::{Server, StreamRequest, Threading};
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new())
+    ///     .proxy_protocol(ProxyProtocol::Required {
+    ///         trusted: vec!["10.0.0.0/8".parse()?, "127.0.0.1".parse()?],
+    ///     })
+    ///     .max_per_ip(Some(20)) // per client, not per proxy
+    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn proxy_protocol(mut self, mode: crate::proxy::ProxyProtocol) -> Self {
+        self.proxy.mode = mode;
+        self
+    }
+
+    /// The longest the whole PROXY header may take to arrive (default
+    /// [`DEFAULT_HEADER_TIMEOUT`](crate::proxy::DEFAULT_HEADER_TIMEOUT),
+    /// 3 s), however it is split.
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        self.proxy.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
     /// The socket options collected so far.
     #[must_use]
     pub fn socket_options(&self) -> &SocketOptions {
@@ -431,6 +472,12 @@ impl<S: Strategy> Builder<S> {
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(self.limits, shutdown.clone()));
         crate::handler::route_panics_to_log();
+        let proxy = (self.proxy.mode != crate::proxy::ProxyProtocol::Off).then(|| {
+            Arc::new(crate::proxy::Gate {
+                config: self.proxy,
+                busy_message: self.busy_message.clone(),
+            })
+        });
         Ok(Server {
             timeouts: self.timeouts,
             close_timeout: self.close_timeout,
@@ -447,6 +494,7 @@ impl<S: Strategy> Builder<S> {
             closed: AtomicBool::new(false),
             skip_strategy_close: AtomicBool::new(false),
             oversized_reported: Mutex::new(None),
+            proxy,
         })
     }
 }
@@ -883,9 +931,18 @@ where
         self.registry.accepted.fetch_add(1, Relaxed);
         let peer = req.peer().clone();
         let mut registration = None;
+        // Behind the PROXY protocol the client is known once its header is
+        // read, in the request's thread: per-IP limits and verify_request
+        // wait for it there (`proxy::admit`).
+        let proxy = self.proxy.clone().filter(|_| req.conn().is_some());
         if let Some(conn) = req.conn() {
             use std::os::fd::AsRawFd;
-            match self.registry.admit(conn.as_raw_fd(), &peer) {
+            let admitted = if proxy.is_some() {
+                self.registry.admit_without_ip(conn.as_raw_fd())
+            } else {
+                self.registry.admit(conn.as_raw_fd(), &peer)
+            };
+            match admitted {
                 Ok(r) => {
                     if let Some(write) = self.timeouts.write {
                         // Best effort: a socket that cannot take options is
@@ -905,7 +962,7 @@ where
                 }
             }
         }
-        if !self.handler.verify(&peer) {
+        if proxy.is_none() && !self.handler.verify(&peer) {
             self.registry.refused.fetch_add(1, Relaxed);
             log::debug!("{peer} refused by verify_request");
             return;
@@ -934,6 +991,11 @@ where
         let registry = Arc::clone(&self.registry);
         let job = Job::new(peer, move || {
             let _running = registry.start_request();
+            if let (Some(gate), Some(stream)) = (&proxy, req.as_stream()) {
+                if !crate::proxy::admit(stream, gate, &registry, |a| handler.verify(a)) {
+                    return false;
+                }
+            }
             let ok = handler.serve_request(req);
             let counter = if ok {
                 &registry.completed

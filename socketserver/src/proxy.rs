@@ -1,0 +1,872 @@
+//! The PROXY protocol (versions 1 and 2): the real client's address behind
+//! a load balancer such as `HAProxy`, nginx or an AWS Network Load Balancer.
+//!
+//! A proxy in front of the server connects to it on the client's behalf, so
+//! the socket's peer is the proxy. With the PROXY protocol the proxy first
+//! sends a short header naming the client; turned on with
+//! [`Builder::proxy_protocol`](crate::Builder::proxy_protocol), the server
+//! reads that header before the handler runs, and from then on
+//! [`StreamRequest::peer_addr`](crate::StreamRequest::peer_addr),
+//! `verify_request`, `max_per_ip` and the logs see the client, while
+//! [`StreamRequest::proxy_addr`](crate::StreamRequest::proxy_addr) gives the
+//! proxy.
+//!
+//! ```
+//! use socketserver::proxy::{IpNet, ProxyProtocol};
+//! use socketserver::{Server, StreamRequest, Threading};
+//! use std::io::{BufRead, Read, Write};
+//!
+//! let server = Server::builder()
+//!     .strategy(Threading::new())
+//!     .proxy_protocol(ProxyProtocol::Required {
+//!         trusted: vec!["127.0.0.1".parse::<IpNet>()?],
+//!     })
+//!     .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+//!         let client = req.peer_addr().to_string();
+//!         writeln!(req, "hello {client}")
+//!     })?;
+//! let addr = server.local_addr().unwrap();
+//! let stop = server.shutdown_handle();
+//! let serving = std::thread::spawn(move || server.serve_forever());
+//!
+//! // What HAProxy (`send-proxy`) sends before the client's bytes:
+//! let mut proxy = std::net::TcpStream::connect(addr)?;
+//! proxy.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n")?;
+//! let mut reply = String::new();
+//! std::io::BufReader::new(&proxy).read_line(&mut reply)?;
+//! assert_eq!(reply, "hello 203.0.113.7:51000\n");
+//!
+//! stop.shutdown();
+//! serving.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What is read, and when
+//!
+//! The header is read in the request's own thread (or worker, or child),
+//! before `verify_request`, `setup` and `handle`, never by the accepting
+//! loop: a slow proxy holds up its own connection only. (Under
+//! [`Synchronous`](crate::Synchronous) every request runs in the loop, the
+//! header too.) The whole header must arrive within the header timeout
+//! ([`DEFAULT_HEADER_TIMEOUT`], 3 s, set with
+//! [`Builder::proxy_header_timeout`](crate::Builder::proxy_header_timeout)),
+//! however it is split: a header sent a byte at a time is read, as long as
+//! its last byte arrives in time. A version 1 header has at most
+//! [`MAX_V1_HEADER`] bytes, a version 2 header at most 16 +
+//! [`MAX_V2_PAYLOAD`]; a larger one is refused. Bytes the client sent after
+//! the header stay buffered in the request for the handler.
+//!
+//! A header is parsed only from a **trusted** source: a connection from an
+//! IP address in the `trusted` list (any address of a listed network), or
+//! any connection on a Unix socket (whose file permissions decide who may
+//! connect). With [`ProxyProtocol::Required`] a connection that is not
+//! trusted, or sends no valid header in time, is closed before any handler
+//! code runs; it is counted in [`Stats::refused`](crate::Stats::refused)
+//! and logged at warn level at most once a second. With
+//! [`ProxyProtocol::Optional`] an untrusted connection is served as itself
+//! (its own address, nothing parsed: a client cannot claim another address),
+//! and so is a trusted one whose first bytes are not a header; a trusted
+//! connection that sends nothing at all is served as itself once the header
+//! timeout passes, so `Optional` suits protocols where the client speaks
+//! first.
+//!
+//! A version 2 `LOCAL` header (a health check of the proxy's own) and a
+//! version 1 `UNKNOWN` header mean "no client": the connection is served with
+//! its own address, and [`proxy_addr`](crate::StreamRequest::proxy_addr) is
+//! `None`.
+//!
+//! Under [`Forking`](crate::Forking), `max_per_ip` does not apply (as
+//! without the PROXY protocol: the count lives in each child).
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::connections::Registry;
+use crate::request::Conn;
+use crate::{Address, StreamRequest};
+
+/// Default time for the whole PROXY header to arrive: 3 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest version 1 header, `PROXY` to `\r\n` included (the limit of the
+/// specification).
+pub const MAX_V1_HEADER: usize = 107;
+
+/// Most bytes of addresses and TLVs after the 16 fixed bytes of a version 2
+/// header: room for two Unix socket paths (216 bytes) and 296 bytes of TLVs.
+/// A header announcing more is refused.
+pub const MAX_V2_PAYLOAD: usize = 512;
+
+/// The 12 bytes that open a version 2 header.
+const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Whether, and from whom, the server takes a PROXY header (see the
+/// [module documentation](self)).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProxyProtocol {
+    /// No PROXY protocol: the socket's peer is the client (the default).
+    #[default]
+    Off,
+    /// Every connection must come from a trusted proxy and start with a
+    /// valid header; any other is closed before the handler runs.
+    Required {
+        /// The proxies' addresses or networks.
+        trusted: Vec<IpNet>,
+    },
+    /// A connection from a trusted proxy may start with a header; one
+    /// without a header, and any connection from elsewhere, is served with
+    /// its own address.
+    Optional {
+        /// The proxies' addresses or networks.
+        trusted: Vec<IpNet>,
+    },
+}
+
+impl ProxyProtocol {
+    fn trusted(&self) -> &[IpNet] {
+        match self {
+            ProxyProtocol::Off => &[],
+            ProxyProtocol::Required { trusted } | ProxyProtocol::Optional { trusted } => trusted,
+        }
+    }
+
+    /// Whether a header is taken from a connection whose socket peer is
+    /// `peer`: any Unix socket peer, an IP peer in the trusted list.
+    pub fn trusts(&self, peer: &Address) -> bool {
+        match peer {
+            _ if *self == ProxyProtocol::Off => false,
+            Address::Unix(_) => true,
+            Address::Inet(a) => self.trusted().iter().any(|net| net.contains(a.ip())),
+        }
+    }
+}
+
+/// An IP network: an address and a prefix length, e.g. `10.0.0.0/8`,
+/// `fd00::/8`, or one address (`127.0.0.1` is `127.0.0.1/32`).
+///
+/// An IPv4 network also contains the IPv4-mapped IPv6 form of its addresses
+/// (`::ffff:10.1.2.3`), which is how a dual-stack socket sees IPv4 peers.
+///
+/// ```
+/// use socketserver::proxy::IpNet;
+///
+/// let net: IpNet = "10.0.0.0/8".parse().unwrap();
+/// assert!(net.contains("10.20.30.40".parse().unwrap()));
+/// assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+/// assert!(!net.contains("11.0.0.1".parse().unwrap()));
+/// assert!("127.0.0.1".parse::<IpNet>().unwrap().contains("127.0.0.1".parse().unwrap()));
+/// assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// The network of `addr` with `prefix` leading bits (at most 32 for
+    /// IPv4, 128 for IPv6). Host bits of `addr` are ignored.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<IpNet, IpNetParseError> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(IpNetParseError(format!("{addr}/{prefix}")));
+        }
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// One address (a /32 or /128 network).
+    pub fn host(addr: IpAddr) -> IpNet {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        IpNet { addr, prefix }
+    }
+
+    /// The network's address, as given.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (canonical(self.addr), canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let prefix = if self.addr.is_ipv4() {
+                    self.prefix
+                } else {
+                    // A mapped IPv6 network: its last 32 bits are the IPv4.
+                    self.prefix.saturating_sub(96)
+                };
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            _ => {
+                let (IpAddr::V6(net), IpAddr::V6(ip)) = (self.addr, ip) else {
+                    return false;
+                };
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+impl From<IpAddr> for IpNet {
+    fn from(addr: IpAddr) -> Self {
+        IpNet::host(addr)
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = IpNetParseError;
+
+    /// `ADDR` or `ADDR/PREFIX`, IPv4 or IPv6.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IpNetParseError(s.to_owned());
+        match s.split_once('/') {
+            None => s.parse().map(IpNet::host).map_err(|_| bad()),
+            Some((addr, prefix)) => {
+                let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+                if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+                IpNet::new(addr, prefix).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Error returned when an [`IpNet`] does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpNetParseError(String);
+
+impl fmt::Display for IpNetParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid network {:?}: expected ADDR or ADDR/PREFIX (at most 32 for IPv4, 128 for IPv6)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for IpNetParseError {}
+
+/// One TLV (type, length, value) of a version 2 header: extra facts the
+/// proxy sends, e.g. type `0x01` ALPN, `0x02` the TLS server name
+/// (authority), `0x05` a unique connection id, `0x20` TLS details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlv {
+    /// The type byte.
+    pub kind: u8,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// What a PROXY header said about a proxied connection, from
+/// [`StreamRequest::proxy_header`](crate::StreamRequest::proxy_header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyHeader {
+    /// The protocol version: 1 (text) or 2 (binary).
+    pub version: u8,
+    /// The proxy: the socket's own peer address.
+    pub proxy: Address,
+    /// The client, as the header names it (also
+    /// [`peer_addr`](crate::StreamRequest::peer_addr)).
+    pub client: Address,
+    /// The address the client connected to, on the proxy.
+    pub destination: Address,
+    /// The TLVs of a version 2 header, in order (none for version 1).
+    pub tlvs: Vec<Tlv>,
+}
+
+impl ProxyHeader {
+    /// The value of the first TLV of type `kind`, if any.
+    pub fn tlv(&self, kind: u8) -> Option<&[u8]> {
+        self.tlvs
+            .iter()
+            .find(|t| t.kind == kind)
+            .map(|t| t.value.as_slice())
+    }
+}
+
+/// A header's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Said {
+    /// `LOCAL` (v2) or `UNKNOWN` (v1), or an unspecified family: no client
+    /// address, the connection stands for itself.
+    Local,
+    /// A proxied connection.
+    Proxied {
+        client: Address,
+        destination: Address,
+        tlvs: Vec<Tlv>,
+    },
+}
+
+/// What the bytes read so far are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Parse {
+    /// A prefix of a header: read on.
+    Incomplete,
+    /// Not a header at all.
+    NotProxy,
+    /// A complete header of `len` bytes.
+    Header { version: u8, len: usize, said: Said },
+    /// A header that is wrong or too large.
+    Invalid(String),
+}
+
+/// Parses the start of a connection's bytes.
+fn parse(buf: &[u8]) -> Parse {
+    if buf.is_empty() {
+        return Parse::Incomplete;
+    }
+    let n = buf.len().min(V2_SIGNATURE.len());
+    if buf[..n] == V2_SIGNATURE[..n] {
+        return parse_v2(buf);
+    }
+    let n = buf.len().min(6);
+    if buf[..n] == b"PROXY "[..n] {
+        return parse_v1(buf);
+    }
+    Parse::NotProxy
+}
+
+fn parse_v1(buf: &[u8]) -> Parse {
+    let window = &buf[..buf.len().min(MAX_V1_HEADER)];
+    let Some(newline) = window.iter().position(|&b| b == b'\n') else {
+        return if buf.len() >= MAX_V1_HEADER {
+            Parse::Invalid(format!(
+                "version 1 header longer than {MAX_V1_HEADER} bytes"
+            ))
+        } else {
+            Parse::Incomplete
+        };
+    };
+    if newline < 7 || buf[newline - 1] != b'\r' {
+        return Parse::Invalid("version 1 header not ended by CRLF".into());
+    }
+    let Ok(line) = std::str::from_utf8(&buf[6..newline - 1]) else {
+        return Parse::Invalid("version 1 header is not ASCII".into());
+    };
+    let fields: Vec<&str> = line.split(' ').collect();
+    let said = match fields[..] {
+        ["UNKNOWN", ..] => Said::Local,
+        [family @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+            let v4 = family == "TCP4";
+            match (
+                ip_v1(src, v4),
+                ip_v1(dst, v4),
+                port_v1(sport),
+                port_v1(dport),
+            ) {
+                (Some(src), Some(dst), Some(sport), Some(dport)) => Said::Proxied {
+                    client: Address::Inet(SocketAddr::new(src, sport)),
+                    destination: Address::Inet(SocketAddr::new(dst, dport)),
+                    tlvs: Vec::new(),
+                },
+                _ => {
+                    return Parse::Invalid(format!("version 1 header with bad addresses: {line:?}"))
+                }
+            }
+        }
+        _ => return Parse::Invalid(format!("version 1 header not understood: {line:?}")),
+    };
+    Parse::Header {
+        version: 1,
+        len: newline + 1,
+        said,
+    }
+}
+
+fn ip_v1(s: &str, v4: bool) -> Option<IpAddr> {
+    if v4 {
+        s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    } else {
+        s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    }
+}
+
+/// A port in a version 1 header: decimal digits, no leading zero, <= 65535.
+fn port_v1(s: &str) -> Option<u16> {
+    let digits = !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_v2(buf: &[u8]) -> Parse {
+    if buf.len() < 16 {
+        return Parse::Incomplete;
+    }
+    let (version, command) = (buf[12] >> 4, buf[12] & 0x0f);
+    if version != 2 {
+        return Parse::Invalid(format!("version 2 signature with version {version}"));
+    }
+    let payload = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+    if payload > MAX_V2_PAYLOAD {
+        return Parse::Invalid(format!(
+            "version 2 header of {payload} bytes after the first 16: more than {MAX_V2_PAYLOAD}"
+        ));
+    }
+    let len = 16 + payload;
+    if buf.len() < len {
+        return Parse::Incomplete;
+    }
+    let body = &buf[16..len];
+    let said = match command {
+        // LOCAL: the proxy speaks for itself (a health check); the
+        // addresses, if any, are to be ignored.
+        0 => Said::Local,
+        1 => match parse_v2_addresses(buf[13], body) {
+            Ok(said) => said,
+            Err(why) => return Parse::Invalid(why),
+        },
+        c => return Parse::Invalid(format!("version 2 header with unknown command {c}")),
+    };
+    Parse::Header {
+        version: 2,
+        len,
+        said,
+    }
+}
+
+fn parse_v2_addresses(family: u8, body: &[u8]) -> Result<Said, String> {
+    let (af, transport) = (family >> 4, family & 0x0f);
+    if transport > 2 || af > 3 {
+        return Err(format!(
+            "version 2 header with unknown address family {family:#04x}"
+        ));
+    }
+    let size = match af {
+        1 => 12,
+        2 => 36,
+        3 => 216,
+        _ => 0,
+    };
+    if body.len() < size {
+        return Err(format!(
+            "version 2 header too short for its addresses ({} bytes, {size} needed)",
+            body.len()
+        ));
+    }
+    let tlvs = parse_tlvs(&body[size..])?;
+    let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+    let (client, destination) = match af {
+        1 => {
+            let ip = |at: usize| {
+                IpAddr::from(<[u8; 4]>::try_from(&body[at..at + 4]).unwrap_or_default())
+            };
+            (
+                Address::Inet(SocketAddr::new(ip(0), port(8))),
+                Address::Inet(SocketAddr::new(ip(4), port(10))),
+            )
+        }
+        2 => {
+            let ip = |at: usize| {
+                IpAddr::from(<[u8; 16]>::try_from(&body[at..at + 16]).unwrap_or_default())
+            };
+            (
+                Address::Inet(SocketAddr::new(ip(0), port(32))),
+                Address::Inet(SocketAddr::new(ip(16), port(34))),
+            )
+        }
+        3 => (unix_v2(&body[..108]), unix_v2(&body[108..216])),
+        // UNSPEC: "the receiver must ignore the address information".
+        _ => return Ok(Said::Local),
+    };
+    Ok(Said::Proxied {
+        client,
+        destination,
+        tlvs,
+    })
+}
+
+/// A Unix socket path of a version 2 header: up to the first NUL; an empty
+/// or abstract one (leading NUL) has no path.
+fn unix_v2(raw: &[u8]) -> Address {
+    use std::os::unix::ffi::OsStrExt;
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let path = &raw[..end];
+    Address::Unix((!path.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(path))))
+}
+
+fn parse_tlvs(mut rest: &[u8]) -> Result<Vec<Tlv>, String> {
+    let mut tlvs = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < 3 {
+            return Err(format!("version 2 TLV cut short ({} bytes)", rest.len()));
+        }
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]]));
+        if rest.len() < 3 + len {
+            return Err(format!(
+                "version 2 TLV of type {:#04x} claims {len} bytes, {} left",
+                rest[0],
+                rest.len() - 3
+            ));
+        }
+        tlvs.push(Tlv {
+            kind: rest[0],
+            value: rest[3..3 + len].to_vec(),
+        });
+        rest = &rest[3 + len..];
+    }
+    Ok(tlvs)
+}
+
+/// How reading the start of a connection ended.
+#[derive(Debug)]
+enum Read0 {
+    /// A complete header and the bytes read after it.
+    Header {
+        version: u8,
+        said: Said,
+        rest: Vec<u8>,
+    },
+    /// The first bytes are not a header; here they are.
+    NotProxy(Vec<u8>),
+    /// End-of-file, or the timeout, before any byte.
+    Nothing { eof: bool },
+    /// A wrong, oversized or incomplete header.
+    Failed(String),
+}
+
+/// Reads until `parse` decides, within `timeout` in all.
+fn read_start(conn: &Conn, timeout: Duration) -> Read0 {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 16 + MAX_V2_PAYLOAD];
+    let mut filled = 0;
+    loop {
+        match parse(&buf[..filled]) {
+            Parse::Header { version, len, said } => {
+                return Read0::Header {
+                    version,
+                    said,
+                    rest: buf[len..filled].to_vec(),
+                }
+            }
+            Parse::NotProxy => return Read0::NotProxy(buf[..filled].to_vec()),
+            Parse::Invalid(why) => return Read0::Failed(why),
+            Parse::Incomplete => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return if filled == 0 {
+                Read0::Nothing { eof: false }
+            } else {
+                Read0::Failed(format!(
+                    "header incomplete after {timeout:?} ({filled} bytes)"
+                ))
+            };
+        }
+        // Never zero: a zero timeout means "none" to the socket.
+        if let Err(e) = conn.set_read_timeout(Some(left.max(Duration::from_millis(1)))) {
+            return Read0::Failed(format!("cannot set the header timeout: {e}"));
+        }
+        // `parse` decides at the latest when the buffer is full: a v1
+        // header is decided within 107 bytes, a v2 one within 16 + 512.
+        match (&*conn).read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Read0::Nothing { eof: true },
+            Ok(0) => {
+                return Read0::Failed(format!(
+                    "connection closed inside the header ({filled} bytes)"
+                ))
+            }
+            Ok(n) => filled += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Read0::Failed(format!("reading the header: {e}")),
+        }
+    }
+}
+
+/// The server's PROXY protocol settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) mode: ProxyProtocol,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: ProxyProtocol::Off,
+            timeout: DEFAULT_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// What a server with the PROXY protocol on needs in each request.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub(crate) config: Config,
+    pub(crate) busy_message: Option<Arc<[u8]>>,
+}
+
+/// Reads the header of `req` (per the gate), sets the client's address,
+/// applies `max_per_ip` and `verify` to it. Returns whether to serve the
+/// request; when not, it was counted as refused (and logged).
+pub(crate) fn admit(
+    req: &mut StreamRequest,
+    gate: &Gate,
+    registry: &Registry,
+    verify: impl FnOnce(&Address) -> bool,
+) -> bool {
+    let socket_peer = req.peer_addr().clone();
+    let mode = &gate.config.mode;
+    let required = matches!(mode, ProxyProtocol::Required { .. });
+    if !mode.trusts(&socket_peer) {
+        if required {
+            registry.refused(&socket_peer, &"PROXY header from an untrusted address");
+            return false;
+        }
+        // Optional: served as itself, nothing parsed.
+    } else {
+        match read_start(req.stream(), gate.config.timeout) {
+            Read0::Header {
+                version,
+                said:
+                    Said::Proxied {
+                        client,
+                        destination,
+                        tlvs,
+                    },
+                rest,
+            } => {
+                log::debug!("{socket_peer}: PROXY v{version} header: client {client}");
+                req.set_proxied(
+                    ProxyHeader {
+                        version,
+                        proxy: socket_peer.clone(),
+                        client,
+                        destination,
+                        tlvs,
+                    },
+                    &rest,
+                );
+            }
+            Read0::Header {
+                version,
+                said: Said::Local,
+                rest,
+            } => {
+                log::debug!(
+                    "{socket_peer}: PROXY v{version} header without a client (LOCAL/UNKNOWN)"
+                );
+                req.unread(&rest);
+            }
+            Read0::NotProxy(bytes) if !required => req.unread(&bytes),
+            Read0::NotProxy(_) => {
+                registry.refused(&socket_peer, &"no PROXY header (other bytes came first)");
+                return false;
+            }
+            Read0::Nothing { eof: true } => {
+                // Connected and closed without a byte: a proxy's plain TCP
+                // check. Nothing to serve, nothing worth a warning.
+                log::debug!("{socket_peer}: closed before sending a PROXY header");
+                if required {
+                    return false;
+                }
+                req.unread(&[]);
+            }
+            Read0::Nothing { eof: false } if !required => req.unread(&[]),
+            Read0::Nothing { eof: false } => {
+                let t = gate.config.timeout;
+                registry.refused(&socket_peer, &format!("no PROXY header within {t:?}"));
+                return false;
+            }
+            Read0::Failed(why) => {
+                registry.refused(&socket_peer, &format!("bad PROXY header: {why}"));
+                return false;
+            }
+        }
+    }
+    let client = req.peer_addr().clone();
+    if let (Some(registration), Some(ip)) = (req.registration_mut(), client.as_inet()) {
+        if let Err(why) = registration.count_ip(ip.ip()) {
+            if let Some(message) = &gate.busy_message {
+                let _ =
+                    crate::sys::send_nowait(std::os::fd::AsRawFd::as_raw_fd(req.stream()), message);
+            }
+            registry.refused(&client, &why);
+            return false;
+        }
+    }
+    if !verify(&client) {
+        registry
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::debug!("{client} refused by verify_request");
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
+        let mut h = V2_SIGNATURE.to_vec();
+        h.push(0x20 | command);
+        h.push(family);
+        h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        h.extend_from_slice(body);
+        h
+    }
+
+    #[test]
+    fn v1_tcp4_is_parsed_with_its_length() {
+        let h = b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\nrest";
+        let Parse::Header { version, len, said } = parse(h) else {
+            panic!("{:?}", parse(h))
+        };
+        assert_eq!((version, len), (1, h.len() - 4));
+        assert_eq!(
+            said,
+            Said::Proxied {
+                client: "192.0.2.1:1234".parse().unwrap(),
+                destination: "192.0.2.2:80".parse().unwrap(),
+                tlvs: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn v1_every_prefix_is_incomplete_and_bad_forms_are_invalid() {
+        let h = b"PROXY TCP6 2001:db8::1 2001:db8::2 65535 0\r\n";
+        for i in 0..h.len() {
+            assert_eq!(parse(&h[..i]), Parse::Incomplete, "prefix {i}");
+        }
+        for bad in [
+            &b"PROXY TCP4 1.2.3.4 1.2.3.5 01 2\r\n"[..],
+            b"PROXY TCP4 1.2.3.4 1.2.3.5 65536 2\r\n",
+            b"PROXY TCP4 ::1 ::1 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.5 1 2 3\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.5 1 2\n",
+            b"PROXY UDP4 1.2.3.4 1.2.3.5 1 2\r\n",
+            format!("PROXY TCP4 {}", "1".repeat(MAX_V1_HEADER)).as_bytes(),
+        ] {
+            assert!(matches!(parse(bad), Parse::Invalid(_)), "{bad:?}");
+        }
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parse::NotProxy);
+        assert_eq!(parse(b"PROXX"), Parse::NotProxy);
+    }
+
+    #[test]
+    fn v2_inet_unix_unspec_local_and_tlvs() {
+        let mut body = vec![10, 0, 0, 1, 10, 0, 0, 2, 0x30, 0x39, 0, 80];
+        body.extend_from_slice(&[0x05, 0, 3, b'a', b'b', b'c']);
+        let Parse::Header { said, len, .. } = parse(&v2(1, 0x11, &body)) else {
+            panic!()
+        };
+        assert_eq!(len, 16 + body.len());
+        let Said::Proxied { client, tlvs, .. } = said else {
+            panic!()
+        };
+        assert_eq!(client, "10.0.0.1:12345".parse().unwrap());
+        assert_eq!(
+            tlvs,
+            vec![Tlv {
+                kind: 5,
+                value: b"abc".to_vec()
+            }]
+        );
+
+        let mut unix = vec![0u8; 216];
+        unix[..4].copy_from_slice(b"/a/b");
+        let Parse::Header { said, .. } = parse(&v2(1, 0x31, &unix)) else {
+            panic!()
+        };
+        assert!(
+            matches!(said, Said::Proxied { client: Address::Unix(Some(p)), .. } if p.as_path() == std::path::Path::new("/a/b"))
+        );
+
+        assert!(matches!(
+            parse(&v2(1, 0x00, &[])),
+            Parse::Header {
+                said: Said::Local,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&v2(0, 0x11, &body)),
+            Parse::Header {
+                said: Said::Local,
+                ..
+            }
+        ));
+        // Bad: short addresses, cut TLV, unknown family, command, version,
+        // oversized.
+        assert!(matches!(
+            parse(&v2(1, 0x11, &body[..11])),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse(&v2(1, 0x11, &body[..body.len() - 1])),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(parse(&v2(1, 0x41, &body)), Parse::Invalid(_)));
+        assert!(matches!(parse(&v2(2, 0x11, &body)), Parse::Invalid(_)));
+        let mut v3 = v2(1, 0x11, &body);
+        v3[12] = 0x31;
+        assert!(matches!(parse(&v3), Parse::Invalid(_)));
+        let big = v2(1, 0x11, &vec![0; MAX_V2_PAYLOAD + 1]);
+        assert!(matches!(parse(&big[..16]), Parse::Invalid(_)));
+        let whole = v2(1, 0x11, &body);
+        for i in 0..whole.len() {
+            assert_eq!(parse(&whole[..i]), Parse::Incomplete, "prefix {i}");
+        }
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_and_mapped_forms() {
+        let net: IpNet = "192.168.0.0/16".parse().unwrap();
+        assert!(net.contains("192.168.255.1".parse().unwrap()));
+        assert!(net.contains("::ffff:192.168.1.1".parse().unwrap()));
+        assert!(!net.contains("192.169.0.1".parse().unwrap()));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: IpNet = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        for bad in ["10.0.0.0/", "10.0.0.0/+8", "::/129", "x", "10.0.0.0/8/8"] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        }
+    }
+}
