@@ -180,11 +180,12 @@ impl Registration {
 
     /// Marks the connection idle or busy; see [`Watch::set_idle`].
     pub(crate) fn set_idle(&self, idle: bool) -> bool {
-        let draining = self.watch.set_idle(idle, &self.registry);
-        if draining {
-            self.registry.idle_closed.fetch_add(1, Ordering::Relaxed);
-        }
-        draining
+        self.watch.set_idle(idle, &self.registry)
+    }
+
+    /// Counts this connection as closed by the drain while idle.
+    pub(crate) fn count_idle_closed(&self) {
+        self.registry.idle_closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -517,7 +517,14 @@ impl StreamRequest {
         if let Some(reg) = &self.registration {
             if reg.set_idle(true) {
                 reg.set_idle(false);
-                return Ok(0);
+                // Draining. A message already waiting in the socket (a
+                // request queued in a `Pool` whose client has spoken) is
+                // served; only a connection with nothing to say is idle.
+                if !crate::sys::readable_now(self.conn.as_fd()) {
+                    reg.count_idle_closed();
+                    return Ok(0);
+                }
+                return self.read_raw(buf);
             }
         }
         let result = self.wait_then_read(buf);

@@ -287,7 +287,8 @@ impl<S: Strategy> Builder<S> {
     /// every [`min_data_rate`](Self::min_data_rate) bytes received (default
     /// [`DEFAULT_MESSAGE_TIMEOUT`], 20 s; `None`: no deadline). Applies to
     /// message-level reads: [`StreamRequest::read_message`] and what uses
-    /// it (`read_line`, `lines`, `read_until`, the `framing` reads); a
+    /// it (`read_line`, `lines`, `read_until`, `echo`, a `framing` read
+    /// wrapped in `read_message`); a
     /// client past the deadline gets its request ended with `TimedOut`.
     /// Modelled on Apache's `mod_reqtimeout` and nginx's
     /// `client_header_timeout`.
@@ -355,9 +356,9 @@ impl<S: Strategy> Builder<S> {
 
     /// Longest a stream connection may stay open, however busy (default: no
     /// limit). Older connections are shut down (the handler's next read sees
-    /// end-of-file, its next write fails). While this is set and connections
-    /// are open, the loop wakes every tenth of the lifetime (at least every
-    /// second, at most every 10 ms) to check.
+    /// end-of-file, its next write fails), once, and logged once. While this
+    /// is set, the loop wakes when the oldest connection not yet cut reaches
+    /// the lifetime (at most every 10 ms).
     pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.limits.max_lifetime = lifetime;
         self
@@ -682,7 +683,8 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     ///    closed to them; a Unix socket file stays until the server drops).
     /// 2. Connections **idle** at a message boundary (a handler waiting in
     ///    [`read_message`](crate::StreamRequest::read_message), `read_line`,
-    ///    `lines`, a `framing` read or `echo` with nothing buffered) are
+    ///    `lines`, `echo`, or a `framing` read wrapped in `read_message`, with
+    ///    nothing buffered) are
     ///    closed at once: their read returns end-of-file and the handler
     ///    finishes as if the client had left. One that reaches a boundary
     ///    later closes there. `Forking` children get SIGTERM, which does the

@@ -248,7 +248,12 @@ impl Stop {
         let end = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.requested() {
-                return Ok(Waited::Stop);
+                // A message already waiting is read; only silence stops.
+                return Ok(if crate::sys::readable_now(socket) {
+                    Waited::Ready
+                } else {
+                    Waited::Stop
+                });
             }
             let left = end.map(|e| e.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {

@@ -349,3 +349,9 @@ pub(crate) fn send_nowait(fd: RawFd, data: &[u8]) -> io::Result<usize> {
         Ok(n as usize)
     }
 }
+
+/// Whether `fd` is readable right now (data, end-of-file or an error
+/// waiting), without blocking.
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    poll_read(Some(fd), -1, Some(Duration::ZERO)).is_ok_and(|r| r.socket)
+}

@@ -389,3 +389,23 @@ fn handlers_see_the_server_stopping_and_can_finish_early() {
     assert_eq!(report.cut, 0, "{report:?}");
     assert_eq!(lines.next().unwrap().unwrap(), "stopping early");
 }
+
+#[test]
+fn a_queued_pool_request_whose_client_has_spoken_is_served_during_the_drain() {
+    let serving = serve(Pool::new(1).queue(4), echo);
+    let mut first = tcp_client(&serving.addr);
+    assert_eq!(stream_roundtrip(&mut first, b"a").unwrap(), b"a");
+    // The one worker serves `first`; this one waits in the queue, its
+    // message already sent.
+    let mut queued = tcp_client(&serving.addr);
+    queued.write_all(b"hello").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let server = serving.stop();
+    let report = within(DEADLINE, "close_gracefully", move || {
+        server.close_gracefully(Duration::from_secs(5))
+    });
+    let mut got = Vec::new();
+    io::Read::read_to_end(&mut queued, &mut got).unwrap();
+    assert_eq!(got, b"hello", "answered, then closed: {report:?}");
+    assert_eq!(report.cut, 0, "{report:?}");
+}

@@ -14,7 +14,7 @@ use crate::ShutdownHandle;
 ///
 /// The heart of the project: simple blocking handler code, each client
 /// served at once. Threads are named after their peer (`conn 127.0.0.1:5001`,
-/// visible in `top -H` and panic messages). A finished thread leaves nothing
+/// visible in `top -H` and debuggers). A finished thread leaves nothing
 /// behind: the server keeps a count of running requests, not a list of
 /// threads, so long-running servers do not grow.
 ///
