@@ -24,8 +24,9 @@ use crate::ShutdownHandle;
 /// long-lived connections, at most `workers` clients are served at once: the
 /// others wait until one leaves.
 ///
-/// On close, queued requests are still served, then the workers exit and
-/// are joined.
+/// On close, the drain runs queued requests too: one whose client has
+/// already sent its message is served; one whose client has said nothing
+/// yet is idle and closed at once. Then the workers exit and are joined.
 ///
 /// ```
 /// use socketserver::{Pool, Server, StreamRequest};
