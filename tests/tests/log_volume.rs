@@ -1,7 +1,7 @@
 //! No client can flood the log: repeated events caused from outside are
 //! counted and logged about once a second, or once per connection.
 
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,5 +117,43 @@ fn a_connection_past_its_max_lifetime_is_cut_and_logged_once() {
     std::thread::sleep(Duration::from_millis(1200));
     let lines = log.find(log::Level::Info, &[&url, "older than"]);
     assert_eq!(lines.len(), 1, "{lines:#?}");
+    running.stop();
+}
+
+#[test]
+fn bad_input_from_a_client_is_logged_at_warn_and_a_timeout_at_info_saying_so() {
+    let log = LogCapture::install();
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .read_timeout(Some(Duration::from_millis(200)))
+        .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+            let mut line = String::new();
+            req.read_line(&mut line)?;
+            if line.starts_with("bad") {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a command of this protocol",
+                ));
+            }
+            // Anything else: wait for a second line, which never comes.
+            req.read_line(&mut line).map(drop)
+        })
+        .unwrap();
+    let running = Running::start(server);
+    let mut bad = tcp_client(&running.address);
+    bad.write_all(b"bad input\n").unwrap();
+    let me = bad.local_addr().unwrap().to_string();
+    let warning = log.wait_for(log::Level::Warn, &[&me, "not a command"]);
+    assert!(warning.starts_with("bad request from"), "{warning}");
+    assert!(log.find(log::Level::Error, &[&me]).is_empty());
+
+    let mut quiet = tcp_client(&running.address);
+    quiet.write_all(b"hello\n").unwrap();
+    let me = quiet.local_addr().unwrap().to_string();
+    let info = log.wait_for(
+        log::Level::Info,
+        &[&me, "read timed out after 200ms (read_timeout)"],
+    );
+    assert!(info.contains("timed out"), "{info}");
     running.stop();
 }
