@@ -3,6 +3,9 @@
 //! systemd-style socket activation. (Cargo builds the example before these
 //! tests run.)
 
+mod common;
+use common::example;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -10,22 +13,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn example() -> PathBuf {
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/echo_server
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/echo_server");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --example echo_server`",
-        path.display()
-    );
-    path
-}
 
 /// A running example process, killed on drop if still alive.
 struct Proc {

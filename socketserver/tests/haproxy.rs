@@ -9,6 +9,9 @@
 //!
 //! The configuration is the one shown in docs/deploy.md.
 
+mod common;
+use common::example;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,22 +25,6 @@ use std::time::{Duration, Instant};
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const FALL: u32 = 2;
 
-fn example() -> PathBuf {
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/echo_server
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/echo_server");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --example echo_server`",
-        path.display()
-    );
-    path
-}
 
 /// Whether `haproxy` runs here; prints why the test is skipped if not.
 fn haproxy_available(test: &str) -> bool {
