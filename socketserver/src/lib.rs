@@ -94,6 +94,7 @@
 //! | `framing` | yes | length-prefixed frames (`framing`) | none |
 //! | `json` | no | JSON frames (`framing::read_json`, `write_json`) | `serde`, `serde_json` |
 //! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
+//! | `green` | yes | the `Green` strategy (`green`): coroutines over epoll | `corosensei`, `mio` |
 //!
 //! With the defaults the library builds in 15 crates (itself included). The
 //! crypto of `auth` is opt-in so that a plain server compiles none.
@@ -122,6 +123,8 @@ mod connections;
 mod error;
 #[cfg(feature = "framing")]
 pub mod framing;
+#[cfg(feature = "green")]
+pub mod green;
 mod handler;
 pub mod proxy;
 mod request;
@@ -148,5 +151,7 @@ pub use server::{
     DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{ShutdownHandle, Signal};
+#[cfg(feature = "green")]
+pub use strategy::Green;
 pub use strategy::{Forking, Job, Pool, Strategy, Synchronous, Threading};
 pub use transport::Transport;

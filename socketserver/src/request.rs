@@ -69,18 +69,42 @@ impl Conn {
 
 impl Read for &Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Under `Green`: wait in the reactor, not in the kernel.
+        #[cfg(feature = "green")]
+        if crate::green::is_green() {
+            return crate::green::read(self, buf);
+        }
         both!(*self, s => (&*s).read(buf))
     }
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "green")]
+        if crate::green::is_green() {
+            return match bufs.iter_mut().find(|b| !b.is_empty()) {
+                Some(buf) => crate::green::read(self, buf),
+                None => Ok(0),
+            };
+        }
         both!(*self, s => (&*s).read_vectored(bufs))
     }
 }
 
 impl Write for &Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "green")]
+        if crate::green::is_green() {
+            return crate::green::write(self, buf);
+        }
         both!(*self, s => (&*s).write(buf))
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "green")]
+        if crate::green::is_green() {
+            let buf = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return crate::green::write(self, buf);
+        }
         both!(*self, s => (&*s).write_vectored(bufs))
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -790,6 +814,13 @@ impl Write for StreamRequest {
     }
 }
 
+// `poll(2)` for room in a socket's send buffer, or the reactor's in a green
+// coroutine.
+#[cfg(feature = "green")]
+use crate::green::wait_writable;
+#[cfg(not(feature = "green"))]
+use crate::sys::wait_writable;
+
 /// A datagram socket of the server: UDP or Unix datagram. Shared by every
 /// request of the server, so a handler can send to any peer (a chat relay).
 #[derive(Debug)]
@@ -824,7 +855,7 @@ impl DatagramSocket {
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !crate::sys::wait_writable(self.as_fd(), Duration::from_secs(5))? {
+                    if !wait_writable(self.as_fd(), Duration::from_secs(5))? {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             format!("send to {to}: socket send buffer stayed full for 5 s"),

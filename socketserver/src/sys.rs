@@ -355,3 +355,80 @@ pub(crate) fn send_nowait(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> bool {
     poll_read(Some(fd), -1, Some(Duration::ZERO)).is_ok_and(|r| r.socket)
 }
+
+/// Receives from a connected socket without waiting (`MSG_DONTWAIT`):
+/// `WouldBlock` when nothing is there yet. The socket itself stays as it is
+/// (blocking, for other users of it). Used by the `Green` strategy.
+#[cfg(feature = "green")]
+pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length for the whole call;
+    // the caller holds the socket open (it borrows the connection).
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// The coroutine running on this thread under the `Green` strategy, as
+/// far as blocking calls need it: a way to suspend it.
+///
+/// Only a pointer to its `Yielder` can be kept in a thread-local (the
+/// yielder lives on the coroutine's own stack, borrowed by its body), hence
+/// this one `unsafe` dereference.
+#[cfg(feature = "green")]
+pub(crate) mod green_current {
+    use std::cell::Cell;
+
+    use crate::green::runtime::{Resume, Suspend, Yielder};
+
+    thread_local! {
+        static CURRENT: Cell<*const Yielder> = const { Cell::new(std::ptr::null()) };
+    }
+
+    /// Marks `yielder` as the coroutine running on this thread, until the
+    /// returned guard drops. Called by the coroutine's body, first thing, with
+    /// the yielder corosensei hands it; the guard lives until the body ends.
+    pub(crate) fn enter(yielder: &Yielder) -> Entered {
+        CURRENT.with(|c| c.set(std::ptr::from_ref(yielder)));
+        Entered
+    }
+
+    /// Clears the mark when the coroutine's body ends (also in a panic).
+    pub(crate) struct Entered;
+
+    impl Drop for Entered {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(std::ptr::null()));
+        }
+    }
+
+    /// Whether code runs in a green coroutine on this thread.
+    pub(crate) fn active() -> bool {
+        CURRENT.with(|c| !c.get().is_null())
+    }
+
+    /// Suspends the coroutine running on this thread with `why`; `None`
+    /// outside a coroutine (nothing to suspend).
+    pub(crate) fn suspend(why: Suspend) -> Option<Resume> {
+        let ptr = CURRENT.with(Cell::get);
+        if ptr.is_null() {
+            return None;
+        }
+        // While suspended, this thread runs the scheduler and other
+        // coroutines, which must not see this one as current.
+        CURRENT.with(|c| c.set(std::ptr::null()));
+        // SAFETY: `ptr` is non-null only between `enter` and the drop of its
+        // guard, i.e. while the body of the coroutine that owns the yielder
+        // runs, on this thread (coroutines never move between threads: the
+        // `Coroutine` is not `Send`). It is cleared before every suspension
+        // (just above) and set again only when that same coroutine is
+        // resumed (just below, on its own stack), so whenever it is read
+        // here it points at the yielder of the coroutine executing this
+        // very code, which outlives the call.
+        let resumed = unsafe { (*ptr).suspend(why) };
+        CURRENT.with(|c| c.set(ptr));
+        Some(resumed)
+    }
+}

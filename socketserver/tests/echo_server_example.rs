@@ -9,10 +9,8 @@ use common::example;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
 
 /// A running example process, killed on drop if still alive.
 struct Proc {

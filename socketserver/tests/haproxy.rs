@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const FALL: u32 = 2;
 
-
 /// Whether `haproxy` runs here; prints why the test is skipped if not.
 fn haproxy_available(test: &str) -> bool {
     match Command::new("haproxy")

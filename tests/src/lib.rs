@@ -392,3 +392,26 @@ impl LogCapture {
         found.unwrap()
     }
 }
+
+/// Runs each named test function (`fn name(strategy: impl Strategy)`) once
+/// per strategy, as `#[test] fn name` in a module named after it:
+///
+/// ```ignore
+/// socketserver_tests::per_strategy! {
+///     [an_idle_connection_is_closed, a_slow_client_is_cut]
+///     threading: Threading::new();
+///     green: Green::new().threads(2);
+/// }
+/// ```
+#[macro_export]
+macro_rules! per_strategy {
+    ($tests:tt $($module:ident: $make:expr;)*) => {$(
+        $crate::per_strategy!(@module $module ($make) $tests);
+    )*};
+    (@module $module:ident ($make:expr) [$($test:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(#[test] fn $test() { super::$test($make) })*
+        }
+    };
+}

@@ -113,4 +113,5 @@ matrix! {
     synchronous: Synchronous;
     threading: Threading::new();
     pool: Pool::new(4);
+    green: socketserver::Green::new().threads(2);
 }

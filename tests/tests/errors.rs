@@ -82,6 +82,7 @@ fn source_ip(test: u8, strategy: &impl Strategy) -> Ipv4Addr {
         "synchronous" => 1,
         "threading" => 2,
         "pool" => 3,
+        "green" => 4,
         other => panic!("no source address for {other}"),
     };
     Ipv4Addr::new(127, test, s, 1)
@@ -401,4 +402,6 @@ per_strategy! {
     threading: Threading::new();
     // One worker: if a panic killed it, the next client would hang.
     pool: Pool::new(1);
+    // One worker: if a panic killed it, the next client would hang.
+    green: socketserver::Green::new().threads(1);
 }

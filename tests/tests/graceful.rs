@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
 use socketserver::transport::Tcp;
-use socketserver::{Pool, Server, Strategy, StreamHandler, StreamRequest, Threading};
+use socketserver::{Green, Pool, Server, Strategy, StreamHandler, StreamRequest, Threading};
 use socketserver_tests::*;
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
@@ -48,9 +48,8 @@ impl<S: Strategy, H: StreamHandler> Serving<S, H> {
     }
 }
 
-#[test]
-fn requests_that_finish_before_the_deadline_are_not_cut() {
-    let serving = serve(Threading::new(), |req: &mut StreamRequest| {
+fn requests_that_finish_before_the_deadline_are_not_cut(strategy: impl Strategy) {
+    let serving = serve(strategy, |req: &mut StreamRequest| {
         req.write_all(b"started\n")?;
         req.flush()?;
         std::thread::sleep(Duration::from_millis(150));
@@ -117,6 +116,11 @@ fn idle_clients_are_closed_at_once_under_pool() {
     idle_clients_are_closed_at_once(Pool::new(4));
 }
 
+#[test]
+fn idle_clients_are_closed_at_once_under_green() {
+    idle_clients_are_closed_at_once(Green::new().threads(2));
+}
+
 /// Reads 4-byte records; a client that sent half of one is busy.
 fn records(req: &mut StreamRequest) -> io::Result<()> {
     let mut record = [0u8; 4];
@@ -129,9 +133,8 @@ fn records(req: &mut StreamRequest) -> io::Result<()> {
     }
 }
 
-#[test]
-fn a_client_in_the_middle_of_a_message_is_cut_at_the_deadline() {
-    let serving = serve(Threading::new(), records);
+fn a_client_in_the_middle_of_a_message_is_cut_at_the_deadline(strategy: impl Strategy) {
+    let serving = serve(strategy, records);
     let mut busy = tcp_client(&serving.addr);
     busy.write_all(b"ab").unwrap(); // half a record
     let mut idle = tcp_client(&serving.addr);
@@ -159,23 +162,21 @@ fn a_client_in_the_middle_of_a_message_is_cut_at_the_deadline() {
     assert_eq!(io::Read::read(&mut busy, &mut buf).unwrap_or(0), 0);
 }
 
-#[test]
-fn with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick() {
+fn with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick(
+    strategy: impl Strategy,
+) {
     // The busy request answers 300 ms after its line arrived.
-    let serving = serve(
-        Threading::new().stack_size(64 * 1024),
-        |req: &mut StreamRequest| {
-            let mut line = String::new();
-            while req.read_line(&mut line)? > 0 {
-                if line.trim() == "slow" {
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                req.write_all(line.as_bytes())?;
-                line.clear();
+    let serving = serve(strategy, |req: &mut StreamRequest| {
+        let mut line = String::new();
+        while req.read_line(&mut line)? > 0 {
+            if line.trim() == "slow" {
+                std::thread::sleep(Duration::from_millis(300));
             }
-            Ok(())
-        },
-    );
+            req.write_all(line.as_bytes())?;
+            line.clear();
+        }
+        Ok(())
+    });
     let n = 1000;
     let mut idle = Vec::with_capacity(n);
     for _ in 0..n {
@@ -207,9 +208,8 @@ fn with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick()
     assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
 }
 
-#[test]
-fn with_only_idle_clients_close_takes_milliseconds() {
-    let serving = serve(Threading::new().stack_size(64 * 1024), echo);
+fn with_only_idle_clients_close_takes_milliseconds(strategy: impl Strategy) {
+    let serving = serve(strategy, echo);
     let mut clients: Vec<_> = (0..200).map(|_| tcp_client(&serving.addr)).collect();
     for c in &mut clients {
         assert_eq!(stream_roundtrip(&mut *c, b"x").unwrap(), b"x");
@@ -226,9 +226,8 @@ fn with_only_idle_clients_close_takes_milliseconds() {
     assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
 }
 
-#[test]
-fn new_clients_are_refused_once_the_drain_begins() {
-    let serving = serve(Threading::new(), records);
+fn new_clients_are_refused_once_the_drain_begins(strategy: impl Strategy) {
+    let serving = serve(strategy, records);
     let mut busy = tcp_client(&serving.addr);
     busy.write_all(b"ab").unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -246,11 +245,10 @@ fn new_clients_are_refused_once_the_drain_begins() {
     assert_eq!(report.cut, 1, "{report:?}");
 }
 
-#[test]
-fn close_gracefully_works_from_another_thread_while_serve_forever_runs() {
+fn close_gracefully_works_from_another_thread_while_serve_forever_runs(strategy: impl Strategy) {
     let server = std::sync::Arc::new(
         Server::builder()
-            .strategy(Threading::new())
+            .strategy(strategy)
             .tcp("127.0.0.1:0", echo)
             .unwrap(),
     );
@@ -267,9 +265,8 @@ fn close_gracefully_works_from_another_thread_while_serve_forever_runs() {
     assert_eq!((report.idle_closed, report.cut), (1, 0), "{report:?}");
 }
 
-#[test]
-fn a_huge_close_deadline_does_not_panic() {
-    let serving = serve(Threading::new(), echo);
+fn a_huge_close_deadline_does_not_panic(strategy: impl Strategy) {
+    let serving = serve(strategy, echo);
     let server = serving.stop();
     let report = within(DEADLINE, "close_gracefully", move || {
         server.close_gracefully(Duration::MAX)
@@ -300,6 +297,11 @@ fn dropping_a_threading_server_with_idle_clients_returns_within_a_second() {
 #[test]
 fn dropping_a_pool_server_with_idle_clients_returns_within_a_second() {
     dropping_with_idle_clients_returns_within_a_second(Pool::new(32));
+}
+
+#[test]
+fn dropping_a_green_server_with_idle_clients_returns_within_a_second() {
+    dropping_with_idle_clients_returns_within_a_second(Green::new().threads(2));
 }
 
 #[test]
@@ -339,9 +341,8 @@ fn a_synchronous_server_stops_while_a_client_is_connected_and_idle() {
     assert_eq!(io::Read::read(&mut c, &mut buf).unwrap_or(0), 0);
 }
 
-#[test]
-fn a_handler_that_ignores_its_socket_is_abandoned_not_waited_for() {
-    let serving = serve(Threading::new(), |req: &mut StreamRequest| {
+fn a_handler_that_ignores_its_socket_is_abandoned_not_waited_for(strategy: impl Strategy) {
+    let serving = serve(strategy, |req: &mut StreamRequest| {
         req.write_all(b"started\n")?;
         req.flush()?;
         // Far longer than PROMPT: waiting for it would fail the test.
@@ -362,9 +363,8 @@ fn a_handler_that_ignores_its_socket_is_abandoned_not_waited_for() {
     assert!(report.elapsed < PROMPT, "{report:?}");
 }
 
-#[test]
-fn handlers_see_the_server_stopping_and_can_finish_early() {
-    let serving = serve(Threading::new(), |req: &mut StreamRequest| {
+fn handlers_see_the_server_stopping_and_can_finish_early(strategy: impl Strategy) {
+    let serving = serve(strategy, |req: &mut StreamRequest| {
         req.write_all(b"working\n")?;
         req.flush()?;
         for _ in 0..500 {
@@ -408,4 +408,20 @@ fn a_queued_pool_request_whose_client_has_spoken_is_served_during_the_drain() {
     io::Read::read_to_end(&mut queued, &mut got).unwrap();
     assert_eq!(got, b"hello", "answered, then closed: {report:?}");
     assert_eq!(report.cut, 0, "{report:?}");
+}
+
+socketserver_tests::per_strategy! {
+    [
+        requests_that_finish_before_the_deadline_are_not_cut,
+        a_client_in_the_middle_of_a_message_is_cut_at_the_deadline,
+        with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick,
+        with_only_idle_clients_close_takes_milliseconds,
+        new_clients_are_refused_once_the_drain_begins,
+        close_gracefully_works_from_another_thread_while_serve_forever_runs,
+        a_huge_close_deadline_does_not_panic,
+        a_handler_that_ignores_its_socket_is_abandoned_not_waited_for,
+        handlers_see_the_server_stopping_and_can_finish_early,
+    ]
+    threading: Threading::new().stack_size(64 * 1024);
+    green: Green::new().threads(2);
 }

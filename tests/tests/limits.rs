@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use socketserver::{LimitPolicy, Server, StreamRequest, Threading};
+use socketserver::{Green, LimitPolicy, Server, Strategy, StreamRequest, Threading};
 use socketserver_tests::*;
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
@@ -19,10 +19,9 @@ fn closed_unserved(mut c: TcpStream) -> bool {
     matches!(c.read(&mut buf), Ok(0) | Err(_))
 }
 
-#[test]
-fn max_connections_refuse_closes_extra_connections_and_counts_them() {
+fn max_connections_refuse_closes_extra_connections_and_counts_them(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .max_connections(Some(2))
         .tcp("127.0.0.1:0", echo)
         .unwrap();
@@ -49,10 +48,11 @@ fn max_connections_refuse_closes_extra_connections_and_counts_them() {
     running.stop();
 }
 
-#[test]
-fn max_connections_wait_holds_new_clients_in_the_backlog_until_a_slot_frees() {
+fn max_connections_wait_holds_new_clients_in_the_backlog_until_a_slot_frees(
+    strategy: impl Strategy,
+) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .max_connections(Some(1))
         .limit_policy(LimitPolicy::Wait)
         .tcp("127.0.0.1:0", echo)
@@ -86,10 +86,9 @@ fn max_connections_wait_holds_new_clients_in_the_backlog_until_a_slot_frees() {
     running.stop();
 }
 
-#[test]
-fn max_per_ip_refuses_a_second_connection_from_the_same_address_only() {
+fn max_per_ip_refuses_a_second_connection_from_the_same_address_only(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .max_per_ip(Some(1))
         .tcp("127.0.0.1:0", echo)
         .unwrap();
@@ -117,10 +116,9 @@ fn max_per_ip_refuses_a_second_connection_from_the_same_address_only() {
     running.stop();
 }
 
-#[test]
-fn stats_count_accepted_refused_completed_and_failed_requests() {
+fn stats_count_accepted_refused_completed_and_failed_requests(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
             let mut line = String::new();
             io::BufRead::read_line(req, &mut line)?;
@@ -192,4 +190,15 @@ fn a_handler_reads_the_servers_stats() {
     c.read_to_string(&mut reply).unwrap();
     assert_eq!(reply, "1 1\n", "this connection, the first accepted");
     running.stop();
+}
+
+socketserver_tests::per_strategy! {
+    [
+        max_connections_refuse_closes_extra_connections_and_counts_them,
+        max_connections_wait_holds_new_clients_in_the_backlog_until_a_slot_frees,
+        max_per_ip_refuses_a_second_connection_from_the_same_address_only,
+        stats_count_accepted_refused_completed_and_failed_requests,
+    ]
+    threading: Threading::new();
+    green: Green::new().threads(2);
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use socketserver::{Address, RequestError, Server, StreamHandler, StreamRequest, Threading};
+use socketserver::{
+    Address, Green, RequestError, Server, Strategy, StreamHandler, StreamRequest, Threading,
+};
 use socketserver_tests::*;
 
 /// Echoes lines; records how each request ended.
@@ -33,13 +35,14 @@ impl StreamHandler for Lines {
 }
 
 fn serve(
+    strategy: impl Strategy,
     handler: Lines,
     message: Duration,
     rate: Option<u32>,
     read: Duration,
 ) -> (Running, Address) {
     let server = Server::builder()
-        .strategy(Threading::new().stack_size(64 * 1024))
+        .strategy(strategy)
         .message_timeout(Some(message))
         .min_data_rate(rate)
         .read_timeout(Some(read))
@@ -64,12 +67,14 @@ fn closed(c: &mut TcpStream) -> bool {
     gone
 }
 
-#[test]
-fn a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_is_quick() {
+fn a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_is_quick(
+    strategy: impl Strategy,
+) {
     let handler = Lines::default();
     let errors = Arc::clone(&handler.errors);
     // The read timeout (2 s) never runs out: a byte comes every 100 ms.
     let (running, addr) = serve(
+        strategy,
         handler,
         Duration::from_millis(500),
         None,
@@ -95,9 +100,9 @@ fn a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_
     running.stop();
 }
 
-#[test]
-fn an_idle_client_is_not_cut_by_the_message_deadline() {
+fn an_idle_client_is_not_cut_by_the_message_deadline(strategy: impl Strategy) {
     let (running, addr) = serve(
+        strategy,
         Lines::default(),
         Duration::from_millis(300),
         None,
@@ -112,9 +117,9 @@ fn an_idle_client_is_not_cut_by_the_message_deadline() {
     running.stop();
 }
 
-#[test]
-fn the_minimum_data_rate_extends_the_deadline_of_a_large_message() {
+fn the_minimum_data_rate_extends_the_deadline_of_a_large_message(strategy: impl Strategy) {
     let (running, addr) = serve(
+        strategy,
         Lines::default(),
         Duration::from_millis(300),
         Some(10_000),
@@ -138,9 +143,11 @@ fn the_minimum_data_rate_extends_the_deadline_of_a_large_message() {
     running.stop();
 }
 
-#[test]
-fn five_hundred_trickling_clients_are_all_cut_and_a_new_client_is_served_meanwhile() {
+fn five_hundred_trickling_clients_are_all_cut_and_a_new_client_is_served_meanwhile(
+    strategy: impl Strategy,
+) {
     let (running, addr) = serve(
+        strategy,
         Lines::default(),
         Duration::from_secs(1),
         Some(500),
@@ -181,4 +188,15 @@ fn five_hundred_trickling_clients_are_all_cut_and_a_new_client_is_served_meanwhi
     assert!(all_cut < Duration::from_secs(5), "{all_cut:?}");
     assert!(fresh[0] < Duration::from_secs(2), "{:?}", fresh[0]);
     running.stop();
+}
+
+socketserver_tests::per_strategy! {
+    [
+        a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_is_quick,
+        an_idle_client_is_not_cut_by_the_message_deadline,
+        the_minimum_data_rate_extends_the_deadline_of_a_large_message,
+        five_hundred_trickling_clients_are_all_cut_and_a_new_client_is_served_meanwhile,
+    ]
+    threading: Threading::new().stack_size(64 * 1024);
+    green: Green::new().threads(2);
 }

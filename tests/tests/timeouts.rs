@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use socketserver::{Server, StreamRequest, Threading};
+use socketserver::{Green, Server, Strategy, StreamRequest, Threading};
 use socketserver_tests::*;
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
@@ -24,10 +24,9 @@ fn time_to_close(mut c: TcpStream) -> Duration {
     }
 }
 
-#[test]
-fn an_idle_connection_is_closed_after_the_read_timeout() {
+fn an_idle_connection_is_closed_after_the_read_timeout(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .read_timeout(Some(Duration::from_millis(200)))
         .tcp("127.0.0.1:0", echo)
         .unwrap();
@@ -40,10 +39,9 @@ fn an_idle_connection_is_closed_after_the_read_timeout() {
     running.stop();
 }
 
-#[test]
-fn slowloris_clients_are_cut_off_and_do_not_block_a_new_client() {
+fn slowloris_clients_are_cut_off_and_do_not_block_a_new_client(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new().stack_size(128 * 1024))
+        .strategy(strategy)
         .max_connections(Some(600))
         .read_timeout(Some(Duration::from_secs(2)))
         .tcp("127.0.0.1:0", echo)
@@ -107,10 +105,9 @@ fn slowloris_clients_are_cut_off_and_do_not_block_a_new_client() {
     running.stop();
 }
 
-#[test]
-fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
+fn a_client_that_never_reads_is_cut_off_by_the_write_timeout(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .write_timeout(Some(Duration::from_millis(300)))
         .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
             let chunk = vec![b'x'; 64 * 1024];
@@ -129,10 +126,9 @@ fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
     running.stop();
 }
 
-#[test]
-fn a_busy_connection_is_closed_at_its_max_lifetime() {
+fn a_busy_connection_is_closed_at_its_max_lifetime(strategy: impl Strategy) {
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(strategy)
         .max_lifetime(Some(Duration::from_millis(300)))
         .tcp("127.0.0.1:0", echo)
         .unwrap();
@@ -155,4 +151,15 @@ fn a_busy_connection_is_closed_at_its_max_lifetime() {
         "closed early, after {ended:?}"
     );
     running.stop();
+}
+
+socketserver_tests::per_strategy! {
+    [
+        an_idle_connection_is_closed_after_the_read_timeout,
+        slowloris_clients_are_cut_off_and_do_not_block_a_new_client,
+        a_client_that_never_reads_is_cut_off_by_the_write_timeout,
+        a_busy_connection_is_closed_at_its_max_lifetime,
+    ]
+    threading: Threading::new().stack_size(128 * 1024);
+    green: Green::new().threads(2);
 }

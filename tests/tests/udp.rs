@@ -77,6 +77,11 @@ fn a_65507_byte_datagram_round_trips_over_ipv4_pool() {
 }
 
 #[test]
+fn a_65507_byte_datagram_round_trips_over_ipv4_green() {
+    largest_udp_datagram_round_trips(socketserver::Green::new().threads(2), "127.0.0.1:0");
+}
+
+#[test]
 fn udp_echo_works_over_ipv6_loopback() {
     let server = Server::builder().udp("[::1]:0", echo_datagram).unwrap();
     let running = Running::start(server);

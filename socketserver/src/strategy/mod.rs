@@ -7,16 +7,21 @@
 //! | [`Threading`] | on a new thread | `ThreadingMixIn` |
 //! | [`Pool`] | on one of N long-lived worker threads | (none) |
 //! | [`Forking`] | in a child process (changes to the handler's shared state stay in the child) | `ForkingMixIn` |
+//! | [`Green`] | as a coroutine on one of N reactor threads (feature `green`) | (none; gevent) |
 //!
 //! A strategy gets a [`Job`] (the request, bound to its handler) and must run
 //! it exactly once, or drop it (which closes the connection).
 
 mod forking;
+#[cfg(feature = "green")]
+mod green;
 mod pool;
 mod synchronous;
 mod threading;
 
 pub use forking::Forking;
+#[cfg(feature = "green")]
+pub use green::Green;
 pub use pool::Pool;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
@@ -83,7 +88,7 @@ impl fmt::Debug for Job {
 }
 
 /// How requests run. Implemented by [`Synchronous`], [`Threading`],
-/// [`Pool`] and [`Forking`]; implement it for a strategy of your own.
+/// [`Pool`], [`Forking`] and `Green`; implement it for a strategy of your own.
 pub trait Strategy: Send + Sync + 'static {
     /// Runs `job` (now, on a thread, in a child...). An error means the job
     /// could not be started; it has been dropped and its connection closed.
@@ -142,7 +147,7 @@ pub trait Strategy: Send + Sync + 'static {
     /// children). Default: nothing.
     fn terminate(&self) {}
 
-    /// A short name: `synchronous`, `threading`, `pool`, `forking`.
+    /// A short name: `synchronous`, `threading`, `pool`, `forking`, `green`.
     fn name(&self) -> &'static str;
 }
 
@@ -183,6 +188,10 @@ impl Strategy for Box<dyn Strategy> {
 }
 
 /// The names [`from_name`] accepts.
+#[cfg(feature = "green")]
+pub const NAMES: [&str; 5] = ["synchronous", "threading", "pool", "forking", "green"];
+/// The names [`from_name`] accepts.
+#[cfg(not(feature = "green"))]
 pub const NAMES: [&str; 4] = ["synchronous", "threading", "pool", "forking"];
 
 /// A strategy with default settings chosen by name at run time (for
@@ -199,6 +208,8 @@ pub fn from_name(name: &str) -> io::Result<Box<dyn Strategy>> {
         "threading" | "threads" => Box::new(Threading::new()),
         "pool" => Box::new(Pool::default()),
         "forking" | "fork" => Box::new(Forking::new()),
+        #[cfg(feature = "green")]
+        "green" => Box::new(Green::new()),
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

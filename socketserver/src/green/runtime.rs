@@ -1,0 +1,473 @@
+//! One green worker: an OS thread with its own epoll reactor (mio), run
+//! queue, timers and coroutines. A coroutine runs on the worker that started
+//! it until it ends.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::strategy::{ActiveCount, Job};
+use crate::sys::green_current;
+use crate::Address;
+
+/// Why a coroutine suspends itself.
+pub(crate) enum Suspend {
+    /// Until `fd` is readable (or writable, `write`), or `deadline` passes.
+    Io {
+        fd: RawFd,
+        write: bool,
+        deadline: Option<Instant>,
+    },
+    /// Until `Instant`.
+    Sleep(Instant),
+    /// Until this closure has run on a helper thread.
+    Blocking(Box<dyn FnOnce() + Send>),
+}
+
+/// Why a coroutine was resumed.
+#[derive(Debug)]
+pub(crate) enum Resume {
+    /// What it waited for may have happened (wake-ups can be spurious: retry).
+    Ready,
+    /// Its deadline passed.
+    TimedOut,
+}
+
+/// The yielder of a worker's coroutines.
+pub(crate) type Yielder = corosensei::Yielder<Resume, Suspend>;
+type Co = Coroutine<Resume, Suspend, (), DefaultStack>;
+
+/// A coroutine that runs longer than this without suspending is reported:
+/// it held up every other connection on its thread meanwhile.
+pub(crate) const SLOW_RESUME: Duration = Duration::from_millis(100);
+
+/// How often a wait on a descriptor that another coroutine of the same
+/// worker is registered for is retried (see `Worker::wait_io`).
+const SHARED_FD_POLL: Duration = Duration::from_millis(1);
+
+/// Stacks kept for reuse per worker (each costs its touched pages).
+const STACK_CACHE: usize = 256;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// What another thread hands a worker.
+pub(crate) enum Msg {
+    /// A request to run as a new coroutine.
+    Job(Job),
+    /// The blocking call of this coroutine finished.
+    Wake(Token),
+}
+
+/// The part of a worker other threads see.
+pub(crate) struct Shared {
+    inbox: Mutex<Vec<Msg>>,
+    waker: Waker,
+    /// Coroutines on this worker (queued jobs included).
+    pub(crate) load: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn send(&self, msg: Msg) {
+        let first = {
+            let mut inbox = self.inbox.lock();
+            inbox.push(msg);
+            inbox.len() == 1
+        };
+        // One wake-up per batch: the worker empties the whole inbox.
+        if first {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake a green worker: {e}");
+            }
+        }
+    }
+
+    /// Asks the worker to exit once its last coroutine ended.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Settings of a worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) stack_size: usize,
+}
+
+/// Starts a worker thread named `name`.
+pub(crate) fn spawn(
+    name: String,
+    config: Config,
+    active: Arc<ActiveCount>,
+) -> io::Result<(Arc<Shared>, std::thread::JoinHandle<()>)> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let shared = Arc::new(Shared {
+        inbox: Mutex::new(Vec::new()),
+        waker,
+        load: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let worker_shared = Arc::clone(&shared);
+    let handle = std::thread::Builder::new().name(name).spawn(move || {
+        Worker {
+            poll,
+            shared: worker_shared,
+            config,
+            active,
+            tasks: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            owners: HashMap::new(),
+            stacks: Vec::new(),
+        }
+        .run();
+    })?;
+    Ok((shared, handle))
+}
+
+/// What a suspended coroutine waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In the run queue, or running.
+    Runnable,
+    /// For its descriptor (`write`: writable), until `deadline`.
+    Io {
+        write: bool,
+        deadline: Option<Instant>,
+    },
+    /// For a timer: `deadline` (`None`: no deadline, a poll retry).
+    Timer { deadline: Option<Instant> },
+    /// For its blocking call.
+    Blocked,
+}
+
+struct Task {
+    co: Co,
+    peer: Address,
+    generation: u32,
+    state: State,
+    /// Its pending timer, if any (a key of `Worker::timers`).
+    timer: Option<(Instant, u64)>,
+}
+
+struct Worker {
+    poll: Poll,
+    shared: Arc<Shared>,
+    config: Config,
+    active: Arc<ActiveCount>,
+    tasks: Vec<Option<Task>>,
+    /// Free slots of `tasks`, with the generation of their last task.
+    free: Vec<(usize, u32)>,
+    ready: VecDeque<(Token, Resume)>,
+    timers: BTreeMap<(Instant, u64), Token>,
+    timer_seq: u64,
+    /// Which coroutine each descriptor is registered in epoll for (tokens of
+    /// ended coroutines stay until the number is registered again).
+    owners: HashMap<RawFd, Token>,
+    stacks: Vec<DefaultStack>,
+}
+
+fn token(index: usize, generation: u32) -> Token {
+    Token(index | (generation as usize) << 32)
+}
+
+fn split(token: Token) -> (usize, u32) {
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.take_inbox();
+            self.run_ready();
+            if self.shared.stop.load(Ordering::SeqCst) && self.live() == 0 {
+                return;
+            }
+            let timeout = if self.ready.is_empty() {
+                self.timers
+                    .first_key_value()
+                    .map(|((at, _), _)| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("green worker: epoll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for event in &events {
+                if event.token() == WAKER {
+                    continue;
+                }
+                let hit_read = event.is_readable() || event.is_read_closed() || event.is_error();
+                let hit_write = event.is_writable() || event.is_write_closed() || event.is_error();
+                let Some(task) = self.task_mut(event.token()) else {
+                    continue; // an ended coroutine's descriptor
+                };
+                if let State::Io { write, .. } = task.state {
+                    if (write && hit_write) || (!write && hit_read) {
+                        self.make_ready(event.token(), Resume::Ready);
+                    }
+                }
+            }
+            self.fire_timers();
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.tasks.len() - self.free.len()
+    }
+
+    fn task_mut(&mut self, token: Token) -> Option<&mut Task> {
+        let (index, generation) = split(token);
+        self.tasks
+            .get_mut(index)?
+            .as_mut()
+            .filter(|t| t.generation == generation)
+    }
+
+    /// Queues a waiting coroutine to run, cancelling its timer.
+    fn make_ready(&mut self, token: Token, why: Resume) {
+        let Some(task) = self.task_mut(token) else {
+            return;
+        };
+        if task.state == State::Runnable {
+            return;
+        }
+        task.state = State::Runnable;
+        if let Some(key) = task.timer.take() {
+            self.timers.remove(&key);
+        }
+        self.ready.push_back((token, why));
+    }
+
+    fn take_inbox(&mut self) {
+        let messages = std::mem::take(&mut *self.shared.inbox.lock());
+        for msg in messages {
+            match msg {
+                Msg::Job(job) => self.start(job),
+                Msg::Wake(token) => {
+                    if self
+                        .task_mut(token)
+                        .is_some_and(|t| t.state == State::Blocked)
+                    {
+                        self.make_ready(token, Resume::Ready);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts `job` as a new coroutine (queued to run).
+    fn start(&mut self, job: Job) {
+        let stack = match self.stacks.pop() {
+            Some(s) => s,
+            None => match DefaultStack::new(self.config.stack_size) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!(
+                        "cannot start a green request for {}: no stack: {e}",
+                        job.peer()
+                    );
+                    self.finished();
+                    return; // the job drops: its connection closes
+                }
+            },
+        };
+        let peer = job.peer().clone();
+        let co = Co::with_stack(stack, move |yielder: &Yielder, _first: Resume| {
+            let _current = green_current::enter(yielder);
+            // Handler panics are caught inside `run`; anything else must not
+            // unwind into the scheduler.
+            if catch_unwind(AssertUnwindSafe(|| job.run())).is_err() {
+                log::error!("a green request panicked outside its handler");
+            }
+        });
+        let (index, generation) = match self.free.pop() {
+            Some((index, generation)) => (index, generation.wrapping_add(1)),
+            None => {
+                self.tasks.push(None);
+                (self.tasks.len() - 1, 0)
+            }
+        };
+        self.tasks[index] = Some(Task {
+            co,
+            peer,
+            generation,
+            state: State::Runnable,
+            timer: None,
+        });
+        self.ready
+            .push_back((token(index, generation), Resume::Ready));
+    }
+
+    /// Runs the coroutines ready now (not those they make ready: the
+    /// reactor gets its turn in between).
+    fn run_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some((token, why)) = self.ready.pop_front() else {
+                break;
+            };
+            self.resume(token, why);
+        }
+    }
+
+    fn resume(&mut self, token: Token, why: Resume) {
+        let Some(task) = self.task_mut(token) else {
+            return;
+        };
+        let started = Instant::now();
+        let result = task.co.resume(why);
+        let ran = started.elapsed();
+        if ran > SLOW_RESUME {
+            log::warn!(
+                "green request for {} ran {} ms without yielding, stalling every other \
+                 connection on its thread: wrap blocking calls in socketserver::green::blocking",
+                task.peer,
+                ran.as_millis()
+            );
+        }
+        match result {
+            CoroutineResult::Yield(Suspend::Io {
+                fd,
+                write,
+                deadline,
+            }) => self.wait_io(token, fd, write, deadline),
+            CoroutineResult::Yield(Suspend::Sleep(until)) => {
+                self.wait_timer(token, Some(until), until);
+            }
+            CoroutineResult::Yield(Suspend::Blocking(call)) => {
+                if let Some(task) = self.task_mut(token) {
+                    task.state = State::Blocked;
+                }
+                let shared = Arc::clone(&self.shared);
+                super::pool::submit(Box::new(move || {
+                    call();
+                    shared.send(Msg::Wake(token));
+                }));
+            }
+            CoroutineResult::Return(()) => self.end(token),
+        }
+    }
+
+    /// The coroutine waits for `fd`: registered in epoll for it (once, edge
+    /// triggered, both directions), with a timer for `deadline`.
+    fn wait_io(&mut self, token: Token, fd: RawFd, write: bool, deadline: Option<Instant>) {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return self.ready.push_back((token, Resume::TimedOut));
+        }
+        let owner = self.owners.get(&fd).copied();
+        let shared_with_live = owner.is_some_and(|o| o != token && self.task_mut(o).is_some());
+        if shared_with_live {
+            // Another coroutine here waits on the same descriptor (a shared
+            // datagram socket, a connection written to by another one):
+            // epoll wakes one token per descriptor, so this one retries on
+            // a short timer instead of taking the registration away.
+            let retry = Instant::now() + SHARED_FD_POLL;
+            let at = deadline.map_or(retry, |d| d.min(retry));
+            return self.wait_timer(token, deadline, at);
+        }
+        if owner != Some(token) {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            let registry = self.poll.registry();
+            let registered = match registry.register(&mut SourceFd(&fd), token, interest) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    registry.reregister(&mut SourceFd(&fd), token, interest)
+                }
+                r => r,
+            };
+            if let Err(e) = registered {
+                // Not pollable (a file?): retry on a timer, as above.
+                log::debug!("green: cannot watch fd {fd}: {e}; polling it");
+                let retry = Instant::now() + SHARED_FD_POLL;
+                let at = deadline.map_or(retry, |d| d.min(retry));
+                return self.wait_timer(token, deadline, at);
+            }
+            self.owners.insert(fd, token);
+        }
+        let key = deadline.map(|d| self.add_timer(d, token));
+        if let Some(task) = self.task_mut(token) {
+            task.state = State::Io { write, deadline };
+            task.timer = key;
+        }
+    }
+
+    /// The coroutine waits for a timer at `at`; when it fires it is timed
+    /// out if `deadline` has passed, else woken.
+    fn wait_timer(&mut self, token: Token, deadline: Option<Instant>, at: Instant) {
+        let key = self.add_timer(at, token);
+        if let Some(task) = self.task_mut(token) {
+            task.state = State::Timer { deadline };
+            task.timer = Some(key);
+        }
+    }
+
+    fn add_timer(&mut self, at: Instant, token: Token) -> (Instant, u64) {
+        self.timer_seq += 1;
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, token);
+        key
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let token = entry.remove();
+            let Some(task) = self.task_mut(token) else {
+                continue;
+            };
+            task.timer = None;
+            let deadline = match task.state {
+                State::Io { deadline, .. } | State::Timer { deadline } => deadline,
+                State::Runnable | State::Blocked => continue,
+            };
+            let why = if deadline.is_some_and(|d| d <= now) {
+                Resume::TimedOut
+            } else {
+                Resume::Ready
+            };
+            self.make_ready(token, why);
+        }
+    }
+
+    /// A coroutine returned: its stack is kept for the next one.
+    fn end(&mut self, token: Token) {
+        let (index, generation) = split(token);
+        let Some(task) = self.tasks.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        if let Some(key) = task.timer {
+            self.timers.remove(&key);
+        }
+        self.free.push((index, generation));
+        if self.stacks.len() < STACK_CACHE {
+            self.stacks.push(task.co.into_stack());
+        }
+        self.finished();
+    }
+
+    fn finished(&self) {
+        self.shared.load.fetch_sub(1, Ordering::SeqCst);
+        self.active.decrement();
+    }
+}

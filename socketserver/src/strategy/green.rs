@@ -1,0 +1,190 @@
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::{ActiveCount, Job, Strategy};
+use crate::green::runtime::{self, Config, Msg, Shared};
+use crate::ShutdownHandle;
+
+/// Green threads: every request is a stackful coroutine on one of a few
+/// worker threads, each with its own epoll reactor. The same blocking
+/// handler code as under [`Threading`](crate::Threading); the OS sees N
+/// threads, not one per connection.
+///
+/// A read or write of the connection that would block suspends the request's
+/// coroutine; the worker runs the others until the socket is ready or the
+/// read/write timeout passes (`TimedOut`, as under `Threading`). Requests
+/// are spread over the workers (to the least loaded) when they start, and a
+/// coroutine stays on its worker until it ends, so thread-locals stay
+/// sound. Graceful drain, `max_connections`, timeouts and stats work as
+/// for the other strategies.
+///
+/// **What must not block**: anything that waits and is not the request's
+/// own socket (a sleep, a file, a lock held for long, a child process, a
+/// client of another server) stalls every request on that worker. Use
+/// [`green::blocking`](crate::green::blocking) and
+/// [`green::sleep`](crate::green::sleep); a coroutine that runs 100 ms
+/// without yielding is logged. See [`green`](crate::green) and
+/// `docs/green.md`.
+///
+/// **Stacks**: [`stack_size`](Self::stack_size) bytes each
+/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 64 KiB), with a guard
+/// page below: a handler that overflows it hits the guard page and the
+/// process dies of `SIGSEGV` (as a thread's stack overflow kills the
+/// process); it never writes past its stack into other memory.
+///
+/// ```
+/// use socketserver::{Green, Server, StreamRequest};
+///
+/// let server = Server::builder()
+///     .strategy(Green::new().threads(2).stack_size(128 * 1024))
+///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Green {
+    threads: Option<usize>,
+    stack_size: usize,
+    active: Arc<ActiveCount>,
+    runtime: Arc<OnceLock<io::Result<Runtime>>>,
+}
+
+/// The worker threads, started by the first request.
+struct Runtime {
+    workers: Vec<Arc<Shared>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.stop();
+        }
+    }
+}
+
+impl Default for Green {
+    fn default() -> Green {
+        Green {
+            threads: None,
+            stack_size: Green::DEFAULT_STACK_SIZE,
+            active: Arc::default(),
+            runtime: Arc::default(),
+        }
+    }
+}
+
+impl Green {
+    /// Default usable stack of a coroutine: 64 KiB (plus a guard page;
+    /// only touched pages cost memory).
+    pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
+
+    /// Default settings: one worker per available core, 64 KiB stacks.
+    pub fn new() -> Green {
+        Green::default()
+    }
+
+    /// Number of worker threads (default: the available cores; at least 1).
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Green {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Usable stack of each coroutine in bytes (default 64 KiB; at least
+    /// 16 KiB). Deep recursion or large local arrays in a handler need more.
+    #[must_use]
+    pub fn stack_size(mut self, bytes: usize) -> Green {
+        self.stack_size = bytes.max(16 * 1024);
+        self
+    }
+
+    /// The number of worker threads this strategy runs (or will).
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    fn runtime(&self) -> io::Result<&Runtime> {
+        let runtime = self.runtime.get_or_init(|| {
+            let config = Config {
+                stack_size: self.stack_size,
+            };
+            let mut workers = Vec::new();
+            let mut handles = Vec::new();
+            for i in 0..self.thread_count() {
+                let (shared, handle) =
+                    runtime::spawn(format!("green {i}"), config, Arc::clone(&self.active))?;
+                workers.push(shared);
+                handles.push(handle);
+            }
+            Ok(Runtime {
+                workers,
+                handles: Mutex::new(handles),
+                next: AtomicUsize::new(0),
+            })
+        });
+        runtime
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+    }
+}
+
+impl Strategy for Green {
+    fn execute(&self, job: Job, _shutdown: &ShutdownHandle) -> io::Result<()> {
+        let runtime = self.runtime()?;
+        // The least loaded worker; ties go round-robin.
+        let n = runtime.workers.len();
+        let start = runtime.next.fetch_add(1, Ordering::Relaxed);
+        let worker = (0..n)
+            .map(|i| &runtime.workers[(start + i) % n])
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        worker.load.fetch_add(1, Ordering::SeqCst);
+        self.active.increment();
+        worker.send(Msg::Job(job));
+        Ok(())
+    }
+
+    fn close(&self) {
+        let Some(Ok(runtime)) = self.runtime.get() else {
+            return;
+        };
+        for w in &runtime.workers {
+            w.stop();
+        }
+        // Workers exit once their last coroutine ended; wait for them only
+        // when none runs (a close after requests were given up on returns).
+        if self.active.wait_zero_for(Duration::from_millis(100)) {
+            for handle in runtime.handles.lock().drain(..) {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.active.get()
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        self.active.wait_zero_for(timeout)
+    }
+
+    fn name(&self) -> &'static str {
+        "green"
+    }
+}

@@ -1,0 +1,264 @@
+//! What only the `Green` strategy has: requests as coroutines on a few
+//! threads, the escapes for blocking work (`green::blocking`, `green::sleep`),
+//! the warning for a coroutine that holds its thread, configurable stacks.
+//! (The behaviour every strategy shares runs under `Green` in the other test
+//! files.)
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use socketserver::{green, Green, Server, StreamRequest};
+use socketserver_tests::*;
+
+/// Sends `line` and reads one line back.
+fn ask(c: &mut TcpStream, line: &str) -> String {
+    c.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(c).read_line(&mut reply).unwrap();
+    reply
+}
+
+/// A server of one worker thread whose handler answers `wait` once another
+/// connection said `go` (giving up after about 5 s), and echoes anything
+/// else. `wait` waits in the way `how` says.
+fn one_thread_server(how: fn(&Arc<AtomicBool>) -> bool) -> Running {
+    let go = Arc::new(AtomicBool::new(false));
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", move |req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                match line.trim() {
+                    "wait" => {
+                        let seen = how(&go);
+                        writeln!(req, "{}", if seen { "saw go" } else { "gave up" })?;
+                    }
+                    "go" => {
+                        go.store(true, Ordering::SeqCst);
+                        writeln!(req, "went")?;
+                    }
+                    other => writeln!(req, "{other}")?,
+                }
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    Running::start(server)
+}
+
+/// Asks one client to `wait` and another to `go`, on a server of one
+/// thread: the waiting one sees `go` only if its wait let the other run.
+fn the_waiting_client_sees_the_other(how: fn(&Arc<AtomicBool>) -> bool) {
+    let running = one_thread_server(how);
+    let mut waiting = tcp_client(&running.address);
+    waiting.write_all(b"wait\n").unwrap();
+    let mut other = tcp_client(&running.address);
+    assert_eq!(ask(&mut other, "go"), "went\n");
+    let mut reply = String::new();
+    BufReader::new(&mut waiting).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "saw go\n");
+    running.stop();
+}
+
+#[test]
+fn green_sleep_lets_other_connections_on_the_same_thread_run() {
+    the_waiting_client_sees_the_other(|go| {
+        for _ in 0..500 {
+            if go.load(Ordering::SeqCst) {
+                return true;
+            }
+            green::sleep(Duration::from_millis(10));
+        }
+        false
+    });
+}
+
+#[test]
+fn green_blocking_runs_the_call_elsewhere_while_other_connections_run() {
+    the_waiting_client_sees_the_other(|go| {
+        let go = Arc::clone(go);
+        // A plain blocking wait: on the worker itself it would stall the
+        // only thread, and the other client could never say `go`.
+        green::blocking(move || {
+            for _ in 0..500 {
+                if go.load(Ordering::SeqCst) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        })
+    });
+}
+
+#[test]
+fn a_panic_in_a_blocking_call_costs_its_connection_only() {
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                if line.trim() == "panic" {
+                    green::blocking(|| panic!("a blocking call failed"));
+                }
+                req.write_all(line.as_bytes())?;
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let running = Running::start(server);
+    let mut doomed = tcp_client(&running.address);
+    doomed.write_all(b"panic\n").unwrap();
+    let mut rest = String::new();
+    assert_eq!(
+        BufReader::new(&mut doomed)
+            .read_line(&mut rest)
+            .unwrap_or(0),
+        0
+    );
+    let mut next = tcp_client(&running.address);
+    assert_eq!(ask(&mut next, "still here"), "still here\n");
+    running.stop();
+}
+
+#[test]
+fn requests_run_on_the_configured_number_of_threads_and_stay_on_theirs() {
+    let seen: Arc<parking_lot::Mutex<HashSet<ThreadId>>> = Arc::default();
+    let threads = Arc::clone(&seen);
+    let server = Server::builder()
+        .strategy(Green::new().threads(2))
+        .tcp("127.0.0.1:0", move |req: &mut StreamRequest| {
+            let home = std::thread::current().id();
+            threads.lock().insert(home);
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                // A coroutine never moves: thread-locals stay its own.
+                let here = std::thread::current().id();
+                let answer = if here == home { "home" } else { "moved" };
+                writeln!(req, "{answer}")?;
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let running = Running::start(server);
+    let mut clients: Vec<TcpStream> = (0..50).map(|_| tcp_client(&running.address)).collect();
+    for round in 0..5 {
+        for c in &mut clients {
+            assert_eq!(ask(c, &format!("round {round}")), "home\n");
+        }
+    }
+    assert_eq!(seen.lock().len(), 2, "50 connections served by 2 threads");
+    drop(clients);
+    running.stop();
+}
+
+#[test]
+fn a_coroutine_that_holds_its_thread_is_reported_with_its_peer() {
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+            // What not to do under Green: a plain sleep stalls the thread.
+            std::thread::sleep(Duration::from_millis(150));
+            req.write_all(b"late\n")
+        })
+        .unwrap();
+    let logs = LogCapture::install();
+    let running = Running::start(server);
+    let mut c = tcp_client(&running.address);
+    let port = c.local_addr().unwrap().port().to_string();
+    let mut reply = String::new();
+    BufReader::new(&mut c).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "late\n");
+    logs.wait_for(log::Level::Warn, &[&port, "without yielding"]);
+    running.stop();
+}
+
+/// About 200 KiB of stack (100 frames of 2 KiB): more than the 64 KiB
+/// default holds.
+#[inline(never)]
+fn deep(n: u32) -> u64 {
+    let frame = std::hint::black_box([n as u8; 2048]);
+    if n == 0 {
+        return u64::from(frame[0]);
+    }
+    deep(n - 1) + u64::from(frame[n as usize % 2048])
+}
+
+/// A server of one worker with `stack` bytes of stack per coroutine whose
+/// handler answers with `deep(100)`.
+fn deep_server(stack: usize) -> Running {
+    let server = Server::builder()
+        .strategy(Green::new().threads(1).stack_size(stack))
+        .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+            let sum = deep(100);
+            writeln!(req, "{sum}")
+        })
+        .unwrap();
+    Running::start(server)
+}
+
+#[test]
+fn a_larger_stack_size_serves_a_handler_with_a_deep_stack() {
+    let running = deep_server(1024 * 1024);
+    let mut c = tcp_client(&running.address);
+    let mut reply = String::new();
+    BufReader::new(&mut c).read_line(&mut reply).unwrap();
+    let expected: u64 = (1..=100u64).map(|n| n % 256).sum();
+    assert_eq!(reply.trim().parse::<u64>().unwrap(), expected);
+    running.stop();
+}
+
+/// Set in the child process of the stack overflow test.
+const OVERFLOW_CHILD: &str = "SOCKETSERVER_TEST_GREEN_OVERFLOW";
+
+#[test]
+fn a_stack_overflow_hits_the_guard_page_and_ends_the_process_with_sigsegv() {
+    if std::env::var_os(OVERFLOW_CHILD).is_some() {
+        // The child: a handler that needs 200 KiB on a 64 KiB stack.
+        let running = deep_server(Green::DEFAULT_STACK_SIZE);
+        let mut c = tcp_client(&running.address);
+        let mut reply = String::new();
+        let _ = BufReader::new(&mut c).read_line(&mut reply);
+        // Not reached: the process is gone before the reply.
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_stack_overflow_hits_the_guard_page_and_ends_the_process_with_sigsegv",
+            "--test-threads=1",
+        ])
+        .env(OVERFLOW_CHILD, "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(DEADLINE, "the child process ends", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSEGV),
+        "overflowing a coroutine's stack must fault on its guard page: {status:?}"
+    );
+}
+
+#[test]
+fn blocking_and_sleep_outside_green_just_run() {
+    assert!(!green::is_green());
+    assert_eq!(green::blocking(|| 6 * 7), 42);
+    green::sleep(Duration::from_millis(1));
+    green::yield_now();
+}
