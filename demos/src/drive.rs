@@ -254,14 +254,26 @@ impl Peer {
     }
 }
 
+/// How many lines a talker of [`chat_scenario`] may be ahead of the
+/// slowest reader of its lines. A talker sends its next line only once
+/// every other talker has read all but `TALK_WINDOW` of its earlier ones,
+/// so a reader that stalls for a moment (a loaded machine, a thread not
+/// scheduled for 100 ms) has at most 2 x `TALK_WINDOW` = 64 lines waiting
+/// for it, in the room's outbox and the socket buffers together: a room
+/// whose outbox holds more than that (the demos use 128 or 256) never drops
+/// a talker, only a member that does not read at all. Without it, the
+/// talkers' 2 lines a millisecond fill a 128-line outbox in 64 ms of a
+/// stalled reader, and the room rightly drops it.
+pub const TALK_WINDOW: usize = 32;
+
 /// What [`chat_scenario`] does.
 #[derive(Debug, Clone)]
 pub struct ChatPlan {
     /// Lines each talker sends, at the same time as the others.
     pub messages: usize,
-    /// Time between two lines of one talker (zero: as fast as possible; a
-    /// burst faster than the readers can read makes the room drop them
-    /// too, as it should).
+    /// Time between two lines of one talker (zero: as fast as possible),
+    /// and never more than [`TALK_WINDOW`] lines ahead of the slowest
+    /// reader.
     pub interval: Duration,
     /// Length of each line in bytes (at least 40, at most 4096).
     pub line_len: usize,
@@ -306,7 +318,8 @@ pub struct ChatOutcome {
 /// 3. `/who` lists exactly the three;
 /// 4. with `silent_member`, `dave` joins and then never reads;
 /// 5. the three talk at once, `messages` lines each, one every
-///    `interval`; every talker gets
+///    `interval` (paced to stay within [`TALK_WINDOW`] lines of the
+///    slowest reader); every talker gets
 ///    every line of the two others, in the order sent, and none of its own;
 ///    the largest send-to-read delay is measured;
 /// 6. `carol` says `/quit`, gets `* bye` and the end of the connection;
@@ -354,13 +367,16 @@ pub fn chat_scenario(addr: &Address, plan: &ChatPlan) -> io::Result<ChatOutcome>
 
     let talkers = [alice, bob, carol];
     let nicks: Vec<String> = talkers.iter().map(|m| m.nick.clone()).collect();
+    let pace = Pace::new(nicks.len(), plan.deadline);
     let start = Instant::now();
     let results: Vec<io::Result<(Duration, usize, bool, Member)>> = thread::scope(|s| {
         let handles: Vec<_> = talkers
             .into_iter()
-            .map(|member| {
+            .enumerate()
+            .map(|(me, member)| {
                 let nicks = &nicks;
-                s.spawn(move || talk(member, nicks, plan))
+                let pace = &pace;
+                s.spawn(move || talk(member, me, nicks, plan, pace))
             })
             .collect();
         handles
@@ -397,13 +413,75 @@ pub fn chat_scenario(addr: &Address, plan: &ChatPlan) -> io::Result<ChatOutcome>
     Ok(outcome)
 }
 
-/// One talker: sends its lines from a second thread while reading all the
-/// others' lines here. Returns the largest delay seen, the number of lines
-/// received, and whether `* dave was dropped` was seen.
+/// Flow control between the talkers of [`chat_scenario`]: how many lines
+/// each talker has read from each other one, so that a talker waits before
+/// it gets more than [`TALK_WINDOW`] lines ahead of a reader.
+struct Pace {
+    talkers: usize,
+    /// `read[reader * talkers + sender]`: lines `reader` got from `sender`;
+    /// `None` once a talker failed (the others stop waiting).
+    read: parking_lot::Mutex<Option<Vec<usize>>>,
+    changed: parking_lot::Condvar,
+    end: Instant,
+}
+
+impl Pace {
+    fn new(talkers: usize, deadline: Duration) -> Pace {
+        Pace {
+            talkers,
+            read: parking_lot::Mutex::new(Some(vec![0; talkers * talkers])),
+            changed: parking_lot::Condvar::new(),
+            end: Instant::now() + deadline,
+        }
+    }
+
+    /// `reader` read one more line from `sender`.
+    fn got(&self, reader: usize, sender: usize) {
+        if let Some(read) = self.read.lock().as_mut() {
+            read[reader * self.talkers + sender] += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    /// A talker failed: nobody waits for it any more.
+    fn fail(&self) {
+        *self.read.lock() = None;
+        self.changed.notify_all();
+    }
+
+    /// Waits until every other talker has read all but [`TALK_WINDOW`] of
+    /// `sender`'s first `seq` lines (at most until the scenario's deadline).
+    fn before_sending(&self, sender: usize, seq: usize) -> io::Result<()> {
+        let mut read = self.read.lock();
+        loop {
+            let Some(counts) = read.as_ref() else {
+                return Err(fail("another talker failed"));
+            };
+            let behind = (0..self.talkers)
+                .filter(|&r| r != sender)
+                .any(|r| counts[r * self.talkers + sender] + TALK_WINDOW <= seq);
+            if !behind {
+                return Ok(());
+            }
+            if self.changed.wait_until(&mut read, self.end).timed_out() {
+                return Err(fail(format!(
+                    "line {seq}: a reader stayed {TALK_WINDOW} lines behind until the deadline"
+                )));
+            }
+        }
+    }
+}
+
+/// One talker: sends its lines from a second thread (paced by `pace`)
+/// while reading all the others' lines here. Returns the largest delay
+/// seen, the number of lines received, and whether `* dave was dropped`
+/// was seen.
 fn talk(
     mut me: Member,
+    my_index: usize,
     nicks: &[String],
     plan: &ChatPlan,
+    pace: &Pace,
 ) -> io::Result<(Duration, usize, bool, Member)> {
     let end = Instant::now() + plan.deadline;
     let sender = me.conn()?;
@@ -413,13 +491,19 @@ fn talk(
     thread::scope(|s| {
         let writer = s.spawn(|| -> io::Result<()> {
             let start = Instant::now();
-            for seq in 0..plan.messages {
+            let sent = (0..plan.messages).try_for_each(|seq| {
                 let due = start + plan.interval * seq as u32;
                 thread::sleep(due.saturating_duration_since(Instant::now()));
+                pace.before_sending(my_index, seq)?;
                 let line = format!("{seq} {} {pad}\n", now_micros());
-                (&sender).write_all(line.as_bytes())?;
+                (&sender).write_all(line.as_bytes())
+            });
+            if sent.is_err() {
+                // Nobody waits for lines that will not come.
+                pace.fail();
+                let _ = sender.shutdown(Shutdown::Both);
             }
-            Ok(())
+            sent
         });
         let mut next: HashMap<&str, usize> = nicks.iter().map(|n| (n.as_str(), 0)).collect();
         let mut got = 0;
@@ -450,6 +534,10 @@ fn talk(
                     .and_then(|f| f.parse().ok())
                     .unwrap_or(usize::MAX);
                 let sent: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                let from_index = nicks
+                    .iter()
+                    .position(|n| n == from)
+                    .ok_or_else(|| fail(format!("{nick}: line from a stranger: {line:?}")))?;
                 let want = next
                     .get_mut(from)
                     .ok_or_else(|| fail(format!("{nick}: line from a stranger: {line:?}")))?;
@@ -460,18 +548,24 @@ fn talk(
                 }
                 *want += 1;
                 got += 1;
+                pace.got(my_index, from_index);
                 let latency = Duration::from_micros(now_micros().saturating_sub(sent));
                 max_latency = max_latency.max(latency);
             }
             Ok(())
         })();
         if read.is_err() {
+            pace.fail();
             let _ = sender.shutdown(Shutdown::Both);
         }
         let written = writer.join().map_err(|_| fail("a sender panicked"))?;
-        read?;
-        written.map_err(|e| fail(format!("{nick}: sending: {e}")))?;
-        Ok((max_latency, got, dropped))
+        match (read, written) {
+            (Ok(()), Ok(())) => Ok((max_latency, got, dropped)),
+            (Err(r), Ok(())) => Err(r),
+            (Ok(()), Err(w)) => Err(fail(format!("{nick}: sending: {w}"))),
+            // Whichever failed first made the other fail: say both.
+            (Err(r), Err(w)) => Err(fail(format!("{r}; {nick}: sending: {w}"))),
+        }
     })
     .map(|(l, g, d)| (l, g, d, me))
 }
