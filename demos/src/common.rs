@@ -499,6 +499,67 @@ pub fn parse_listening_line(line: &str) -> Option<(String, Address)> {
     Some((scheme.to_owned(), addr))
 }
 
+/// Connections still in their authentication handshake, so that a server
+/// that stops can close them at once ([`close`](Self::close), an
+/// `on_stop` hook of [`stream_service`]) instead of waiting for their
+/// handshake deadline: such a connection is not a session yet, and has
+/// nothing to finish. Cloning gives another handle to the same set.
+#[derive(Debug, Clone, Default)]
+pub struct Handshakes {
+    inner: std::sync::Arc<parking_lot::Mutex<HandshakeSet>>,
+}
+
+#[derive(Debug, Default)]
+struct HandshakeSet {
+    closing: bool,
+    next: u64,
+    conns: std::collections::HashMap<u64, Conn>,
+}
+
+impl Handshakes {
+    /// Records `conn` until the returned guard is dropped (when the
+    /// handshake is over, either way); `None` if the server is stopping
+    /// (the caller closes the connection).
+    pub fn enter(&self, conn: &Conn) -> io::Result<Option<HandshakeGuard>> {
+        let conn = conn.try_clone()?;
+        let mut set = self.inner.lock();
+        if set.closing {
+            return Ok(None);
+        }
+        let id = set.next;
+        set.next += 1;
+        set.conns.insert(id, conn);
+        Ok(Some(HandshakeGuard {
+            set: self.clone(),
+            id,
+        }))
+    }
+
+    /// Shuts down every connection still in its handshake (its handshake
+    /// fails at once) and refuses new ones.
+    pub fn close(&self) {
+        let mut set = self.inner.lock();
+        set.closing = true;
+        for conn in set.conns.values() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A connection in its handshake (see [`Handshakes::enter`]); forgotten on
+/// drop.
+#[derive(Debug)]
+pub struct HandshakeGuard {
+    set: Handshakes,
+    id: u64,
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.set.inner.lock().conns.remove(&self.id);
+    }
+}
+
 /// Logs a failed authentication handshake at the level it deserves: a wrong
 /// key at warn (someone tried), everything else a client can cause (a
 /// timeout, a close, a cut to make room for newer clients) at info, so no

@@ -38,7 +38,9 @@ impl StreamHandler for Echo {
             let mut buf = vec![0u8; 16 * 1024];
             let mut total = 0u64;
             loop {
-                let n = req.read(&mut buf)?;
+                // One message per chunk, as `echo` does: idle in between,
+                // so a graceful close ends a silent client at once.
+                let n = req.read_message(|r| r.read(&mut buf))?;
                 if n == 0 {
                     break total;
                 }

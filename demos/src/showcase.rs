@@ -400,13 +400,9 @@ fn shell_check() -> io::Result<String> {
     let mut config = ShellConfig::new(key.clone())?;
     config.start_dir = dir.0.clone();
     config.timeout = Duration::from_secs(5);
-    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
-    let running = start(stream_service(
-        builder,
-        &loopback(),
-        Shell::new(config),
-        None,
-    ))?;
+    let shell = Shell::new(config);
+    let builder = shell.configure(Server::builder().strategy(StrategyName::Threading.build(None)));
+    let running = start(stream_service(builder, &loopback(), shell, None))?;
     let addr = running.address(0).clone();
 
     let mut session = Session::connect(&addr, &key, drive::STEP)?;
@@ -445,7 +441,8 @@ fn files_check() -> io::Result<String> {
     let root = dir.0.join("root");
     std::fs::create_dir(&root)?;
     let handler = FileServer::new(FilesConfig::new(&root))?;
-    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+    let builder =
+        handler.configure(Server::builder().strategy(StrategyName::Threading.build(None)));
     let running = start(stream_service(builder, &loopback(), handler, None))?;
     let mut client = Client::connect(running.address(0), None, drive::STEP)?;
 

@@ -38,7 +38,8 @@ impl FilesServer {
         let mut config = FilesConfig::new(dir.path().join("root"));
         tune(&mut config);
         let handler = FileServer::new(config).unwrap();
-        let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+        let builder =
+            handler.configure(Server::builder().strategy(StrategyName::Threading.build(None)));
         let loopback: Address = "127.0.0.1:0".parse().unwrap();
         let service = stream_service(builder, &loopback, handler, None).unwrap();
         let running = Running::start(vec![service], DEFAULT_DRAIN).unwrap();

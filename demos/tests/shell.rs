@@ -45,9 +45,10 @@ impl ShellServer {
         config.start_dir = dir.path().canonicalize().unwrap();
         config.timeout = Duration::from_secs(10);
         tune(&mut config);
-        let builder = Server::builder().strategy(strategy.build(Some(4)));
+        let shell = Shell::new(config);
+        let builder = shell.configure(Server::builder().strategy(strategy.build(Some(4))));
         let loopback: Address = "127.0.0.1:0".parse().unwrap();
-        let service = stream_service(builder, &loopback, Shell::new(config), None).unwrap();
+        let service = stream_service(builder, &loopback, shell, None).unwrap();
         let running = Running::start(vec![service], DEFAULT_DRAIN).unwrap();
         let addr = running.address(0).clone();
         ShellServer {

@@ -98,8 +98,12 @@ impl StreamHandler for Room {
             return Ok(());
         };
         log::info!("chat: {peer} joined as {}", me.nick);
+        let max = self.inner.config.max_line;
         loop {
-            match read_line_capped(req, self.inner.config.max_line)? {
+            // One line is one message: a member waiting between lines is
+            // idle (a graceful close ends it at once), and a line must come
+            // whole within the server's message deadline.
+            match req.read_message(|r| read_line_capped(r, max))? {
                 Line::Eof => break,
                 Line::TooLong => me.tell(&format!(
                     "* line too long (over {} bytes), not sent",
@@ -229,7 +233,8 @@ impl Room {
     /// up.
     fn join(&self, req: &mut StreamRequest, id: u64) -> io::Result<Option<Membership<'_>>> {
         for _ in 0..self.inner.config.nick_attempts {
-            let problem = match read_line_capped(req, self.inner.config.max_line)? {
+            let max = self.inner.config.max_line;
+            let problem = match req.read_message(|r| read_line_capped(r, max))? {
                 Line::Eof => return Ok(None),
                 Line::TooLong => "nickname too long".to_owned(),
                 Line::Text(nick) => {

@@ -189,8 +189,14 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     };
     let handler =
         FileServer::new(config).map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
-    let builder = Server::builder().strategy(a.strategy.build(a.workers));
-    let service = stream_service(builder, &a.listen, handler, None)?;
+    let builder = handler.configure(Server::builder().strategy(a.strategy.build(a.workers)));
+    let closer = handler.clone();
+    let service = stream_service(
+        builder,
+        &a.listen,
+        handler,
+        Some(Box::new(move || closer.close_handshakes())),
+    )?;
     serve_all(vec![service], a.drain_secs)?;
     Ok(0)
 }

@@ -174,8 +174,15 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         auth_timeout: a.auth_secs,
         max_unauthenticated: a.max_unauthenticated,
     };
-    let builder = Server::builder().strategy(a.strategy.build(a.workers));
-    let service = stream_service(builder, &a.listen, Shell::new(config), None)?;
+    let shell = Shell::new(config);
+    let builder = shell.configure(Server::builder().strategy(a.strategy.build(a.workers)));
+    let closer = shell.clone();
+    let service = stream_service(
+        builder,
+        &a.listen,
+        shell,
+        Some(Box::new(move || closer.close_handshakes())),
+    )?;
     serve_all(vec![service], a.drain_secs)?;
     Ok(0)
 }

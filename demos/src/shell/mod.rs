@@ -193,7 +193,8 @@ pub struct ShellConfig {
     /// Where each session starts (and where a bare `cd` goes when `HOME`
     /// is not set).
     pub start_dir: PathBuf,
-    /// A session that sends nothing for this long is closed (`None`: never).
+    /// A session that sends nothing for this long is closed (`None`:
+    /// never); [`Shell::configure`] gives it to the server's builder.
     pub idle: Option<Duration>,
     /// Total time a client gets to authenticate ([`AUTH_TIMEOUT`]).
     pub auth_timeout: Duration,
@@ -249,6 +250,8 @@ impl ShellConfig {
 pub struct Shell {
     config: Arc<ShellConfig>,
     gate: Gatekeeper,
+    /// Connections authenticating, closed at once when the server stops.
+    handshakes: crate::common::Handshakes,
     /// The process that made the server: a session running in another
     /// one was forked for it (the `Forking` strategy).
     server_pid: u32,
@@ -265,6 +268,7 @@ impl Shell {
         Shell {
             config: Arc::new(config),
             gate,
+            handshakes: crate::common::Handshakes::default(),
             server_pid: std::process::id(),
         }
     }
@@ -272,6 +276,38 @@ impl Shell {
     /// The configuration.
     pub fn config(&self) -> &ShellConfig {
         &self.config
+    }
+
+    /// Gives `builder` this configuration's timeouts: `idle` as the read
+    /// and write timeout of every connection, so that the server's own
+    /// message reads (which wait for the next command, and watch for a
+    /// shutdown meanwhile) close a session silent for that long. Build the
+    /// server from the result.
+    ///
+    /// ```
+    /// use demos::shell::{Shell, ShellConfig};
+    /// use socketserver::{auth::Key, Server};
+    ///
+    /// let shell = Shell::new(ShellConfig::new(Key::new("k")?)?);
+    /// let server = shell.configure(Server::builder()).tcp("127.0.0.1:0", shell)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn configure<S: socketserver::Strategy>(
+        &self,
+        builder: socketserver::Builder<S>,
+    ) -> socketserver::Builder<S> {
+        builder
+            .read_timeout(self.config.idle)
+            .write_timeout(self.config.idle)
+    }
+
+    /// Closes the connections still authenticating and refuses new ones:
+    /// for when the server stops (they are not sessions yet and have
+    /// nothing to finish; sessions waiting for a command are closed by the
+    /// graceful close, sessions running one get its drain deadline).
+    pub fn close_handshakes(&self) {
+        self.handshakes.close();
     }
 
     /// The authentication gate (handshakes in progress, clients turned
@@ -369,18 +405,27 @@ impl StreamHandler for Shell {
             // it, the running command must go too.
             exec::kill_group_on_fatal_signals()?;
         }
+        let Some(handshake) = self.handshakes.enter(req.stream())? else {
+            return Ok(());
+        };
         // Straight on the socket: nothing was read through `req` yet.
         if let Err(e) = self.gate.server_handshake(&mut req.stream()) {
             crate::common::log_auth_failure("shell", &peer, &e);
             return Ok(());
         }
+        drop(handshake);
         log::info!("shell: {peer}: authenticated");
+        // The handshake left its own timeouts on the socket: back to the
+        // server's (see `configure`).
         req.stream().set_read_timeout(self.config.idle)?;
         req.stream().set_write_timeout(self.config.idle)?;
         let mut session = SessionState::new(self.config.start_dir.clone());
         let mut commands = 0u64;
         loop {
-            let line = match COMMAND_FRAMING.read_frame(req) {
+            // One frame is one message: between commands the session is
+            // idle (a graceful close ends it at once); a command frame
+            // must come whole within the server's message deadline.
+            let line = match req.read_message(|r| COMMAND_FRAMING.read_frame(r)) {
                 Ok(Some(line)) => line,
                 Ok(None) => break,
                 Err(e) if is_timeout(&e) => {
