@@ -47,12 +47,16 @@ impl fmt::Display for CliError {
 }
 
 /// Prints `demos: MESSAGE` on stderr for an error and returns the exit
-/// status to use (0 for `Ok`).
+/// status to use (0 for `Ok`). The message often quotes a server (a
+/// refusal's reason, a reply it could not parse): control, invisible and
+/// bidirectional characters in it are shown as escapes
+/// ([`escape_for_terminal`](crate::text::escape_for_terminal)), so that
+/// no server can send escape sequences to the user's terminal this way.
 pub fn report(result: Result<u8, CliError>) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("demos: {}", e.message);
+            eprintln!("demos: {}", crate::text::escape_for_terminal(&e.message));
             e.code
         }
     }

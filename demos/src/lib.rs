@@ -50,3 +50,4 @@ pub mod echo;
 pub mod files;
 pub mod shell;
 pub mod showcase;
+pub mod text;

@@ -19,7 +19,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use socketserver::{Address, Conn, StreamHandler, StreamRequest};
 
-use super::{check_nick, read_line_capped, same_nick, Line, MAX_LINE};
+use super::{check_nick, read_line_capped, Line, MAX_LINE};
+use crate::text::skeleton;
 
 /// What members are told when the server stops.
 const CLOSING: &str = "* server is shutting down";
@@ -78,6 +79,8 @@ struct State {
 #[derive(Debug)]
 struct Member {
     nick: String,
+    /// What the nickname looks like ([`skeleton`]), to tell lookalikes.
+    look: String,
     peer: Address,
     outbox: Sender<Arc<str>>,
 }
@@ -271,7 +274,8 @@ impl Room {
         if state.closing {
             return Err(CLOSING.into());
         }
-        if let Some(m) = state.members.values().find(|m| same_nick(&m.nick, nick)) {
+        let look = skeleton(nick);
+        if let Some(m) = state.members.values().find(|m| m.look == look) {
             return Err(format!("nickname {} is taken", m.nick));
         }
         let writer = thread::Builder::new()
@@ -288,6 +292,7 @@ impl Room {
         self.deliver(&mut state, None, &format!("* {nick} joined"));
         let member = Member {
             nick: nick.to_owned(),
+            look,
             peer: req.peer_addr().clone(),
             outbox: outbox.clone(),
         };

@@ -13,6 +13,7 @@ use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
 use crate::cli::{parse_bytes, parse_secs, CliError};
 use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
+use crate::text::escape_for_terminal;
 
 /// Transfers larger than this get a progress bar (on a terminal).
 const BAR_THRESHOLD: u64 = 1 << 20;
@@ -25,8 +26,10 @@ pub enum FilesCmd {
 Serves the regular files directly in --root (no subdirectories): put stores
 a file (written to a hidden temp file, checked against its size and sha256,
 then renamed into place), get sends one with its sha256, list names them.
-Names must be plain file names: no / or \\, not . or .., no NUL or control
-characters, at most 255 bytes. Symbolic links in the root are never
+Names must be plain file names of at most 255 bytes: letters and digits (any
+script), space and ASCII punctuation; no / or \\, not . or ..; no control,
+invisible or bidirectional characters, no lookalikes of / or . (U+2215,
+U+FF0F, U+FF0E, U+2024...). Symbolic links in the root are never
 followed. A put over --max-size is refused and the connection closed.
 
 With --key-file, clients must prove they hold the key first (HMAC-SHA256
@@ -57,7 +60,9 @@ EXAMPLES:
     /// List the files on the server: `SIZE  NAME`, one per line.
     #[command(after_help = "\
 Only regular files with valid names are listed: no temp files of uploads in
-progress, no symbolic links, no directories. Sorted by name.
+progress, no symbolic links, no directories. Sorted by name. Control,
+invisible and bidirectional characters a server sends are shown as escapes
+(\\u{1b}), never passed to the terminal.
 
 EXAMPLE:
     demos files list --connect 127.0.0.1:7004")]
@@ -217,9 +222,10 @@ pub fn put(a: PutArgs) -> Result<u8, CliError> {
     let mut bar = Bar::new(true, &format!("put {name}"));
     let r = client.put_file(&a.file, &name, &mut bar)?;
     println!(
-        "stored {name}: {} bytes, sha256 {}",
+        "stored {}: {} bytes, sha256 {}",
+        escape_for_terminal(&name),
         r.size.unwrap_or(0),
-        r.sha256.unwrap_or_default()
+        escape_for_terminal(&r.sha256.unwrap_or_default())
     );
     Ok(0)
 }
@@ -244,8 +250,8 @@ pub fn get(a: GetArgs) -> Result<u8, CliError> {
     let r = client.get_to_path(&a.name, &dest, &mut bar)?;
     println!(
         "{} -> {}: {} bytes, sha256 verified",
-        a.name,
-        dest.display(),
+        escape_for_terminal(&a.name),
+        escape_for_terminal(&dest.display().to_string()),
         r.size.unwrap_or(0)
     );
     Ok(0)
@@ -275,7 +281,8 @@ pub fn list(a: ListArgs) -> Result<u8, CliError> {
     let files = client.list()?;
     let mut out = io::stdout().lock();
     for f in files {
-        writeln!(out, "{:>12}  {}", f.size, f.name)?;
+        // The names come from the server: never raw to the terminal.
+        writeln!(out, "{:>12}  {}", f.size, escape_for_terminal(&f.name))?;
     }
     out.flush()?;
     Ok(0)

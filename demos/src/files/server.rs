@@ -167,7 +167,6 @@ impl FileServer {
     /// message reads (which wait for the next request, and watch for a
     /// shutdown meanwhile) close a connection silent for that long. Build
     /// the server from the result.
-    #[must_use]
     pub fn configure<S: socketserver::Strategy>(
         &self,
         builder: socketserver::Builder<S>,

@@ -292,7 +292,6 @@ impl Shell {
     /// let server = shell.configure(Server::builder()).tcp("127.0.0.1:0", shell)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    #[must_use]
     pub fn configure<S: socketserver::Strategy>(
         &self,
         builder: socketserver::Builder<S>,
