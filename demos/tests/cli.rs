@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{exe, run_demos, within, DEADLINE};
-use demos::drive::{self, ChatPlan, Member, Peer, ServerProcess};
+use demos::showcase::drive::{self, ChatPlan, Member, Peer, ServerProcess};
 use socketserver::Address;
 
 const MIB: usize = 1 << 20;

@@ -11,10 +11,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{exe, within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::{self, ServerProcess};
 use demos::files::client::Client;
 use demos::files::{hex, FileServer, FilesConfig, Request};
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
+use demos::showcase::drive::{self, ServerProcess};
+use demos::strategy::StrategyName;
 use sha2::{Digest, Sha256};
 use socketserver::auth::Key;
 use socketserver::{framing, Address, Server};

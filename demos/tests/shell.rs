@@ -11,10 +11,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{exe, within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::ServerProcess;
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
 use demos::shell::client::Session;
 use demos::shell::{Reply, Shell, ShellConfig};
+use demos::showcase::drive::ServerProcess;
+use demos::strategy::StrategyName;
 use socketserver::auth::{self, Key};
 use socketserver::{framing, Address, Server};
 use tempfile::TempDir;

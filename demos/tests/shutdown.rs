@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::exe;
-use demos::drive::{self, Member, Peer, ServerProcess};
 use demos::files::client::Client;
 use demos::shell::client::Session;
+use demos::showcase::drive::{self, Member, Peer, ServerProcess};
 use socketserver::auth::Key;
 use socketserver_tests::PROMPT;
 

@@ -10,10 +10,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::{self, Member};
 use demos::files::{client::Client, FileServer, FilesConfig};
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
 use demos::shell::{client::Session, Shell, ShellConfig};
+use demos::showcase::drive::{self, Member};
+use demos::strategy::StrategyName;
 use socketserver::auth::{self, Key};
 use socketserver::{Address, Builder, Server, Strategy};
 use socketserver_tests::PROMPT;

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::{run_demos, within, DEADLINE};
 use demos::chat::{Room, UdpRoom, UdpRoomConfig};
-use demos::common::{datagram_service, stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::{self, Member, Peer};
 use demos::files::{client::Client, FileServer, FilesConfig, Request};
+use demos::service::{datagram_service, stream_service, Running, DEFAULT_DRAIN};
+use demos::showcase::drive::{self, Member, Peer};
+use demos::strategy::StrategyName;
 use socketserver::auth::{Gatekeeper, Key};
 use socketserver::{framing, Address, Server};
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use socketserver::Address;
 
-use crate::common::{self, DatagramClient};
+use crate::net::{self, DatagramClient};
 use crate::text::escape_for_terminal;
 
 /// Runs the client until the room or the input ends. `Err` if the server
@@ -77,8 +77,8 @@ fn run_tcp(
     out: &mut dyn Write,
     timeout: Duration,
 ) -> io::Result<()> {
-    let url = common::url(addr, false);
-    let conn = common::connect_stream(addr, timeout).map_err(|e| unreachable(&url, timeout, e))?;
+    let url = net::url(addr, false);
+    let conn = net::connect_stream(addr, timeout).map_err(|e| unreachable(&url, timeout, e))?;
     (&conn)
         .write_all(format!("{nick}\n").as_bytes())
         .map_err(|e| unreachable(&url, timeout, e))?;
@@ -125,7 +125,7 @@ fn run_udp(
     out: &mut dyn Write,
     timeout: Duration,
 ) -> io::Result<()> {
-    let url = common::url(addr, true);
+    let url = net::url(addr, true);
     let sock = DatagramClient::connect(addr, timeout).map_err(|e| unreachable(&url, timeout, e))?;
     sock.send(format!("/nick {nick}").as_bytes())
         .map_err(|e| unreachable(&url, timeout, e))?;

@@ -44,7 +44,7 @@ pub use udp::{
 
 use std::io::{self, BufRead};
 
-use crate::common::StrategyName;
+use crate::strategy::StrategyName;
 
 /// Longest line (TCP) or message (UDP) accepted, in bytes, without the
 /// line end.

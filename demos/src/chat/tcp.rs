@@ -87,7 +87,7 @@ struct Member {
 
 impl StreamHandler for Room {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("chat", peer, error);
+        crate::logging::log_client_error("chat", peer, error);
     }
 
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {

@@ -113,7 +113,7 @@ struct Peer {
 
 impl DatagramHandler for UdpRoom {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("udp chat", peer, error);
+        crate::logging::log_client_error("udp chat", peer, error);
     }
 
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {

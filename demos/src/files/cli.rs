@@ -11,8 +11,8 @@ use socketserver::{Address, Server};
 
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
-use crate::cli::{parse_bytes, parse_secs, CliError};
-use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
+use crate::cli::{parse_address, parse_bytes, parse_secs, CliError, ServerArgs};
+use crate::service::{serve_all, stream_service};
 use crate::text::escape_for_terminal;
 
 /// Transfers larger than this get a progress bar (on a terminal).
@@ -72,9 +72,9 @@ EXAMPLE:
 /// Options of `demos files serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address: HOST:PORT (TCP) or unix:PATH (Unix stream).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
-    pub listen: Address,
+    /// Address, strategy, workers, drain.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// The directory served (must exist).
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
@@ -84,19 +84,10 @@ pub struct ServeArgs {
     /// The largest upload, in bytes (K, M, G suffixes).
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
     pub max_size: u64,
-    /// How each connection is served.
-    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = StrategyName::Threading)]
-    pub strategy: StrategyName,
-    /// Worker threads of the pool strategy [default: 16, or 2 per core].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
     /// Seconds without a byte from a client (between requests or inside an
     /// upload) before its connection is closed (0: never).
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
     pub idle_secs: Duration,
-    /// Seconds running transfers get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
-    pub drain_secs: Duration,
 }
 
 /// Options every client command takes.
@@ -178,11 +169,11 @@ fn read_key(path: Option<&PathBuf>, what: &str) -> Result<Option<Key>, CliError>
 /// `demos files serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let key = read_key(a.key_file.as_ref(), "files serve")?;
-    if key.is_none() && !a.listen.is_local() {
+    if key.is_none() && !a.server.listen.is_local() {
         log::warn!(
             "files: serving {} beyond loopback without --key-file: anyone who can connect \
              can read and write {}",
-            a.listen,
+            a.server.listen,
             a.root.display()
         );
     }
@@ -194,15 +185,16 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     };
     let handler =
         FileServer::new(config).map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
-    let builder = handler.configure(Server::builder().strategy(a.strategy.build(a.workers)));
+    let builder =
+        handler.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
     let closer = handler.clone();
     let service = stream_service(
         builder,
-        &a.listen,
+        &a.server.listen,
         handler,
         Some(Box::new(move || closer.close_handshakes())),
     )?;
-    serve_all(vec![service], a.drain_secs)?;
+    serve_all(vec![service], a.server.drain_secs)?;
     Ok(0)
 }
 

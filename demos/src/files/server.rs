@@ -92,7 +92,7 @@ pub struct FileServer {
     /// at once.
     gate: Option<Gatekeeper>,
     /// Connections authenticating, closed at once when the server stops.
-    handshakes: crate::common::Handshakes,
+    handshakes: crate::service::Handshakes,
 }
 
 /// What to do after a request.
@@ -145,7 +145,7 @@ impl FileServer {
             config: Arc::new(config),
             root: Arc::new(dir),
             gate,
-            handshakes: crate::common::Handshakes::default(),
+            handshakes: crate::service::Handshakes::default(),
         })
     }
 
@@ -346,7 +346,7 @@ impl FileServer {
 
 impl StreamHandler for FileServer {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("files", peer, error);
+        crate::logging::log_client_error("files", peer, error);
     }
 
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
@@ -357,7 +357,7 @@ impl StreamHandler for FileServer {
             };
             // Straight on the socket: nothing was read through `req` yet.
             if let Err(e) = gate.server_handshake(&mut req.stream()) {
-                crate::common::log_auth_failure("files", &peer, &e);
+                crate::logging::log_auth_failure("files", &peer, &e);
                 return Ok(());
             }
         }

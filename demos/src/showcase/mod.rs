@@ -4,7 +4,10 @@
 //! Forking is shown from a child process (`demos echo serve --strategy
 //! forking`), because forking this multi-threaded process would be unsafe;
 //! that check also shows the CLI contract: the `listening on` line and a
-//! clean exit on SIGTERM.
+//! clean exit on SIGTERM. The clients that drive the servers are in
+//! [`drive`], for the tests too.
+
+pub mod drive;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -15,11 +18,10 @@ use std::time::{Duration, Instant};
 use socketserver::{Address, Server};
 
 use crate::chat::{Room, RoomConfig, UdpRoom, UdpRoomConfig};
-use crate::common::{
-    datagram_service, stream_service, Running, Service, StrategyName, DEFAULT_DRAIN,
-};
-use crate::drive::{self, ChatPlan, Member, ServerProcess};
 use crate::echo::Echo;
+use crate::service::{datagram_service, stream_service, Running, Service, DEFAULT_DRAIN};
+use crate::strategy::StrategyName;
+use drive::{ChatPlan, Member, ServerProcess};
 
 /// What the showcase runs.
 #[derive(Debug, Clone, Default)]
