@@ -1,10 +1,70 @@
-//! Small command-line helpers shared by every demo: parsing seconds and
-//! byte sizes, and the one error type of the command line (a one-line
-//! message and an exit status).
+//! Command-line pieces shared by every demo: the options every server
+//! takes ([`ServerArgs`], [`DatagramArgs`], flattened into each `serve`
+//! subcommand), parsing addresses, seconds and byte sizes, and the one
+//! error type of the command line (a one-line message and an exit status).
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
+
+use clap::Args;
+use socketserver::Address;
+
+use crate::strategy::StrategyName;
+
+/// Where servers listen unless told otherwise: loopback, a free port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+
+/// Parses a command-line address: `HOST:PORT` (host names resolve, e.g.
+/// `localhost:7000`), `[V6]:PORT` or `unix:PATH`. The error is one line.
+pub fn parse_address(s: &str) -> Result<Address, String> {
+    if s == "unix:" {
+        return Err("unix: needs a path, e.g. unix:/tmp/chat.sock".into());
+    }
+    Address::resolve(s).map_err(|e| {
+        format!("{e} (expected HOST:PORT, [V6]:PORT or unix:PATH, e.g. 127.0.0.1:7000)")
+    })
+}
+
+/// Options every server takes: `--listen`, `--strategy`, `--workers`,
+/// `--drain-secs`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
+    pub listen: Address,
+    /// How each connection is served [default: threading].
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub strategy: Option<StrategyName>,
+    /// Worker threads of the pool strategy (at most that many connections
+    /// served at once) [default: 16, or 2 per core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Seconds running requests get to finish after SIGINT/SIGTERM (clients
+    /// waiting between two messages are closed at once).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub drain_secs: Duration,
+}
+
+impl ServerArgs {
+    /// The strategy of the stream server: `--strategy`, or threading.
+    pub fn strategy(&self) -> StrategyName {
+        self.strategy.unwrap_or(StrategyName::Threading)
+    }
+}
+
+/// Options of servers that also serve datagrams (echo, chat): `--udp`,
+/// `--udp-strategy`.
+#[derive(Debug, Clone, Args)]
+pub struct DatagramArgs {
+    /// Also serve datagrams: HOST:PORT (UDP) or unix:PATH (Unix datagram).
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub udp: Option<Address>,
+    /// How each datagram is served [default: echo: as --strategy; chat:
+    /// synchronous].
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub udp_strategy: Option<StrategyName>,
+}
 
 /// A command-line failure: the one-line message (printed as `demos: ...`)
 /// and the exit status (2 for bad usage or configuration, 1 otherwise).
@@ -47,12 +107,16 @@ impl fmt::Display for CliError {
 }
 
 /// Prints `demos: MESSAGE` on stderr for an error and returns the exit
-/// status to use (0 for `Ok`).
+/// status to use (0 for `Ok`). The message often quotes a server (a
+/// refusal's reason, a reply it could not parse): control, invisible and
+/// bidirectional characters in it are shown as escapes
+/// ([`escape_for_terminal`](crate::text::escape_for_terminal)), so that
+/// no server can send escape sequences to the user's terminal this way.
 pub fn report(result: Result<u8, CliError>) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("demos: {}", e.message);
+            eprintln!("demos: {}", crate::text::escape_for_terminal(&e.message));
             e.code
         }
     }
@@ -130,6 +194,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_parse_with_one_line_errors() {
+        assert!(parse_address("127.0.0.1:0").is_ok());
+        assert!(parse_address("[::1]:0").is_ok());
+        assert!(parse_address("unix:/tmp/a.sock").is_ok());
+        let e = parse_address("nonsense").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(parse_address("unix:").is_err());
+    }
 
     #[test]
     fn byte_counts_parse() {

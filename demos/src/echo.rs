@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use socketserver::{Address, DatagramHandler, DatagramRequest, StreamHandler, StreamRequest};
 
-use crate::common::{self, DatagramClient};
+use crate::net::{self, DatagramClient};
 
 /// The echo handler, for streams and datagrams alike.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,7 +24,7 @@ pub struct Echo {
 
 impl StreamHandler for Echo {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("echo", peer, error);
+        crate::logging::log_client_error("echo", peer, error);
     }
 
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
@@ -38,7 +38,9 @@ impl StreamHandler for Echo {
             let mut buf = vec![0u8; 16 * 1024];
             let mut total = 0u64;
             loop {
-                let n = req.read(&mut buf)?;
+                // One message per chunk, as `echo` does: idle in between,
+                // so a graceful close ends a silent client at once.
+                let n = req.read_message(|r| r.read(&mut buf))?;
                 if n == 0 {
                     break total;
                 }
@@ -56,7 +58,7 @@ impl StreamHandler for Echo {
 
 impl DatagramHandler for Echo {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("echo", peer, error);
+        crate::logging::log_client_error("echo", peer, error);
     }
 
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
@@ -81,7 +83,7 @@ pub fn client(
     out: &mut dyn Write,
     timeout: Duration,
 ) -> io::Result<()> {
-    let url = common::url(addr, udp);
+    let url = net::url(addr, udp);
     let context = |what: &str, e: io::Error| {
         let hint = match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
@@ -119,7 +121,7 @@ pub fn client(
             out.flush()?;
         }
     } else {
-        let conn = common::connect_stream(addr, timeout).map_err(|e| context("connect", e))?;
+        let conn = net::connect_stream(addr, timeout).map_err(|e| context("connect", e))?;
         let mut reader = io::BufReader::new(&conn);
         while let Some(msg) = next_message()? {
             (&conn)

@@ -20,10 +20,13 @@
 //! tokio and Python's socketserver) live in the workspace's `bench` crate:
 //! `cargo run --release -p bench -- --quick`.
 //!
-//! [`common`] holds what every server shares (addresses, the strategy
-//! choice, `listening on` lines, signals, the graceful close), and
-//! [`drive`] the clients that check the servers, for the showcase and the
-//! tests.
+//! What every demo shares, one module per job: [`cli`] (the options every
+//! server takes, parsing flags, the one error type), [`strategy`] (the
+//! strategy names), [`service`] (a server's life: serving, signals, the
+//! graceful close), [`listening`] (the `listening on` lines), [`net`]
+//! (client sockets), [`logging`] and [`text`] (what may reach a
+//! terminal). [`showcase::drive`] holds the clients that check the
+//! servers, for the showcase and the tests.
 //!
 //! Every demo server is a handler value handed to
 //! `socketserver::Server::builder()`; for instance, the echo server under
@@ -44,9 +47,13 @@
 
 pub mod chat;
 pub mod cli;
-pub mod common;
-pub mod drive;
 pub mod echo;
 pub mod files;
+pub mod listening;
+pub mod logging;
+pub mod net;
+pub mod service;
 pub mod shell;
 pub mod showcase;
+pub mod strategy;
+pub mod text;

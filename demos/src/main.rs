@@ -6,17 +6,16 @@ use std::io::{self, BufReader};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use socketserver::{Address, Server};
 
 use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
+use demos::cli::{parse_address, DatagramArgs, ServerArgs};
 use demos::cli::{parse_secs, report, CliError};
-use demos::common::{
-    datagram_service, parse_address, serve_all, stream_service, Service, StrategyName,
-    DEFAULT_LISTEN,
-};
 use demos::echo::{self, Echo};
+use demos::service::{datagram_service, serve_all, stream_service, Service};
 use demos::showcase;
+use demos::strategy::StrategyName;
 
 /// Programs built on socketserver: an echo server, a chat room (TCP and
 /// UDP), their clients, and a showcase that runs and checks them all.
@@ -123,6 +122,8 @@ EXAMPLES:
     Serve {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        datagrams: DatagramArgs,
         /// Send ASCII letters back uppercased.
         #[arg(long)]
         upper: bool,
@@ -188,6 +189,8 @@ EXAMPLES:
     Serve {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        datagrams: DatagramArgs,
         /// Lines that may wait for one TCP member before it is dropped.
         #[arg(long, value_name = "LINES", default_value_t = 256)]
         outbox: usize,
@@ -228,30 +231,6 @@ EXAMPLES:
     },
 }
 
-/// Options every server takes.
-#[derive(Debug, Args)]
-struct ServerArgs {
-    /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
-    listen: Address,
-    /// Also serve datagrams: HOST:PORT (UDP) or unix:PATH (Unix datagram).
-    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
-    udp: Option<Address>,
-    /// How each connection is served [default: threading].
-    #[arg(long, value_enum, value_name = "STRATEGY")]
-    strategy: Option<StrategyName>,
-    /// How each datagram is served [default: echo: as --strategy; chat:
-    /// synchronous].
-    #[arg(long, value_enum, value_name = "STRATEGY")]
-    udp_strategy: Option<StrategyName>,
-    /// Worker threads of the pool strategy [default: 16, or 2 per core].
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Seconds running requests get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
-    drain_secs: Duration,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match &cli.demo {
@@ -263,7 +242,7 @@ fn main() -> ExitCode {
         | Demo::Files(demos::files::cli::FilesCmd::Serve(_)) => "info",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    demos::logging::init(default_log);
     ExitCode::from(report(run(cli.demo)))
 }
 
@@ -275,12 +254,13 @@ fn run(demo: Demo) -> Result<u8, CliError> {
         Demo::Files(cmd) => demos::files::cli::main(cmd),
         Demo::Echo(EchoCmd::Serve {
             server,
+            datagrams,
             upper,
             stack_size,
             keep_alive,
         }) => {
-            let tcp = server.strategy.unwrap_or(StrategyName::Threading);
-            let udp = server.udp_strategy.unwrap_or(tcp);
+            let tcp = server.strategy();
+            let udp = datagrams.udp_strategy.unwrap_or(tcp);
             let handler = Echo { upper };
             let mut services = vec![stream_service(
                 Server::builder().strategy(tcp.build_with(server.workers, stack_size, keep_alive)),
@@ -288,7 +268,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 handler,
                 None,
             )?];
-            if let Some(addr) = &server.udp {
+            if let Some(addr) = &datagrams.udp {
                 let builder = Server::builder().strategy(udp.build_with(
                     server.workers,
                     stack_size,
@@ -311,19 +291,20 @@ fn run(demo: Demo) -> Result<u8, CliError> {
         }
         Demo::Chat(ChatCmd::Serve {
             server,
+            datagrams,
             outbox,
             idle_secs: idle,
             max_peers,
             nicks_per_minute,
         }) => {
-            let tcp = server.strategy.unwrap_or(StrategyName::Threading);
-            let udp = server.udp_strategy.unwrap_or(StrategyName::Synchronous);
+            let tcp = server.strategy();
+            let udp = datagrams.udp_strategy.unwrap_or(StrategyName::Synchronous);
             if let Some(why) = chat::tcp_strategy_problem(tcp) {
                 return Err(CliError::usage(format!(
                     "chat serve --strategy {tcp}: {why}"
                 )));
             }
-            if let (Some(_), Some(why)) = (&server.udp, chat::udp_strategy_problem(udp)) {
+            if let (Some(_), Some(why)) = (&datagrams.udp, chat::udp_strategy_problem(udp)) {
                 return Err(CliError::usage(format!(
                     "chat serve --udp-strategy {udp}: {why}"
                 )));
@@ -339,7 +320,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 room,
                 Some(Box::new(move || closer.close())),
             )?];
-            if let Some(addr) = &server.udp {
+            if let Some(addr) = &datagrams.udp {
                 // Wakes the loop now and then to forget idle peers even
                 // when nobody talks.
                 let builder = Server::builder()

@@ -9,9 +9,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
 use demos::files::{FileServer, FilesConfig};
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
 use demos::shell::{Shell, ShellConfig};
+use demos::strategy::StrategyName;
 use log::Level;
 use socketserver::auth::{self, Key};
 use socketserver::{Address, Server};

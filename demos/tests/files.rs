@@ -11,10 +11,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{exe, within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::{self, ServerProcess};
 use demos::files::client::Client;
 use demos::files::{hex, FileServer, FilesConfig, Request};
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
+use demos::showcase::drive::{self, ServerProcess};
+use demos::strategy::StrategyName;
 use sha2::{Digest, Sha256};
 use socketserver::auth::Key;
 use socketserver::{framing, Address, Server};
@@ -38,7 +39,8 @@ impl FilesServer {
         let mut config = FilesConfig::new(dir.path().join("root"));
         tune(&mut config);
         let handler = FileServer::new(config).unwrap();
-        let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+        let builder =
+            handler.configure(Server::builder().strategy(StrategyName::Threading.build(None)));
         let loopback: Address = "127.0.0.1:0".parse().unwrap();
         let service = stream_service(builder, &loopback, handler, None).unwrap();
         let running = Running::start(vec![service], DEFAULT_DRAIN).unwrap();

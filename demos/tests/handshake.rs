@@ -14,9 +14,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
 use demos::shell::client::Session;
 use demos::shell::{Shell, ShellConfig};
+use demos::strategy::StrategyName;
 use socketserver::auth::{self, Gatekeeper, Key, WhenFull};
 use socketserver::{framing, Address, Server};
 

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::{within, DEADLINE};
 use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
-use demos::common::{datagram_service, stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::{self, ChatPlan, Member, Peer};
 use demos::echo::{self, Echo};
+use demos::service::{datagram_service, stream_service, Running, DEFAULT_DRAIN};
+use demos::showcase::drive::{self, ChatPlan, Member, Peer};
+use demos::strategy::StrategyName;
 use socketserver::{Address, Server};
 
 const MIB: usize = 1 << 20;

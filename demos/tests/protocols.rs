@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
 use demos::files::{FileServer, FilesConfig, Request};
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
 use demos::shell::{Reply, Shell, ShellConfig};
+use demos::strategy::StrategyName;
 use socketserver::auth::Key;
 use socketserver::{framing, Address, Server};
 use socketserver_tests::python3_available;

@@ -11,10 +11,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{exe, within, DEADLINE};
-use demos::common::{stream_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::ServerProcess;
+use demos::service::{stream_service, Running, DEFAULT_DRAIN};
 use demos::shell::client::Session;
 use demos::shell::{Reply, Shell, ShellConfig};
+use demos::showcase::drive::ServerProcess;
+use demos::strategy::StrategyName;
 use socketserver::auth::{self, Key};
 use socketserver::{framing, Address, Server};
 use tempfile::TempDir;
@@ -45,9 +46,10 @@ impl ShellServer {
         config.start_dir = dir.path().canonicalize().unwrap();
         config.timeout = Duration::from_secs(10);
         tune(&mut config);
-        let builder = Server::builder().strategy(strategy.build(Some(4)));
+        let shell = Shell::new(config);
+        let builder = shell.configure(Server::builder().strategy(strategy.build(Some(4))));
         let loopback: Address = "127.0.0.1:0".parse().unwrap();
-        let service = stream_service(builder, &loopback, Shell::new(config), None).unwrap();
+        let service = stream_service(builder, &loopback, shell, None).unwrap();
         let running = Running::start(vec![service], DEFAULT_DRAIN).unwrap();
         let addr = running.address(0).clone();
         ShellServer {

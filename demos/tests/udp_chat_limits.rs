@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::{exe, within, DEADLINE};
 use demos::chat::{UdpRoom, UdpRoomConfig, DEFAULT_MAX_PEERS};
-use demos::common::{datagram_service, Running, StrategyName, DEFAULT_DRAIN};
-use demos::drive::ServerProcess;
+use demos::service::{datagram_service, Running, DEFAULT_DRAIN};
+use demos::showcase::drive::ServerProcess;
+use demos::strategy::StrategyName;
 use socketserver::{Address, Server};
 
 fn room(config: UdpRoomConfig) -> (Running, SocketAddr) {

@@ -5,6 +5,9 @@
 //! reads the input and sends. At the end of the input (or after `/quit`) the
 //! client says `/quit` and waits, at most `timeout`, for the server's
 //! goodbye. When the server closes the connection, the client ends at once.
+//! What the server sends is printed with control, invisible and
+//! bidirectional characters shown as escapes
+//! ([`crate::text::escape_for_terminal`]).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::thread;
@@ -12,7 +15,8 @@ use std::time::Duration;
 
 use socketserver::Address;
 
-use crate::common::{self, DatagramClient};
+use crate::net::{self, DatagramClient};
+use crate::text::escape_for_terminal;
 
 /// Runs the client until the room or the input ends. `Err` if the server
 /// cannot be reached or refuses the nickname (one line, for the terminal).
@@ -73,8 +77,8 @@ fn run_tcp(
     out: &mut dyn Write,
     timeout: Duration,
 ) -> io::Result<()> {
-    let url = common::url(addr, false);
-    let conn = common::connect_stream(addr, timeout).map_err(|e| unreachable(&url, timeout, e))?;
+    let url = net::url(addr, false);
+    let conn = net::connect_stream(addr, timeout).map_err(|e| unreachable(&url, timeout, e))?;
     (&conn)
         .write_all(format!("{nick}\n").as_bytes())
         .map_err(|e| unreachable(&url, timeout, e))?;
@@ -86,7 +90,7 @@ fn run_tcp(
     if !welcome.starts_with("* welcome") {
         return Err(refused(&url, nick, &welcome));
     }
-    out.write_all(welcome.as_bytes())?;
+    out.write_all(escape_for_terminal(&welcome).as_bytes())?;
     out.flush()?;
     conn.set_read_timeout(None)?;
     let sender = conn.try_clone()?;
@@ -105,7 +109,7 @@ fn run_tcp(
         match from_server.read_line(&mut line) {
             Ok(0) => return Ok(()),
             Ok(_) => {
-                out.write_all(line.as_bytes())?;
+                out.write_all(escape_for_terminal(&line).as_bytes())?;
                 out.flush()?;
             }
             Err(e) if is_timeout(&e) => return Ok(()),
@@ -121,7 +125,7 @@ fn run_udp(
     out: &mut dyn Write,
     timeout: Duration,
 ) -> io::Result<()> {
-    let url = common::url(addr, true);
+    let url = net::url(addr, true);
     let sock = DatagramClient::connect(addr, timeout).map_err(|e| unreachable(&url, timeout, e))?;
     sock.send(format!("/nick {nick}").as_bytes())
         .map_err(|e| unreachable(&url, timeout, e))?;
@@ -133,7 +137,7 @@ fn run_udp(
     if !welcome.starts_with("* welcome") {
         return Err(refused(&url, nick, &welcome));
     }
-    writeln!(out, "{welcome}")?;
+    writeln!(out, "{}", escape_for_terminal(&welcome))?;
     out.flush()?;
     sock.set_read_timeout(None)?;
     let sender = sock.try_clone()?;
@@ -147,7 +151,7 @@ fn run_udp(
         match sock.recv(&mut buf) {
             Ok(n) => {
                 let text = String::from_utf8_lossy(&buf[..n]);
-                writeln!(out, "{text}")?;
+                writeln!(out, "{}", escape_for_terminal(&text))?;
                 out.flush()?;
                 if text == "* bye" {
                     return Ok(());

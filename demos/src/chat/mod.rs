@@ -13,8 +13,11 @@
 //!   `NAME: text`. `/who` and `/quit` work as over TCP.
 //!
 //! Lines longer than [`MAX_LINE`] bytes are refused (not sent), invalid
-//! UTF-8 is replaced by U+FFFD and control characters by `?`, so no member
-//! can send escape sequences to another's terminal.
+//! UTF-8 and invisible or bidirectional format characters are replaced by
+//! U+FFFD and control characters by `?` ([`clean`]), so no member can send
+//! escape sequences to another's terminal or disguise text; nicknames are
+//! visible words that cannot pass for another member's ([`check_nick`],
+//! [`same_nick`]).
 //!
 //! # Strategies
 //!
@@ -41,7 +44,7 @@ pub use udp::{
 
 use std::io::{self, BufRead};
 
-use crate::common::StrategyName;
+use crate::strategy::StrategyName;
 
 /// Longest line (TCP) or message (UDP) accepted, in bytes, without the
 /// line end.
@@ -134,37 +137,116 @@ pub fn read_line_capped(r: &mut impl BufRead, max: usize) -> io::Result<Line> {
 }
 
 /// Text safe to show on another member's terminal: invalid UTF-8 becomes
-/// U+FFFD, control characters (other than tab) become `?`.
+/// U+FFFD, control characters (other than tab) become `?`, and invisible
+/// or bidirectional format characters ([`is_hidden`](crate::text::is_hidden):
+/// U+202E, zero-width spaces and joiners, line separators...) become
+/// U+FFFD, so that no member can send escape sequences to another's
+/// terminal, reverse the text after it, or start a line that looks like
+/// the server's. (A zero-width joiner inside an emoji sequence goes too:
+/// the emoji then show one by one.)
+///
+/// ```
+/// use demos::chat::clean;
+/// assert_eq!(clean(b"\x1b[2J"), "?[2J");
+/// assert_eq!(clean("abc\u{202e}fdp.exe".as_bytes()), "abc\u{fffd}fdp.exe");
+/// ```
 pub fn clean(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
-        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '?'
+            } else if crate::text::is_hidden(c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
 /// Checks a nickname; the error is the reason, for a `* ` line.
+///
+/// A nickname is one word of at most [`MAX_NICK`] bytes made of visible
+/// characters only, so that every member sees who says what:
+///
+/// * letters and digits of any script (`émile`, `李`, `ольга`), with
+///   combining accents after them, and ASCII punctuation but `:` and `?`
+///   (`c++`, `o'neil`); not starting with `/` or `*`;
+/// * at least one letter or digit (`...` or `-` alone is no name);
+/// * no space, control character, invisible or bidirectional format
+///   character (U+200B, U+202E, U+FEFF...), no letter that renders as blank
+///   (U+3164 HANGUL FILLER), no other symbol or punctuation;
+/// * letters of at most one of the Latin, Greek and Cyrillic scripts, so
+///   that `аlice` with a Cyrillic `а` cannot pass for `alice`.
+///
+/// Whether a name is taken is decided by [`same_nick`], which also sees
+/// through whole-script lookalikes.
 pub fn check_nick(nick: &str) -> Result<(), String> {
+    use crate::text::{code_point, is_blank_letter, is_hidden, script};
     if nick.is_empty() {
         return Err("nickname must not be empty".into());
     }
     if nick.len() > MAX_NICK {
         return Err(format!("nickname too long (at most {MAX_NICK} bytes)"));
     }
-    if nick.starts_with(['/', '*'])
-        || nick.contains(|c: char| c.is_whitespace() || matches!(c, ':' | '?' | '\u{fffd}'))
-    {
-        return Err(
-            "nickname must be one word of text, without ':' or '?', not starting with '/' or '*'"
-                .into(),
-        );
+    let one_word = || {
+        "nickname must be one word of text, without ':' or '?', not starting with '/' or '*'"
+            .to_owned()
+    };
+    if nick.starts_with(['/', '*']) {
+        return Err(one_word());
+    }
+    let mut after_base = false;
+    for c in nick.chars() {
+        let ok = if c.is_ascii() {
+            c.is_ascii_graphic() && !matches!(c, ':' | '?')
+        } else if is_hidden(c) || c.is_control() {
+            return Err(format!(
+                "nickname holds {}, an invisible or control character",
+                code_point(c)
+            ));
+        } else if matches!(c, '\u{0300}'..='\u{036f}') {
+            after_base
+        } else {
+            c.is_alphanumeric() && !is_blank_letter(c)
+        };
+        if !ok {
+            if c == '\u{fffd}' {
+                // What `clean` made of invalid UTF-8 or a hidden character.
+                return Err("nickname holds an invisible or invalid character".into());
+            }
+            if c.is_whitespace() || matches!(c, ':' | '?') {
+                return Err(one_word());
+            }
+            return Err(format!(
+                "nickname holds {} ({c}): only letters, digits and ASCII punctuation",
+                code_point(c)
+            ));
+        }
+        after_base = c.is_alphanumeric();
+    }
+    if !nick.chars().any(char::is_alphanumeric) {
+        return Err("nickname must hold a letter or a digit".into());
+    }
+    let mut scripts = nick.chars().filter_map(script);
+    if let Some(first) = scripts.next() {
+        if scripts.any(|s| s != first) {
+            return Err(
+                "nickname mixes Latin, Greek or Cyrillic letters (a lookalike of another name)"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }
 
-/// Whether two nicknames count as the same (case-insensitive, so that
-/// `Alice` cannot pass for `alice`).
+/// Whether two nicknames count as the same: case-insensitive, and through
+/// lookalikes ([`skeleton`](crate::text::skeleton)), so that neither
+/// `Alice`, `aIice` (a capital I) nor an all-Cyrillic `асе` can pass for
+/// `alice` or `ace`.
 pub fn same_nick(a: &str, b: &str) -> bool {
-    a.to_lowercase() == b.to_lowercase()
+    crate::text::skeleton(a) == crate::text::skeleton(b)
 }
 
 #[cfg(test)]
@@ -202,11 +284,40 @@ mod tests {
 
     #[test]
     fn nicknames() {
-        assert!(check_nick("alice").is_ok());
-        assert!(check_nick("émile").is_ok());
-        for bad in ["", "a b", "/who", "*x", "a:b", &"x".repeat(MAX_NICK + 1)] {
+        for good in [
+            "alice",
+            "émile",
+            "e\u{301}mile",
+            "c++",
+            "o'neil",
+            "ольга",
+            "李",
+            "x2",
+        ] {
+            assert!(check_nick(good).is_ok(), "{good:?}: {:?}", check_nick(good));
+        }
+        for bad in [
+            "",
+            "a b",
+            "/who",
+            "*x",
+            "a:b",
+            &"x".repeat(MAX_NICK + 1),
+            "alice\u{200b}",
+            "\u{202e}ecila",
+            "al\u{feff}ice",
+            "\u{3164}",
+            "\u{2800}\u{2800}",
+            "...",
+            "\u{301}a",
+            "аlice",
+            "a\u{2215}b",
+            "bob\u{1b}",
+        ] {
             assert!(check_nick(bad).is_err(), "{bad:?}");
         }
         assert!(same_nick("Alice", "alice"));
+        assert!(same_nick("асе", "ace"));
+        assert!(!same_nick("bob", "rob"));
     }
 }

@@ -19,7 +19,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use socketserver::{Address, Conn, StreamHandler, StreamRequest};
 
-use super::{check_nick, read_line_capped, same_nick, Line, MAX_LINE};
+use super::{check_nick, read_line_capped, Line, MAX_LINE};
+use crate::text::skeleton;
 
 /// What members are told when the server stops.
 const CLOSING: &str = "* server is shutting down";
@@ -78,13 +79,15 @@ struct State {
 #[derive(Debug)]
 struct Member {
     nick: String,
+    /// What the nickname looks like ([`skeleton`]), to tell lookalikes.
+    look: String,
     peer: Address,
     outbox: Sender<Arc<str>>,
 }
 
 impl StreamHandler for Room {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("chat", peer, error);
+        crate::logging::log_client_error("chat", peer, error);
     }
 
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
@@ -98,8 +101,12 @@ impl StreamHandler for Room {
             return Ok(());
         };
         log::info!("chat: {peer} joined as {}", me.nick);
+        let max = self.inner.config.max_line;
         loop {
-            match read_line_capped(req, self.inner.config.max_line)? {
+            // One line is one message: a member waiting between lines is
+            // idle (a graceful close ends it at once), and a line must come
+            // whole within the server's message deadline.
+            match req.read_message(|r| read_line_capped(r, max))? {
                 Line::Eof => break,
                 Line::TooLong => me.tell(&format!(
                     "* line too long (over {} bytes), not sent",
@@ -229,7 +236,8 @@ impl Room {
     /// up.
     fn join(&self, req: &mut StreamRequest, id: u64) -> io::Result<Option<Membership<'_>>> {
         for _ in 0..self.inner.config.nick_attempts {
-            let problem = match read_line_capped(req, self.inner.config.max_line)? {
+            let max = self.inner.config.max_line;
+            let problem = match req.read_message(|r| read_line_capped(r, max))? {
                 Line::Eof => return Ok(None),
                 Line::TooLong => "nickname too long".to_owned(),
                 Line::Text(nick) => {
@@ -266,7 +274,8 @@ impl Room {
         if state.closing {
             return Err(CLOSING.into());
         }
-        if let Some(m) = state.members.values().find(|m| same_nick(&m.nick, nick)) {
+        let look = skeleton(nick);
+        if let Some(m) = state.members.values().find(|m| m.look == look) {
             return Err(format!("nickname {} is taken", m.nick));
         }
         let writer = thread::Builder::new()
@@ -283,6 +292,7 @@ impl Room {
         self.deliver(&mut state, None, &format!("* {nick} joined"));
         let member = Member {
             nick: nick.to_owned(),
+            look,
             peer: req.peer_addr().clone(),
             outbox: outbox.clone(),
         };

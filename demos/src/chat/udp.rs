@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use socketserver::{Address, DatagramHandler, DatagramRequest};
 
-use super::{check_nick, clean, same_nick, MAX_LINE};
+use super::{check_nick, clean, MAX_LINE};
+use crate::text::skeleton;
 
 /// Default cap on registered peers.
 pub const DEFAULT_MAX_PEERS: usize = 1024;
@@ -105,12 +106,14 @@ struct Bucket {
 #[derive(Debug)]
 struct Peer {
     nick: String,
+    /// What the nickname looks like ([`skeleton`]), to tell lookalikes.
+    look: String,
     last_seen: Instant,
 }
 
 impl DatagramHandler for UdpRoom {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("udp chat", peer, error);
+        crate::logging::log_client_error("udp chat", peer, error);
     }
 
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
@@ -237,16 +240,15 @@ impl UdpRoom {
                     None,
                 );
             }
-            if let Some((_, p)) = peers
-                .iter()
-                .find(|(a, p)| *a != from && same_nick(&p.nick, nick))
-            {
+            let look = skeleton(nick);
+            if let Some((_, p)) = peers.iter().find(|(a, p)| *a != from && p.look == look) {
                 return (Some(format!("* nickname {} is taken", p.nick)), None);
             }
             let old = peers.insert(
                 from.clone(),
                 Peer {
                     nick: nick.to_owned(),
+                    look,
                     last_seen: now,
                 },
             );

@@ -11,8 +11,9 @@ use socketserver::{Address, Server};
 
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
-use crate::cli::{parse_bytes, parse_secs, CliError};
-use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
+use crate::cli::{parse_address, parse_bytes, parse_secs, CliError, ServerArgs};
+use crate::service::{serve_all, stream_service};
+use crate::text::escape_for_terminal;
 
 /// Transfers larger than this get a progress bar (on a terminal).
 const BAR_THRESHOLD: u64 = 1 << 20;
@@ -25,8 +26,10 @@ pub enum FilesCmd {
 Serves the regular files directly in --root (no subdirectories): put stores
 a file (written to a hidden temp file, checked against its size and sha256,
 then renamed into place), get sends one with its sha256, list names them.
-Names must be plain file names: no / or \\, not . or .., no NUL or control
-characters, at most 255 bytes. Symbolic links in the root are never
+Names must be plain file names of at most 255 bytes: letters and digits (any
+script), space and ASCII punctuation; no / or \\, not . or ..; no control,
+invisible or bidirectional characters, no lookalikes of / or . (U+2215,
+U+FF0F, U+FF0E, U+2024...). Symbolic links in the root are never
 followed. A put over --max-size is refused and the connection closed.
 
 With --key-file, clients must prove they hold the key first (HMAC-SHA256
@@ -57,7 +60,9 @@ EXAMPLES:
     /// List the files on the server: `SIZE  NAME`, one per line.
     #[command(after_help = "\
 Only regular files with valid names are listed: no temp files of uploads in
-progress, no symbolic links, no directories. Sorted by name.
+progress, no symbolic links, no directories. Sorted by name. Control,
+invisible and bidirectional characters a server sends are shown as escapes
+(\\u{1b}), never passed to the terminal.
 
 EXAMPLE:
     demos files list --connect 127.0.0.1:7004")]
@@ -67,9 +72,9 @@ EXAMPLE:
 /// Options of `demos files serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address: HOST:PORT (TCP) or unix:PATH (Unix stream).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
-    pub listen: Address,
+    /// Address, strategy, workers, drain.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// The directory served (must exist).
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
@@ -79,19 +84,10 @@ pub struct ServeArgs {
     /// The largest upload, in bytes (K, M, G suffixes).
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
     pub max_size: u64,
-    /// How each connection is served.
-    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = StrategyName::Threading)]
-    pub strategy: StrategyName,
-    /// Worker threads of the pool strategy [default: 16, or 2 per core].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
     /// Seconds without a byte from a client (between requests or inside an
     /// upload) before its connection is closed (0: never).
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
     pub idle_secs: Duration,
-    /// Seconds running transfers get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
-    pub drain_secs: Duration,
 }
 
 /// Options every client command takes.
@@ -173,11 +169,11 @@ fn read_key(path: Option<&PathBuf>, what: &str) -> Result<Option<Key>, CliError>
 /// `demos files serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let key = read_key(a.key_file.as_ref(), "files serve")?;
-    if key.is_none() && !a.listen.is_local() {
+    if key.is_none() && !a.server.listen.is_local() {
         log::warn!(
             "files: serving {} beyond loopback without --key-file: anyone who can connect \
              can read and write {}",
-            a.listen,
+            a.server.listen,
             a.root.display()
         );
     }
@@ -189,9 +185,16 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     };
     let handler =
         FileServer::new(config).map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
-    let builder = Server::builder().strategy(a.strategy.build(a.workers));
-    let service = stream_service(builder, &a.listen, handler, None)?;
-    serve_all(vec![service], a.drain_secs)?;
+    let builder =
+        handler.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
+    let closer = handler.clone();
+    let service = stream_service(
+        builder,
+        &a.server.listen,
+        handler,
+        Some(Box::new(move || closer.close_handshakes())),
+    )?;
+    serve_all(vec![service], a.server.drain_secs)?;
     Ok(0)
 }
 
@@ -211,9 +214,10 @@ pub fn put(a: PutArgs) -> Result<u8, CliError> {
     let mut bar = Bar::new(true, &format!("put {name}"));
     let r = client.put_file(&a.file, &name, &mut bar)?;
     println!(
-        "stored {name}: {} bytes, sha256 {}",
+        "stored {}: {} bytes, sha256 {}",
+        escape_for_terminal(&name),
         r.size.unwrap_or(0),
-        r.sha256.unwrap_or_default()
+        escape_for_terminal(&r.sha256.unwrap_or_default())
     );
     Ok(0)
 }
@@ -238,8 +242,8 @@ pub fn get(a: GetArgs) -> Result<u8, CliError> {
     let r = client.get_to_path(&a.name, &dest, &mut bar)?;
     println!(
         "{} -> {}: {} bytes, sha256 verified",
-        a.name,
-        dest.display(),
+        escape_for_terminal(&a.name),
+        escape_for_terminal(&dest.display().to_string()),
         r.size.unwrap_or(0)
     );
     Ok(0)
@@ -269,7 +273,8 @@ pub fn list(a: ListArgs) -> Result<u8, CliError> {
     let files = client.list()?;
     let mut out = io::stdout().lock();
     for f in files {
-        writeln!(out, "{:>12}  {}", f.size, f.name)?;
+        // The names come from the server: never raw to the terminal.
+        writeln!(out, "{:>12}  {}", f.size, escape_for_terminal(&f.name))?;
     }
     out.flush()?;
     Ok(0)

@@ -15,7 +15,7 @@ use socketserver::framing::{self, Framing, DEFAULT_MAX_FRAME_SIZE};
 use socketserver::{Address, Conn};
 
 use super::{check_name, copy_n, hex, sha256_of, Entry, Progress, Request, Response};
-use crate::common::{connect_stream, url};
+use crate::net::{connect_stream, url};
 
 /// One connection to a file server.
 #[derive(Debug)]

@@ -23,9 +23,12 @@
 //!
 //! # What the server guarantees
 //!
-//! * **Names** are plain file names ([`check_name`]): no path, no `..`, no
-//!   NUL or control character, at most 255 bytes, not starting with
-//!   [`TEMP_PREFIX`]. A refused name writes nothing anywhere.
+//! * **Names** are plain file names ([`check_name`]): no path, no `..`, at
+//!   most 255 bytes, not starting with [`TEMP_PREFIX`], and only letters,
+//!   digits (any script), space and ASCII punctuation: no control,
+//!   invisible or bidirectional character, no lookalike of `/` or `.`
+//!   (`∕etc∕passwd`, `．．`). A refused name writes nothing anywhere; a
+//!   file in the root with another name is neither listed nor served.
 //! * **Uploads are atomic**: a put writes `.upload-<random>.part` in the
 //!   root, checks the size and the sha256, flushes it to disk, then renames
 //!   it over the name. A broken (disconnected, timed out), refused or
@@ -216,15 +219,26 @@ pub struct Entry {
 }
 
 /// Checks that `name` is a plain file name the server may use; the error
-/// says why not.
+/// says why not. A name is at most [`MAX_NAME`] bytes of letters and
+/// digits (any script, with combining accents), space and ASCII
+/// punctuation; not `.` or `..`, no `/` or `\\`, not starting with
+/// [`TEMP_PREFIX`]. Every other character is refused (see the list at
+/// `is_name_char` in the source): in particular control characters,
+/// invisible and bidirectional format characters, and the lookalikes of
+/// `/` and `.`, so that no name can pass for a path or for another name.
 ///
 /// ```
 /// use demos::files::check_name;
 /// assert!(check_name("report-2024.pdf").is_ok());
 /// assert!(check_name(".bashrc").is_ok());
+/// assert!(check_name("café au lait.txt").is_ok());
 /// for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\0b", ".upload-1.part"] {
 ///     assert!(check_name(bad).is_err(), "{bad:?}");
 /// }
+/// for lookalike in ["\u{2215}etc\u{2215}passwd", "\u{ff0e}\u{ff0e}", "a\u{ff0f}b", "a\u{2024}txt"] {
+///     assert!(check_name(lookalike).is_err(), "{lookalike:?}");
+/// }
+/// assert!(check_name("invoice\u{202e}fdp.exe").is_err());
 /// assert!(check_name(&"x".repeat(256)).is_err());
 /// ```
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -251,12 +265,51 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("{name:?} holds a control character"));
     }
+    if let Some(c) = name.chars().find(|&c| !is_name_char(c)) {
+        let what = if crate::text::is_hidden(c) {
+            "an invisible or bidirectional format character"
+        } else {
+            "a character outside the allowed set (letters, digits, space and ASCII punctuation)"
+        };
+        return Err(format!(
+            "{} holds {} ({what})",
+            crate::text::escape_for_terminal(&format!("{name:?}")),
+            crate::text::code_point(c)
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '\u{0300}'..='\u{036f}'))
+    {
+        return Err(format!(
+            "the name starts with {}, a combining mark",
+            crate::text::code_point(c)
+        ));
+    }
     if name.starts_with(TEMP_PREFIX) {
         return Err(format!(
             "names starting with {TEMP_PREFIX:?} are reserved for uploads in progress"
         ));
     }
     Ok(())
+}
+
+/// Whether `c` may appear in a file name: ASCII letters, digits, space and
+/// punctuation (but `/` and `\`, refused before as path separators),
+/// letters and digits of any script (`café`, `日本語`), and combining
+/// accents. Everything else is refused: control characters, invisible and
+/// bidirectional format characters (a U+202E makes `txt.exe` read
+/// `exe.txt`), and every other symbol or punctuation, among them the
+/// lookalikes of `/` and `.` (U+2215 `∕`, U+2044 `⁄`, U+FF0F `／`, U+FF0E
+/// `．`, U+2024 `․`, U+3002 `。`), letters that render as blank (U+3164),
+/// and emoji.
+fn is_name_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c == ' ' || c.is_ascii_graphic();
+    }
+    (c.is_alphanumeric() && !crate::text::is_blank_letter(c))
+        || matches!(c, '\u{0300}'..='\u{036f}')
 }
 
 /// Whether `s` looks like a SHA-256: 64 hex digits (either case).

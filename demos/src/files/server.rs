@@ -40,6 +40,7 @@ pub struct FilesConfig {
     pub max_size: u64,
     /// Close a connection after this long without a byte from the client
     /// (between requests, or in the middle of an upload). `None`: never.
+    /// [`FileServer::configure`] gives it to the server's builder.
     pub idle: Option<Duration>,
 }
 
@@ -90,6 +91,8 @@ pub struct FileServer {
     /// [`DEFAULT_MAX_PENDING`](socketserver::auth::DEFAULT_MAX_PENDING)
     /// at once.
     gate: Option<Gatekeeper>,
+    /// Connections authenticating, closed at once when the server stops.
+    handshakes: crate::service::Handshakes,
 }
 
 /// What to do after a request.
@@ -142,12 +145,76 @@ impl FileServer {
             config: Arc::new(config),
             root: Arc::new(dir),
             gate,
+            handshakes: crate::service::Handshakes::default(),
         })
     }
 
     /// The configuration (with the resolved root).
     pub fn config(&self) -> &FilesConfig {
         &self.config
+    }
+
+    /// Closes the connections still authenticating (with a key) and
+    /// refuses new ones: for when the server stops (they have nothing to
+    /// finish; connections waiting for a request are closed by the
+    /// graceful close, transfers in progress get its drain deadline).
+    pub fn close_handshakes(&self) {
+        self.handshakes.close();
+    }
+
+    /// Gives `builder` this configuration's timeouts: `idle` as the read
+    /// and write timeout of every connection, so that the server's own
+    /// message reads (which wait for the next request, and watch for a
+    /// shutdown meanwhile) close a connection silent for that long. Build
+    /// the server from the result.
+    pub fn configure<S: socketserver::Strategy>(
+        &self,
+        builder: socketserver::Builder<S>,
+    ) -> socketserver::Builder<S> {
+        builder
+            .read_timeout(self.config.idle)
+            .write_timeout(self.config.idle)
+    }
+
+    /// Reads one request (its header frame, and a put's bytes) and answers
+    /// it; `Close` at the end of the stream, after an idle timeout, or when
+    /// the stream is out of step.
+    fn serve_one(&self, req: &mut StreamRequest) -> io::Result<Flow> {
+        let header = match REQUEST_FRAMING.read_frame(req) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(Flow::Close),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                log::info!("files: {}: {e}, closing", req.peer_addr());
+                return Ok(Flow::Close);
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                reply(req, &Response::error(format!("bad request frame: {e}")))?;
+                return Ok(Flow::Close);
+            }
+            Err(e) => return Err(e),
+        };
+        let request = match Request::parse(&header) {
+            Ok(r) => r,
+            Err(why) => {
+                // Whether raw bytes follow is unknown: the stream is out of
+                // step, so answer and close.
+                reply(
+                    req,
+                    &Response::error(format!("{why}; closing the connection")),
+                )?;
+                return Ok(Flow::Close);
+            }
+        };
+        match &request {
+            Request::Put { name, size, sha256 } => self.put(req, name, *size, sha256),
+            Request::Get { name } => self.get(req, name),
+            Request::List => self.list(req),
+        }
     }
 
     fn put(
@@ -279,61 +346,31 @@ impl FileServer {
 
 impl StreamHandler for FileServer {
     fn handle_error(&self, peer: &socketserver::Address, error: &socketserver::RequestError) {
-        crate::common::log_client_error("files", peer, error);
+        crate::logging::log_client_error("files", peer, error);
     }
 
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         if let Some(gate) = &self.gate {
+            let Some(_handshake) = self.handshakes.enter(req.stream())? else {
+                return Ok(());
+            };
             // Straight on the socket: nothing was read through `req` yet.
             if let Err(e) = gate.server_handshake(&mut req.stream()) {
-                crate::common::log_auth_failure("files", &peer, &e);
+                crate::logging::log_auth_failure("files", &peer, &e);
                 return Ok(());
             }
         }
+        // The handshake (if any) left its own timeouts on the socket: back
+        // to the server's (see `configure`).
         req.stream().set_read_timeout(self.config.idle)?;
         req.stream().set_write_timeout(self.config.idle)?;
         log::info!("files: {peer}: connected");
-        loop {
-            let header = match REQUEST_FRAMING.read_frame(req) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    log::info!("files: {peer}: idle, closing");
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    reply(req, &Response::error(format!("bad request frame: {e}")))?;
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            let request = match Request::parse(&header) {
-                Ok(r) => r,
-                Err(why) => {
-                    // Whether raw bytes follow is unknown: the stream is
-                    // out of step, so answer and close.
-                    reply(
-                        req,
-                        &Response::error(format!("{why}; closing the connection")),
-                    )?;
-                    break;
-                }
-            };
-            let flow = match &request {
-                Request::Put { name, size, sha256 } => self.put(req, name, *size, sha256)?,
-                Request::Get { name } => self.get(req, name)?,
-                Request::List => self.list(req)?,
-            };
-            if let Flow::Close = flow {
-                break;
-            }
-        }
+        // One request (header and a put's bytes) is one message: between
+        // requests the connection is idle (a graceful close ends it at
+        // once); a request must come whole within the server's message
+        // deadline, extended by its minimum data rate.
+        while let Flow::Continue = req.read_message(|r| self.serve_one(r))? {}
         log::info!("files: {peer}: closed");
         Ok(())
     }

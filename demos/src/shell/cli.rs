@@ -10,8 +10,8 @@ use socketserver::{Address, Server};
 
 use super::client::{interactive, run_commands, Session};
 use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
-use crate::cli::{parse_bytes, parse_secs, CliError};
-use crate::common::{parse_address, serve_all, stream_service, StrategyName, DEFAULT_LISTEN};
+use crate::cli::{parse_address, parse_bytes, parse_secs, CliError, ServerArgs};
+use crate::service::{serve_all, stream_service};
 
 /// How long `demos shell run` waits to connect and authenticate.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,19 +60,12 @@ EXAMPLES:
 /// Options of `demos shell serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address: HOST:PORT (TCP) or unix:PATH (Unix stream).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
-    pub listen: Address,
+    /// Address, strategy, workers, drain.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// File holding the shared key.
     #[arg(long, value_name = "FILE")]
     pub key_file: PathBuf,
-    /// How each session is served.
-    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = StrategyName::Threading)]
-    pub strategy: StrategyName,
-    /// Worker threads of the pool strategy (at most that many sessions at
-    /// once) [default: 16, or 2 per core].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
     /// Seconds a command may run before its process group is killed.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub timeout: Duration,
@@ -85,9 +78,6 @@ pub struct ServeArgs {
     /// Seconds a session may stay silent before it is closed (0: never).
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
     pub idle_secs: Duration,
-    /// Seconds running sessions get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
-    pub drain_secs: Duration,
     /// Seconds a client gets for the whole authentication handshake.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub auth_secs: Duration,
@@ -139,12 +129,12 @@ pub fn main(cmd: ShellCmd) -> Result<u8, CliError> {
 
 /// `demos shell serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
-    if needs_allow_remote(&a.listen) && !a.allow_remote {
+    if needs_allow_remote(&a.server.listen) && !a.allow_remote {
         return Err(CliError::usage(format!(
             "shell serve --listen {}: refusing to serve a shell on a non-loopback address \
              (anyone who reaches it with the key runs commands as this user, unencrypted); \
              pass --allow-remote to do it anyway, or keep loopback and tunnel over SSH",
-            a.listen
+            a.server.listen
         )));
     }
     let max_output = usize::try_from(a.max_output)
@@ -158,11 +148,11 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         })?;
     let key = Key::from_file(&a.key_file)
         .map_err(|e| CliError::usage(format!("shell serve --key-file: {e}")))?;
-    if needs_allow_remote(&a.listen) {
+    if needs_allow_remote(&a.server.listen) {
         log::warn!(
             "shell: serving {} beyond loopback (--allow-remote): the connection is not \
              encrypted",
-            a.listen
+            a.server.listen
         );
     }
     let config = ShellConfig {
@@ -174,9 +164,17 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         auth_timeout: a.auth_secs,
         max_unauthenticated: a.max_unauthenticated,
     };
-    let builder = Server::builder().strategy(a.strategy.build(a.workers));
-    let service = stream_service(builder, &a.listen, Shell::new(config), None)?;
-    serve_all(vec![service], a.drain_secs)?;
+    let shell = Shell::new(config);
+    let builder =
+        shell.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
+    let closer = shell.clone();
+    let service = stream_service(
+        builder,
+        &a.server.listen,
+        shell,
+        Some(Box::new(move || closer.close_handshakes())),
+    )?;
+    serve_all(vec![service], a.server.drain_secs)?;
     Ok(0)
 }
 

@@ -10,7 +10,7 @@ use socketserver::framing::{self, Framing};
 use socketserver::{Address, Conn};
 
 use super::{Reply, ReplyHeader, MAX_OUTPUT_LIMIT};
-use crate::common::{connect_stream, url};
+use crate::net::{connect_stream, url};
 
 /// An authenticated connection to a shell server.
 ///

@@ -63,7 +63,7 @@ pub fn run_demos_bytes(
     };
     let out = read_all(Box::new(child.stdout.take().unwrap()));
     let err = read_all(Box::new(child.stderr.take().unwrap()));
-    let Some(status) = demos::drive::wait_child(&mut child, limit).unwrap() else {
+    let Some(status) = demos::showcase::drive::wait_child(&mut child, limit).unwrap() else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("demos {args:?} still running after {limit:?}");

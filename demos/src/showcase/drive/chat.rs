@@ -1,100 +1,16 @@
-//! Clients that drive the demo servers and check what they answer: used by
-//! `demos showcase` and by the tests, in-process or against the binary.
-//!
-//! Every wait here is bounded: sockets get read and write timeouts, loops
-//! check a deadline, and errors say what was expected.
+//! Chat members and peers seen from the client side, and the whole chat
+//! sessions the showcase and the tests run against a room.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use socketserver::{Address, Conn};
 
-use crate::common::{connect_stream, parse_listening_line, DatagramClient};
-
-/// Default bound on one blocking step (a connect, a read, a reply).
-pub const STEP: Duration = Duration::from_secs(5);
-
-fn fail(msg: impl Into<String>) -> io::Error {
-    io::Error::other(msg.into())
-}
-
-/// `len` pseudo-random bytes (every byte value occurs, no line structure),
-/// the same for the same `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Sends `data` over a new stream connection (from a second thread) while
-/// reading the echo on this one; closes its sending side at the end and
-/// returns everything received until the server closed. At most
-/// `deadline` in all.
-pub fn stream_echo(addr: &Address, data: &[u8], deadline: Duration) -> io::Result<Vec<u8>> {
-    let end = Instant::now() + deadline;
-    let conn = connect_stream(addr, deadline.min(STEP))?;
-    let sender = conn.try_clone()?;
-    thread::scope(|s| {
-        let writer = s.spawn(|| {
-            (&sender).write_all(data)?;
-            sender.shutdown(Shutdown::Write)
-        });
-        let mut back = Vec::with_capacity(data.len());
-        let mut buf = vec![0u8; 64 * 1024];
-        let read = loop {
-            if Instant::now() > end {
-                break Err(fail(format!(
-                    "echo from {addr}: {} of {} bytes after {deadline:?}",
-                    back.len(),
-                    data.len()
-                )));
-            }
-            match (&conn).read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => back.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        if read.is_err() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        let written = writer.join().map_err(|_| fail("writer thread panicked"))?;
-        read?;
-        written?;
-        Ok(back)
-    })
-}
-
-/// Sends one datagram and returns the reply (waits at most `timeout`).
-pub fn datagram_echo(addr: &Address, data: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
-    let sock = DatagramClient::connect(addr, timeout)?;
-    sock.send(data)?;
-    let mut buf = vec![0u8; 65_536];
-    let n = sock.recv(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
-/// Microseconds since the Unix epoch: a timestamp that two processes on
-/// one machine agree on.
-pub fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+use super::{fail, now_micros, STEP};
+use crate::net::{connect_stream, DatagramClient};
 
 /// A TCP (or Unix stream) chat member, seen from the client side.
 #[derive(Debug)]
@@ -254,14 +170,26 @@ impl Peer {
     }
 }
 
+/// How many lines a talker of [`chat_scenario`] may be ahead of the
+/// slowest reader of its lines. A talker sends its next line only once
+/// every other talker has read all but `TALK_WINDOW` of its earlier ones,
+/// so a reader that stalls for a moment (a loaded machine, a thread not
+/// scheduled for 100 ms) has at most 2 x `TALK_WINDOW` = 64 lines waiting
+/// for it, in the room's outbox and the socket buffers together: a room
+/// whose outbox holds more than that (the demos use 128 or 256) never drops
+/// a talker, only a member that does not read at all. Without it, the
+/// talkers' 2 lines a millisecond fill a 128-line outbox in 64 ms of a
+/// stalled reader, and the room rightly drops it.
+pub const TALK_WINDOW: usize = 32;
+
 /// What [`chat_scenario`] does.
 #[derive(Debug, Clone)]
 pub struct ChatPlan {
     /// Lines each talker sends, at the same time as the others.
     pub messages: usize,
-    /// Time between two lines of one talker (zero: as fast as possible; a
-    /// burst faster than the readers can read makes the room drop them
-    /// too, as it should).
+    /// Time between two lines of one talker (zero: as fast as possible),
+    /// and never more than [`TALK_WINDOW`] lines ahead of the slowest
+    /// reader.
     pub interval: Duration,
     /// Length of each line in bytes (at least 40, at most 4096).
     pub line_len: usize,
@@ -306,7 +234,8 @@ pub struct ChatOutcome {
 /// 3. `/who` lists exactly the three;
 /// 4. with `silent_member`, `dave` joins and then never reads;
 /// 5. the three talk at once, `messages` lines each, one every
-///    `interval`; every talker gets
+///    `interval` (paced to stay within [`TALK_WINDOW`] lines of the
+///    slowest reader); every talker gets
 ///    every line of the two others, in the order sent, and none of its own;
 ///    the largest send-to-read delay is measured;
 /// 6. `carol` says `/quit`, gets `* bye` and the end of the connection;
@@ -354,13 +283,16 @@ pub fn chat_scenario(addr: &Address, plan: &ChatPlan) -> io::Result<ChatOutcome>
 
     let talkers = [alice, bob, carol];
     let nicks: Vec<String> = talkers.iter().map(|m| m.nick.clone()).collect();
+    let pace = Pace::new(nicks.len(), plan.deadline);
     let start = Instant::now();
     let results: Vec<io::Result<(Duration, usize, bool, Member)>> = thread::scope(|s| {
         let handles: Vec<_> = talkers
             .into_iter()
-            .map(|member| {
+            .enumerate()
+            .map(|(me, member)| {
                 let nicks = &nicks;
-                s.spawn(move || talk(member, nicks, plan))
+                let pace = &pace;
+                s.spawn(move || talk(member, me, nicks, plan, pace))
             })
             .collect();
         handles
@@ -397,13 +329,75 @@ pub fn chat_scenario(addr: &Address, plan: &ChatPlan) -> io::Result<ChatOutcome>
     Ok(outcome)
 }
 
-/// One talker: sends its lines from a second thread while reading all the
-/// others' lines here. Returns the largest delay seen, the number of lines
-/// received, and whether `* dave was dropped` was seen.
+/// Flow control between the talkers of [`chat_scenario`]: how many lines
+/// each talker has read from each other one, so that a talker waits before
+/// it gets more than [`TALK_WINDOW`] lines ahead of a reader.
+struct Pace {
+    talkers: usize,
+    /// `read[reader * talkers + sender]`: lines `reader` got from `sender`;
+    /// `None` once a talker failed (the others stop waiting).
+    read: parking_lot::Mutex<Option<Vec<usize>>>,
+    changed: parking_lot::Condvar,
+    end: Instant,
+}
+
+impl Pace {
+    fn new(talkers: usize, deadline: Duration) -> Pace {
+        Pace {
+            talkers,
+            read: parking_lot::Mutex::new(Some(vec![0; talkers * talkers])),
+            changed: parking_lot::Condvar::new(),
+            end: Instant::now() + deadline,
+        }
+    }
+
+    /// `reader` read one more line from `sender`.
+    fn got(&self, reader: usize, sender: usize) {
+        if let Some(read) = self.read.lock().as_mut() {
+            read[reader * self.talkers + sender] += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    /// A talker failed: nobody waits for it any more.
+    fn fail(&self) {
+        *self.read.lock() = None;
+        self.changed.notify_all();
+    }
+
+    /// Waits until every other talker has read all but [`TALK_WINDOW`] of
+    /// `sender`'s first `seq` lines (at most until the scenario's deadline).
+    fn before_sending(&self, sender: usize, seq: usize) -> io::Result<()> {
+        let mut read = self.read.lock();
+        loop {
+            let Some(counts) = read.as_ref() else {
+                return Err(fail("another talker failed"));
+            };
+            let behind = (0..self.talkers)
+                .filter(|&r| r != sender)
+                .any(|r| counts[r * self.talkers + sender] + TALK_WINDOW <= seq);
+            if !behind {
+                return Ok(());
+            }
+            if self.changed.wait_until(&mut read, self.end).timed_out() {
+                return Err(fail(format!(
+                    "line {seq}: a reader stayed {TALK_WINDOW} lines behind until the deadline"
+                )));
+            }
+        }
+    }
+}
+
+/// One talker: sends its lines from a second thread (paced by `pace`)
+/// while reading all the others' lines here. Returns the largest delay
+/// seen, the number of lines received, and whether `* dave was dropped`
+/// was seen.
 fn talk(
     mut me: Member,
+    my_index: usize,
     nicks: &[String],
     plan: &ChatPlan,
+    pace: &Pace,
 ) -> io::Result<(Duration, usize, bool, Member)> {
     let end = Instant::now() + plan.deadline;
     let sender = me.conn()?;
@@ -413,13 +407,19 @@ fn talk(
     thread::scope(|s| {
         let writer = s.spawn(|| -> io::Result<()> {
             let start = Instant::now();
-            for seq in 0..plan.messages {
+            let sent = (0..plan.messages).try_for_each(|seq| {
                 let due = start + plan.interval * seq as u32;
                 thread::sleep(due.saturating_duration_since(Instant::now()));
+                pace.before_sending(my_index, seq)?;
                 let line = format!("{seq} {} {pad}\n", now_micros());
-                (&sender).write_all(line.as_bytes())?;
+                (&sender).write_all(line.as_bytes())
+            });
+            if sent.is_err() {
+                // Nobody waits for lines that will not come.
+                pace.fail();
+                let _ = sender.shutdown(Shutdown::Both);
             }
-            Ok(())
+            sent
         });
         let mut next: HashMap<&str, usize> = nicks.iter().map(|n| (n.as_str(), 0)).collect();
         let mut got = 0;
@@ -450,6 +450,10 @@ fn talk(
                     .and_then(|f| f.parse().ok())
                     .unwrap_or(usize::MAX);
                 let sent: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                let from_index = nicks
+                    .iter()
+                    .position(|n| n == from)
+                    .ok_or_else(|| fail(format!("{nick}: line from a stranger: {line:?}")))?;
                 let want = next
                     .get_mut(from)
                     .ok_or_else(|| fail(format!("{nick}: line from a stranger: {line:?}")))?;
@@ -460,18 +464,24 @@ fn talk(
                 }
                 *want += 1;
                 got += 1;
+                pace.got(my_index, from_index);
                 let latency = Duration::from_micros(now_micros().saturating_sub(sent));
                 max_latency = max_latency.max(latency);
             }
             Ok(())
         })();
         if read.is_err() {
+            pace.fail();
             let _ = sender.shutdown(Shutdown::Both);
         }
         let written = writer.join().map_err(|_| fail("a sender panicked"))?;
-        read?;
-        written.map_err(|e| fail(format!("{nick}: sending: {e}")))?;
-        Ok((max_latency, got, dropped))
+        match (read, written) {
+            (Ok(()), Ok(())) => Ok((max_latency, got, dropped)),
+            (Err(r), Ok(())) => Err(r),
+            (Ok(()), Err(w)) => Err(fail(format!("{nick}: sending: {w}"))),
+            // Whichever failed first made the other fail: say both.
+            (Err(r), Err(w)) => Err(fail(format!("{r}; {nick}: sending: {w}"))),
+        }
     })
     .map(|(l, g, d)| (l, g, d, me))
 }
@@ -548,123 +558,4 @@ fn expect_datagram(p: &Peer, want: &str) -> io::Result<()> {
         return Err(fail(format!("{}: expected {want:?}, got {got:?}", p.nick)));
     }
     Ok(())
-}
-
-/// Waits at most `limit` for `child` to exit (polling every millisecond);
-/// `None` if it still runs then (it is left running: kill it or wait
-/// again). The one wait-with-a-deadline for child processes of the demos
-/// and their tests.
-pub fn wait_child(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStatus>> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= end {
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A demo server running as a child process (the `demos` binary), killed
-/// if still running when dropped.
-#[derive(Debug)]
-pub struct ServerProcess {
-    child: Child,
-    listening: Vec<(String, Address)>,
-}
-
-impl ServerProcess {
-    /// Starts `exe args...` (stdin closed, stderr discarded, `RUST_LOG`
-    /// as inherited or `error`) and reads its first `count` stdout lines,
-    /// which must be `listening on` lines, within [`STEP`].
-    pub fn start(exe: &Path, args: &[&str], count: usize) -> io::Result<ServerProcess> {
-        let mut command = Command::new(exe);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "error");
-        }
-        let mut server = ServerProcess {
-            child: command.spawn()?,
-            listening: Vec::new(),
-        };
-        let stdout = server.child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for _ in 0..count {
-                let _ = tx.send(lines.next());
-            }
-            // Keep reading, so that the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let end = Instant::now() + STEP;
-        for _ in 0..count {
-            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(Some(Ok(line))) => match parse_listening_line(&line) {
-                    Some(l) => server.listening.push(l),
-                    None => return Err(fail(format!("not a `listening on` line: {line:?}"))),
-                },
-                _ => {
-                    return Err(fail(format!(
-                        "no `listening on` line from {args:?} within {STEP:?}"
-                    )))
-                }
-            }
-        }
-        Ok(server)
-    }
-
-    /// The `i`-th `listening on` line: scheme and address.
-    pub fn listening(&self, i: usize) -> (&str, &Address) {
-        let (scheme, addr) = &self.listening[i];
-        (scheme, addr)
-    }
-
-    /// The address of the `i`-th `listening on` line.
-    pub fn address(&self, i: usize) -> &Address {
-        &self.listening[i].1
-    }
-
-    /// The process id.
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` (e.g. `libc::SIGTERM`) and waits at most `limit` for
-    /// the process to exit; returns how long that took and the status.
-    pub fn signal(&mut self, signal: i32, limit: Duration) -> io::Result<(Duration, ExitStatus)> {
-        let t = Instant::now();
-        let pid = libc::pid_t::try_from(self.child.id()).map_err(|_| fail("pid out of range"))?;
-        // SAFETY: kill(2) on our own child, which has not been waited for
-        // (so its pid cannot have been reused); no memory is involved.
-        if unsafe { libc::kill(pid, signal) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        match wait_child(&mut self.child, limit)? {
-            Some(status) => Ok((t.elapsed(), status)),
-            None => Err(fail(format!(
-                "still running {limit:?} after signal {signal}"
-            ))),
-        }
-    }
-
-    /// [`signal`](Self::signal) with SIGTERM.
-    pub fn terminate(&mut self, limit: Duration) -> io::Result<(Duration, ExitStatus)> {
-        self.signal(libc::SIGTERM, limit)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

@@ -4,7 +4,10 @@
 //! Forking is shown from a child process (`demos echo serve --strategy
 //! forking`), because forking this multi-threaded process would be unsafe;
 //! that check also shows the CLI contract: the `listening on` line and a
-//! clean exit on SIGTERM.
+//! clean exit on SIGTERM. The clients that drive the servers are in
+//! [`drive`], for the tests too.
+
+pub mod drive;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -15,11 +18,10 @@ use std::time::{Duration, Instant};
 use socketserver::{Address, Server};
 
 use crate::chat::{Room, RoomConfig, UdpRoom, UdpRoomConfig};
-use crate::common::{
-    datagram_service, stream_service, Running, Service, StrategyName, DEFAULT_DRAIN,
-};
-use crate::drive::{self, ChatPlan, Member, ServerProcess};
 use crate::echo::Echo;
+use crate::service::{datagram_service, stream_service, Running, Service, DEFAULT_DRAIN};
+use crate::strategy::StrategyName;
+use drive::{ChatPlan, Member, ServerProcess};
 
 /// What the showcase runs.
 #[derive(Debug, Clone, Default)]
@@ -400,13 +402,9 @@ fn shell_check() -> io::Result<String> {
     let mut config = ShellConfig::new(key.clone())?;
     config.start_dir = dir.0.clone();
     config.timeout = Duration::from_secs(5);
-    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
-    let running = start(stream_service(
-        builder,
-        &loopback(),
-        Shell::new(config),
-        None,
-    ))?;
+    let shell = Shell::new(config);
+    let builder = shell.configure(Server::builder().strategy(StrategyName::Threading.build(None)));
+    let running = start(stream_service(builder, &loopback(), shell, None))?;
     let addr = running.address(0).clone();
 
     let mut session = Session::connect(&addr, &key, drive::STEP)?;
@@ -445,7 +443,8 @@ fn files_check() -> io::Result<String> {
     let root = dir.0.join("root");
     std::fs::create_dir(&root)?;
     let handler = FileServer::new(FilesConfig::new(&root))?;
-    let builder = Server::builder().strategy(StrategyName::Threading.build(None));
+    let builder =
+        handler.configure(Server::builder().strategy(StrategyName::Threading.build(None)));
     let running = start(stream_service(builder, &loopback(), handler, None))?;
     let mut client = Client::connect(running.address(0), None, drive::STEP)?;
 

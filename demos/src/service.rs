@@ -1,0 +1,314 @@
+//! The life of a demo server: a bound server of any transport, strategy
+//! and handler as a [`Service`]; serving several at once until SIGINT or
+//! SIGTERM ([`serve_all`], the command line) or until stopped
+//! ([`Running`], the showcase and the tests); the graceful close with its
+//! drain deadline; and [`Handshakes`], the connections a stopping server
+//! closes before they authenticate.
+
+use std::io;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use socketserver::{
+    Address, Builder, Conn, DatagramHandler, Handler, Server, ShutdownHandle, Strategy,
+    StreamHandler, Transport,
+};
+
+use crate::listening::print_listening;
+
+/// How long a server lets running handlers finish after SIGINT/SIGTERM
+/// before it cuts their connections: 1 s, part of the command-line
+/// contract (`docs/demos.md`).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
+
+/// A bound server of any transport, strategy and handler, ready to run:
+/// what [`serve_all`] and [`Running`] need to know about it.
+pub trait Service: Send {
+    /// `SCHEME://ADDR` with the real port.
+    fn url(&self) -> String;
+    /// The bound address.
+    fn address(&self) -> Address;
+    /// A handle that stops [`run`](Self::run).
+    fn shutdown_handle(&self) -> ShutdownHandle;
+    /// Serves until shutdown, runs the stop hooks (e.g. the chat room says
+    /// goodbye to its members), then closes gracefully: running handlers get
+    /// up to `drain` to finish, the rest are cut.
+    fn run(self: Box<Self>, drain: Duration) -> io::Result<()>;
+}
+
+/// A [`Server`] with hooks to run between `serve_forever` returning and the
+/// graceful close.
+pub struct Bound<T: Transport, S: Strategy, H> {
+    server: Server<T, S, H>,
+    on_stop: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl<T: Transport, S: Strategy, H> Bound<T, S, H> {
+    /// Wraps a server.
+    pub fn new(server: Server<T, S, H>) -> Self {
+        Bound {
+            server,
+            on_stop: Vec::new(),
+        }
+    }
+
+    /// Runs `hook` once `serve_forever` has returned, before the drain.
+    #[must_use]
+    pub fn on_stop(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.on_stop.push(Box::new(hook));
+        self
+    }
+
+    /// Boxes it as a [`Service`].
+    pub fn boxed(self) -> Box<dyn Service>
+    where
+        H: Handler<T::Request>,
+    {
+        Box::new(self)
+    }
+}
+
+impl<T, S, H> Service for Bound<T, S, H>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    fn address(&self) -> Address {
+        self.server.server_address().clone()
+    }
+
+    fn shutdown_handle(&self) -> ShutdownHandle {
+        self.server.shutdown_handle()
+    }
+
+    fn run(self: Box<Self>, drain: Duration) -> io::Result<()> {
+        let Bound { server, on_stop } = *self;
+        let served = server.serve_forever();
+        let url = server.url();
+        log::info!("{url}: shutting down (drain deadline {drain:?})");
+        for hook in on_stop {
+            hook();
+        }
+        // Logs what it did (finished, cut) at info level.
+        server.close_gracefully(drain);
+        served
+    }
+}
+
+/// Binds a stream service: TCP for `HOST:PORT`, Unix stream for
+/// `unix:PATH`. `on_stop` runs after `serve_forever` returns, before the
+/// drain.
+pub fn stream_service<S: Strategy, H: StreamHandler>(
+    builder: Builder<S>,
+    addr: &Address,
+    handler: H,
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
+) -> io::Result<Box<dyn Service>> {
+    Ok(match addr {
+        Address::Inet(a) => {
+            let mut bound = Bound::new(builder.tcp(*a, handler)?);
+            bound.on_stop.extend(on_stop);
+            bound.boxed()
+        }
+        Address::Unix(Some(p)) => {
+            let mut bound = Bound::new(builder.unix(p, handler)?);
+            bound.on_stop.extend(on_stop);
+            bound.boxed()
+        }
+        Address::Unix(None) => return Err(crate::net::unnamed()),
+    })
+}
+
+/// Binds a datagram service: UDP for `HOST:PORT`, Unix datagram for
+/// `unix:PATH`.
+pub fn datagram_service<S: Strategy, H: DatagramHandler>(
+    builder: Builder<S>,
+    addr: &Address,
+    handler: H,
+) -> io::Result<Box<dyn Service>> {
+    Ok(match addr {
+        Address::Inet(a) => Bound::new(builder.udp(*a, handler)?).boxed(),
+        Address::Unix(Some(p)) => Bound::new(builder.unixgram(p, handler)?).boxed(),
+        Address::Unix(None) => return Err(crate::net::unnamed()),
+    })
+}
+
+/// The command-line life of a server process: installs SIGINT/SIGTERM
+/// handling, prints every `listening on` line (all of them before any
+/// serving starts), serves each service on its own thread (the last one on
+/// the calling thread, so a lone forking server stays single-threaded), and
+/// returns once all have stopped and closed gracefully. When one stops for
+/// any reason, the others are stopped too.
+pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Result<()> {
+    let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
+    // Before the `listening on` lines: a script may signal as soon as it has
+    // read them.
+    for h in &handles {
+        h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
+    }
+    print_listening(&mut io::stdout().lock(), &services)?;
+    let Some(last) = services.pop() else {
+        return Ok(());
+    };
+    let stop_all = {
+        let handles = handles.clone();
+        move || handles.iter().for_each(ShutdownHandle::shutdown)
+    };
+    let mut threads = Vec::new();
+    for s in services {
+        let stop_all = stop_all.clone();
+        let name = format!("serve {}", s.url());
+        threads.push(thread::Builder::new().name(name).spawn(move || {
+            let r = s.run(drain);
+            stop_all();
+            r
+        })?);
+    }
+    let mut result = last.run(drain);
+    stop_all();
+    for t in threads {
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a server thread panicked")));
+        result = result.and(r);
+    }
+    result
+}
+
+/// Servers running on background threads in this process (for the showcase
+/// and tests). [`stop`](Self::stop) shuts them down with a deadline;
+/// dropping does the same.
+pub struct Running {
+    addresses: Vec<Address>,
+    handles: Vec<ShutdownHandle>,
+    done: mpsc::Receiver<io::Result<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts each service on its own thread.
+    pub fn start(services: Vec<Box<dyn Service>>, drain: Duration) -> io::Result<Running> {
+        let (tx, done) = mpsc::channel();
+        let mut running = Running {
+            addresses: services.iter().map(|s| s.address()).collect(),
+            handles: services.iter().map(|s| s.shutdown_handle()).collect(),
+            done,
+            threads: Vec::new(),
+        };
+        for s in services {
+            let tx = tx.clone();
+            let t = thread::Builder::new()
+                .name(format!("serve {}", s.url()))
+                .spawn(move || {
+                    let _ = tx.send(s.run(drain));
+                })?;
+            running.threads.push(t);
+        }
+        Ok(running)
+    }
+
+    /// The bound address of the `i`-th service.
+    pub fn address(&self, i: usize) -> &Address {
+        &self.addresses[i]
+    }
+
+    /// Shuts every service down and waits until all have returned (at most
+    /// `deadline`); returns how long that took.
+    pub fn stop(mut self, deadline: Duration) -> io::Result<Duration> {
+        self.stop_inner(deadline)
+    }
+
+    fn stop_inner(&mut self, deadline: Duration) -> io::Result<Duration> {
+        let start = Instant::now();
+        self.handles.iter().for_each(ShutdownHandle::shutdown);
+        let mut result = Ok(());
+        for _ in 0..std::mem::take(&mut self.threads).len() {
+            let left = deadline.saturating_sub(start.elapsed());
+            match self.done.recv_timeout(left) {
+                Ok(r) => result = result.and(r),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("servers did not stop within {deadline:?}"),
+                    ))
+                }
+            }
+        }
+        result.map(|()| start.elapsed())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            let _ = self.stop_inner(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Connections still in their authentication handshake, so that a server
+/// that stops can close them at once ([`close`](Self::close), an
+/// `on_stop` hook of [`stream_service`]) instead of waiting for their
+/// handshake deadline: such a connection is not a session yet, and has
+/// nothing to finish. Cloning gives another handle to the same set.
+#[derive(Debug, Clone, Default)]
+pub struct Handshakes {
+    inner: std::sync::Arc<parking_lot::Mutex<HandshakeSet>>,
+}
+
+#[derive(Debug, Default)]
+struct HandshakeSet {
+    closing: bool,
+    next: u64,
+    conns: std::collections::HashMap<u64, Conn>,
+}
+
+impl Handshakes {
+    /// Records `conn` until the returned guard is dropped (when the
+    /// handshake is over, either way); `None` if the server is stopping
+    /// (the caller closes the connection).
+    pub fn enter(&self, conn: &Conn) -> io::Result<Option<HandshakeGuard>> {
+        let conn = conn.try_clone()?;
+        let mut set = self.inner.lock();
+        if set.closing {
+            return Ok(None);
+        }
+        let id = set.next;
+        set.next += 1;
+        set.conns.insert(id, conn);
+        Ok(Some(HandshakeGuard {
+            set: self.clone(),
+            id,
+        }))
+    }
+
+    /// Shuts down every connection still in its handshake (its handshake
+    /// fails at once) and refuses new ones.
+    pub fn close(&self) {
+        let mut set = self.inner.lock();
+        set.closing = true;
+        for conn in set.conns.values() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A connection in its handshake (see [`Handshakes::enter`]); forgotten on
+/// drop.
+#[derive(Debug)]
+pub struct HandshakeGuard {
+    set: Handshakes,
+    id: u64,
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.set.inner.lock().conns.remove(&self.id);
+    }
+}
