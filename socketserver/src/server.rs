@@ -839,9 +839,12 @@ where
         let mut buf = vec![0u8; self.transport.buffer_size()];
         let mut backoff = Backoff::default();
         loop {
-            // A request running inline may have taken the shutdown byte
-            // (see `Stop`) and left the flag.
+            // Asked to stop (the flag is set before the byte is written),
+            // or a request running inline took the byte and left the flag
+            // (see `Stop`). The byte, if still there, belongs to this run:
+            // consume it, or it would end the next `serve_forever` at once.
             if self.shutdown.is_shutdown_requested() {
+                self.wake.drain();
                 return Ok(());
             }
             let pause = backoff.remaining();

@@ -123,9 +123,11 @@ impl ShutdownHandle {
     /// request that is running inline (if any) is done. Returns at once.
     /// Calling it again is harmless.
     pub fn shutdown(&self) {
-        self.inner.requested.store(true, Ordering::SeqCst);
+        // The byte first, then the flag: a loop that sees the flag finds
+        // the byte there to consume, so no stale byte ends the next run.
         // A full buffer (WouldBlock) means wake-ups are already pending.
         let _ = (&self.inner.writer).write(&[SHUTDOWN]);
+        self.inner.requested.store(true, Ordering::SeqCst);
     }
 
     /// Whether the server is stopping: shutdown was asked, or

@@ -233,7 +233,9 @@ fn serving_leaks_no_fd<S: Strategy>(strategy: impl Fn() -> S) {
         wait_until(
             DEADLINE,
             &format!("{name} {kind:?}: fds back to {before}"),
-            || fd_count() == before,
+            // At most: what an earlier test's server still releases (a
+            // Green reactor winding down) may close meanwhile.
+            || fd_count() <= before,
         );
         running.stop();
     }
