@@ -252,7 +252,9 @@ fn serves_a_listener_passed_by_socket_activation() {
         "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" systemd threading 3<&{}",
         listener.as_raw_fd()
     );
-    let p = Proc::start(Command::new("sh").arg("-c").arg(script).arg(example()));
+    // bash, not sh: dash takes single-digit descriptors only, and with
+    // tests running in parallel the listener's number is often above 9.
+    let p = Proc::start(Command::new("bash").arg("-c").arg(script).arg(example()));
     assert_eq!(p.port(), port, "serves the inherited socket, not a new one");
     drop(listener); // the server's copy keeps it open
     echo_once(port, b"activated\n");
