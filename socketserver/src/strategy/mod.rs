@@ -7,7 +7,7 @@
 //! | [`Threading`] | on a new thread | `ThreadingMixIn` |
 //! | [`Pool`] | on one of N long-lived worker threads | (none) |
 //! | [`Forking`] | in a child process (changes to the handler's shared state stay in the child) | `ForkingMixIn` |
-//! | [`Green`] | as a coroutine on one of N reactor threads (feature `green`) | (none; gevent) |
+//! | `Green` | as a coroutine on one of N reactor threads (feature `green`) | (none; gevent) |
 //!
 //! A strategy gets a [`Job`] (the request, bound to its handler) and must run
 //! it exactly once, or drop it (which closes the connection).
