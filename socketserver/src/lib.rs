@@ -96,8 +96,9 @@
 //! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
 //! | `green` | yes | the `Green` strategy (`green`): coroutines over epoll | `corosensei`, `mio` |
 //!
-//! With the defaults the library builds in 15 crates (itself included). The
-//! crypto of `auth` is opt-in so that a plain server compiles none.
+//! With the defaults the library builds in 17 crates (itself included);
+//! without `green` (`default-features = false, features = ["framing"]`) in
+//! 15. The crypto of `auth` is opt-in so that a plain server compiles none.
 //!
 //! ## Platforms
 //!
