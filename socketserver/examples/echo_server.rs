@@ -6,7 +6,7 @@
 //!
 //! ADDR is `HOST:PORT`, `unix:PATH`, or `systemd` (the first socket passed by
 //! socket activation, `LISTEN_FDS`); STRATEGY is one of `synchronous`,
-//! `threading`, `pool`, `forking`, `green`; `--udp` serves datagrams (UDP, or Unix
+//! `threading`, `pool`, `forking`, `prefork`, `green`; `--udp` serves datagrams (UDP, or Unix
 //! datagram for `unix:PATH`); `--reuse-port` sets `SO_REUSEPORT` so that
 //! several processes can share the port; `--proxy-protocol` requires a
 //! PROXY protocol header (v1 or v2, as `HAProxy`'s `send-proxy-v2` sends) on

@@ -154,5 +154,5 @@ pub use server::{
 pub use shutdown::{ShutdownHandle, Signal};
 #[cfg(feature = "green")]
 pub use strategy::Green;
-pub use strategy::{Forking, Job, Pool, Strategy, Synchronous, Threading};
+pub use strategy::{Forking, Job, Pool, PreFork, Strategy, Synchronous, Threading};
 pub use transport::Transport;

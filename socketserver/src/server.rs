@@ -541,6 +541,49 @@ impl<S: Strategy + Default, H: DatagramHandler> Server<Unixgram, S, H> {
     }
 }
 
+/// The server as [`Strategy::run`] sees it.
+struct ThisLoop<'a, T: Transport, S: Strategy, H>(&'a Server<T, S, H>);
+
+impl<T, S, H> crate::strategy::ServerLoop for ThisLoop<'_, T, S, H>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    fn serve(&self) -> io::Result<()> {
+        self.0.serve_loop()
+    }
+
+    fn serve_in_child(&self) -> io::Result<()> {
+        self.0.serve_in_child()
+    }
+
+    fn wait(
+        &self,
+        also: Option<std::os::fd::BorrowedFd<'_>>,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
+        let server = self.0;
+        if server.shutdown.is_shutdown_requested() {
+            return Ok(true);
+        }
+        let ready = sys::poll_read(also, server.wake.raw_fd(), timeout)?;
+        Ok((ready.wake && server.wake.drain().shutdown) || server.shutdown.is_shutdown_requested())
+    }
+
+    fn shutdown_handle(&self) -> ShutdownHandle {
+        self.0.shutdown.clone()
+    }
+
+    fn close_timeout(&self) -> Duration {
+        self.0.close_timeout
+    }
+
+    fn url(&self) -> String {
+        self.0.url()
+    }
+}
+
 /// Exponential backoff after accept errors that a retry cannot fix at once
 /// (out of file descriptors or buffers): 5 ms doubling to 1 s.
 #[derive(Debug, Default)]
@@ -829,9 +872,26 @@ where
         // flag stays set after the loop returns, so that handlers still
         // running (and a graceful close) can see it.
         self.shutdown.clear();
-        let result = self.serve_loop();
+        let result = self.strategy.run(&ThisLoop(self));
         self.shutdown.shutdown_flag_only();
         self.running.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// In a forked child that serves (`PreFork`): the loop with the child's
+    /// SIGTERM as its stop, then this process's own graceful close (the
+    /// shared listening socket stays open, a Unix socket file stays).
+    fn serve_in_child(&self) -> io::Result<()> {
+        sys::child_stop_onto(self.wake.raw_fd())?;
+        let result = self.serve_loop();
+        self.shutdown.shutdown_flag_only();
+        self.registry.begin_drain();
+        self.strategy.begin_drain();
+        if !self.strategy.wait_idle(self.close_timeout) {
+            self.registry.cut_all();
+            self.strategy.terminate();
+            self.strategy.wait_idle(Duration::from_millis(100));
+        }
         result
     }
 

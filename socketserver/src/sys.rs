@@ -261,7 +261,7 @@ static CHILD_STOP_WRITE: AtomicI32 = AtomicI32::new(-1);
 static CHILD_STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_child_sigterm(_signal: libc::c_int) {
-    if CHILD_STOP.swap(true, Ordering::SeqCst) {
+    if CHILD_STOP.swap(true, Ordering::SeqCst) && SECOND_TERM_EXITS.load(Ordering::SeqCst) {
         // A second SIGTERM: stop now, as the default disposition would.
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(128 + libc::SIGTERM) }
@@ -285,8 +285,18 @@ extern "C" fn on_child_sigterm(_signal: libc::c_int) {
 /// locking, so it is safe whatever other threads the parent had.
 pub(crate) fn install_child_stop() -> io::Result<()> {
     let mut fds = [-1 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+    // A socket pair rather than a pipe: a `PreFork` child puts its read end
+    // where the server's wake-up socket was, which is read with recv.
+    // SAFETY: `fds` is a valid array of two ints for socketpair to fill.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     CHILD_STOP_READ.store(fds[0], Ordering::SeqCst);
@@ -430,5 +440,147 @@ pub(crate) mod green_current {
         let resumed = unsafe { (*ptr).suspend(why) };
         CURRENT.with(|c| c.set(ptr));
         Some(resumed)
+    }
+}
+
+/// Whether a second SIGTERM in a forked child ends it at once (`Forking`);
+/// `PreFork` children turn this off, since a SIGTERM sent to the whole
+/// process group reaches them once from the sender and once from their
+/// parent's drain.
+static SECOND_TERM_EXITS: AtomicBool = AtomicBool::new(true);
+
+/// In a forked child, before [`install_child_stop`]: whether a second
+/// SIGTERM ends the child at once (default `true`).
+pub(crate) fn set_second_term_exits(on: bool) {
+    SECOND_TERM_EXITS.store(on, Ordering::SeqCst);
+}
+
+/// Makes SIGINT ignored in this process (a `PreFork` child: ^C reaches the
+/// whole foreground process group, and the parent drains its children).
+pub(crate) fn ignore_sigint() {
+    // SAFETY: SIG_IGN is a valid disposition for SIGINT; `signal` only
+    // changes process state and touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
+/// In a forked child: asks the kernel to send `signal` to this process when
+/// its parent (precisely: the parent's thread that forked it) ends, so a
+/// killed supervisor leaves no child serving on. Returns `false` if the
+/// parent is already gone (the child should leave).
+pub(crate) fn die_with_parent(signal: i32, parent: libc::pid_t) -> bool {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and reads no memory;
+    // getppid has no preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0);
+        libc::getppid() == parent
+    }
+}
+
+/// The pid of this process.
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// In a forked child: makes the child's SIGTERM pipe (see
+/// [`install_child_stop`]) readable under the descriptor number `target`
+/// too (`dup2`), replacing what `target` was. The server loop then watches
+/// its usual wake-up descriptor and sees the child's SIGTERM there.
+pub(crate) fn child_stop_onto(target: RawFd) -> io::Result<()> {
+    let fd = CHILD_STOP_READ.load(Ordering::SeqCst);
+    if fd < 0 {
+        return Err(io::Error::other("not a forked child with a stop pipe"));
+    }
+    // SAFETY: dup2 only manipulates the descriptor table. `target` is the
+    // server's own wake-up descriptor, whose owner (the server's copy in this
+    // child's memory) is never dropped: the child leaves through `_exit`.
+    // So after the swap every user of that number reads the stop pipe, and
+    // nothing closes it twice.
+    if unsafe { libc::dup2(fd, target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One child's entry in `PreFork`'s status table, shared by the parent and
+/// every child (all-zero: a free slot).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// The child's pid (0: free). Written by the parent only.
+    pub(crate) pid: AtomicI32,
+    /// Requests the child is serving now (0: idle). Written by the child.
+    pub(crate) active: std::sync::atomic::AtomicU32,
+    /// Set by the parent: leave when idle. Read by the child.
+    pub(crate) retire: std::sync::atomic::AtomicU32,
+    /// Requests the child has started in all. Written by the child.
+    pub(crate) served: std::sync::atomic::AtomicU64,
+}
+
+/// A table of [`Slot`]s in anonymous shared memory (`mmap(MAP_SHARED |
+/// MAP_ANONYMOUS)`): children forked after it was made see the parent's
+/// table and the parent sees theirs, with no system call per update.
+#[derive(Debug)]
+pub(crate) struct SharedSlots {
+    ptr: std::ptr::NonNull<Slot>,
+    len: usize,
+}
+
+// SAFETY: the table holds only atomics, which may be used from any thread;
+// the pointer is owned by the value and unmapped once, on drop.
+unsafe impl Send for SharedSlots {}
+// SAFETY: as above: shared references give access to atomics only.
+unsafe impl Sync for SharedSlots {}
+
+impl SharedSlots {
+    /// A table of `len` free slots (at least 1).
+    pub(crate) fn new(len: usize) -> io::Result<SharedSlots> {
+        let len = len.max(1);
+        let bytes = len
+            .checked_mul(std::mem::size_of::<Slot>())
+            .ok_or_else(|| io::Error::other("status table too large"))?;
+        // SAFETY: a fresh anonymous mapping: no address hint, no file
+        // descriptor; the kernel picks a page-aligned address or fails.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<Slot>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedSlots { ptr, len })
+    }
+
+    /// The slots.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        // SAFETY: the mapping is `len * size_of::<Slot>()` bytes, page
+        // aligned (so aligned for `Slot`), zero-filled by the kernel (all
+        // zeros is a valid `Slot`: atomics of 0), readable and writable,
+        // and lives until `self` drops, which the borrow outlives. Other
+        // processes write it only through atomics, as this one does.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no borrow of
+        // the slots outlives `self`. Children keep their own mapping.
+        unsafe {
+            libc::munmap(
+                self.ptr.as_ptr().cast(),
+                self.len * std::mem::size_of::<Slot>(),
+            );
+        }
     }
 }

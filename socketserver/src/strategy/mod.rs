@@ -8,6 +8,7 @@
 //! | [`Pool`] | on one of N long-lived worker threads | (none) |
 //! | [`Forking`] | in a child process (changes to the handler's shared state stay in the child) | `ForkingMixIn` |
 //! | `Green` | as a coroutine on one of N reactor threads (feature `green`) | (none; gevent) |
+//! | [`PreFork`] | in one of N long-lived child processes, which accept themselves | (none; Perl's `Net::Server::PreFork`) |
 //!
 //! A strategy gets a [`Job`] (the request, bound to its handler) and must run
 //! it exactly once, or drop it (which closes the connection).
@@ -16,6 +17,7 @@ mod forking;
 #[cfg(feature = "green")]
 mod green;
 mod pool;
+mod prefork;
 mod synchronous;
 mod threading;
 
@@ -23,12 +25,13 @@ pub use forking::Forking;
 #[cfg(feature = "green")]
 pub use green::Green;
 pub use pool::Pool;
+pub use prefork::PreFork;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -147,8 +150,46 @@ pub trait Strategy: Send + Sync + 'static {
     /// children). Default: nothing.
     fn terminate(&self) {}
 
-    /// A short name: `synchronous`, `threading`, `pool`, `forking`, `green`.
+    /// A short name: `synchronous`, `threading`, `pool`, `forking`, `green`,
+    /// `prefork`.
     fn name(&self) -> &'static str;
+
+    /// Runs the server: by default `server.serve()`, the accept loop in the
+    /// calling thread, which hands each request to [`execute`](Self::execute).
+    /// A strategy may take the loop over instead: [`PreFork`] forks children
+    /// that each run the loop on the shared listening socket, and supervises
+    /// them here. Called by `Server::serve_forever`.
+    fn run(&self, server: &dyn ServerLoop) -> io::Result<()> {
+        server.serve()
+    }
+}
+
+/// The server as a strategy that takes over its loop sees it (see
+/// [`Strategy::run`]).
+pub trait ServerLoop {
+    /// The accept loop, in the calling thread, until shutdown is asked.
+    fn serve(&self) -> io::Result<()>;
+
+    /// In a process forked by the strategy (after it called nothing but
+    /// async-signal-safe setup): the loop, with the child's SIGTERM as its
+    /// stop, then a graceful close of this process's own connections within
+    /// the server's close timeout. The listening socket stays open (it is
+    /// shared). Returns when the child should leave.
+    fn serve_in_child(&self) -> io::Result<()>;
+
+    /// Waits until a shutdown is asked (returns `true`), `also` is readable
+    /// or `timeout` passes (`false`).
+    fn wait(&self, also: Option<BorrowedFd<'_>>, timeout: Option<Duration>) -> io::Result<bool>;
+
+    /// A handle on the server's shutdown flag (in a forked child: that
+    /// child's copy, which stops that child's loop only).
+    fn shutdown_handle(&self) -> ShutdownHandle;
+
+    /// How long a graceful close waits for busy requests.
+    fn close_timeout(&self) -> Duration;
+
+    /// `SCHEME://ADDR`, for logs.
+    fn url(&self) -> String;
 }
 
 impl Strategy for Box<dyn Strategy> {
@@ -185,14 +226,24 @@ impl Strategy for Box<dyn Strategy> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
+    fn run(&self, server: &dyn ServerLoop) -> io::Result<()> {
+        (**self).run(server)
+    }
 }
 
 /// The names [`from_name`] accepts.
 #[cfg(feature = "green")]
-pub const NAMES: [&str; 5] = ["synchronous", "threading", "pool", "forking", "green"];
+pub const NAMES: [&str; 6] = [
+    "synchronous",
+    "threading",
+    "pool",
+    "forking",
+    "prefork",
+    "green",
+];
 /// The names [`from_name`] accepts.
 #[cfg(not(feature = "green"))]
-pub const NAMES: [&str; 4] = ["synchronous", "threading", "pool", "forking"];
+pub const NAMES: [&str; 5] = ["synchronous", "threading", "pool", "forking", "prefork"];
 
 /// A strategy with default settings chosen by name at run time (for
 /// command lines): one of [`NAMES`].
@@ -208,6 +259,7 @@ pub fn from_name(name: &str) -> io::Result<Box<dyn Strategy>> {
         "threading" | "threads" => Box::new(Threading::new()),
         "pool" => Box::new(Pool::default()),
         "forking" | "fork" => Box::new(Forking::new()),
+        "prefork" => Box::new(PreFork::new()),
         #[cfg(feature = "green")]
         "green" => Box::new(Green::new()),
         _ => {

@@ -1,0 +1,111 @@
+//! A `PreFork` TCP server for `tests/tests/prefork.rs`, run as a process of
+//! its own (forking from the multi-threaded test harness would be the
+//! hazard `Forking` warns about).
+//!
+//! ```text
+//! prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N]
+//!                     [--max-requests=N] [--forks-per-second=N] [--threading]
+//! ```
+//!
+//! Each connection is served line by line: `pid` replies with the serving
+//! process's pid, `abort` crashes that process (SIGABRT), `sleep MS` sleeps
+//! then echoes, anything else is echoed. Prints `listening on URL` and
+//! flushes, serves until SIGTERM or SIGINT, closes and exits 0. Logs go to
+//! stderr (`RUST_LOG`, default `warn`).
+
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use socketserver::{Handler, PreFork, Server, Strategy, StreamRequest, Threading, Transport};
+
+fn serve(req: &mut StreamRequest) -> io::Result<()> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if req.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let text = line.trim_end();
+        if text == "pid" {
+            writeln!(req, "{}", std::process::id())?;
+        } else if text == "abort" {
+            std::process::abort();
+        } else {
+            if let Some(ms) = text.strip_prefix("sleep ") {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            }
+            req.write_all(line.as_bytes())?;
+        }
+    }
+}
+
+fn run<T, S, H>(server: Server<T, S, H>) -> io::Result<()>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    server
+        .shutdown_handle()
+        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {}", server.url())?;
+    out.flush()?;
+    server.serve_forever()?;
+    server.server_close();
+    Ok(())
+}
+
+fn flag(args: &[String], name: &str) -> Option<u64> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+        .map(|v| v.parse().expect("a number"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(addr) = args.iter().find(|a| !a.starts_with("--")) else {
+        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading]");
+        return ExitCode::from(2);
+    };
+    let mut prefork = PreFork::new();
+    let size = |n: u64| usize::try_from(n).expect("a size");
+    if let Some(n) = flag(&args, "--min") {
+        prefork = prefork.min_servers(size(n));
+    }
+    if let Some(n) = flag(&args, "--max") {
+        prefork = prefork.max_servers(size(n));
+    }
+    if let Some(n) = flag(&args, "--min-spare") {
+        prefork = prefork.min_spare_servers(size(n));
+    }
+    if let Some(n) = flag(&args, "--max-spare") {
+        prefork = prefork.max_spare_servers(size(n));
+    }
+    if let Some(n) = flag(&args, "--max-requests") {
+        prefork = prefork.max_requests(n);
+    }
+    if let Some(n) = flag(&args, "--forks-per-second") {
+        prefork = prefork.max_forks_per_second(u32::try_from(n).expect("a rate"));
+    }
+    let result = if args.iter().any(|a| a == "--threading") {
+        Server::builder()
+            .strategy(prefork.inner(Threading::new()))
+            .tcp(addr.as_str(), serve)
+            .and_then(run)
+    } else {
+        Server::builder()
+            .strategy(prefork)
+            .tcp(addr.as_str(), serve)
+            .and_then(run)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prefork_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
