@@ -95,6 +95,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How to upgrade a server to a new process on a signal; see the
 /// [module docs](self).
 #[derive(Debug, Clone)]
+#[must_use = "an Upgrade does nothing until serve runs the server with it"]
 pub struct Upgrade {
     program: PathBuf,
     argv: Vec<OsString>,
@@ -301,7 +302,7 @@ impl Upgrade {
             CString::new(s.as_bytes()).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{s:?} contains a NUL byte"),
+                    format!("{} contains a NUL byte", s.display()),
                 )
             })
         };
