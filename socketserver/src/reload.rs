@@ -65,10 +65,9 @@
 //! serves on, ready for another try. A shutdown (`SIGTERM`) during an
 //! upgrade kills the unfinished successor.
 //!
-//! The old process is the new one's parent until it exits; then the new
-//! process is adopted by init (or the nearest subreaper, e.g. systemd with
-//! `KillMode=` and `PIDFile=`/`NotifyAccess=` set up for it, see
-//! `docs/deploy.md`).
+//! The old process is the new one's parent until it exits; then init (or
+//! the nearest subreaper) adopts the new one. Under systemd, prefer socket
+//! activation and a restart (see `docs/deploy.md`).
 
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
