@@ -13,8 +13,13 @@
 //! every stream connection, from `127.0.0.1` or `::1` only, and serves the
 //! client it names; `--greet` makes the server speak first on each stream
 //! connection: `peer CLIENT via PROXY` (`via -` without a proxy), then it
-//! echoes; `--max-per-ip=N` allows N connections per client address at
-//! once. The first line on stdout is
+//! echoes; `--tell-pid` makes it say `pid N` (the serving process) first
+//! instead; `--max-per-ip=N` allows N connections per client address at
+//! once; `--upgrade` makes SIGUSR2 start a new copy of the program that
+//! takes the listening socket over, after which this one lets its
+//! connections finish and exits 0 (`socketserver::reload`). Whatever ADDR
+//! says, a socket passed with `LISTEN_FDS` (by systemd, or by the process
+//! being upgraded) is served. The first line on stdout is
 //! `listening on SCHEME://ADDR` with the real port. SIGINT or SIGTERM stops
 //! the server cleanly (exit status 0); it then prints
 //! `echo_server: served N requests` on stderr.
@@ -29,7 +34,7 @@ use socketserver::{Address, DatagramRequest, Server, Strategy, StreamRequest, Tr
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--max-per-ip=N]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
+        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--tell-pid] [--max-per-ip=N] [--upgrade]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
         socketserver::strategy::NAMES.join("|")
     );
     ExitCode::from(2)
@@ -49,12 +54,19 @@ fn greet_stream(req: &mut StreamRequest) -> io::Result<()> {
     req.echo().map(drop)
 }
 
+/// `pid N`, then an echo.
+fn pid_stream(req: &mut StreamRequest) -> io::Result<()> {
+    let line = format!("pid {}\n", std::process::id());
+    req.write_all(line.as_bytes())?;
+    req.echo().map(drop)
+}
+
 fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
     let data = req.take_data();
     req.reply(&data)
 }
 
-fn run<T, H>(server: Server<T, Box<dyn Strategy>, H>) -> io::Result<()>
+fn run<T, H>(server: Server<T, Box<dyn Strategy>, H>, upgrade: bool) -> io::Result<()>
 where
     T: Transport,
     H: socketserver::Handler<T::Request>,
@@ -66,7 +78,24 @@ where
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
     out.flush()?;
-    server.serve_forever()?;
+    if upgrade {
+        use socketserver::reload::{Served, Upgrade};
+        if let Served::Upgraded {
+            successor,
+            handover,
+            report,
+        } = Upgrade::new()?.serve(&server)?
+        {
+            eprintln!(
+                "echo_server: handed over to process {successor} in {} ms; served {} requests; {report:?}",
+                handover.as_millis(),
+                server.stats().accepted
+            );
+            return Ok(());
+        }
+    } else {
+        server.serve_forever()?;
+    }
     log::info!("shutting down {}", server.url());
     let served = server.stats().accepted;
     server.server_close();
@@ -81,6 +110,8 @@ fn main() -> ExitCode {
     let reuse_port = args.iter().any(|a| a == "--reuse-port");
     let proxy_protocol = args.iter().any(|a| a == "--proxy-protocol");
     let greet = args.iter().any(|a| a == "--greet");
+    let tell_pid = args.iter().any(|a| a == "--tell-pid");
+    let upgrade = args.iter().any(|a| a == "--upgrade");
     let max_per_ip = match args.iter().find_map(|a| a.strip_prefix("--max-per-ip=")) {
         None => None,
         Some(n) => match n.parse::<usize>() {
@@ -114,9 +145,19 @@ fn main() -> ExitCode {
             ],
         });
     }
-    let echo_stream = if greet { greet_stream } else { echo_stream };
-    if addr.as_str() == "systemd" {
-        return report(serve_activated(builder, echo_stream));
+    let echo_stream = match (greet, tell_pid) {
+        (true, _) => greet_stream,
+        (false, true) => pid_stream,
+        (false, false) => echo_stream,
+    };
+    // A socket passed by systemd or by the process being upgraded wins
+    // over ADDR (the upgraded process passes its own arguments on).
+    let inherited = match socketserver::activation::listeners() {
+        Ok(l) => l,
+        Err(e) => return report(Err(e)),
+    };
+    if addr.as_str() == "systemd" || !inherited.is_empty() {
+        return report(serve_activated(inherited, builder, echo_stream, upgrade));
     }
     let addr = match Address::resolve(addr) {
         Ok(a) => a,
@@ -126,10 +167,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match (&addr, udp) {
-        (Address::Inet(a), false) => builder.tcp(*a, echo_stream).and_then(run),
-        (Address::Inet(a), true) => builder.udp(*a, echo_datagram).and_then(run),
-        (Address::Unix(Some(p)), false) => builder.unix(p, echo_stream).and_then(run),
-        (Address::Unix(Some(p)), true) => builder.unixgram(p, echo_datagram).and_then(run),
+        (Address::Inet(a), false) => builder.tcp(*a, echo_stream).and_then(|s| run(s, upgrade)),
+        (Address::Inet(a), true) => builder.udp(*a, echo_datagram).and_then(|s| run(s, upgrade)),
+        (Address::Unix(Some(p)), false) => {
+            builder.unix(p, echo_stream).and_then(|s| run(s, upgrade))
+        }
+        (Address::Unix(Some(p)), true) => builder
+            .unixgram(p, echo_datagram)
+            .and_then(|s| run(s, upgrade)),
         (Address::Unix(None), _) => return usage(),
     };
     report(result)
@@ -137,26 +182,32 @@ fn main() -> ExitCode {
 
 /// Serves the first socket passed by socket activation.
 fn serve_activated(
+    inherited: Vec<socketserver::activation::Listener>,
     builder: socketserver::Builder<Box<dyn Strategy>>,
     echo_stream: fn(&mut StreamRequest) -> io::Result<()>,
+    upgrade: bool,
 ) -> io::Result<()> {
-    use socketserver::activation::{self, Listener};
+    use socketserver::activation::Listener;
     use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
-    let Some(listener) = activation::listeners()?.into_iter().next() else {
+    let Some(listener) = inherited.into_iter().next() else {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "no socket passed by socket activation (LISTEN_FDS/LISTEN_PID)",
         ));
     };
     match listener {
-        Listener::Tcp(l) => builder.build(Tcp::from_std(l)?, echo_stream).and_then(run),
+        Listener::Tcp(l) => builder
+            .build(Tcp::from_std(l)?, echo_stream)
+            .and_then(|s| run(s, upgrade)),
         Listener::Udp(s) => builder
             .build(Udp::from_std(s)?, echo_datagram)
-            .and_then(run),
-        Listener::Unix(l) => builder.build(Unix::from_std(l)?, echo_stream).and_then(run),
+            .and_then(|s| run(s, upgrade)),
+        Listener::Unix(l) => builder
+            .build(Unix::from_std(l)?, echo_stream)
+            .and_then(|s| run(s, upgrade)),
         Listener::Unixgram(s) => builder
             .build(Unixgram::from_std(s)?, echo_datagram)
-            .and_then(run),
+            .and_then(|s| run(s, upgrade)),
     }
 }
 

@@ -128,6 +128,7 @@ pub mod framing;
 pub mod green;
 mod handler;
 pub mod proxy;
+pub mod reload;
 mod request;
 mod server;
 mod shutdown;

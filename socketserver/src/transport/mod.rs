@@ -122,6 +122,10 @@ pub(crate) mod sealed {
         /// shared with a supervisor or a successor process, and is left as
         /// it is).
         fn stop_listening(&self) {}
+        /// The socket now serves a successor process too (a zero-downtime
+        /// upgrade): from now on closing neither stops it listening nor
+        /// removes its file.
+        fn hand_over(&self) {}
     }
 }
 

@@ -1,6 +1,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Protocol, Type};
 
@@ -16,6 +17,8 @@ pub struct Tcp {
     nodelay: bool,
     /// Bound here (not inherited): closing it to new clients is ours to do.
     owned: bool,
+    /// Handed over to a successor process: left listening on close.
+    handed_over: AtomicBool,
 }
 
 impl Tcp {
@@ -52,6 +55,7 @@ impl Tcp {
             address,
             nodelay,
             owned: false,
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -96,11 +100,14 @@ impl Source for Tcp {
         }
     }
     fn stop_listening(&self) {
-        if self.owned {
+        if self.owned && !self.handed_over.load(Ordering::SeqCst) {
             // On Linux, SHUT_RD on a listening socket closes it to new
             // clients (refused) and resets those queued but not accepted.
             use std::os::fd::AsRawFd;
             crate::sys::shutdown_socket(self.listener.as_raw_fd(), std::net::Shutdown::Read);
         }
+    }
+    fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::SeqCst);
     }
 }

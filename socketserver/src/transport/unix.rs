@@ -3,6 +3,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -18,6 +19,9 @@ use crate::{Address, Conn, DatagramRequest, DatagramSocket, ShutdownHandle, Stre
 struct SocketFile {
     path: PathBuf,
     id: Option<(u64, u64)>,
+    /// The socket was handed over to a successor process: the file is
+    /// theirs now.
+    handed_over: AtomicBool,
 }
 
 impl SocketFile {
@@ -28,10 +32,14 @@ impl SocketFile {
         SocketFile {
             path: path.to_path_buf(),
             id,
+            handed_over: AtomicBool::new(false),
         }
     }
 
     fn remove(&mut self) {
+        if self.handed_over.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(id) = self.id.take() {
             let same = std::fs::symlink_metadata(&self.path)
                 .map(|m| (m.dev(), m.ino()) == id)
@@ -103,6 +111,7 @@ impl Unix {
             file: SocketFile {
                 path: path.clone().unwrap_or_default(),
                 id: None,
+                handed_over: AtomicBool::new(false),
             },
             address: Address::Unix(path),
         })
@@ -141,11 +150,14 @@ impl Source for Unix {
         self.file.remove()
     }
     fn stop_listening(&self) {
-        if self.file.id.is_some() {
+        if self.file.id.is_some() && !self.file.handed_over.load(Ordering::SeqCst) {
             // Bound here: refuse new clients (ECONNREFUSED on Linux).
             use std::os::fd::AsRawFd;
             crate::sys::shutdown_socket(self.listener.as_raw_fd(), std::net::Shutdown::Read);
         }
+    }
+    fn hand_over(&self) {
+        self.file.handed_over.store(true, Ordering::SeqCst);
     }
 }
 
@@ -186,6 +198,7 @@ impl Unixgram {
             file: SocketFile {
                 path: path.clone().unwrap_or_default(),
                 id: None,
+                handed_over: AtomicBool::new(false),
             },
             address: Address::Unix(path),
             max_datagram_size: SocketOptions::default().max_datagram_size,
@@ -220,5 +233,8 @@ impl Source for Unixgram {
     }
     fn cleanup(&mut self) {
         self.file.remove()
+    }
+    fn hand_over(&self) {
+        self.file.handed_over.store(true, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,447 @@
+//! Zero-downtime upgrade: on `SIGUSR2` the server starts a new copy of its
+//! program (the same path, so a new build installed there runs), hands it
+//! the listening socket, waits until the new process says it is ready, then
+//! stops accepting and lets the connections it holds finish, and returns.
+//! No connection is refused meanwhile: the socket is the same, listening
+//! all along, and whatever the old process no longer accepts waits in its
+//! queue for the new one.
+//!
+//! ```no_run
+//! use socketserver::activation::{self, Listener};
+//! use socketserver::reload::{Served, Upgrade};
+//! use socketserver::transport::Tcp;
+//! use socketserver::{Server, Signal, StreamRequest, Threading};
+//!
+//! // Take the socket over from the previous process, if there is one.
+//! let transport = match activation::listeners()?.pop() {
+//!     Some(Listener::Tcp(l)) => Tcp::from_std(l)?,
+//!     _ => Tcp::bind("127.0.0.1:8000", &Default::default())?,
+//! };
+//! let server = Server::builder()
+//!     .strategy(Threading::new())
+//!     .build(transport, |r: &mut StreamRequest| r.echo().map(drop))?;
+//! server.shutdown_handle().shutdown_on_signals(&[Signal::Int, Signal::Term])?;
+//! match Upgrade::new()?.serve(&server)? {
+//!     Served::Stopped => drop(server), // SIGTERM: the usual graceful close
+//!     Served::Upgraded { successor, .. } => eprintln!("now served by {successor}"),
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## Why `SIGUSR2`
+//!
+//! It is what nginx uses for the same job ("upgrade the executable on the
+//! fly"), so operators know it. `SIGHUP` means "reload the configuration in
+//! place" to nginx, Apache and most daemons, and it is also what a process
+//! started from a terminal gets when the terminal goes away: a server that
+//! re-executed itself on `SIGHUP` would start a copy of itself every time
+//! its ssh session dropped. [`Upgrade::signal`] picks another signal.
+//!
+//! ## The hand-over, step by step
+//!
+//! 1. The signal arrives; a thread of [`Upgrade::serve`] wakes (the handler
+//!    only writes a byte to a socket pair).
+//! 2. It starts the program (default: this process's executable path, as
+//!    [`std::env::current_exe`] saw it at [`Upgrade::new`], with the same
+//!    arguments) with the listening socket as fd 3, `LISTEN_FDS=1` and
+//!    `LISTEN_PID` set to the new process's pid: the convention
+//!    [`activation::listeners`](crate::activation::listeners) reads, so
+//!    the new process adopts the socket as it would one from systemd. A
+//!    socket-pair end goes along as fd 4, named by
+//!    `SOCKETSERVER_READY_FD` (with `SOCKETSERVER_READY_PID`).
+//! 3. The new process serves, and says so with [`notify_ready`] (which
+//!    [`Upgrade::serve`] calls for it, once its own signal handler is in
+//!    place, so that it can be upgraded in turn).
+//! 4. Only then does the old process stop accepting: its transport is
+//!    marked handed over (its graceful close no longer shuts the socket
+//!    down, which would stop the new process's accepts too, nor removes a
+//!    Unix socket file), its loop returns, and its open connections end on
+//!    their own terms: nothing is closed for being idle, since a client of
+//!    a long-lived connection cannot know it should go elsewhere. After
+//!    [`Upgrade::drain_timeout`] what is left is closed gracefully.
+//!
+//! If the new process exits before it is ready, or is not ready within
+//! [`Upgrade::ready_timeout`] (it is killed then), the old one logs why and
+//! serves on, ready for another try. A shutdown (`SIGTERM`) during an
+//! upgrade kills the unfinished successor.
+//!
+//! The old process is the new one's parent until it exits; then init (or
+//! the nearest subreaper) adopts the new one. Under systemd, prefer socket
+//! activation and a restart (see `docs/deploy.md`).
+
+use std::ffi::{CString, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::transport::Transport;
+use crate::{DrainReport, Handler, Server, ShutdownHandle, Signal, Strategy};
+
+/// The variable naming the descriptor a new process reports readiness on.
+pub const READY_FD_VAR: &str = "SOCKETSERVER_READY_FD";
+/// The pid [`READY_FD_VAR`] is meant for (as `LISTEN_PID` for
+/// `LISTEN_FDS`).
+pub const READY_PID_VAR: &str = "SOCKETSERVER_READY_PID";
+
+/// Default [`Upgrade::ready_timeout`]: 10 s.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Upgrade::drain_timeout`]: 60 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to upgrade a server to a new process on a signal; see the
+/// [module docs](self).
+#[derive(Debug, Clone)]
+#[must_use = "an Upgrade does nothing until serve runs the server with it"]
+pub struct Upgrade {
+    program: PathBuf,
+    argv: Vec<OsString>,
+    signal: Signal,
+    ready_timeout: Duration,
+    drain_timeout: Duration,
+}
+
+/// How [`Upgrade::serve`] ended.
+#[derive(Debug)]
+#[must_use = "on Stopped the caller closes the server as usual"]
+pub enum Served {
+    /// The server was shut down (a handle, or a signal such as `SIGTERM`);
+    /// close it as usual.
+    Stopped,
+    /// A new process took over; this one's connections have finished (or
+    /// were closed at the drain timeout) and the server is closed.
+    Upgraded {
+        /// The new process's pid.
+        successor: u32,
+        /// From the signal to the new process's readiness.
+        handover: Duration,
+        /// How the connections of this process ended.
+        report: DrainReport,
+    },
+}
+
+impl Upgrade {
+    /// On `SIGUSR2`, run this process's executable again with the same
+    /// arguments; wait [`DEFAULT_READY_TIMEOUT`] for it, and
+    /// [`DEFAULT_DRAIN_TIMEOUT`] for this process's connections to end.
+    ///
+    /// The executable's path is read now (`/proc/self/exe` on Linux), so
+    /// that a new build installed at the same path later is what runs; a
+    /// path the kernel reports as `(deleted)` (replaced already) is taken
+    /// without that suffix.
+    pub fn new() -> io::Result<Upgrade> {
+        let exe = std::env::current_exe()?;
+        let program = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(s) => PathBuf::from(s),
+            None => exe,
+        };
+        Ok(Upgrade {
+            program,
+            argv: std::env::args_os().collect(),
+            signal: Signal::Usr2,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        })
+    }
+
+    /// The program to start (default: this process's executable).
+    pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.program = path.into();
+        self
+    }
+
+    /// Its arguments after `argv[0]` (default: this process's).
+    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
+        self.argv.truncate(1);
+        if self.argv.is_empty() {
+            self.argv.push(self.program.clone().into_os_string());
+        }
+        self.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The signal that starts an upgrade (default `SIGUSR2`).
+    pub fn signal(mut self, signal: Signal) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// How long the new process has to report ready before it is killed
+    /// and the upgrade abandoned (default [`DEFAULT_READY_TIMEOUT`]).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// How long, once the new process serves, this one waits for its
+    /// connections to end on their own before closing them gracefully
+    /// (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Serves `server` (its `serve_forever`) until it is shut down
+    /// ([`Served::Stopped`]) or a new process took over after the signal
+    /// ([`Served::Upgraded`]: the connections of this one have ended and
+    /// the server is closed; the caller exits). Reports readiness to the
+    /// process that started this one, if any ([`notify_ready`]), once the
+    /// signal's handler is in place.
+    pub fn serve<T, S, H>(&self, server: &Server<T, S, H>) -> io::Result<Served>
+    where
+        T: Transport,
+        S: Strategy,
+        H: Handler<T::Request>,
+    {
+        let (signals, signal_writer) = UnixStream::pair()?;
+        signals.set_nonblocking(true)?;
+        signal_writer.set_nonblocking(true)?;
+        let id = signal_hook::low_level::pipe::register(self.signal.number(), signal_writer)?;
+        // From here on, the signal no longer ends this process: a later one
+        // (during the drain below) does nothing.
+        let unregister = Unregister(id);
+        if let Err(e) = notify_ready() {
+            log::warn!(
+                "{}: cannot tell the previous process we are ready: {e}",
+                server.url()
+            );
+        }
+        let (stop, stop_writer) = UnixStream::pair()?;
+        let transport = server.transport();
+        let shutdown = server.shutdown_handle();
+        let url = server.url();
+        let outcome = std::thread::scope(|scope| {
+            let watcher = std::thread::Builder::new()
+                .name("upgrade".into())
+                .spawn_scoped(scope, || {
+                    self.watch(transport, &shutdown, &signals, &stop, &url)
+                })?;
+            let served = server.serve_forever();
+            // Ends the watcher, or an upgrade under way.
+            let _ = (&stop_writer).write(b"s");
+            let upgraded = watcher.join().unwrap_or(None);
+            served.map(|()| upgraded)
+        });
+        drop(unregister);
+        match outcome? {
+            None => Ok(Served::Stopped),
+            Some((successor, handover)) => {
+                let report = self.drain(server);
+                Ok(Served::Upgraded {
+                    successor,
+                    handover,
+                    report,
+                })
+            }
+        }
+    }
+
+    /// Waits for signals until one leads to a ready successor (its pid and
+    /// how long it took), or `stop` is readable.
+    fn watch<T: Transport>(
+        &self,
+        transport: &T,
+        shutdown: &ShutdownHandle,
+        signals: &UnixStream,
+        stop: &UnixStream,
+        url: &str,
+    ) -> Option<(u32, Duration)> {
+        loop {
+            let ready = match crate::sys::poll_read(Some(signals.as_fd()), stop.as_raw_fd(), None) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("{url}: waiting for the upgrade signal: {e}; upgrades are off");
+                    return None;
+                }
+            };
+            if ready.wake {
+                return None;
+            }
+            if !ready.socket {
+                continue;
+            }
+            let mut buf = [0u8; 64];
+            while matches!((&*signals).read(&mut buf), Ok(n) if n > 0) {}
+            let started = Instant::now();
+            log::info!(
+                "{url}: {:?}: starting {}",
+                self.signal,
+                self.program.display()
+            );
+            match self.start_successor(transport.fd(), stop) {
+                Ok(Some(pid)) => {
+                    // First the mark, then the loop's end: the close that
+                    // follows must not stop the socket listening.
+                    transport.hand_over();
+                    shutdown.shutdown();
+                    let took = started.elapsed();
+                    log::info!(
+                        "{url}: process {pid} serves now (ready after {} ms); finishing the connections of this one",
+                        took.as_millis()
+                    );
+                    return Some((pid, took));
+                }
+                Ok(None) => return None,
+                Err(e) => log::error!("{url}: upgrade failed: {e}; serving on"),
+            }
+        }
+    }
+
+    /// Starts the successor and waits until it is ready (`Some(pid)`), or
+    /// `stop` is readable (`None`, the successor killed).
+    fn start_successor(
+        &self,
+        listener: BorrowedFd<'_>,
+        stop: &UnixStream,
+    ) -> io::Result<Option<u32>> {
+        let (ready, ready_writer) = UnixStream::pair()?;
+        let cstring = |s: &std::ffi::OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} contains a NUL byte", s.display()),
+                )
+            })
+        };
+        let program = cstring(self.program.as_os_str())?;
+        let mut argv = self
+            .argv
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<io::Result<Vec<_>>>()?;
+        if argv.is_empty() {
+            argv.push(program.clone());
+        }
+        let fds = [listener, ready_writer.as_fd()];
+        let ready_fd = crate::activation::LISTEN_FDS_START + 1;
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let skip = [
+                "LISTEN_PID",
+                "LISTEN_FDS",
+                "LISTEN_FDNAMES",
+                READY_FD_VAR,
+                READY_PID_VAR,
+            ];
+            if !skip.iter().any(|s| name == *s) {
+                let mut entry = name.into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                if let Ok(entry) = CString::new(entry) {
+                    env.push(entry);
+                }
+            }
+        }
+        env.push(CString::new("LISTEN_FDS=1").expect("no NUL"));
+        env.push(CString::new(format!("{READY_FD_VAR}={ready_fd}")).expect("no NUL"));
+        let pid = crate::sys::spawn_with_fds(&crate::sys::Spawn {
+            program: &program,
+            argv: &argv,
+            env: &env,
+            pid_vars: &["LISTEN_PID", READY_PID_VAR],
+            fds: &fds,
+        })?;
+        drop(ready_writer);
+        let end = Instant::now() + self.ready_timeout;
+        let failed = |why: String| -> io::Result<Option<u32>> {
+            crate::sys::kill(pid, libc::SIGKILL);
+            let status = crate::sys::waitpid(pid, true)?;
+            Err(io::Error::other(format!(
+                "process {pid} ({}) {why} (exit: {status:?})",
+                self.program.display()
+            )))
+        };
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return failed(format!(
+                    "was not ready within {} ms; killed",
+                    self.ready_timeout.as_millis()
+                ));
+            }
+            let r = crate::sys::poll_read(Some(ready.as_fd()), stop.as_raw_fd(), Some(left))?;
+            if r.wake {
+                crate::sys::kill(pid, libc::SIGKILL);
+                crate::sys::waitpid(pid, true)?;
+                log::info!("upgrade abandoned: this server is shutting down; process {pid} killed");
+                return Ok(None);
+            }
+            if r.socket {
+                let mut byte = [0u8; 1];
+                match (&ready).read(&mut byte) {
+                    Ok(1) => return Ok(Some(pid as u32)),
+                    Ok(_) => return failed("ended before it was ready".into()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return failed(format!("cannot be heard from: {e}")),
+                }
+            }
+        }
+    }
+
+    /// After the hand-over: waits for this process's connections and
+    /// requests to end on their own, then closes the server gracefully with
+    /// what is left of the drain timeout (at least 100 ms).
+    fn drain<T, S, H>(&self, server: &Server<T, S, H>) -> DrainReport
+    where
+        T: Transport,
+        S: Strategy,
+        H: Handler<T::Request>,
+    {
+        let end = Instant::now() + self.drain_timeout;
+        loop {
+            let stats = server.stats();
+            if (stats.connections == 0 && stats.active == 0) || Instant::now() >= end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        server.close_gracefully(left.max(Duration::from_millis(100)))
+    }
+}
+
+/// Unregisters a signal action when dropped.
+struct Unregister(signal_hook::SigId);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.0);
+    }
+}
+
+/// Tells the process that started this one for an upgrade that this one
+/// serves now (writes a byte to the descriptor named by [`READY_FD_VAR`],
+/// if [`READY_PID_VAR`] names this process), and clears both variables.
+/// Returns whether there was someone to tell. [`Upgrade::serve`] calls it;
+/// a server that serves otherwise calls it once it accepts connections.
+pub fn notify_ready() -> io::Result<bool> {
+    let fd = std::env::var(READY_FD_VAR).ok();
+    let pid = std::env::var(READY_PID_VAR).ok();
+    std::env::remove_var(READY_FD_VAR);
+    std::env::remove_var(READY_PID_VAR);
+    let (Some(fd), Some(pid)) = (fd, pid) else {
+        return Ok(false);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(false);
+    }
+    let fd: i32 = fd
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&fd| fd >= crate::activation::LISTEN_FDS_START)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{READY_FD_VAR}={fd:?} is not an inherited descriptor"),
+            )
+        })?;
+    // The descriptor is ours by the same protocol as LISTEN_FDS (the pid
+    // variable names this process, and both are cleared above, so nothing
+    // adopts it again); `adopt_fd` checks it is open.
+    let mut stream = UnixStream::from(crate::sys::adopt_fd(fd)?);
+    stream.write_all(b"R")?;
+    Ok(true)
+}
