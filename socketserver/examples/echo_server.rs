@@ -24,7 +24,7 @@
 //! the server cleanly (exit status 0); it then prints
 //! `echo_server: served N requests` on stderr.
 
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -51,6 +51,17 @@ fn greet_stream(req: &mut StreamRequest) -> io::Result<()> {
         .map_or_else(|| "-".to_owned(), ToString::to_string);
     let line = format!("peer {} via {via}\n", req.peer_addr());
     req.write_all(line.as_bytes())?;
+    answer_then_echo(req)
+}
+
+/// After the server spoke first, the client owes an answer: waiting for it
+/// is part of the conversation, not idleness, so it is a plain read (a
+/// graceful close lets it arrive, where a message read would count the
+/// connection idle and close it). Then the echo, whose chunks are messages.
+fn answer_then_echo(req: &mut StreamRequest) -> io::Result<()> {
+    if req.fill_buf()?.is_empty() {
+        return Ok(());
+    }
     req.echo().map(drop)
 }
 
@@ -58,7 +69,7 @@ fn greet_stream(req: &mut StreamRequest) -> io::Result<()> {
 fn pid_stream(req: &mut StreamRequest) -> io::Result<()> {
     let line = format!("pid {}\n", std::process::id());
     req.write_all(line.as_bytes())?;
-    req.echo().map(drop)
+    answer_then_echo(req)
 }
 
 fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {

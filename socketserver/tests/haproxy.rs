@@ -79,13 +79,13 @@ impl Drop for Proc {
 /// Starts `echo_server IP:0 threading --proxy-protocol --greet [EXTRA]`;
 /// returns it and its address.
 fn backend(ip: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    backend_at(&format!("{ip}:0"), extra)
+}
+
+/// Starts the same backend on `addr` (`IP:PORT`), e.g. again after a stop.
+fn backend_at(addr: &str, extra: &[&str]) -> (Proc, SocketAddr) {
     let mut child = Command::new(example())
-        .args([
-            &format!("{ip}:0"),
-            "threading",
-            "--proxy-protocol",
-            "--greet",
-        ])
+        .args([addr, "threading", "--proxy-protocol", "--greet"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -478,4 +478,161 @@ fn the_configuration_in_docs_deploy_md_is_the_one_tested() {
         docs.contains(&format!("```\n{shown}```\n")),
         "docs/deploy.md does not show this haproxy.cfg:\n{shown}"
     );
+}
+
+/// One command on `haproxy`'s admin socket; its answer.
+fn admin_command(admin: &Path, command: &str) -> String {
+    let mut s = UnixStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The `show stat` row of backend server `name`.
+fn server_row(admin: &Path, name: &str) -> HashMap<String, String> {
+    stats(admin)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r["pxname"] == "echo_servers" && r["svname"] == name)
+        .unwrap_or_default()
+}
+
+/// Polls `cond` every 10 ms for at most 10 s; panics naming `what`.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The operator's rolling restart, each backend in turn: HAProxy stops
+/// sending it new connections (`state drain`), its sessions end, SIGTERM
+/// (the server drains and exits 0), the new process binds the same
+/// address, HAProxy sends to it again (`state ready`) once its check
+/// passes. Two clients keep a request (connect, greeting, echo, close)
+/// going all the time: none may fail, and HAProxy's own counters show no
+/// connection or response error on any backend.
+#[test]
+fn a_rolling_restart_under_load_loses_no_request() {
+    if !haproxy_available("a_rolling_restart_under_load_loses_no_request") {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut farm = Farm::start("rolling", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = ["127.0.0.5", "127.0.0.6"]
+        .into_iter()
+        .map(|source| {
+            let (stop, served, failures) = (
+                Arc::clone(&stop),
+                Arc::clone(&served),
+                Arc::clone(&failures),
+            );
+            let frontend = farm.frontend;
+            std::thread::spawn(move || {
+                // Bounded: at most 200,000 requests or 60 s.
+                let end = Instant::now() + Duration::from_secs(60);
+                for n in 0..200_000 {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > end {
+                        break;
+                    }
+                    match request(source, frontend, n) {
+                        Ok(_) => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut per_backend = Vec::new();
+    for i in 0..farm.backends.len() {
+        let name = format!("s{}", i + 1);
+        let addr = farm.backends[i].1;
+        let t = Instant::now();
+        admin_command(
+            &farm.admin,
+            &format!("set server echo_servers/{name} state drain"),
+        );
+        wait_for(&format!("{name} without sessions"), || {
+            server_row(&farm.admin, &name)
+                .get("scur")
+                .map(String::as_str)
+                == Some("0")
+        });
+        let pid = farm.backends[i].0 .0.id();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let mut status = None;
+        wait_for(&format!("{name} exits after SIGTERM"), || {
+            status = farm.backends[i].0 .0.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(status.unwrap().success(), "{name}: {status:?}");
+        let (proc, again) = backend_at(&addr.to_string(), &[]);
+        assert_eq!(again, addr);
+        farm.backends[i] = (proc, again);
+        admin_command(
+            &farm.admin,
+            &format!("set server echo_servers/{name} state ready"),
+        );
+        wait_for(&format!("{name} UP again"), || {
+            server_row(&farm.admin, &name)
+                .get("status")
+                .map(String::as_str)
+                == Some("UP")
+        });
+        per_backend.push(t.elapsed());
+    }
+    // A little more traffic on the restarted farm, then stop.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let rows: Vec<HashMap<String, String>> = (1..=3)
+        .map(|i| server_row(&farm.admin, &format!("s{i}")))
+        .collect();
+    let counters: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: sessions {} econ {} eresp {} wretr {} wredis {}",
+                r["svname"], r["stot"], r["econ"], r["eresp"], r["wretr"], r["wredis"]
+            )
+        })
+        .collect();
+    let failures = failures.lock().unwrap().clone();
+    println!(
+        "rolling restart of 3 backends in {:?} ({per_backend:?} each): {} requests served, {} \
+         failed; HAProxy: {counters:?}",
+        started.elapsed(),
+        served.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}\n{}", farm.haproxy_log());
+    assert!(served.load(Ordering::Relaxed) > 0);
+    for r in &rows {
+        assert_eq!(
+            r["econ"], "0",
+            "connection errors to {}: {counters:?}",
+            r["svname"]
+        );
+        assert_eq!(
+            r["eresp"], "0",
+            "response errors from {}: {counters:?}",
+            r["svname"]
+        );
+    }
 }
