@@ -508,12 +508,12 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The operator's rolling restart, each backend in turn: HAProxy stops
+/// The operator's rolling restart, each backend in turn: `HAProxy` stops
 /// sending it new connections (`state drain`), its sessions end, SIGTERM
 /// (the server drains and exits 0), the new process binds the same
-/// address, HAProxy sends to it again (`state ready`) once its check
+/// address, `HAProxy` sends to it again (`state ready`) once its check
 /// passes. Two clients keep a request (connect, greeting, echo, close)
-/// going all the time: none may fail, and HAProxy's own counters show no
+/// going all the time: none may fail, and `HAProxy`'s own counters show no
 /// connection or response error on any backend.
 #[test]
 fn a_rolling_restart_under_load_loses_no_request() {
