@@ -91,21 +91,11 @@ fn backend_at(addr: &str, extra: &[&str]) -> (Proc, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let url = common::listening_url(&common::stdout_lines(&mut child));
     let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("no `listening on` line within 10 s");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on tcp://")
-        .unwrap_or_else(|| panic!("bad first line {line:?}"))
+    let addr = url
+        .strip_prefix("tcp://")
+        .unwrap_or_else(|| panic!("not a TCP server: {url}"))
         .parse()
         .unwrap();
     (proc, addr)
