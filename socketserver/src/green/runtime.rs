@@ -423,8 +423,14 @@ impl Worker {
             let _current = green_current::enter(yielder);
             // Handler panics are caught inside `run`; anything else must not
             // unwind into the scheduler.
-            if catch_unwind(AssertUnwindSafe(|| job.run())).is_err() {
-                log::error!("a green request panicked outside its handler");
+            // (The panic hook leaves every panic in a coroutine to the log.)
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job.run())) {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(not a string)");
+                log::error!("a green request panicked outside its handler: {message}");
             }
         });
         let (index, generation) = match self.free.pop() {
