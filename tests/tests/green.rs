@@ -330,3 +330,34 @@ fn a_handler_panic_while_other_coroutines_are_mid_request_prints_nothing_to_stde
         "a handler panic reached stderr: {stderr}"
     );
 }
+
+#[test]
+fn data_then_a_half_close_is_echoed_to_the_end_every_time() {
+    // The end-of-file often comes with the last bytes: a read that drains
+    // them must not make the next read wait for an event that already came.
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..30 {
+        let mut c = tcp_client(&running.address);
+        let back = within(DEADLINE, &format!("round {round}"), {
+            let data = data.clone();
+            move || {
+                let mut sender = c.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    sender.write_all(&data).unwrap();
+                    sender.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                std::io::Read::read_to_end(&mut c, &mut back).unwrap();
+                writer.join().unwrap();
+                back
+            }
+        });
+        assert!(back == data, "round {round}: {} bytes back", back.len());
+    }
+    running.stop();
+}

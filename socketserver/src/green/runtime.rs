@@ -73,12 +73,16 @@ static TIMEOUT_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// What a worker knows of a descriptor registered in its epoll: the
 /// coroutine it wakes, whether it may be readable or writable (edge
 /// triggered: set by an event, cleared when a read or write finds the
-/// socket drained or full), and the socket's timeouts as last read.
+/// socket drained or full), whether its read or write side was reported
+/// closed or failed (final: never cleared, as end-of-file or the error
+/// stays to be read), and the socket's timeouts as last read.
 #[derive(Debug, Clone, Copy)]
 struct FdState {
     owner: Token,
     readable: bool,
     writable: bool,
+    read_closed: bool,
+    write_closed: bool,
     /// `(epoch, SO_RCVTIMEO)`, `(epoch, SO_SNDTIMEO)`.
     read_timeout: Option<(u64, Option<Duration>)>,
     write_timeout: Option<(u64, Option<Duration>)>,
@@ -88,6 +92,8 @@ const UNOWNED: FdState = FdState {
     owner: NOBODY,
     readable: false,
     writable: false,
+    read_closed: false,
+    write_closed: false,
     read_timeout: None,
     write_timeout: None,
 };
@@ -119,7 +125,14 @@ fn with_own_fd<R>(fd: RawFd, f: impl FnOnce(&mut FdState) -> R) -> Option<R> {
 /// room to write) since its last read (write): then it waits for the
 /// reactor's event without trying the call first.
 pub(crate) fn known_blocked(fd: RawFd, write: bool) -> bool {
-    with_own_fd(fd, |s| if write { !s.writable } else { !s.readable }).unwrap_or(false)
+    with_own_fd(fd, |s| {
+        if write {
+            !s.writable && !s.write_closed
+        } else {
+            !s.readable && !s.read_closed
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// The running coroutine found `fd` drained (a read returned less than
@@ -331,11 +344,15 @@ impl Worker {
                 let Ok(fd) = RawFd::try_from(event.token().0) else {
                     continue;
                 };
-                let hit_read = event.is_readable() || event.is_read_closed() || event.is_error();
-                let hit_write = event.is_writable() || event.is_write_closed() || event.is_error();
+                let read_closed = event.is_read_closed() || event.is_error();
+                let write_closed = event.is_write_closed() || event.is_error();
+                let hit_read = event.is_readable() || read_closed;
+                let hit_write = event.is_writable() || write_closed;
                 let Some(owner) = with_fd(fd, |s| {
                     s.readable |= hit_read;
                     s.writable |= hit_write;
+                    s.read_closed |= read_closed;
+                    s.write_closed |= write_closed;
                     s.owner
                 }) else {
                     continue;
@@ -527,7 +544,13 @@ impl Worker {
             return self.wait_timer(token, deadline, at);
         }
         if owner == Some(token) {
-            let ready = state.is_some_and(|s| if write { s.writable } else { s.readable });
+            let ready = state.is_some_and(|s| {
+                if write {
+                    s.writable || s.write_closed
+                } else {
+                    s.readable || s.read_closed
+                }
+            });
             if ready {
                 // An event came while it ran: try again now.
                 return self.ready.push_back((token, Resume::Ready));
