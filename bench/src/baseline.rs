@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use socketserver::{DatagramRequest, Server, Strategy, StreamRequest};
 
-/// The four strategies of socketserver, by their library names.
+/// The five strategies of socketserver, by their library names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StrategyName {
     /// One request at a time, inline in the server loop.
@@ -32,6 +32,8 @@ pub enum StrategyName {
     Pool,
     /// A child process per connection (or datagram).
     Forking,
+    /// A coroutine per connection (or datagram) on one thread per core.
+    Green,
 }
 
 impl StrategyName {
@@ -42,11 +44,13 @@ impl StrategyName {
             StrategyName::Threading => "threading",
             StrategyName::Pool => "pool",
             StrategyName::Forking => "forking",
+            StrategyName::Green => "green",
         }
     }
 
     /// The strategy with the library's defaults, except `stack` bytes of
-    /// stack for the threads of `threading` and `pool` and `keep_alive` for
+    /// stack for the threads of `threading` and `pool` (the coroutines of
+    /// `green`) and `keep_alive` for
     /// `threading`'s, when given.
     pub fn build(self, stack: Option<usize>, keep_alive: Option<Duration>) -> Box<dyn Strategy> {
         match self {
@@ -62,6 +66,9 @@ impl StrategyName {
             }
             StrategyName::Pool if stack.is_some() => {
                 Box::new(socketserver::Pool::default().stack_size(stack.unwrap_or_default()))
+            }
+            StrategyName::Green if stack.is_some() => {
+                Box::new(socketserver::Green::new().stack_size(stack.unwrap_or_default()))
             }
             _ => socketserver::strategy::from_name(self.as_str())
                 .expect("every StrategyName is a library strategy name"),

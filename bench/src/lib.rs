@@ -162,6 +162,11 @@ const SERVERS: &[ServerDef] = &[
         kind: Kind::Ours(StrategyName::Forking, None, None),
     },
     ServerDef {
+        id: "green",
+        label: "socketserver `Green` with its defaults: a coroutine per connection (per datagram over UDP), 64 KiB stacks, one worker thread with its epoll reactor per core",
+        kind: Kind::Ours(StrategyName::Green, None, None),
+    },
+    ServerDef {
         id: "std",
         label: "baseline: plain std, blocking accept loop and a thread per connection, TCP_NODELAY (`bench baseline std-tcp`); over UDP a blocking `recv_from`/`send_to` loop (`bench baseline std-udp`)",
         kind: Kind::Std,
@@ -211,6 +216,7 @@ const TCP_SERVERS: &[&str] = &[
     "threading",
     "pool",
     "forking",
+    "green",
     "std",
     "tokio",
     "py-threading",
@@ -223,6 +229,7 @@ const CONNECT_SERVERS: &[&str] = &[
     "threading-new",
     "pool",
     "forking",
+    "green",
     "std",
     "tokio",
     "py-threading",
@@ -235,16 +242,25 @@ const UDP_SERVERS: &[&str] = &[
     "threading-new",
     "pool",
     "forking",
+    "green",
     "std",
     "py-threading",
     "py-sync",
 ];
-const IDLE_SERVERS: &[&str] = &["threading", "threading-64k", "std", "tokio", "py-threading"];
+const IDLE_SERVERS: &[&str] = &[
+    "threading",
+    "threading-64k",
+    "green",
+    "std",
+    "tokio",
+    "py-threading",
+];
 const SHUTDOWN_SERVERS: &[&str] = &[
     "synchronous",
     "threading",
     "pool",
     "forking",
+    "green",
     "py-threading",
 ];
 
@@ -262,6 +278,7 @@ const SMOKE: &[&str] = &[
     "forking/pp16k-c50",
     "py-forking/pp16k-c50",
     "threading-new/connect-c8",
+    "green/connect-c8",
     "std/connect-c8",
     "py-sync/connect-c8",
     "threading/udp64-c8",

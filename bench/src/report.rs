@@ -236,7 +236,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         3.0,
     );
     // UDP: the best of our strategies.
-    let best = ["synchronous", "threading", "pool", "forking"]
+    let best = ["synchronous", "threading", "pool", "forking", "green"]
         .iter()
         .filter_map(|s| rate(rows, s, "udp64-c8").map(|r| (*s, r)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
@@ -278,6 +278,22 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         ("tokio", "pp64-c50"),
         0.8,
     );
+    // Green against tokio: rates, CPU per request, idle memory.
+    for (what, cell) in [
+        ("64 B ping-pong, 50 connections", "pp64-c50"),
+        ("64 B ping-pong, 500 connections", "pp64-c500"),
+        ("16 KiB ping-pong, 50 connections", "pp16k-c50"),
+        ("connect-echo-close", "connect-c8"),
+    ] {
+        ratio_bar(
+            &format!("Green >= 1.0x tokio, {what}"),
+            ("green", cell),
+            ("tokio", cell),
+            1.0,
+        );
+    }
+    out.extend(green_cpu_targets(rows));
+    out.extend(green_idle_target(rows));
     // Shutdown: every strategy, idle and busy, p99 < 5 ms.
     for cell in ["shutdown-idle", "shutdown-busy"] {
         let ours: Vec<&Row> = rows
@@ -345,6 +361,86 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         }
     }
     out
+}
+
+/// Server CPU time per request in a load cell, microseconds.
+pub fn cpu_us_per_request(row: &Row) -> Option<f64> {
+    (row.kind == "load" && row.req_per_s > 0.0 && row.server_cpu > 0.0)
+        .then(|| row.server_cpu / row.req_per_s * 1e6)
+}
+
+/// Green's server CPU per request <= 1.05x tokio's, in every ping-pong cell
+/// both ran (the worst cell is the one judged).
+fn green_cpu_targets(rows: &[Row]) -> Vec<Target> {
+    let cpu = |server: &str, cell: &str| find(rows, server, cell).and_then(cpu_us_per_request);
+    let cells: Vec<(&str, f64, f64)> = ["pp64-c50", "pp64-c500", "pp16k-c50"]
+        .into_iter()
+        .filter_map(|c| Some((c, cpu("green", c)?, cpu("tokio", c)?)))
+        .collect();
+    let bar = "Green server CPU per request <= 1.05x tokio's (ping-pong cells, worst)".to_owned();
+    let worst = cells
+        .iter()
+        .map(|(c, g, t)| (*c, g / t))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let Some((_, worst)) = worst else {
+        return vec![Target {
+            bar,
+            measured: "not measured in this run".to_owned(),
+            value: None,
+            met: None,
+        }];
+    };
+    let measured = cells
+        .iter()
+        .map(|(c, g, t)| format!("{c} {:.2}x ({g:.1} vs {t:.1} us)", g / t))
+        .collect::<Vec<_>>()
+        .join("; ");
+    vec![Target {
+        bar,
+        measured,
+        value: Some(round(worst, 2)),
+        met: Some(worst <= 1.05),
+    }]
+}
+
+/// Green holding idle connections: RSS per connection <= tokio's, threads
+/// <= cores + 4, all of them held.
+fn green_idle_target(rows: &[Row]) -> Option<Target> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for cell in ["idle-10k", "idle-1k"] {
+        let Some(g) = find(rows, "green", cell).and_then(|r| r.idle.as_ref()) else {
+            continue;
+        };
+        let tokio = find(rows, "tokio", cell).and_then(|r| r.idle.as_ref());
+        let measured = format!(
+            "{:.1} KiB/conn, {} threads, {} of {} held, opened in {:.1} s{}",
+            g.kib_per_conn,
+            g.server_threads,
+            g.held,
+            g.requested,
+            g.open_secs,
+            tokio
+                .map(|t| format!(
+                    " (tokio {:.1} KiB/conn, {} threads, opened in {:.1} s)",
+                    t.kib_per_conn, t.server_threads, t.open_secs
+                ))
+                .unwrap_or_default()
+        );
+        let met = tokio.map(|t| {
+            g.kib_per_conn <= t.kib_per_conn
+                && g.server_threads <= cores as u64 + 4
+                && g.held == g.requested
+        });
+        return Some(Target {
+            bar: format!(
+                "Green idle connections: RSS per connection <= tokio's, threads <= cores + 4 ({cell})"
+            ),
+            measured,
+            value: Some(g.kib_per_conn),
+            met,
+        });
+    }
+    None
 }
 
 /// 123456.7 -> `123,457`.

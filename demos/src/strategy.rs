@@ -1,11 +1,11 @@
-//! The four strategies of the library by the names the command line uses,
+//! The five strategies of the library by the names the command line uses,
 //! and how each demo builds them.
 
 use std::time::Duration;
 
 use socketserver::Strategy;
 
-/// The four strategies of the library, by the names the CLI accepts.
+/// The five strategies of the library, by the names the CLI accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum StrategyName {
     /// One request at a time, inline in the server loop.
@@ -16,15 +16,18 @@ pub enum StrategyName {
     Pool,
     /// A child process per connection (or datagram).
     Forking,
+    /// A coroutine per connection (or datagram) on one thread per core.
+    Green,
 }
 
 impl StrategyName {
     /// Every strategy, in the order the docs list them.
-    pub const ALL: [StrategyName; 4] = [
+    pub const ALL: [StrategyName; 5] = [
         StrategyName::Synchronous,
         StrategyName::Threading,
         StrategyName::Pool,
         StrategyName::Forking,
+        StrategyName::Green,
     ];
 
     /// The CLI name, e.g. `threading`.
@@ -34,6 +37,7 @@ impl StrategyName {
             StrategyName::Threading => "threading",
             StrategyName::Pool => "pool",
             StrategyName::Forking => "forking",
+            StrategyName::Green => "green",
         }
     }
 
@@ -78,6 +82,9 @@ impl StrategyName {
                     None => socketserver::Pool::default(),
                 };
                 Box::new(pool.stack_size(stack.unwrap_or_default()))
+            }
+            StrategyName::Green if stack.is_some() => {
+                Box::new(socketserver::Green::new().stack_size(stack.unwrap_or_default()))
             }
             _ => self.build(workers),
         }

@@ -137,6 +137,11 @@ fn echo_forking() {
 }
 
 #[test]
+fn echo_green() {
+    echo_through_binary("green");
+}
+
+#[test]
 fn echo_upper_and_the_echo_client() {
     let server = start(&["echo", "serve", "--udp", "127.0.0.1:0", "--upper"], 2);
     let tcp = server.address(0).to_string();
@@ -253,6 +258,11 @@ fn chat_threading() {
 #[test]
 fn chat_pool() {
     chat_through_binary("pool");
+}
+
+#[test]
+fn chat_green() {
+    chat_through_binary("green");
 }
 
 #[test]

@@ -438,7 +438,16 @@ fn stale_temp_files_are_swept_at_startup() {
 // --- Through the binary --------------------------------------------------
 
 #[test]
-fn the_cli_puts_gets_and_lists() {
+fn the_cli_puts_gets_and_lists_forking() {
+    the_cli_puts_gets_and_lists("forking");
+}
+
+#[test]
+fn the_cli_puts_gets_and_lists_green() {
+    the_cli_puts_gets_and_lists("green");
+}
+
+fn the_cli_puts_gets_and_lists(strategy: &str) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -469,7 +478,7 @@ fn the_cli_puts_gets_and_lists() {
             "--max-size",
             "2M",
             "--strategy",
-            "forking",
+            strategy,
         ],
         1,
     )

@@ -566,12 +566,12 @@ fn a_non_loopback_address_is_refused_without_allow_remote() {
 }
 
 #[test]
-fn the_binary_serves_with_threading_and_forking() {
+fn the_binary_serves_with_threading_forking_and_green() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
     std::fs::write(&key, "the key\n").unwrap();
     let key = key.to_str().unwrap();
-    for strategy in ["threading", "forking"] {
+    for strategy in ["threading", "forking", "green"] {
         let mut server = ServerProcess::start(
             exe(),
             &[

@@ -309,7 +309,7 @@ pub(crate) fn route_panics_to_log() {
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !IN_HANDLER.with(Cell::get) {
+            if !IN_HANDLER.with(Cell::get) && !in_green_request() {
                 return previous(info);
             }
             let location = info
@@ -325,6 +325,16 @@ pub(crate) fn route_panics_to_log() {
             PANIC_LOCATION.with(|l| l.set(location));
         }));
     });
+}
+
+/// Whether this code runs in a green coroutine: a request under `Green`,
+/// whose panics are all caught and logged. (`IN_HANDLER` is per thread, and
+/// coroutines of one thread interleave, so it cannot tell for them.)
+fn in_green_request() -> bool {
+    #[cfg(feature = "green")]
+    return crate::sys::green_current::active();
+    #[cfg(not(feature = "green"))]
+    false
 }
 
 /// Runs `f`, turning an error or a panic into a [`RequestError`].

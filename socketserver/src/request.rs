@@ -50,11 +50,15 @@ impl Conn {
 
     /// Sets the read timeout (`None` = block forever).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        #[cfg(feature = "green")]
+        crate::green::timeouts_changed();
         both!(self, s => s.set_read_timeout(t))
     }
 
     /// Sets the write timeout (`None` = block forever).
     pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        #[cfg(feature = "green")]
+        crate::green::timeouts_changed();
         both!(self, s => s.set_write_timeout(t))
     }
 

@@ -262,3 +262,102 @@ fn blocking_and_sleep_outside_green_just_run() {
     green::sleep(Duration::from_millis(1));
     green::yield_now();
 }
+
+const PANIC_CHILD: &str = "SOCKETSERVER_TEST_GREEN_PANIC_CHILD";
+const PANIC_MARKER: &str = "green handler panic marker";
+
+#[test]
+fn a_handler_panic_while_other_coroutines_are_mid_request_prints_nothing_to_stderr() {
+    if std::env::var_os(PANIC_CHILD).is_some() {
+        // The child: on one worker thread, connection A is inside its
+        // handler (napping) when B's handler starts; A's handler ends,
+        // then B's panics. Every panic must reach the log only.
+        let server = Server::builder()
+            .strategy(Green::new().threads(1))
+            .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+                let mut line = String::new();
+                while req.read_line(&mut line)? > 0 {
+                    match line.trim() {
+                        "nap" => green::sleep(Duration::from_millis(300)),
+                        "panic" => panic!("{PANIC_MARKER}"),
+                        _ => {}
+                    }
+                    writeln!(req, "done")?;
+                    line.clear();
+                }
+                Ok(())
+            })
+            .unwrap();
+        let running = Running::start(server);
+        let mut a = tcp_client(&running.address);
+        a.write_all(b"nap\n").unwrap();
+        let mut b = tcp_client(&running.address);
+        assert_eq!(ask(&mut b, "hello"), "done\n"); // B is in its handler
+        let mut reply = String::new();
+        BufReader::new(&mut a).read_line(&mut reply).unwrap();
+        assert_eq!(reply, "done\n");
+        drop(a); // A's handler ends while B's waits for its next line
+        std::thread::sleep(Duration::from_millis(100));
+        b.write_all(b"panic\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut b, &mut rest);
+        assert!(
+            rest.is_empty(),
+            "the panicking handler's connection is closed"
+        );
+        running.stop();
+        std::process::exit(0);
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_handler_panic_while_other_coroutines_are_mid_request_prints_nothing_to_stderr",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(PANIC_CHILD, "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = within(DEADLINE, "the child process ends", move || {
+        child.wait_with_output().unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed: {stderr}");
+    assert!(
+        !stderr.contains(PANIC_MARKER),
+        "a handler panic reached stderr: {stderr}"
+    );
+}
+
+#[test]
+fn data_then_a_half_close_is_echoed_to_the_end_every_time() {
+    // The end-of-file often comes with the last bytes: a read that drains
+    // them must not make the next read wait for an event that already came.
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..30 {
+        let mut c = tcp_client(&running.address);
+        let back = within(DEADLINE, &format!("round {round}"), {
+            let data = data.clone();
+            move || {
+                let mut sender = c.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    sender.write_all(&data).unwrap();
+                    sender.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                std::io::Read::read_to_end(&mut c, &mut back).unwrap();
+                writer.join().unwrap();
+                back
+            }
+        });
+        assert!(back == data, "round {round}: {} bytes back", back.len());
+    }
+    running.stop();
+}

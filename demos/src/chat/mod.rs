@@ -58,13 +58,13 @@ pub fn tcp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
     match strategy {
         StrategyName::Synchronous => Some(
             "synchronous serves one connection at a time, so the first chat member would \
-             block everyone else until it left; use threading or pool",
+             block everyone else until it left; use threading, pool or green",
         ),
         StrategyName::Forking => Some(
             "forking serves each member in its own process with its own copy of the room, \
-             so members would never see each other; use threading or pool",
+             so members would never see each other; use threading, pool or green",
         ),
-        StrategyName::Threading | StrategyName::Pool => None,
+        StrategyName::Threading | StrategyName::Pool | StrategyName::Green => None,
     }
 }
 
@@ -74,7 +74,7 @@ pub fn udp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
         StrategyName::Forking => Some(
             "forking handles each datagram in a child process, so a /nick would register \
              the peer in a copy of the peer table that vanishes with the child; use \
-             synchronous (the default), threading or pool",
+             synchronous (the default), threading, pool or green",
         ),
         _ => None,
     }

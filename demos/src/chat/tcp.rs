@@ -382,12 +382,14 @@ impl Drop for Membership<'_> {
             } else {
                 self.room.inner.config.linger
             };
-            if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(linger) {
+            // Waits off the reactor under `Green` (a plain call elsewhere).
+            let waited = socketserver::green::blocking(move || done.recv_timeout(linger));
+            if let Err(RecvTimeoutError::Timeout) = waited {
                 if let Some(conn) = self.room.inner.state.lock().conns.get(&self.id) {
                     let _ = conn.shutdown(Shutdown::Both);
                 }
             }
-            let _ = writer.join();
+            let _ = socketserver::green::blocking(move || writer.join());
         }
     }
 }

@@ -193,7 +193,7 @@ impl Shell {
             timeout: self.config.timeout,
             max_output: self.config.max_output,
         };
-        let outcome = match exec::run(line, &session.dir, &limits, watch) {
+        let outcome = match run_off_reactor(line, &session.dir, &limits, watch) {
             Ok(o) => o,
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Err(e),
             Err(e) => {
@@ -375,6 +375,27 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGXFSZ => "SIGXFSZ",
         _ => "another signal",
     }
+}
+
+/// Runs a command with [`exec::run`]; under `Green` on a helper thread
+/// (`socketserver::green::blocking`), since the whole run waits on the
+/// command's pipes and exit: the other connections of the worker go on.
+fn run_off_reactor(
+    line: &str,
+    dir: &std::path::Path,
+    limits: &Limits,
+    watch: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<exec::Outcome> {
+    if !socketserver::green::is_green() {
+        return exec::run(line, dir, limits, watch);
+    }
+    // The helper needs its own handles: a duplicate of the watched socket.
+    let watch = watch.map(|fd| fd.try_clone_to_owned()).transpose()?;
+    let (line, dir, limits) = (line.to_owned(), dir.to_path_buf(), *limits);
+    socketserver::green::blocking(move || {
+        use std::os::fd::AsFd;
+        exec::run(&line, &dir, &limits, watch.as_ref().map(AsFd::as_fd))
+    })
 }
 
 /// Whether `addr` may be served without `--allow-remote`: loopback

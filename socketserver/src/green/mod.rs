@@ -148,37 +148,60 @@ fn deadline(timeout: io::Result<Option<Duration>>) -> Option<Instant> {
 /// `WouldBlock` the coroutine waits in the reactor, at most the socket's
 /// read timeout (`SO_RCVTIMEO`, as set by the request), then fails as a
 /// blocking socket would (`EAGAIN`). The socket itself stays blocking.
+///
+/// A read that returned less than asked drained the socket (a stream socket
+/// hands over all it has): the next read waits for the reactor's event
+/// first instead of trying a `recv` bound to fail.
 pub(crate) fn read(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = conn.as_raw_fd();
     let mut until = None;
     loop {
-        match crate::sys::recv_nowait(conn.as_raw_fd(), buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let until = *until.get_or_insert_with(|| deadline(read_timeout(conn)));
-                if !wait(conn.as_fd(), false, until) {
-                    return Err(timed_out());
+        if !runtime::known_blocked(fd, false) {
+            match crate::sys::recv_nowait(fd, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => runtime::blocked(fd, false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) if n > 0 && n < buf.len() => {
+                    runtime::blocked(fd, false);
+                    return Ok(n);
                 }
+                r => return r,
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            r => return r,
+        }
+        let until = *until.get_or_insert_with(|| deadline(read_timeout(conn)));
+        if !wait(conn.as_fd(), false, until) {
+            return Err(timed_out());
         }
     }
 }
 
-/// A write to `conn` from a green coroutine, as [`read`] (`SO_SNDTIMEO`).
+/// A write to `conn` from a green coroutine, as [`read`] (`SO_SNDTIMEO`; a
+/// short write means the socket's buffer is full).
 pub(crate) fn write(conn: &Conn, buf: &[u8]) -> io::Result<usize> {
+    let fd = conn.as_raw_fd();
     let mut until = None;
     loop {
-        match crate::sys::send_nowait(conn.as_raw_fd(), buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let until = *until.get_or_insert_with(|| deadline(write_timeout(conn)));
-                if !wait(conn.as_fd(), true, until) {
-                    return Err(timed_out());
+        if !runtime::known_blocked(fd, true) {
+            match crate::sys::send_nowait(fd, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => runtime::blocked(fd, true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) if n < buf.len() => {
+                    runtime::blocked(fd, true);
+                    return Ok(n);
                 }
+                r => return r,
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            r => return r,
+        }
+        let until = *until.get_or_insert_with(|| deadline(write_timeout(conn)));
+        if !wait(conn.as_fd(), true, until) {
+            return Err(timed_out());
         }
     }
+}
+
+/// A connection's read or write timeout was set: the timeouts green reads
+/// and writes cached are read again (one `getsockopt` each).
+pub(crate) fn timeouts_changed() {
+    runtime::timeouts_changed();
 }
 
 /// Waits until `fd` is writable, at most `timeout`: in the reactor from a
@@ -191,16 +214,18 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     Ok(wait(fd, true, until))
 }
 
+/// The connection's read timeout, cached per connection (see
+/// [`timeouts_changed`]).
 fn read_timeout(conn: &Conn) -> io::Result<Option<Duration>> {
-    match conn {
+    runtime::timeout(conn.as_raw_fd(), false, || match conn {
         Conn::Tcp(s) => s.read_timeout(),
         Conn::Unix(s) => s.read_timeout(),
-    }
+    })
 }
 
 fn write_timeout(conn: &Conn) -> io::Result<Option<Duration>> {
-    match conn {
+    runtime::timeout(conn.as_raw_fd(), true, || match conn {
         Conn::Tcp(s) => s.write_timeout(),
         Conn::Unix(s) => s.write_timeout(),
-    }
+    })
 }

@@ -2,11 +2,12 @@
 //! queue, timers and coroutines. A coroutine runs on the worker that started
 //! it until it ends.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,130 @@ const SHARED_FD_POLL: Duration = Duration::from_millis(1);
 const STACK_CACHE: usize = 256;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// No coroutine (the owner of an unregistered descriptor, the current
+/// coroutine while the scheduler runs).
+const NOBODY: Token = Token(usize::MAX - 1);
+
+/// Bumped whenever a connection's read or write timeout is set (see
+/// [`timeouts_changed`]): the timeouts cached per descriptor are only good
+/// for the epoch they were read in.
+static TIMEOUT_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// What a worker knows of a descriptor registered in its epoll: the
+/// coroutine it wakes, whether it may be readable or writable (edge
+/// triggered: set by an event, cleared when a read or write finds the
+/// socket drained or full), whether its read or write side was reported
+/// closed or failed (final: never cleared, as end-of-file or the error
+/// stays to be read), and the socket's timeouts as last read.
+#[derive(Debug, Clone, Copy)]
+struct FdState {
+    owner: Token,
+    readable: bool,
+    writable: bool,
+    read_closed: bool,
+    write_closed: bool,
+    /// `(epoch, SO_RCVTIMEO)`, `(epoch, SO_SNDTIMEO)`.
+    read_timeout: Option<(u64, Option<Duration>)>,
+    write_timeout: Option<(u64, Option<Duration>)>,
+}
+
+const UNOWNED: FdState = FdState {
+    owner: NOBODY,
+    readable: false,
+    writable: false,
+    read_closed: false,
+    write_closed: false,
+    read_timeout: None,
+    write_timeout: None,
+};
+
+thread_local! {
+    /// This worker's descriptors, indexed by number (descriptor numbers are
+    /// small and dense). Shared by the scheduler and its coroutines, which
+    /// run on this thread one at a time; never borrowed across a switch.
+    static FDS: RefCell<Vec<FdState>> = const { RefCell::new(Vec::new()) };
+    /// The coroutine running now on this thread (`NOBODY` in the scheduler).
+    static RUNNING: Cell<Token> = const { Cell::new(NOBODY) };
+}
+
+fn with_fd<R>(fd: RawFd, f: impl FnOnce(&mut FdState) -> R) -> Option<R> {
+    let index = usize::try_from(fd).ok()?;
+    FDS.with(|fds| fds.borrow_mut().get_mut(index).map(f))
+}
+
+/// The state of `fd` if the running coroutine owns its registration.
+fn with_own_fd<R>(fd: RawFd, f: impl FnOnce(&mut FdState) -> R) -> Option<R> {
+    let me = RUNNING.with(Cell::get);
+    if me == NOBODY {
+        return None;
+    }
+    with_fd(fd, |s| (s.owner == me).then(|| f(s))).flatten()
+}
+
+/// Whether the running coroutine knows that `fd` has nothing to read (or no
+/// room to write) since its last read (write): then it waits for the
+/// reactor's event without trying the call first.
+pub(crate) fn known_blocked(fd: RawFd, write: bool) -> bool {
+    with_own_fd(fd, |s| {
+        if write {
+            !s.writable && !s.write_closed
+        } else {
+            !s.readable && !s.read_closed
+        }
+    })
+    .unwrap_or(false)
+}
+
+/// The running coroutine found `fd` drained (a read returned less than
+/// asked, or `WouldBlock`) or full (a short write): wait for the next edge.
+pub(crate) fn blocked(fd: RawFd, write: bool) {
+    with_own_fd(fd, |s| {
+        if write {
+            s.writable = false;
+        } else {
+            s.readable = false;
+        }
+    });
+}
+
+/// A connection's timeout was set: cached timeouts must be read again.
+pub(crate) fn timeouts_changed() {
+    TIMEOUT_EPOCH.fetch_add(1, Ordering::Release);
+}
+
+/// The read (or write) timeout of `fd`, from the cache of the running
+/// coroutine's registration when it is current, else from `read`
+/// (a `getsockopt`), then cached.
+pub(crate) fn timeout(
+    fd: RawFd,
+    write: bool,
+    read: impl FnOnce() -> io::Result<Option<Duration>>,
+) -> io::Result<Option<Duration>> {
+    let epoch = TIMEOUT_EPOCH.load(Ordering::Acquire);
+    let cached = with_own_fd(fd, |s| {
+        if write {
+            s.write_timeout
+        } else {
+            s.read_timeout
+        }
+    })
+    .flatten()
+    .filter(|(e, _)| *e == epoch);
+    if let Some((_, t)) = cached {
+        return Ok(t);
+    }
+    let t = read()?;
+    with_own_fd(fd, |s| {
+        let slot = if write {
+            &mut s.write_timeout
+        } else {
+            &mut s.read_timeout
+        };
+        *slot = Some((epoch, t));
+    });
+    Ok(t)
+}
 
 /// What another thread hands a worker.
 pub(crate) enum Msg {
@@ -131,7 +256,6 @@ pub(crate) fn spawn(
             ready: VecDeque::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
-            owners: HashMap::new(),
             stacks: Vec::new(),
         }
         .run();
@@ -144,8 +268,9 @@ pub(crate) fn spawn(
 enum State {
     /// In the run queue, or running.
     Runnable,
-    /// For its descriptor (`write`: writable), until `deadline`.
+    /// For `fd` (`write`: writable), until `deadline`.
     Io {
+        fd: RawFd,
         write: bool,
         deadline: Option<Instant>,
     },
@@ -162,6 +287,8 @@ struct Task {
     state: State,
     /// Its pending timer, if any (a key of `Worker::timers`).
     timer: Option<(Instant, u64)>,
+    /// The descriptors registered for it (forgotten when it ends).
+    fds: Vec<RawFd>,
 }
 
 struct Worker {
@@ -175,9 +302,6 @@ struct Worker {
     ready: VecDeque<(Token, Resume)>,
     timers: BTreeMap<(Instant, u64), Token>,
     timer_seq: u64,
-    /// Which coroutine each descriptor is registered in epoll for (tokens of
-    /// ended coroutines stay until the number is registered again).
-    owners: HashMap<RawFd, Token>,
     stacks: Vec<DefaultStack>,
 }
 
@@ -216,14 +340,34 @@ impl Worker {
                 if event.token() == WAKER {
                     continue;
                 }
-                let hit_read = event.is_readable() || event.is_read_closed() || event.is_error();
-                let hit_write = event.is_writable() || event.is_write_closed() || event.is_error();
-                let Some(task) = self.task_mut(event.token()) else {
+                // Registrations are by descriptor number (see `wait_io`).
+                let Ok(fd) = RawFd::try_from(event.token().0) else {
+                    continue;
+                };
+                let read_closed = event.is_read_closed() || event.is_error();
+                let write_closed = event.is_write_closed() || event.is_error();
+                let hit_read = event.is_readable() || read_closed;
+                let hit_write = event.is_writable() || write_closed;
+                let Some(owner) = with_fd(fd, |s| {
+                    s.readable |= hit_read;
+                    s.writable |= hit_write;
+                    s.read_closed |= read_closed;
+                    s.write_closed |= write_closed;
+                    s.owner
+                }) else {
+                    continue;
+                };
+                let Some(task) = self.task_mut(owner) else {
                     continue; // an ended coroutine's descriptor
                 };
-                if let State::Io { write, .. } = task.state {
-                    if (write && hit_write) || (!write && hit_read) {
-                        self.make_ready(event.token(), Resume::Ready);
+                if let State::Io {
+                    fd: waits_on,
+                    write,
+                    ..
+                } = task.state
+                {
+                    if waits_on == fd && ((write && hit_write) || (!write && hit_read)) {
+                        self.make_ready(owner, Resume::Ready);
                     }
                 }
             }
@@ -296,8 +440,14 @@ impl Worker {
             let _current = green_current::enter(yielder);
             // Handler panics are caught inside `run`; anything else must not
             // unwind into the scheduler.
-            if catch_unwind(AssertUnwindSafe(|| job.run())).is_err() {
-                log::error!("a green request panicked outside its handler");
+            // (The panic hook leaves every panic in a coroutine to the log.)
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job.run())) {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(not a string)");
+                log::error!("a green request panicked outside its handler: {message}");
             }
         });
         let (index, generation) = match self.free.pop() {
@@ -313,6 +463,7 @@ impl Worker {
             generation,
             state: State::Runnable,
             timer: None,
+            fds: Vec::new(),
         });
         self.ready
             .push_back((token(index, generation), Resume::Ready));
@@ -334,7 +485,9 @@ impl Worker {
             return;
         };
         let started = Instant::now();
+        RUNNING.with(|r| r.set(token));
         let result = task.co.resume(why);
+        RUNNING.with(|r| r.set(NOBODY));
         let ran = started.elapsed();
         if ran > SLOW_RESUME {
             log::warn!(
@@ -367,13 +520,19 @@ impl Worker {
         }
     }
 
-    /// The coroutine waits for `fd`: registered in epoll for it (once, edge
-    /// triggered, both directions), with a timer for `deadline`.
+    /// The coroutine waits for `fd`: registered in epoll for it (once per
+    /// coroutine, edge triggered, both directions, by descriptor number),
+    /// with a timer for `deadline`. Ready at once when an event came since
+    /// its last attempt.
     fn wait_io(&mut self, token: Token, fd: RawFd, write: bool, deadline: Option<Instant>) {
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return self.ready.push_back((token, Resume::TimedOut));
         }
-        let owner = self.owners.get(&fd).copied();
+        let Ok(index) = usize::try_from(fd) else {
+            return self.ready.push_back((token, Resume::Ready)); // not a descriptor
+        };
+        let state = FDS.with(|fds| fds.borrow().get(index).copied());
+        let owner = state.map(|s| s.owner);
         let shared_with_live = owner.is_some_and(|o| o != token && self.task_mut(o).is_some());
         if shared_with_live {
             // Another coroutine here waits on the same descriptor (a shared
@@ -384,12 +543,25 @@ impl Worker {
             let at = deadline.map_or(retry, |d| d.min(retry));
             return self.wait_timer(token, deadline, at);
         }
-        if owner != Some(token) {
+        if owner == Some(token) {
+            let ready = state.is_some_and(|s| {
+                if write {
+                    s.writable || s.write_closed
+                } else {
+                    s.readable || s.read_closed
+                }
+            });
+            if ready {
+                // An event came while it ran: try again now.
+                return self.ready.push_back((token, Resume::Ready));
+            }
+        } else {
             let interest = Interest::READABLE | Interest::WRITABLE;
             let registry = self.poll.registry();
-            let registered = match registry.register(&mut SourceFd(&fd), token, interest) {
+            let mut source = SourceFd(&fd);
+            let registered = match registry.register(&mut source, Token(index), interest) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    registry.reregister(&mut SourceFd(&fd), token, interest)
+                    registry.reregister(&mut source, Token(index), interest)
                 }
                 r => r,
             };
@@ -400,11 +572,28 @@ impl Worker {
                 let at = deadline.map_or(retry, |d| d.min(retry));
                 return self.wait_timer(token, deadline, at);
             }
-            self.owners.insert(fd, token);
+            // A new registration reports the current readiness as an event.
+            FDS.with(|fds| {
+                let mut fds = fds.borrow_mut();
+                if fds.len() <= index {
+                    fds.resize(index + 1, UNOWNED);
+                }
+                fds[index] = FdState {
+                    owner: token,
+                    ..UNOWNED
+                };
+            });
+            if let Some(task) = self.task_mut(token) {
+                task.fds.push(fd);
+            }
         }
         let key = deadline.map(|d| self.add_timer(d, token));
         if let Some(task) = self.task_mut(token) {
-            task.state = State::Io { write, deadline };
+            task.state = State::Io {
+                fd,
+                write,
+                deadline,
+            };
             task.timer = key;
         }
     }
@@ -459,6 +648,18 @@ impl Worker {
         if let Some(key) = task.timer {
             self.timers.remove(&key);
         }
+        // Its descriptors are closed, or another coroutine registers them
+        // again (epoll keeps an open one registered: `reregister` then).
+        FDS.with(|fds| {
+            let mut fds = fds.borrow_mut();
+            for fd in &task.fds {
+                if let Some(s) = usize::try_from(*fd).ok().and_then(|i| fds.get_mut(i)) {
+                    if s.owner == token {
+                        *s = UNOWNED;
+                    }
+                }
+            }
+        });
         self.free.push((index, generation));
         if self.stacks.len() < STACK_CACHE {
             self.stacks.push(task.co.into_stack());
