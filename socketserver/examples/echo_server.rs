@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p socketserver --example echo_server -- ADDR STRATEGY [--udp]
+//! cargo run --release -p socketserver --features tls --example echo_server -- ADDR STRATEGY --tls CERT KEY
 //! ```
 //!
 //! ADDR is `HOST:PORT`, `unix:PATH`, or `systemd` (the first socket passed by
@@ -14,7 +15,9 @@
 //! client it names; `--greet` makes the server speak first on each stream
 //! connection: `peer CLIENT via PROXY` (`via -` without a proxy), then it
 //! echoes; `--max-per-ip=N` allows N connections per client address at
-//! once. The first line on stdout is
+//! once; `--tls CERT KEY` serves TLS on stream connections with the PEM
+//! certificate chain CERT and key KEY (build with `--features tls`). The
+//! first line on stdout is
 //! `listening on SCHEME://ADDR` with the real port. SIGINT or SIGTERM stops
 //! the server cleanly (exit status 0); it then prints
 //! `echo_server: served N requests` on stderr.
@@ -29,7 +32,7 @@ use socketserver::{Address, DatagramRequest, Server, Strategy, StreamRequest, Tr
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--max-per-ip=N]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
+        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--max-per-ip=N] [--tls CERT KEY]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
         socketserver::strategy::NAMES.join("|")
     );
     ExitCode::from(2)
@@ -76,7 +79,18 @@ where
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tls = match args.iter().position(|a| a == "--tls") {
+        None => None,
+        Some(i) => {
+            if i + 2 >= args.len() {
+                eprintln!("echo_server: --tls needs CERT and KEY");
+                return usage();
+            }
+            let files: Vec<String> = args.drain(i..i + 3).skip(1).collect();
+            Some((files[0].clone(), files[1].clone()))
+        }
+    };
     let udp = args.iter().any(|a| a == "--udp");
     let reuse_port = args.iter().any(|a| a == "--reuse-port");
     let proxy_protocol = args.iter().any(|a| a == "--proxy-protocol");
@@ -113,6 +127,15 @@ fn main() -> ExitCode {
                 IpNet::host(Ipv6Addr::LOCALHOST.into()),
             ],
         });
+    }
+    if let Some((cert, key)) = tls {
+        match with_tls(builder, &cert, &key) {
+            Ok(b) => builder = b,
+            Err(e) => {
+                eprintln!("echo_server: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let echo_stream = if greet { greet_stream } else { echo_stream };
     if addr.as_str() == "systemd" {
@@ -158,6 +181,28 @@ fn serve_activated(
             .build(Unixgram::from_std(s)?, echo_datagram)
             .and_then(run),
     }
+}
+
+/// TLS with the PEM files `cert` and `key`.
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: socketserver::Builder<Box<dyn Strategy>>,
+    cert: &str,
+    key: &str,
+) -> io::Result<socketserver::Builder<Box<dyn Strategy>>> {
+    Ok(builder.tls(socketserver::tls::server_config(cert, key)?))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _: socketserver::Builder<Box<dyn Strategy>>,
+    _: &str,
+    _: &str,
+) -> io::Result<socketserver::Builder<Box<dyn Strategy>>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "--tls: built without TLS; build with `--features tls`",
+    ))
 }
 
 fn report(result: io::Result<()>) -> ExitCode {
