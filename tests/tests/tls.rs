@@ -476,3 +476,25 @@ fn a_byte_flipped_on_the_wire_fails_the_session_and_the_handler_never_sees_it() 
     // The handler saw the first message only, never the altered one.
     assert_eq!(&*server.seen.data.lock(), b"echo hi\n");
 }
+
+#[test]
+fn a_unix_stream_server_speaks_tls_too() {
+    let dir = TempDir::new("tls-unix");
+    let cert = make_cert(&dir, "server");
+    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .tls(config)
+        .unix(dir.join("s.sock"), echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    let conn = rustls::ClientConnection::new(client_config(&cert), "localhost".try_into().unwrap())
+        .unwrap();
+    let mut client = rustls::StreamOwned::new(conn, unix_client(&running.address));
+    assert_eq!(
+        stream_roundtrip(&mut client, b"over unix\n").unwrap(),
+        b"over unix\n"
+    );
+    drop(client);
+    running.stop();
+}
