@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p socketserver --example echo_server -- ADDR STRATEGY [--udp]
+//! cargo run --release -p socketserver --features tls --example echo_server -- ADDR STRATEGY --tls CERT KEY
 //! ```
 //!
 //! ADDR is `HOST:PORT`, `unix:PATH`, or `systemd` (the first socket passed by
@@ -19,7 +20,9 @@
 //! takes the listening socket over, after which this one lets its
 //! connections finish and exits 0 (`socketserver::reload`). Whatever ADDR
 //! says, a socket passed with `LISTEN_FDS` (by systemd, or by the process
-//! being upgraded) is served. The first line on stdout is
+//! being upgraded) is served; `--tls CERT KEY` serves TLS on stream
+//! connections with the PEM certificate chain CERT and key KEY (build with
+//! `--features tls`). The first line on stdout is
 //! `listening on SCHEME://ADDR` with the real port. SIGINT or SIGTERM stops
 //! the server cleanly (exit status 0); it then prints
 //! `echo_server: served N requests` on stderr.
@@ -34,7 +37,7 @@ use socketserver::{Address, DatagramRequest, Server, Strategy, StreamRequest, Tr
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--tell-pid] [--max-per-ip=N] [--upgrade]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
+        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--tell-pid] [--max-per-ip=N] [--upgrade] [--tls CERT KEY]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
         socketserver::strategy::NAMES.join("|")
     );
     ExitCode::from(2)
@@ -116,7 +119,18 @@ where
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tls = match args.iter().position(|a| a == "--tls") {
+        None => None,
+        Some(i) => {
+            if i + 2 >= args.len() {
+                eprintln!("echo_server: --tls needs CERT and KEY");
+                return usage();
+            }
+            let files: Vec<String> = args.drain(i..i + 3).skip(1).collect();
+            Some((files[0].clone(), files[1].clone()))
+        }
+    };
     let udp = args.iter().any(|a| a == "--udp");
     let reuse_port = args.iter().any(|a| a == "--reuse-port");
     let proxy_protocol = args.iter().any(|a| a == "--proxy-protocol");
@@ -155,6 +169,15 @@ fn main() -> ExitCode {
                 IpNet::host(Ipv6Addr::LOCALHOST.into()),
             ],
         });
+    }
+    if let Some((cert, key)) = tls {
+        match with_tls(builder, &cert, &key) {
+            Ok(b) => builder = b,
+            Err(e) => {
+                eprintln!("echo_server: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let echo_stream = match (greet, tell_pid) {
         (true, _) => greet_stream,
@@ -220,6 +243,28 @@ fn serve_activated(
             .build(Unixgram::from_std(s)?, echo_datagram)
             .and_then(|s| run(s, upgrade)),
     }
+}
+
+/// TLS with the PEM files `cert` and `key`.
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: socketserver::Builder<Box<dyn Strategy>>,
+    cert: &str,
+    key: &str,
+) -> io::Result<socketserver::Builder<Box<dyn Strategy>>> {
+    Ok(builder.tls(socketserver::tls::server_config(cert, key)?))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _: socketserver::Builder<Box<dyn Strategy>>,
+    _: &str,
+    _: &str,
+) -> io::Result<socketserver::Builder<Box<dyn Strategy>>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "--tls: built without TLS; build with `--features tls`",
+    ))
 }
 
 fn report(result: io::Result<()>) -> ExitCode {

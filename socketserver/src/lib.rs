@@ -135,6 +135,13 @@ mod shutdown;
 pub mod strategy;
 #[allow(unsafe_code)] // the one module where the OS demands it; see its docs
 mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "tls")]
+use tls as tls_session;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls_session;
 pub mod transport;
 
 pub use address::{Address, AddressParseError};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::connections::{Registration, Registry};
 use crate::shutdown::Stop;
+use crate::tls_session::Session as TlsSession;
 use crate::{Address, ShutdownHandle, Stats};
 
 /// A connected stream socket: TCP or Unix. Reads and writes go straight to
@@ -204,6 +205,9 @@ pub struct StreamRequest {
     state: ConnectionState,
     /// What a PROXY header said, when one named the client.
     proxied: Option<Box<crate::proxy::ProxyHeader>>,
+    /// The TLS session, under `Builder::tls`: socket reads and writes go
+    /// through it.
+    tls: Option<Box<TlsSession>>,
 }
 
 /// Per-connection values, one per type (see [`StreamRequest::state`]).
@@ -297,10 +301,22 @@ enum Phase {
     Message { started: Instant, received: u64 },
 }
 
-/// `write_all`, a write timeout reported as what it is.
-fn write_timed(conn: &Conn, buf: &[u8], timeout: Option<Duration>) -> io::Result<()> {
-    let mut conn = conn;
-    conn.write_all(buf).map_err(|e| write_timed_out(e, timeout))
+/// `write_all` (through the TLS session, if any), a write timeout
+/// reported as what it is.
+fn write_timed(
+    conn: &Conn,
+    tls: Option<&mut TlsSession>,
+    buf: &[u8],
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    let result = match tls {
+        Some(tls) => tls.write_all(conn, buf),
+        None => {
+            let mut conn = conn;
+            conn.write_all(buf)
+        }
+    };
+    result.map_err(|e| write_timed_out(e, timeout))
 }
 
 /// A write timeout (`SO_SNDTIMEO` ran out) as `TimedOut` with a message
@@ -341,6 +357,7 @@ impl StreamRequest {
             stop: None,
             state: ConnectionState::default(),
             proxied: None,
+            tls: None,
         }
     }
 
@@ -524,7 +541,11 @@ impl StreamRequest {
     /// One `read(2)`, retried on `EINTR`, a timeout reported as what it is.
     fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match (&self.conn).read(buf) {
+            let read = match self.tls.as_deref_mut() {
+                Some(tls) => tls.read(&self.conn, buf),
+                None => (&self.conn).read(buf),
+            };
+            match read {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) && self.rcvtimeo.get().is_some() => {
                     let t = self.rcvtimeo.get().unwrap_or_default();
@@ -548,7 +569,11 @@ impl StreamRequest {
                 // Draining. A message already waiting in the socket (a
                 // request queued in a `Pool` whose client has spoken) is
                 // served; only a connection with nothing to say is idle.
-                if !crate::sys::readable_now(self.conn.as_fd()) {
+                let pending = self
+                    .tls
+                    .as_deref_mut()
+                    .is_some_and(TlsSession::has_plaintext);
+                if !pending && !crate::sys::readable_now(self.conn.as_fd()) {
                     reg.count_idle_closed();
                     return Ok(0);
                 }
@@ -565,6 +590,8 @@ impl StreamRequest {
     fn wait_then_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.set_rcvtimeo(self.timeouts.read)?;
         let stop = self.stop.clone().or_else(Stop::for_forked_child);
+        // Decrypted bytes already waiting: the socket may have nothing.
+        let stop = stop.filter(|_| !self.tls_has_plaintext());
         if let Some(stop) = stop {
             match stop.wait_readable(self.conn.as_fd(), self.timeouts.read)? {
                 crate::shutdown::Waited::Ready => {}
@@ -645,6 +672,9 @@ impl StreamRequest {
 
     /// The socket itself (Python: `self.request`), for options or unbuffered
     /// access. Bytes already buffered by `rfile` are not seen through it.
+    /// Under TLS ([`Builder::tls`](crate::Builder::tls)) this is the raw
+    /// socket: what passes through it is ciphertext, so read and write
+    /// through the request instead.
     pub fn stream(&self) -> &Conn {
         &self.conn
     }
@@ -671,7 +701,12 @@ impl StreamRequest {
         let mut total = 0u64;
         if self.rpos < self.rfilled {
             let pending = self.rpos..self.rfilled;
-            write_timed(&self.conn, &self.rbuf[pending], self.timeouts.write)?;
+            write_timed(
+                &self.conn,
+                self.tls.as_deref_mut(),
+                &self.rbuf[pending],
+                self.timeouts.write,
+            )?;
             total += (self.rfilled - self.rpos) as u64;
             self.rpos = self.rfilled;
         }
@@ -691,7 +726,12 @@ impl StreamRequest {
                 0 => return Ok(total),
                 n => n,
             };
-            write_timed(&self.conn, &buf[..n], self.timeouts.write)?;
+            write_timed(
+                &self.conn,
+                self.tls.as_deref_mut(),
+                &buf[..n],
+                self.timeouts.write,
+            )?;
             total += n as u64;
             if n == buf.len() && n < MAX_ECHO_BUF {
                 big = vec![0u8; (n * 8).min(MAX_ECHO_BUF)];
@@ -702,6 +742,36 @@ impl StreamRequest {
     /// Whether unread bytes sit in the read buffer.
     pub fn has_buffered_input(&self) -> bool {
         self.rpos < self.rfilled
+    }
+
+    /// What the TLS session negotiated (protocol, cipher suite, ALPN, SNI,
+    /// client certificates); `None` without TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+        self.tls.as_deref().map(TlsSession::info)
+    }
+
+    /// After a TLS handshake: reads and writes go through `session`, and
+    /// the read timeout the handshake set is forgotten.
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, session: Box<TlsSession>) {
+        self.rcvtimeo = RcvTimeout::Unknown;
+        self.tls = Some(session);
+    }
+
+    fn tls_has_plaintext(&mut self) -> bool {
+        self.tls
+            .as_deref_mut()
+            .is_some_and(TlsSession::has_plaintext)
+    }
+}
+
+impl Drop for StreamRequest {
+    /// Under TLS: a `close_notify`, so the peer sees a clean end.
+    fn drop(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.close(&self.conn);
+        }
     }
 }
 
@@ -800,6 +870,10 @@ impl Write for StreamRequest {
             self.flush()?;
         }
         if buf.len() >= BUF_SIZE {
+            if let Some(tls) = self.tls.as_deref_mut() {
+                write_timed(&self.conn, Some(tls), buf, self.timeouts.write)?;
+                return Ok(buf.len());
+            }
             return (&self.conn)
                 .write(buf)
                 .map_err(|e| write_timed_out(e, self.timeouts.write));
@@ -810,7 +884,12 @@ impl Write for StreamRequest {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            let result = write_timed(&self.conn, &self.wbuf, self.timeouts.write);
+            let result = write_timed(
+                &self.conn,
+                self.tls.as_deref_mut(),
+                &self.wbuf,
+                self.timeouts.write,
+            );
             self.wbuf.clear();
             result?;
         }

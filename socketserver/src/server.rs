@@ -87,6 +87,8 @@ pub struct Server<T: Transport, S: Strategy, H> {
     oversized_reported: Mutex<Option<Instant>>,
     /// The PROXY protocol, when on.
     proxy: Option<Arc<crate::proxy::Gate>>,
+    /// TLS, when on.
+    tls: Option<Arc<crate::tls_session::Gate>>,
 }
 
 /// The timeouts of every accepted connection.
@@ -159,6 +161,7 @@ pub struct Builder<S = Synchronous> {
     busy_message: Option<Arc<[u8]>>,
     limits: Limits,
     proxy: crate::proxy::Config,
+    tls: crate::tls_session::Config,
 }
 
 impl Default for Builder<Synchronous> {
@@ -173,6 +176,7 @@ impl Default for Builder<Synchronous> {
             busy_message: None,
             limits: Limits::default(),
             proxy: crate::proxy::Config::default(),
+            tls: crate::tls_session::Config::default(),
         }
     }
 }
@@ -205,6 +209,7 @@ impl<S: Strategy> Builder<S> {
             busy_message: self.busy_message,
             limits: self.limits,
             proxy: self.proxy,
+            tls: self.tls,
         }
     }
 
@@ -406,6 +411,29 @@ impl<S: Strategy> Builder<S> {
         self
     }
 
+    /// TLS on every connection of a TCP or Unix stream server (feature
+    /// `tls`; datagram servers ignore it). The handler is unchanged: it
+    /// reads and writes plaintext. The handshake runs in the request's
+    /// thread after `verify_request` (and after a PROXY header), within
+    /// [`tls_handshake_timeout`](Self::tls_handshake_timeout); a failed one
+    /// is logged at `info`, counted as failed and never reaches the
+    /// handler. See [`tls`](crate::tls), and
+    /// [`tls::server_config`](crate::tls::server_config) to load PEM files.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<crate::tls::ServerConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// The longest a whole TLS handshake may take (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::tls::DEFAULT_HANDSHAKE_TIMEOUT),
+    /// 10 s), however the client splits it.
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tls.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
     /// The socket options collected so far.
     #[must_use]
     pub fn socket_options(&self) -> &SocketOptions {
@@ -496,6 +524,7 @@ impl<S: Strategy> Builder<S> {
             skip_strategy_close: AtomicBool::new(false),
             oversized_reported: Mutex::new(None),
             proxy,
+            tls: self.tls.gate(),
         })
     }
 }
@@ -1054,10 +1083,16 @@ where
         }
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
+        let tls = self.tls.clone();
         let job = Job::new(peer, move || {
             let _running = registry.start_request();
             if let (Some(gate), Some(stream)) = (&proxy, req.as_stream()) {
                 if !crate::proxy::admit(stream, gate, &registry, |a| handler.verify(a)) {
+                    return false;
+                }
+            }
+            if let (Some(gate), Some(stream)) = (&tls, req.as_stream()) {
+                if !crate::tls_session::handshake(stream, gate, &registry) {
                     return false;
                 }
             }

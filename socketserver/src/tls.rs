@@ -1,0 +1,344 @@
+//! TLS on stream servers (feature `tls`): [`Builder::tls`](crate::Builder::tls)
+//! makes every accepted TCP or Unix stream connection speak TLS, with the
+//! handler unchanged: [`StreamRequest`] reads and
+//! writes plaintext, buffered and auto-flushed as without TLS.
+//!
+//! Built on [rustls] with its `ring` crypto provider: `ring` builds with
+//! cargo and the system C compiler alone, where rustls' default provider,
+//! aws-lc-rs, needs cmake too and compiles a large C library.
+//!
+//! ## The handshake
+//!
+//! The handshake runs in the request's own thread (a `Forking` or `PreFork`
+//! child, a `Green` coroutine), never in the accepting loop, after the
+//! connection is admitted (it counts toward `max_connections` and
+//! `max_per_ip`), after `verify_request` and after a PROXY header, before
+//! `setup` and `handle`. It has a deadline of its own for the whole
+//! handshake, not per read: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s), set with
+//! [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout);
+//! a client that sends its hello one byte at a time is cut there. A failed
+//! handshake (timeout, plaintext bytes, a protocol or certificate error) is
+//! logged once at `info` with the peer and the reason, counted in
+//! [`Stats::failed`](crate::Stats), and never reaches the handler.
+//!
+//! ## What the handler sees
+//!
+//! [`StreamRequest::tls_info`] gives the
+//! negotiated protocol version, cipher suite, ALPN protocol, SNI name and
+//! the client's certificates (when the `ServerConfig` asks for them).
+//! [`StreamRequest::stream`] is still the raw
+//! socket: under TLS, bytes read or written through it are ciphertext and
+//! would corrupt the session; use it for socket options only.
+//!
+//! A peer that closes without a TLS `close_notify` makes the next read fail
+//! with `UnexpectedEof` (the data may have been truncated by an attacker);
+//! a clean close reads as end-of-file.
+//!
+//! ```no_run
+//! use socketserver::{Server, StreamRequest, Threading};
+//!
+//! let config = socketserver::tls::server_config("cert.pem", "key.pem")?;
+//! let server = Server::builder()
+//!     .strategy(Threading::new())
+//!     .tls(config)
+//!     .tcp("0.0.0.0:8443", |r: &mut StreamRequest| r.echo().map(drop))?;
+//! server.serve_forever()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use rustls;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+pub use rustls::ServerConfig;
+
+use crate::connections::Registry;
+use crate::request::Conn;
+use crate::StreamRequest;
+
+/// Default deadline of a whole TLS handshake: 10 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `ServerConfig` (ring provider, TLS 1.2 and 1.3, no client
+/// certificates) from a PEM certificate chain (the server's certificate
+/// first) and a PEM private key (PKCS#8, PKCS#1 or SEC1). Errors name the
+/// file and what is wrong with it.
+pub fn server_config(
+    cert_chain_pem: impl AsRef<Path>,
+    key_pem: impl AsRef<Path>,
+) -> io::Result<Arc<ServerConfig>> {
+    let certs = load_certs(cert_chain_pem.as_ref())?;
+    let key = load_key(key_pem.as_ref())?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} and {}: {e}",
+                        cert_chain_pem.as_ref().display(),
+                        key_pem.as_ref().display()
+                    ),
+                )
+            })?;
+    Ok(Arc::new(config))
+}
+
+/// The certificates of a PEM file, in order; an error naming the file when
+/// it cannot be read or holds none.
+pub fn load_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    let bad = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("bad PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file; an error naming the file when it cannot
+/// be read or holds no key.
+pub fn load_key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: no usable PEM private key: {e}", path.display()),
+        )
+    })
+}
+
+/// What a TLS session negotiated, from
+/// [`StreamRequest::tls_info`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// The protocol version, e.g. `TLSv1_3`.
+    pub protocol: Option<rustls::ProtocolVersion>,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: Option<rustls::CipherSuite>,
+    /// The ALPN protocol agreed on, if any.
+    pub alpn: Option<Vec<u8>>,
+    /// The server name the client asked for (SNI), if it sent one.
+    pub sni: Option<String>,
+    /// The client's certificate chain, when the configuration asked for one
+    /// and the client sent it; empty otherwise.
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+}
+
+/// The server's TLS settings (one per server).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) timeout: Duration,
+}
+
+/// The builder's TLS settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) config: Option<Arc<ServerConfig>>,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            config: None,
+            timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn gate(&self) -> Option<Arc<Gate>> {
+        self.config.as_ref().map(|config| {
+            Arc::new(Gate {
+                config: Arc::clone(config),
+                timeout: self.timeout,
+            })
+        })
+    }
+}
+
+/// One connection's TLS session.
+#[derive(Debug)]
+pub(crate) struct Session(rustls::ServerConnection);
+
+fn tls_error(e: &rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+impl Session {
+    /// Sends what rustls has queued (records, alerts).
+    fn send_queued(&mut self, conn: &Conn) -> io::Result<()> {
+        let mut io = conn;
+        while self.0.wants_write() {
+            if self.0.write_tls(&mut io)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads records from `conn` until plaintext (or the end) is there,
+    /// then returns it: `Ok(0)` after the peer's `close_notify`,
+    /// `UnexpectedEof` when it closed without one, a socket error (a read
+    /// timeout) as the socket reported it, `InvalidData` for a TLS error.
+    pub(crate) fn read(&mut self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+        let mut io = conn;
+        loop {
+            match self.0.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            self.0.read_tls(&mut io)?;
+            let processed = self.0.process_new_packets();
+            // Alerts, key update answers.
+            let sent = self.send_queued(conn);
+            processed.map_err(|e| tls_error(&e))?;
+            sent?;
+        }
+    }
+
+    /// Encrypts and sends all of `buf`.
+    pub(crate) fn write_all(&mut self, conn: &Conn, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.0.writer().write(buf)?;
+            if n == 0 && !self.0.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+            self.send_queued(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Whether decrypted bytes wait to be read (then the socket need not be
+    /// readable for a read to return at once).
+    pub(crate) fn has_plaintext(&mut self) -> bool {
+        self.0
+            .process_new_packets()
+            .is_ok_and(|s| s.plaintext_bytes_to_read() > 0 || s.peer_has_closed())
+    }
+
+    pub(crate) fn info(&self) -> TlsInfo {
+        let c = &self.0;
+        TlsInfo {
+            protocol: c.protocol_version(),
+            cipher_suite: c.negotiated_cipher_suite().map(|s| s.suite()),
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            sni: c.server_name().map(str::to_owned),
+            peer_certificates: c
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A `close_notify` to the peer, best effort (on a clean end).
+    pub(crate) fn close(&mut self, conn: &Conn) {
+        self.0.send_close_notify();
+        let _ = self.send_queued(conn);
+    }
+}
+
+/// Runs the handshake of `req` under the gate's deadline. Returns whether
+/// to serve the request; when not, it was logged and counted as failed.
+pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registry) -> bool {
+    match run_handshake(req.stream(), gate) {
+        Ok(session) => {
+            req.set_tls(session);
+            true
+        }
+        Err(why) => {
+            registry
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::info!("TLS handshake with {} failed: {why}", req.peer_addr());
+            false
+        }
+    }
+}
+
+fn run_handshake(conn: &Conn, gate: &Gate) -> io::Result<Box<Session>> {
+    let mut tls =
+        rustls::ServerConnection::new(Arc::clone(&gate.config)).map_err(|e| tls_error(&e))?;
+    let deadline = Instant::now() + gate.timeout;
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "not complete within {:?} (tls_handshake_timeout)",
+                gate.timeout
+            ),
+        )
+    };
+    let mut io = conn;
+    let result = (|| {
+        while tls.is_handshaking() {
+            while tls.wants_write() {
+                if tls.write_tls(&mut io)? == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+            }
+            if !tls.is_handshaking() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            conn.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            let n = match tls.read_tls(&mut io) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
+            };
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection during the handshake",
+                ));
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // The alert that tells the client why, best effort.
+                let _ = tls.write_tls(&mut io);
+                return Err(tls_error(&e));
+            }
+        }
+        while tls.wants_write() {
+            if tls.write_tls(&mut io)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    })();
+    result?;
+    Ok(Box::new(Session(tls)))
+}
