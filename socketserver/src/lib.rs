@@ -95,6 +95,7 @@
 //! | `json` | no | JSON frames (`framing::read_json`, `write_json`) | `serde`, `serde_json` |
 //! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
 //! | `green` | yes | the `Green` strategy (`green`): coroutines over epoll | `corosensei`, `mio` |
+//! | `tls` | no | TLS on stream servers (`Builder::tls`, `tls`) | `rustls` (with `ring`), `rustls-pki-types` |
 //!
 //! With the defaults the library builds in 17 crates (itself included);
 //! without `green` (`default-features = false, features = ["framing"]`) in

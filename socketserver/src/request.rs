@@ -672,7 +672,7 @@ impl StreamRequest {
 
     /// The socket itself (Python: `self.request`), for options or unbuffered
     /// access. Bytes already buffered by `rfile` are not seen through it.
-    /// Under TLS ([`Builder::tls`](crate::Builder::tls)) this is the raw
+    /// Under TLS (`Builder::tls`, feature `tls`) this is the raw
     /// socket: what passes through it is ciphertext, so read and write
     /// through the request instead.
     pub fn stream(&self) -> &Conn {
