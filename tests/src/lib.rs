@@ -307,9 +307,21 @@ pub fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
-/// (pid, state) of every child process of `parent` (from /proc/*/stat);
-/// state `'Z'` is a zombie.
-pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+/// One process as /proc/PID/stat tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    /// Its pid.
+    pub pid: u32,
+    /// Its state (`'Z'`: a zombie).
+    pub state: char,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+/// Every process of the machine (zombies included), from /proc/*/stat.
+pub fn processes() -> Vec<ProcStat> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -321,18 +333,64 @@ pub fn children_of(parent: u32) -> Vec<(u32, char)> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        // Format: pid (comm) state ppid ...; comm may hold spaces and parens.
+        // Format: pid (comm) state ppid pgrp ...; comm may hold spaces and
+        // parens.
         let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
             continue;
         };
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if ppid == parent {
-            out.push((pid, state));
-        }
+        let mut number = || fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (ppid, pgrp) = (number(), number());
+        out.push(ProcStat {
+            pid,
+            state,
+            ppid,
+            pgrp,
+        });
     }
     out
+}
+
+/// (pid, state) of every child process of `parent`; state `'Z'` is a
+/// zombie.
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent)
+        .map(|p| (p.pid, p.state))
+        .collect()
+}
+
+/// (pid, state) of every process (zombies included) whose process group is
+/// `pgid`.
+pub fn group_members(pgid: u32) -> Vec<(u32, char)> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid)
+        .map(|p| (p.pid, p.state))
+        .collect()
+}
+
+/// Prints `listening on URL` for whoever started this process (after the
+/// shutdown signals are in place, so that it may signal at once), serves
+/// until SIGTERM or SIGINT, then closes the server. For the test servers
+/// in src/bin.
+pub fn serve_until_signalled<T, S, H>(server: socketserver::Server<T, S, H>) -> io::Result<()>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    server
+        .shutdown_handle()
+        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {}", server.url())?;
+    out.flush()?;
+    server.serve_forever()?;
+    server.server_close();
+    Ok(())
 }
 
 /// Log records captured by [`LogCapture`].

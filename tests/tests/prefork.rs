@@ -143,32 +143,6 @@ impl Drop for PreForkServer {
     }
 }
 
-/// Every process (zombies included) whose process group is `pgid`, from
-/// /proc/*/stat: (pid, state).
-fn group_members(pgid: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Format: pid (comm) state ppid pgrp ...
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().take(3).collect();
-        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
-            out.push((pid, fields[0].chars().next().unwrap_or('?')));
-        }
-    }
-    out
-}
-
 /// One line out, one line back, on `stream`.
 fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> std::io::Result<String> {
     stream.get_mut().write_all(format!("{line}\n").as_bytes())?;

@@ -25,13 +25,12 @@
 //! closes (waiting for its children) and exits 0. Logs go to stderr
 //! (`RUST_LOG`, default `warn`).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use socketserver::{
-    DatagramHandler, DatagramRequest, Forking, Handler, Server, StreamHandler, StreamRequest,
-    Transport,
+    DatagramHandler, DatagramRequest, Forking, Server, StreamHandler, StreamRequest,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -95,23 +94,6 @@ impl DatagramHandler for ModeHandler {
     }
 }
 
-fn run<T, H>(server: Server<T, Forking, H>) -> io::Result<()>
-where
-    T: Transport,
-    H: Handler<T::Request>,
-{
-    // Signals first: whoever reads the line below may signal at once.
-    server
-        .shutdown_handle()
-        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
-    let mut out = io::stdout().lock();
-    writeln!(out, "listening on {}", server.url())?;
-    out.flush()?;
-    server.serve_forever()?;
-    server.server_close();
-    Ok(())
-}
-
 fn usage() -> ExitCode {
     eprintln!(
         "usage: fork_server tcp|udp|unix|unixgram ADDR MAX_CHILDREN \
@@ -155,10 +137,18 @@ fn main() -> ExitCode {
     let builder = Server::builder().strategy(Forking::new().max_children(max_children));
     let handler = ModeHandler(mode);
     let result = match transport {
-        "tcp" => builder.tcp(addr, handler).and_then(run),
-        "udp" => builder.udp(addr, handler).and_then(run),
-        "unix" => builder.unix(addr, handler).and_then(run),
-        "unixgram" => builder.unixgram(addr, handler).and_then(run),
+        "tcp" => builder
+            .tcp(addr, handler)
+            .and_then(socketserver_tests::serve_until_signalled),
+        "udp" => builder
+            .udp(addr, handler)
+            .and_then(socketserver_tests::serve_until_signalled),
+        "unix" => builder
+            .unix(addr, handler)
+            .and_then(socketserver_tests::serve_until_signalled),
+        "unixgram" => builder
+            .unixgram(addr, handler)
+            .and_then(socketserver_tests::serve_until_signalled),
         _ => return usage(),
     };
     match result {

@@ -17,7 +17,7 @@ use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use socketserver::{Handler, PreFork, Server, Strategy, StreamRequest, Threading, Transport};
+use socketserver::{PreFork, Server, StreamRequest, Threading};
 
 fn serve(req: &mut StreamRequest) -> io::Result<()> {
     let mut line = String::new();
@@ -38,23 +38,6 @@ fn serve(req: &mut StreamRequest) -> io::Result<()> {
             req.write_all(line.as_bytes())?;
         }
     }
-}
-
-fn run<T, S, H>(server: Server<T, S, H>) -> io::Result<()>
-where
-    T: Transport,
-    S: Strategy,
-    H: Handler<T::Request>,
-{
-    server
-        .shutdown_handle()
-        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
-    let mut out = io::stdout().lock();
-    writeln!(out, "listening on {}", server.url())?;
-    out.flush()?;
-    server.serve_forever()?;
-    server.server_close();
-    Ok(())
 }
 
 fn flag(args: &[String], name: &str) -> Option<u64> {
@@ -94,12 +77,12 @@ fn main() -> ExitCode {
         Server::builder()
             .strategy(prefork.inner(Threading::new()))
             .tcp(addr.as_str(), serve)
-            .and_then(run)
+            .and_then(socketserver_tests::serve_until_signalled)
     } else {
         Server::builder()
             .strategy(prefork)
             .tcp(addr.as_str(), serve)
-            .and_then(run)
+            .and_then(socketserver_tests::serve_until_signalled)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
