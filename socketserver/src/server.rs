@@ -1077,7 +1077,8 @@ where
         }
         // A forked child closes the listening socket, but keeps a datagram
         // socket: its reply goes out through it.
-        let mut server_fds = vec![self.wake.raw_fd()];
+        let mut server_fds = crate::strategy::ServerFds::default();
+        server_fds.push(self.wake.raw_fd());
         if req.conn().is_some() {
             server_fds.push(std::os::fd::AsRawFd::as_raw_fd(&self.transport.fd()));
         }

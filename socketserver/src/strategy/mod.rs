@@ -42,7 +42,26 @@ use crate::{Address, ShutdownHandle};
 pub struct Job {
     peer: Address,
     run: Box<dyn FnOnce() -> bool + Send>,
-    server_fds: Vec<RawFd>,
+    server_fds: ServerFds,
+}
+
+/// The server's own descriptors noted on a job: at most two (the wake-up
+/// socket, and the listening socket of a stream server), kept inline so
+/// that noting them costs no allocation per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ServerFds {
+    fds: [RawFd; 2],
+    len: usize,
+}
+
+impl ServerFds {
+    /// Notes `fd` (a third one is not expected and not kept).
+    pub(crate) fn push(&mut self, fd: RawFd) {
+        if let Some(slot) = self.fds.get_mut(self.len) {
+            *slot = fd;
+            self.len += 1;
+        }
+    }
 }
 
 impl Job {
@@ -52,22 +71,27 @@ impl Job {
         Job {
             peer,
             run: Box::new(run),
-            server_fds: Vec::new(),
+            server_fds: ServerFds::default(),
         }
     }
 
     /// The same job, noting the server's own descriptors (see
     /// [`server_fds`](Self::server_fds)).
-    pub(crate) fn with_server_fds(mut self, fds: Vec<RawFd>) -> Job {
+    pub(crate) fn with_server_fds(mut self, fds: ServerFds) -> Job {
         self.server_fds = fds;
         self
+    }
+
+    /// The descriptors noted on this job, to note them on another.
+    pub(crate) fn noted_server_fds(&self) -> ServerFds {
+        self.server_fds
     }
 
     /// The server's own descriptors (its listening socket and wake-up
     /// socket): a process forked to run this job must close them at once, or
     /// it keeps the port open after the server is gone. [`Forking`] does.
     pub fn server_fds(&self) -> &[RawFd] {
-        &self.server_fds
+        &self.server_fds.fds[..self.server_fds.len]
     }
 
     /// Who the request is from.

@@ -592,7 +592,7 @@ impl<S: Strategy> Strategy for PreFork<S> {
             table: Arc::clone(table),
             slot: self.my_slot.load(Ordering::Relaxed),
         };
-        let fds = job.server_fds().to_vec();
+        let fds = job.noted_server_fds();
         let peer = job.peer().clone();
         let handle = shutdown.clone();
         let max_requests = self.max_requests;
