@@ -164,6 +164,37 @@ pub trait StreamHandler: Send + Sync + 'static {
         true
     }
 
+    /// Decides, after the TLS handshake (feature `tls`, under
+    /// [`Builder::tls`](crate::Builder::tls)) and before `setup`, whether
+    /// to serve this client, seeing what the handshake negotiated: the
+    /// client's certificate chain under mutual TLS
+    /// ([`tls::mutual_server_config`](crate::tls::mutual_server_config)),
+    /// the SNI name, the ALPN protocol. `false` closes the connection
+    /// (counted as refused). `verify_request` runs before the handshake, on
+    /// the address alone. Default: `true`.
+    ///
+    /// ```
+    /// use socketserver::tls::TlsInfo;
+    /// use socketserver::{Address, StreamHandler, StreamRequest};
+    /// use std::io;
+    ///
+    /// /// Serves clients whose certificate is the one it was given.
+    /// struct Pinned { client_cert: Vec<u8> }
+    ///
+    /// impl StreamHandler for Pinned {
+    ///     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    ///         req.echo().map(drop)
+    ///     }
+    ///     fn verify_tls(&self, _peer: &Address, tls: &TlsInfo) -> bool {
+    ///         tls.peer_certificates.first().is_some_and(|c| c.as_ref() == self.client_cert)
+    ///     }
+    /// }
+    /// ```
+    #[cfg(feature = "tls")]
+    fn verify_tls(&self, _peer: &Address, _tls: &crate::tls::TlsInfo) -> bool {
+        true
+    }
+
     /// Called when a request failed or panicked. Default:
     /// [`log_request_error`].
     fn handle_error(&self, peer: &Address, error: &RequestError) {
@@ -274,6 +305,9 @@ pub trait Handler<R>: sealed::Sealed<R> + Send + Sync + 'static {
     fn serve_request(&self, req: R) -> bool;
     /// `verify_request`.
     fn verify(&self, peer: &Address) -> bool;
+    /// `verify_tls` (always `true` for datagram handlers).
+    #[cfg(feature = "tls")]
+    fn verify_session(&self, peer: &Address, tls: &crate::tls::TlsInfo) -> bool;
     /// `handle_error`.
     fn report_error(&self, peer: &Address, error: &RequestError);
     /// `handle_timeout`.
@@ -414,6 +448,10 @@ impl<H: StreamHandler> Handler<StreamRequest> for H {
     fn verify(&self, peer: &Address) -> bool {
         self.verify_request(peer)
     }
+    #[cfg(feature = "tls")]
+    fn verify_session(&self, peer: &Address, tls: &crate::tls::TlsInfo) -> bool {
+        self.verify_tls(peer, tls)
+    }
     fn report_error(&self, peer: &Address, error: &RequestError) {
         self.handle_error(peer, error)
     }
@@ -439,6 +477,10 @@ impl<H: DatagramHandler> Handler<DatagramRequest> for H {
     }
     fn verify(&self, peer: &Address) -> bool {
         self.verify_request(peer)
+    }
+    #[cfg(feature = "tls")]
+    fn verify_session(&self, _peer: &Address, _tls: &crate::tls::TlsInfo) -> bool {
+        true
     }
     fn report_error(&self, peer: &Address, error: &RequestError) {
         self.handle_error(peer, error)

@@ -1096,6 +1096,10 @@ where
                 if !crate::tls_session::handshake(stream, gate, &registry) {
                     return false;
                 }
+                #[cfg(feature = "tls")]
+                if !crate::tls::verified(stream, &registry, |p, i| handler.verify_session(p, i)) {
+                    return false;
+                }
             }
             let ok = handler.serve_request(req);
             let counter = if ok {

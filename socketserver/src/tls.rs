@@ -30,6 +30,17 @@
 //! socket: under TLS, bytes read or written through it are ciphertext and
 //! would corrupt the session; use it for socket options only.
 //!
+//! ## Mutual TLS
+//!
+//! [`mutual_server_config`] asks every client for a certificate signed by
+//! the CAs of a PEM file, [`ClientAuth::Required`] or
+//! [`ClientAuth::Optional`]. A client without one (when required), with one
+//! the CAs did not sign, or with an expired one fails the handshake and
+//! never reaches the handler. After the handshake,
+//! [`StreamHandler::verify_tls`](crate::StreamHandler::verify_tls) sees the
+//! client's chain and can refuse it (a pinned certificate, a name);
+//! `verify_request` runs earlier, on the address alone.
+//!
 //! A peer that closes without a TLS `close_notify` makes the next read fail
 //! with `UnexpectedEof` (the data may have been truncated by an attacker);
 //! a clean close reads as end-of-file.
@@ -54,7 +65,8 @@ use std::time::{Duration, Instant};
 pub use rustls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-pub use rustls::ServerConfig;
+pub use rustls::server::WebPkiClientVerifier;
+pub use rustls::{RootCertStore, ServerConfig};
 
 use crate::connections::Registry;
 use crate::request::Conn;
@@ -71,24 +83,109 @@ pub fn server_config(
     cert_chain_pem: impl AsRef<Path>,
     key_pem: impl AsRef<Path>,
 ) -> io::Result<Arc<ServerConfig>> {
-    let certs = load_certs(cert_chain_pem.as_ref())?;
-    let key = load_key(key_pem.as_ref())?;
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} and {}: {e}",
-                        cert_chain_pem.as_ref().display(),
-                        key_pem.as_ref().display()
-                    ),
-                )
-            })?;
+    build_config(
+        cert_chain_pem.as_ref(),
+        key_pem.as_ref(),
+        WebPkiClientVerifier::no_client_auth(),
+    )
+}
+
+/// Whether clients must present a certificate, under
+/// [`mutual_server_config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A client without a certificate signed by the given CAs fails the
+    /// handshake; the handler never runs.
+    Required,
+    /// A client may present no certificate (then
+    /// [`TlsInfo::peer_certificates`] is empty); one that presents a
+    /// certificate the CAs did not sign fails the handshake.
+    Optional,
+}
+
+/// A `ServerConfig` for mutual TLS: as [`server_config`], and clients are
+/// asked for a certificate that one of the CA certificates in
+/// `client_ca_pem` signed (required or optional, `mode`); expired or
+/// not-yet-valid client certificates fail the handshake. The handler sees
+/// the client's chain in [`TlsInfo::peer_certificates`], and
+/// [`StreamHandler::verify_tls`](crate::StreamHandler::verify_tls) can
+/// refuse a client by its certificate before any handler code runs.
+///
+/// ```no_run
+/// use socketserver::tls::{self, ClientAuth};
+/// use socketserver::{Server, StreamRequest};
+///
+/// let config = tls::mutual_server_config("cert.pem", "key.pem", "clients-ca.pem", ClientAuth::Required)?;
+/// let server = Server::builder()
+///     .tls(config)
+///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn mutual_server_config(
+    cert_chain_pem: impl AsRef<Path>,
+    key_pem: impl AsRef<Path>,
+    client_ca_pem: impl AsRef<Path>,
+    mode: ClientAuth,
+) -> io::Result<Arc<ServerConfig>> {
+    let path = client_ca_pem.as_ref();
+    let roots = Arc::new(load_roots(path)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+    let verifier = match mode {
+        ClientAuth::Required => verifier,
+        ClientAuth::Optional => verifier.allow_unauthenticated(),
+    }
+    .build()
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: client CAs: {e}", path.display()),
+        )
+    })?;
+    build_config(cert_chain_pem.as_ref(), key_pem.as_ref(), verifier)
+}
+
+/// The certificates of a PEM file as trust anchors (e.g. the CAs that sign
+/// client certificates); an error naming the file when it cannot be read,
+/// holds no certificate or one that cannot be a trust anchor.
+pub fn load_roots(path: &Path) -> io::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a usable CA certificate: {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build_config(
+    cert_chain_pem: &Path,
+    key_pem: &Path,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> io::Result<Arc<ServerConfig>> {
+    let certs = load_certs(cert_chain_pem)?;
+    let key = load_key(key_pem)?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} and {}: {e}",
+                    cert_chain_pem.display(),
+                    key_pem.display()
+                ),
+            )
+        })?;
     Ok(Arc::new(config))
 }
 
@@ -277,6 +374,26 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
             false
         }
     }
+}
+
+/// Asks `verify` (the handler's `verify_tls`) about the session of `req`;
+/// a refusal is counted and logged at debug, as `verify_request`'s are.
+pub(crate) fn verified(
+    req: &StreamRequest,
+    registry: &Registry,
+    verify: impl FnOnce(&crate::Address, &TlsInfo) -> bool,
+) -> bool {
+    let Some(info) = req.tls_info() else {
+        return true;
+    };
+    if verify(req.peer_addr(), &info) {
+        return true;
+    }
+    registry
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    log::debug!("{} refused by verify_tls", req.peer_addr());
+    false
 }
 
 fn run_handshake(conn: &Conn, gate: &Gate) -> io::Result<Box<Session>> {
