@@ -75,10 +75,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::transport::Transport;
-use crate::{DrainReport, Handler, Server, ShutdownHandle, Signal, Strategy};
+use crate::{DrainReport, Handler, Server, Signal, Strategy};
 
 /// The variable naming the descriptor a new process reports readiness on.
 pub const READY_FD_VAR: &str = "SOCKETSERVER_READY_FD";
@@ -188,112 +190,115 @@ impl Upgrade {
     /// ([`Served::Upgraded`]: the connections of this one have ended and
     /// the server is closed; the caller exits). Reports readiness to the
     /// process that started this one, if any ([`notify_ready`]), once the
-    /// signal's handler is in place.
+    /// signal's handler is in place. For several servers in one process
+    /// (a TCP and a UDP port, say), see [`watch`](Self::watch).
     pub fn serve<T, S, H>(&self, server: &Server<T, S, H>) -> io::Result<Served>
     where
         T: Transport,
         S: Strategy,
         H: Handler<T::Request>,
     {
+        let watch = self.watch_servers(vec![server as &dyn Upgradable])?;
+        let served = std::thread::scope(|scope| {
+            let watcher = std::thread::Builder::new()
+                .name("upgrade".into())
+                .spawn_scoped(scope, || watch.run())?;
+            let served = server.serve_forever();
+            watch.stop();
+            let _ = watcher.join();
+            served
+        });
+        served?;
+        match watch.outcome() {
+            None => Ok(Served::Stopped),
+            Some((successor, handover)) => Ok(Served::Upgraded {
+                successor,
+                handover,
+                report: self.drain(server),
+            }),
+        }
+    }
+
+    /// Watches for the signal on behalf of several servers of this process
+    /// (each served by the caller, on threads of its choosing): on the
+    /// signal, the new process gets all their listening sockets, in the
+    /// order given (`LISTEN_FDS` = their number), and once it is ready
+    /// every one of them is marked handed over and shut down, so their
+    /// `serve_forever` calls return. Then [`Watch::upgraded`] is true, and
+    /// each server should [`drain`](Self::drain) instead of closing at once.
+    /// Reports readiness to the process that started this one, if any.
+    ///
+    /// ```no_run
+    /// use socketserver::reload::{Upgradable, Upgrade};
+    /// use socketserver::{DatagramRequest, Server, StreamRequest};
+    /// use std::sync::Arc;
+    ///
+    /// let tcp = Arc::new(Server::builder().tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?);
+    /// let udp = Arc::new(Server::builder().udp("127.0.0.1:0", |r: &mut DatagramRequest| {
+    ///     let data = r.data().to_vec();
+    ///     std::io::Write::write_all(r.wfile(), &data)
+    /// })?);
+    /// let upgrade = Upgrade::new()?;
+    /// let watch = upgrade.watch(vec![tcp.clone() as Arc<dyn Upgradable>, udp.clone()])?;
+    /// let udp_thread = { let udp = udp.clone(); std::thread::spawn(move || udp.serve_forever()) };
+    /// tcp.serve_forever()?;
+    /// udp_thread.join().unwrap()?;
+    /// if watch.upgraded() {
+    ///     upgrade.drain(&*tcp);
+    ///     upgrade.drain(&*udp);
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn watch(&self, servers: Vec<Arc<dyn Upgradable>>) -> io::Result<Watch> {
+        let watcher = self.watch_servers(servers)?;
+        let shared = Arc::new(watcher);
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("upgrade".into())
+                .spawn(move || shared.run())?
+        };
+        Ok(Watch {
+            watcher: shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn watch_servers<U: AsUpgradable>(&self, servers: Vec<U>) -> io::Result<Watcher<U>> {
         let (signals, signal_writer) = UnixStream::pair()?;
         signals.set_nonblocking(true)?;
         signal_writer.set_nonblocking(true)?;
         let id = signal_hook::low_level::pipe::register(self.signal.number(), signal_writer)?;
         // From here on, the signal no longer ends this process: a later one
-        // (during the drain below) does nothing.
+        // (during the drain) does nothing.
         let unregister = Unregister(id);
-        if let Err(e) = notify_ready() {
-            log::warn!(
-                "{}: cannot tell the previous process we are ready: {e}",
-                server.url()
-            );
-        }
         let (stop, stop_writer) = UnixStream::pair()?;
-        let transport = server.transport();
-        let shutdown = server.shutdown_handle();
-        let url = server.url();
-        let outcome = std::thread::scope(|scope| {
-            let watcher = std::thread::Builder::new()
-                .name("upgrade".into())
-                .spawn_scoped(scope, || {
-                    self.watch(transport, &shutdown, &signals, &stop, &url)
-                })?;
-            let served = server.serve_forever();
-            // Ends the watcher, or an upgrade under way.
-            let _ = (&stop_writer).write(b"s");
-            let upgraded = watcher.join().unwrap_or(None);
-            served.map(|()| upgraded)
-        });
-        drop(unregister);
-        match outcome? {
-            None => Ok(Served::Stopped),
-            Some((successor, handover)) => {
-                let report = self.drain(server);
-                Ok(Served::Upgraded {
-                    successor,
-                    handover,
-                    report,
-                })
+        let watcher = Watcher {
+            upgrade: self.clone(),
+            servers,
+            signals,
+            stop,
+            stop_writer,
+            outcome: std::sync::Mutex::new(None),
+            upgraded: AtomicBool::new(false),
+            _unregister: unregister,
+        };
+        if let Some(first) = watcher.servers.first() {
+            if let Err(e) = notify_ready() {
+                log::warn!(
+                    "{}: cannot tell the previous process we are ready: {e}",
+                    first.get().url()
+                );
             }
         }
-    }
-
-    /// Waits for signals until one leads to a ready successor (its pid and
-    /// how long it took), or `stop` is readable.
-    fn watch<T: Transport>(
-        &self,
-        transport: &T,
-        shutdown: &ShutdownHandle,
-        signals: &UnixStream,
-        stop: &UnixStream,
-        url: &str,
-    ) -> Option<(u32, Duration)> {
-        loop {
-            let ready = match crate::sys::poll_read(Some(signals.as_fd()), stop.as_raw_fd(), None) {
-                Ok(r) => r,
-                Err(e) => {
-                    log::error!("{url}: waiting for the upgrade signal: {e}; upgrades are off");
-                    return None;
-                }
-            };
-            if ready.wake {
-                return None;
-            }
-            if !ready.socket {
-                continue;
-            }
-            let mut buf = [0u8; 64];
-            while matches!((&*signals).read(&mut buf), Ok(n) if n > 0) {}
-            let started = Instant::now();
-            log::info!(
-                "{url}: {:?}: starting {}",
-                self.signal,
-                self.program.display()
-            );
-            match self.start_successor(transport.fd(), stop) {
-                Ok(Some(pid)) => {
-                    // First the mark, then the loop's end: the close that
-                    // follows must not stop the socket listening.
-                    transport.hand_over();
-                    shutdown.shutdown();
-                    let took = started.elapsed();
-                    log::info!(
-                        "{url}: process {pid} serves now (ready after {} ms); finishing the connections of this one",
-                        took.as_millis()
-                    );
-                    return Some((pid, took));
-                }
-                Ok(None) => return None,
-                Err(e) => log::error!("{url}: upgrade failed: {e}; serving on"),
-            }
-        }
+        Ok(watcher)
     }
 
     /// Starts the successor and waits until it is ready (`Some(pid)`), or
     /// `stop` is readable (`None`, the successor killed).
     fn start_successor(
         &self,
-        listener: BorrowedFd<'_>,
+        listeners: &[BorrowedFd<'_>],
         stop: &UnixStream,
     ) -> io::Result<Option<u32>> {
         let (ready, ready_writer) = UnixStream::pair()?;
@@ -314,8 +319,10 @@ impl Upgrade {
         if argv.is_empty() {
             argv.push(program.clone());
         }
-        let fds = [listener, ready_writer.as_fd()];
-        let ready_fd = crate::activation::LISTEN_FDS_START + 1;
+        let mut fds = listeners.to_vec();
+        fds.push(ready_writer.as_fd());
+        let ready_fd = crate::activation::LISTEN_FDS_START
+            + i32::try_from(listeners.len()).map_err(|_| io::Error::other("too many listeners"))?;
         let mut env = Vec::new();
         for (name, value) in std::env::vars_os() {
             let skip = [
@@ -334,7 +341,7 @@ impl Upgrade {
                 }
             }
         }
-        env.push(CString::new("LISTEN_FDS=1").expect("no NUL"));
+        env.push(CString::new(format!("LISTEN_FDS={}", listeners.len())).expect("no NUL"));
         env.push(CString::new(format!("{READY_FD_VAR}={ready_fd}")).expect("no NUL"));
         let pid = crate::sys::spawn_with_fds(&crate::sys::Spawn {
             program: &program,
@@ -380,25 +387,205 @@ impl Upgrade {
         }
     }
 
-    /// After the hand-over: waits for this process's connections and
-    /// requests to end on their own, then closes the server gracefully with
-    /// what is left of the drain timeout (at least 100 ms).
-    fn drain<T, S, H>(&self, server: &Server<T, S, H>) -> DrainReport
-    where
-        T: Transport,
-        S: Strategy,
-        H: Handler<T::Request>,
-    {
+    /// After the hand-over: waits for the connections and requests of
+    /// `server` to end on their own, then closes it gracefully with what is
+    /// left of [`drain_timeout`](Self::drain_timeout) (at least 100 ms).
+    /// [`serve`](Self::serve) calls it; after a [`watch`](Self::watch),
+    /// call it for each server once [`Watch::upgraded`] says so.
+    pub fn drain(&self, server: &dyn Upgradable) -> DrainReport {
         let end = Instant::now() + self.drain_timeout;
-        loop {
-            let stats = server.stats();
-            if (stats.connections == 0 && stats.active == 0) || Instant::now() >= end {
-                break;
-            }
+        while !server.is_idle() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(2));
         }
         let left = end.saturating_duration_since(Instant::now());
         server.close_gracefully(left.max(Duration::from_millis(100)))
+    }
+}
+
+/// What an [`Upgrade`] needs of a server: implemented by every
+/// [`Server`]; object-safe, so that servers of different transports and
+/// handlers can be upgraded together ([`Upgrade::watch`]).
+pub trait Upgradable: Send + Sync {
+    /// The listening (or bound datagram) socket handed to the new process.
+    fn listener(&self) -> BorrowedFd<'_>;
+    /// Marks the socket handed over (closing the server no longer shuts it
+    /// down nor removes its file) and stops `serve_forever`.
+    fn hand_over_and_stop(&self);
+    /// `SCHEME://ADDR`, for logs.
+    fn url(&self) -> String;
+    /// Whether no connection is open and no request runs.
+    fn is_idle(&self) -> bool;
+    /// [`Server::close_gracefully`].
+    fn close_gracefully(&self, deadline: Duration) -> DrainReport;
+}
+
+impl<T, S, H> Upgradable for Server<T, S, H>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    fn listener(&self) -> BorrowedFd<'_> {
+        self.transport().fd()
+    }
+    fn hand_over_and_stop(&self) {
+        // First the mark, then the loop's end: the close that follows must
+        // not stop the socket listening.
+        self.transport().hand_over();
+        self.shutdown_handle().shutdown();
+    }
+    fn url(&self) -> String {
+        Server::url(self)
+    }
+    fn is_idle(&self) -> bool {
+        let stats = self.stats();
+        stats.connections == 0 && stats.active == 0
+    }
+    fn close_gracefully(&self, deadline: Duration) -> DrainReport {
+        Server::close_gracefully(self, deadline)
+    }
+}
+
+/// A borrowed or shared [`Upgradable`].
+trait AsUpgradable: Send + Sync {
+    fn get(&self) -> &dyn Upgradable;
+}
+
+impl AsUpgradable for &dyn Upgradable {
+    fn get(&self) -> &dyn Upgradable {
+        *self
+    }
+}
+
+impl AsUpgradable for Arc<dyn Upgradable> {
+    fn get(&self) -> &dyn Upgradable {
+        &**self
+    }
+}
+
+/// The signal watcher of a set of servers.
+struct Watcher<U> {
+    upgrade: Upgrade,
+    servers: Vec<U>,
+    signals: UnixStream,
+    stop: UnixStream,
+    stop_writer: UnixStream,
+    outcome: std::sync::Mutex<Option<(u32, Duration)>>,
+    upgraded: AtomicBool,
+    _unregister: Unregister,
+}
+
+impl<U: AsUpgradable> Watcher<U> {
+    fn url(&self) -> String {
+        let urls: Vec<String> = self.servers.iter().map(|s| s.get().url()).collect();
+        urls.join(", ")
+    }
+
+    /// Waits for signals until one leads to a ready successor (then hands
+    /// the servers over and stops them), or [`stop`](Self::stop).
+    fn run(&self) {
+        let url = self.url();
+        let upgrade = &self.upgrade;
+        loop {
+            let ready = match crate::sys::poll_read(
+                Some(self.signals.as_fd()),
+                self.stop.as_raw_fd(),
+                None,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("{url}: waiting for the upgrade signal: {e}; upgrades are off");
+                    return;
+                }
+            };
+            if ready.wake {
+                return;
+            }
+            if !ready.socket {
+                continue;
+            }
+            let mut buf = [0u8; 64];
+            while matches!((&self.signals).read(&mut buf), Ok(n) if n > 0) {}
+            let started = Instant::now();
+            log::info!(
+                "{url}: {:?}: starting {}",
+                upgrade.signal,
+                upgrade.program.display()
+            );
+            let listeners: Vec<BorrowedFd<'_>> =
+                self.servers.iter().map(|s| s.get().listener()).collect();
+            match upgrade.start_successor(&listeners, &self.stop) {
+                Ok(Some(pid)) => {
+                    let took = started.elapsed();
+                    *self
+                        .outcome
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((pid, took));
+                    self.upgraded.store(true, Ordering::SeqCst);
+                    for s in &self.servers {
+                        s.get().hand_over_and_stop();
+                    }
+                    log::info!(
+                        "{url}: process {pid} serves now (ready after {} ms); finishing the connections of this one",
+                        took.as_millis()
+                    );
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => log::error!("{url}: upgrade failed: {e}; serving on"),
+            }
+        }
+    }
+
+    /// Ends [`run`](Self::run), or the upgrade under way (its unfinished
+    /// successor is killed).
+    fn stop(&self) {
+        let _ = (&self.stop_writer).write(b"s");
+    }
+
+    fn outcome(&self) -> Option<(u32, Duration)> {
+        *self
+            .outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The watcher started by [`Upgrade::watch`]; dropping it stops watching
+/// (and kills a successor that is not ready yet).
+pub struct Watch {
+    watcher: Arc<Watcher<Arc<dyn Upgradable>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("upgraded", &self.upgraded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watch {
+    /// Whether a new process took over: the servers were handed over and
+    /// stopped. True before their `serve_forever` calls return.
+    pub fn upgraded(&self) -> bool {
+        self.watcher.upgraded.load(Ordering::SeqCst)
+    }
+
+    /// The new process's pid and how long from the signal to its readiness,
+    /// once [`upgraded`](Self::upgraded).
+    pub fn successor(&self) -> Option<(u32, Duration)> {
+        self.watcher.outcome()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.watcher.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
