@@ -4,12 +4,22 @@
 //! ([`Running`], the showcase and the tests); the graceful close with its
 //! drain deadline; and [`Handshakes`], the connections a stopping server
 //! closes before they authenticate.
+//!
+//! A server process started by an upgrade (`SIGUSR2`, see
+//! `socketserver::reload`) adopts its predecessor's sockets instead of
+//! binding new ones: the services take the inherited sockets in the order
+//! they are made ([`stream_service`], [`datagram_service`]), which is the
+//! order [`serve_all`] hands them over in.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use socketserver::activation::{self, Listener};
+use socketserver::reload::{Upgradable, Upgrade, Watch};
+use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
 use socketserver::{
     Address, Builder, Conn, DatagramHandler, Handler, Server, ShutdownHandle, Strategy,
     StreamHandler, Transport,
@@ -31,16 +41,60 @@ pub trait Service: Send {
     fn address(&self) -> Address;
     /// A handle that stops [`run`](Self::run).
     fn shutdown_handle(&self) -> ShutdownHandle;
+    /// The server, for an upgrade to hand over.
+    fn upgradable(&self) -> Arc<dyn Upgradable>;
     /// Serves until shutdown, runs the stop hooks (e.g. the chat room says
     /// goodbye to its members), then closes gracefully: running handlers get
-    /// up to `drain` to finish, the rest are cut.
-    fn run(self: Box<Self>, drain: Duration) -> io::Result<()>;
+    /// up to `drain` to finish, the rest are cut. After an upgrade (when
+    /// `upgrading` says a new process took over) the connections are left
+    /// to end on their own instead, up to the upgrade's drain timeout.
+    fn run(self: Box<Self>, drain: Duration, upgrading: Option<&Upgrading>) -> io::Result<()>;
+}
+
+/// An upgrade watch over the services of this process (see [`serve_all`]).
+#[derive(Debug)]
+pub struct Upgrading {
+    upgrade: Upgrade,
+    watch: Watch,
+}
+
+impl Upgrading {
+    /// Starts watching for `SIGUSR2` on behalf of `services`.
+    pub fn start(services: &[Box<dyn Service>]) -> io::Result<Upgrading> {
+        let upgrade = Upgrade::new()?;
+        let watch = upgrade.watch(services.iter().map(|s| s.upgradable()).collect())?;
+        Ok(Upgrading { upgrade, watch })
+    }
+}
+
+/// The sockets this process inherited from the one it upgrades, not taken
+/// yet (read once, from `LISTEN_FDS`).
+fn inherited() -> io::Result<Option<Listener>> {
+    static INHERITED: OnceLock<Mutex<VecDeque<Listener>>> = OnceLock::new();
+    let queue = match INHERITED.get() {
+        Some(q) => q,
+        None => {
+            let listeners = activation::listeners()?;
+            INHERITED.get_or_init(|| Mutex::new(listeners.into()))
+        }
+    };
+    Ok(queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop_front())
+}
+
+fn wrong_inherited(addr: &Address, got: &Listener) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("cannot serve {addr} on the inherited socket: it is a {got:?}"),
+    )
 }
 
 /// A [`Server`] with hooks to run between `serve_forever` returning and the
 /// graceful close.
 pub struct Bound<T: Transport, S: Strategy, H> {
-    server: Server<T, S, H>,
+    server: Arc<Server<T, S, H>>,
     on_stop: Vec<Box<dyn FnOnce() + Send>>,
 }
 
@@ -48,7 +102,7 @@ impl<T: Transport, S: Strategy, H> Bound<T, S, H> {
     /// Wraps a server.
     pub fn new(server: Server<T, S, H>) -> Self {
         Bound {
-            server,
+            server: Arc::new(server),
             on_stop: Vec::new(),
         }
     }
@@ -87,16 +141,35 @@ where
         self.server.shutdown_handle()
     }
 
-    fn run(self: Box<Self>, drain: Duration) -> io::Result<()> {
+    fn upgradable(&self) -> Arc<dyn Upgradable> {
+        self.server.clone()
+    }
+
+    fn run(self: Box<Self>, drain: Duration, upgrading: Option<&Upgrading>) -> io::Result<()> {
         let Bound { server, on_stop } = *self;
         let served = server.serve_forever();
         let url = server.url();
-        log::info!("{url}: shutting down (drain deadline {drain:?})");
+        let upgraded = upgrading.filter(|u| u.watch.upgraded());
+        if upgraded.is_some() {
+            log::info!("{url}: handed over; the open connections finish here");
+        } else {
+            log::info!("{url}: shutting down (drain deadline {drain:?})");
+        }
+        // After an upgrade too: the chat room tells its members to
+        // reconnect (to the new process) rather than keep half a room.
         for hook in on_stop {
             hook();
         }
-        // Logs what it did (finished, cut) at info level.
-        server.close_gracefully(drain);
+        match upgraded {
+            // Waits for the connections to end on their own, then closes.
+            Some(u) => {
+                u.upgrade.drain(&*server);
+            }
+            // Logs what it did (finished, cut) at info level.
+            None => {
+                server.close_gracefully(drain);
+            }
+        }
         served
     }
 }
@@ -110,18 +183,30 @@ pub fn stream_service<S: Strategy, H: StreamHandler>(
     handler: H,
     on_stop: Option<Box<dyn FnOnce() + Send>>,
 ) -> io::Result<Box<dyn Service>> {
-    Ok(match addr {
-        Address::Inet(a) => {
+    let inherited = inherited()?;
+    Ok(match (addr, inherited) {
+        (Address::Inet(_), Some(Listener::Tcp(l))) => {
+            let mut bound = Bound::new(builder.build(Tcp::from_std(l)?, handler)?);
+            bound.on_stop.extend(on_stop);
+            bound.boxed()
+        }
+        (Address::Unix(_), Some(Listener::Unix(l))) => {
+            let mut bound = Bound::new(builder.build(Unix::from_std(l)?, handler)?);
+            bound.on_stop.extend(on_stop);
+            bound.boxed()
+        }
+        (_, Some(other)) => return Err(wrong_inherited(addr, &other)),
+        (Address::Inet(a), None) => {
             let mut bound = Bound::new(builder.tcp(*a, handler)?);
             bound.on_stop.extend(on_stop);
             bound.boxed()
         }
-        Address::Unix(Some(p)) => {
+        (Address::Unix(Some(p)), None) => {
             let mut bound = Bound::new(builder.unix(p, handler)?);
             bound.on_stop.extend(on_stop);
             bound.boxed()
         }
-        Address::Unix(None) => return Err(crate::net::unnamed()),
+        (Address::Unix(None), None) => return Err(crate::net::unnamed()),
     })
 }
 
@@ -132,10 +217,17 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
     addr: &Address,
     handler: H,
 ) -> io::Result<Box<dyn Service>> {
-    Ok(match addr {
-        Address::Inet(a) => Bound::new(builder.udp(*a, handler)?).boxed(),
-        Address::Unix(Some(p)) => Bound::new(builder.unixgram(p, handler)?).boxed(),
-        Address::Unix(None) => return Err(crate::net::unnamed()),
+    Ok(match (addr, inherited()?) {
+        (Address::Inet(_), Some(Listener::Udp(s))) => {
+            Bound::new(builder.build(Udp::from_std(s)?, handler)?).boxed()
+        }
+        (Address::Unix(_), Some(Listener::Unixgram(s))) => {
+            Bound::new(builder.build(Unixgram::from_std(s)?, handler)?).boxed()
+        }
+        (_, Some(other)) => return Err(wrong_inherited(addr, &other)),
+        (Address::Inet(a), None) => Bound::new(builder.udp(*a, handler)?).boxed(),
+        (Address::Unix(Some(p)), None) => Bound::new(builder.unixgram(p, handler)?).boxed(),
+        (Address::Unix(None), None) => return Err(crate::net::unnamed()),
     })
 }
 
@@ -145,6 +237,11 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
 /// the calling thread, so a lone forking server stays single-threaded), and
 /// returns once all have stopped and closed gracefully. When one stops for
 /// any reason, the others are stopped too.
+///
+/// `SIGUSR2` upgrades the process: this program starts again with the
+/// sockets of all the services (its services adopt them), and once it
+/// serves, this one stops accepting, lets its connections finish and
+/// returns (`socketserver::reload`).
 pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Result<()> {
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
     // Before the `listening on` lines: a script may signal as soon as it has
@@ -153,6 +250,10 @@ pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Re
         h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     }
     print_listening(&mut io::stdout().lock(), &services)?;
+    if services.is_empty() {
+        return Ok(());
+    }
+    let upgrading = Arc::new(Upgrading::start(&services)?);
     let Some(last) = services.pop() else {
         return Ok(());
     };
@@ -163,14 +264,15 @@ pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Re
     let mut threads = Vec::new();
     for s in services {
         let stop_all = stop_all.clone();
+        let upgrading = Arc::clone(&upgrading);
         let name = format!("serve {}", s.url());
         threads.push(thread::Builder::new().name(name).spawn(move || {
-            let r = s.run(drain);
+            let r = s.run(drain, Some(&upgrading));
             stop_all();
             r
         })?);
     }
-    let mut result = last.run(drain);
+    let mut result = last.run(drain, Some(&upgrading));
     stop_all();
     for t in threads {
         let r = t
@@ -206,7 +308,7 @@ impl Running {
             let t = thread::Builder::new()
                 .name(format!("serve {}", s.url()))
                 .spawn(move || {
-                    let _ = tx.send(s.run(drain));
+                    let _ = tx.send(s.run(drain, None));
                 })?;
             running.threads.push(t);
         }
