@@ -734,10 +734,13 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     }
 
     /// Counters: open connections, running requests, accepted, refused,
-    /// completed, failed.
+    /// completed, failed. Under `PreFork`, the parent's `accepted` counts
+    /// the requests its children took (the other counters are each
+    /// child's own).
     pub fn stats(&self) -> Stats {
         let mut stats = self.registry.stats();
         stats.active = self.running_requests();
+        stats.accepted += self.strategy.accepted_elsewhere();
         stats
     }
 

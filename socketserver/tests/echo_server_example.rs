@@ -98,16 +98,29 @@ fn served(stderr: &str) -> u64 {
         .unwrap_or_else(|| panic!("no `served N requests` line in {stderr:?}"))
 }
 
-#[test]
-fn sigterm_exits_zero_at_once_after_serving() {
-    let p = Proc::start(Command::new(example()).args(["127.0.0.1:0", "threading"]));
+fn sigterm_exits_zero_at_once_after_serving(strategy: &str) {
+    let p = Proc::start(Command::new(example()).args(["127.0.0.1:0", strategy]));
     assert!(p.url.starts_with("tcp://127.0.0.1:"));
-    echo_once(p.port(), b"hello world\n");
+    for _ in 0..3 {
+        echo_once(p.port(), b"hello world\n");
+    }
     let (status, err, took) = p.terminate();
     assert!(status.success(), "exit status {status}, stderr {err}");
-    assert_eq!(served(&err), 1);
-    eprintln!("the example exited {took:?} after SIGTERM");
+    // Under prefork the children took them: the parent's count includes
+    // theirs.
+    assert_eq!(served(&err), 3, "{strategy}");
+    eprintln!("the example ({strategy}) exited {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn sigterm_exits_zero_at_once_after_serving_threading() {
+    sigterm_exits_zero_at_once_after_serving("threading");
+}
+
+#[test]
+fn sigterm_exits_zero_at_once_after_serving_and_counts_what_prefork_children_served() {
+    sigterm_exits_zero_at_once_after_serving("prefork");
 }
 
 /// SIGTERM with 50 idle connected clients: exit 0 within a second, under

@@ -56,9 +56,10 @@ use crate::ShutdownHandle;
 ///
 /// # State is per child
 ///
-/// As with `Forking`, the handler's shared state is each child's own copy,
-/// and [`Server::stats`](crate::Server::stats) of the parent counts no
-/// requests (see [`served`](Self::served)). Fork from a process with no
+/// As with `Forking`, the handler's shared state is each child's own copy.
+/// [`Server::stats`](crate::Server::stats) of the parent counts the
+/// requests its children took in `accepted` (see [`served`](Self::served)),
+/// and nothing in `completed` or `failed` (each child knows its own). Fork from a process with no
 /// other threads (see `Forking`).
 ///
 /// # Caveats
@@ -580,6 +581,15 @@ impl Drop for Busy {
 }
 
 impl<S: Strategy> Strategy for PreFork<S> {
+    fn accepted_elsewhere(&self) -> u64 {
+        // In a child, its own registry counts what it took.
+        if self.my_slot().is_some() {
+            0
+        } else {
+            self.served()
+        }
+    }
+
     fn execute(&self, job: Job, shutdown: &ShutdownHandle) -> io::Result<()> {
         let Some((slot, table)) = self.my_slot() else {
             // `handle_request` in the parent: serve here.
