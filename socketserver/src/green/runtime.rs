@@ -285,8 +285,16 @@ struct Task {
     peer: Address,
     generation: u32,
     state: State,
-    /// Its pending timer, if any (a key of `Worker::timers`).
+    /// Its entry in `Worker::timers`, if any: at most one per coroutine,
+    /// never later than `wake_at` while it waits. Not removed when the
+    /// coroutine wakes early (most waits end with an event, long before
+    /// their deadline): the next wait keeps it if it is not later than the
+    /// new wake-up, and when it fires early it is moved to `wake_at`. So a
+    /// connection exchanging messages touches the timer tree about once per
+    /// timeout period rather than twice per message.
     timer: Option<(Instant, u64)>,
+    /// When the current wait should end (a deadline or a retry), if ever.
+    wake_at: Option<Instant>,
     /// The descriptors registered for it (forgotten when it ends).
     fds: Vec<RawFd>,
 }
@@ -396,9 +404,7 @@ impl Worker {
             return;
         }
         task.state = State::Runnable;
-        if let Some(key) = task.timer.take() {
-            self.timers.remove(&key);
-        }
+        task.wake_at = None;
         self.ready.push_back((token, why));
     }
 
@@ -463,6 +469,7 @@ impl Worker {
             generation,
             state: State::Runnable,
             timer: None,
+            wake_at: None,
             fds: Vec::new(),
         });
         self.ready
@@ -587,32 +594,47 @@ impl Worker {
                 task.fds.push(fd);
             }
         }
-        let key = deadline.map(|d| self.add_timer(d, token));
         if let Some(task) = self.task_mut(token) {
             task.state = State::Io {
                 fd,
                 write,
                 deadline,
             };
-            task.timer = key;
         }
+        self.arm(token, deadline);
     }
 
     /// The coroutine waits for a timer at `at`; when it fires it is timed
     /// out if `deadline` has passed, else woken.
     fn wait_timer(&mut self, token: Token, deadline: Option<Instant>, at: Instant) {
-        let key = self.add_timer(at, token);
         if let Some(task) = self.task_mut(token) {
             task.state = State::Timer { deadline };
-            task.timer = Some(key);
         }
+        self.arm(token, Some(at));
     }
 
-    fn add_timer(&mut self, at: Instant, token: Token) -> (Instant, u64) {
-        self.timer_seq += 1;
-        let key = (at, self.timer_seq);
+    /// The waiting coroutine `token` is to wake at `at` (`None`: only on an
+    /// event): keeps its timer entry if that fires no later, else moves it.
+    fn arm(&mut self, token: Token, at: Option<Instant>) {
+        let seq = self.timer_seq + 1;
+        let Some(task) = self.task_mut(token) else {
+            return;
+        };
+        task.wake_at = at;
+        let Some(at) = at else {
+            return;
+        };
+        let stale = match task.timer {
+            Some((entry, _)) if entry <= at => return,
+            stale => stale,
+        };
+        let key = (at, seq);
+        task.timer = Some(key);
+        if let Some(stale) = stale {
+            self.timers.remove(&stale);
+        }
+        self.timer_seq = seq;
         self.timers.insert(key, token);
-        key
     }
 
     fn fire_timers(&mut self) {
@@ -630,6 +652,16 @@ impl Worker {
                 State::Io { deadline, .. } | State::Timer { deadline } => deadline,
                 State::Runnable | State::Blocked => continue,
             };
+            match task.wake_at {
+                // Woke early since this entry was made, and waits again for
+                // later: the entry moves there.
+                Some(at) if at > now => {
+                    self.arm(token, Some(at));
+                    continue;
+                }
+                Some(_) => {}
+                None => continue,
+            }
             let why = if deadline.is_some_and(|d| d <= now) {
                 Resume::TimedOut
             } else {
