@@ -302,7 +302,12 @@ impl FileServer {
             }
         };
         let size = file.metadata()?.len();
-        let (hashed, sha256) = sha256_of(&mut io::Read::take(&mut file, size))?;
+        // Reading and hashing a whole file (up to --max-size): under
+        // `green`, on a helper thread. The clone shares the file offset.
+        let mut reader = file.try_clone()?;
+        let (hashed, sha256) = socketserver::green::blocking(move || {
+            sha256_of(&mut io::Read::take(&mut reader, size))
+        })?;
         if hashed != size {
             reply(
                 req,
@@ -322,7 +327,8 @@ impl FileServer {
     }
 
     fn list(&self, req: &mut StreamRequest) -> io::Result<Flow> {
-        let files = match list_root(&self.root) {
+        let root = Arc::clone(&self.root);
+        let files = match socketserver::green::blocking(move || list_root(&root)) {
             Ok(f) => f,
             Err(e) => {
                 reply(req, &Response::error(format!("cannot list: {e}")))?;
@@ -480,15 +486,15 @@ fn sweep_temp_files(root: &OwnedFd) -> usize {
 
 /// An upload in progress: `.upload-<random>.part` in the root, removed on
 /// drop unless [`persist`](Self::persist)ed.
-struct TempFile<'a> {
-    root: &'a OwnedFd,
+struct TempFile {
+    root: Arc<OwnedFd>,
     name: String,
     file: File,
     kept: bool,
 }
 
-impl<'a> TempFile<'a> {
-    fn create(root: &'a OwnedFd) -> io::Result<TempFile<'a>> {
+impl TempFile {
+    fn create(root: &Arc<OwnedFd>) -> io::Result<TempFile> {
         for _ in 0..16 {
             let mut random = [0u8; 8];
             getrandom::fill(&mut random)
@@ -496,14 +502,14 @@ impl<'a> TempFile<'a> {
             let name = format!("{TEMP_PREFIX}{}.part", hex(&random));
             // O_EXCL with O_NOFOLLOW: never follows or reuses anything.
             match rustix::fs::openat(
-                root,
+                &**root,
                 name.as_str(),
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o644),
             ) {
                 Ok(fd) => {
                     return Ok(TempFile {
-                        root,
+                        root: Arc::clone(root),
                         name,
                         file: File::from(fd),
                         kept: false,
@@ -519,23 +525,32 @@ impl<'a> TempFile<'a> {
     /// Flushes the temp file to disk, renames it to `to` in the root
     /// (atomically replacing what is there; a symlink is replaced, not
     /// followed) and flushes the directory, so that the new name survives
-    /// a crash. On error it is removed (dropped).
+    /// a crash. On error it is removed (dropped). The disk flushes can take
+    /// tens of milliseconds: under `green` they run on a helper thread
+    /// (`green::blocking`), so that the worker's other connections go on.
     fn persist(mut self, to: &str) -> io::Result<()> {
-        self.file.sync_all()?;
-        rustix::fs::renameat(self.root, self.name.as_str(), self.root, to)?;
-        self.kept = true;
-        if let Err(e) = rustix::fs::fsync(self.root) {
-            // The file is in place; only its durability is in doubt.
-            log::warn!("files: cannot flush the root directory after storing {to}: {e}");
-        }
-        Ok(())
+        let (root, file) = (Arc::clone(&self.root), self.file.try_clone()?);
+        let (name, to) = (self.name.clone(), to.to_owned());
+        let renamed = socketserver::green::blocking(move || -> io::Result<()> {
+            file.sync_all()?;
+            rustix::fs::renameat(&*root, name.as_str(), &*root, to.as_str())?;
+            if let Err(e) = rustix::fs::fsync(&*root) {
+                // The file is in place; only its durability is in doubt.
+                log::warn!("files: cannot flush the root directory after storing {to}: {e}");
+            }
+            Ok(())
+        });
+        // Renamed: nothing to remove (also when only the directory flush
+        // failed, which is logged).
+        self.kept = renamed.is_ok();
+        renamed
     }
 }
 
-impl Drop for TempFile<'_> {
+impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.kept {
-            let _ = rustix::fs::unlinkat(self.root, self.name.as_str(), AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&*self.root, self.name.as_str(), AtFlags::empty());
         }
     }
 }
