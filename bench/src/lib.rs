@@ -1,7 +1,7 @@
-//! `bench`: the four strategies of socketserver side by side with what a
-//! Rust user would otherwise write (a plain std thread-per-connection echo,
-//! a std UDP loop, tokio) and what a Python user has today (Python's
-//! `socketserver`), measured in one run on this machine.
+//! `bench`: the strategies of socketserver side by side with what a Rust
+//! user would otherwise write (a plain std thread-per-connection echo, a std
+//! UDP loop, tokio, tokio-rustls for TLS) and what a Python user has today
+//! (Python's `socketserver`), measured in one run on this machine.
 //!
 //! ```text
 //! cargo run --release -p bench -- --quick
@@ -9,7 +9,7 @@
 //!
 //! Every server runs as a child process in a process group of its own
 //! (`bench baseline echo --strategy S` for ours,
-//! `bench baseline std-tcp|std-udp|tokio-tcp`, or an embedded Python
+//! `bench baseline std-tcp|std-udp|tokio-tcp|tokio-tls`, or an embedded Python
 //! script), started fresh for each cell and stopped with SIGTERM to the
 //! group (SIGKILL after a deadline). The load comes from [`loadgen`], in
 //! this process. Cells:
@@ -20,14 +20,22 @@
 //! | `pp16k-c50` | 16 KiB ping-pong on 50 connections |
 //! | `connect-c8` | connect, echo 64 bytes, close; 8 at a time |
 //! | `udp64-c8` | 64-byte UDP datagrams from 8 sockets |
+//! | `tls-pp64-c50` | TLS, 64-byte ping-pong on 50 connections |
+//! | `tls-handshake-c8` | TLS: connect, full handshake (no resumption), echo 64 bytes, close; 8 at a time |
 //! | `idle-1k`, `idle-10k` | server RSS per idle connection |
 //! | `shutdown-idle`, `shutdown-busy` | `shutdown()` to `serve_forever` returning ([`shutdown`]) |
+//!
+//! Load cells run `--repeat N` rounds, every server of the cell once per
+//! round (the order rotating), and each row's ratio to the cell's reference
+//! server (`std`; `tls-tokio` in the TLS cells) is the median of its
+//! per-round ratios. The TLS cells' certificates are made at the start of a
+//! run with the `openssl` command line ([`certs`]).
 //!
 //! The results go to stdout as markdown (and to `--markdown`, `--json`,
 //! `--svg`), progress to stderr.
 
 pub mod baseline;
-mod certs;
+pub mod certs;
 mod charts;
 pub mod proc;
 pub mod report;
@@ -1318,6 +1326,20 @@ fn standard_notes(s: &Settings) -> Vec<String> {
             }
         ),
     ];
+    if s.tls.is_some() {
+        n.push(
+            "TLS cells: every server gets the same rustls 0.23 `ServerConfig` \
+             (`socketserver::tls::server_config`: ring provider, TLS 1.2 and 1.3, a P-256 \
+             certificate signed by a throwaway CA made with `openssl` at the start of the run, \
+             rustls' default in-memory session cache and TLS 1.3 tickets); tokio-rustls drives \
+             it on tokio, ours through `Builder::tls`. The load generator's rustls client \
+             (ring) trusts that CA, verifies the certificate for `localhost`, negotiates TLS \
+             1.3 and never resumes a session, so `tls-handshake-c8` is one full handshake \
+             (X25519 key exchange, ECDSA P-256 signature) per connection, closed with `close_notify`. The \
+             client's handshake work runs on the same 2 cores as the server."
+                .into(),
+        );
+    }
     if s.python.is_some() {
         n.push(
             "Python servers use socketserver's defaults (listen backlog 5, max_children 40) \
