@@ -7,6 +7,8 @@
 //!   thread per connection (`TCP_NODELAY`, 64 KiB buffer).
 //! * `std-udp`: a blocking `recv_from` / `send_to` loop.
 //! * `tokio-tcp`: a multi-threaded tokio runtime, one task per connection.
+//! * `tokio-tls`: the same with tokio-rustls, on the very `ServerConfig`
+//!   our `echo --tls-cert --tls-key` uses (`socketserver::tls::server_config`).
 //! * `shutdown-probe`: the time from `shutdown()` to `serve_forever`
 //!   returning, for one strategy of ours (JSON on stdout).
 //!
@@ -19,67 +21,44 @@ use std::thread;
 use std::time::Duration;
 
 use clap::Subcommand;
+use std::path::PathBuf;
+
 use socketserver::{DatagramRequest, Server, Strategy, StreamRequest};
 
-/// The five strategies of socketserver, by their library names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StrategyName {
-    /// One request at a time, inline in the server loop.
-    Synchronous,
-    /// A new thread per connection (or datagram).
-    Threading,
-    /// A fixed set of worker threads fed by a queue.
-    Pool,
-    /// A child process per connection (or datagram).
-    Forking,
-    /// A coroutine per connection (or datagram) on one thread per core.
-    Green,
+/// One of socketserver's strategies, by its library name (one of
+/// [`socketserver::strategy::NAMES`]), with the library's defaults except
+/// `stack` bytes of stack for the threads of `threading` and `pool` (the
+/// coroutines of `green`) and `keep_alive` for `threading`'s threads, when
+/// given. The library's names are the only list: bench keeps none of its own.
+pub fn build_strategy(
+    name: &str,
+    stack: Option<usize>,
+    keep_alive: Option<Duration>,
+) -> io::Result<Box<dyn Strategy>> {
+    Ok(match name {
+        "threading" if stack.is_some() || keep_alive.is_some() => {
+            let mut t = socketserver::Threading::new();
+            if let Some(keep) = keep_alive {
+                t = t.keep_alive(keep);
+            }
+            if let Some(n) = stack {
+                t = t.stack_size(n);
+            }
+            Box::new(t)
+        }
+        "pool" if stack.is_some() => {
+            Box::new(socketserver::Pool::default().stack_size(stack.unwrap_or_default()))
+        }
+        "green" if stack.is_some() => {
+            Box::new(socketserver::Green::new().stack_size(stack.unwrap_or_default()))
+        }
+        _ => socketserver::strategy::from_name(name)?,
+    })
 }
 
-impl StrategyName {
-    /// The library's name, e.g. `threading`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StrategyName::Synchronous => "synchronous",
-            StrategyName::Threading => "threading",
-            StrategyName::Pool => "pool",
-            StrategyName::Forking => "forking",
-            StrategyName::Green => "green",
-        }
-    }
-
-    /// The strategy with the library's defaults, except `stack` bytes of
-    /// stack for the threads of `threading` and `pool` (the coroutines of
-    /// `green`) and `keep_alive` for
-    /// `threading`'s, when given.
-    pub fn build(self, stack: Option<usize>, keep_alive: Option<Duration>) -> Box<dyn Strategy> {
-        match self {
-            StrategyName::Threading if stack.is_some() || keep_alive.is_some() => {
-                let mut t = socketserver::Threading::new();
-                if let Some(keep) = keep_alive {
-                    t = t.keep_alive(keep);
-                }
-                if let Some(n) = stack {
-                    t = t.stack_size(n);
-                }
-                Box::new(t)
-            }
-            StrategyName::Pool if stack.is_some() => {
-                Box::new(socketserver::Pool::default().stack_size(stack.unwrap_or_default()))
-            }
-            StrategyName::Green if stack.is_some() => {
-                Box::new(socketserver::Green::new().stack_size(stack.unwrap_or_default()))
-            }
-            _ => socketserver::strategy::from_name(self.as_str())
-                .expect("every StrategyName is a library strategy name"),
-        }
-    }
-}
-
-impl std::fmt::Display for StrategyName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// `--strategy`: one of the library's names.
+fn strategy_arg() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(socketserver::strategy::NAMES)
 }
 
 /// The hidden `bench baseline` subcommands.
@@ -91,8 +70,14 @@ pub enum BaselineCmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
         /// The strategy.
-        #[arg(long, value_enum)]
-        strategy: StrategyName,
+        #[arg(long, value_parser = strategy_arg())]
+        strategy: String,
+        /// Serve TLS with this PEM certificate chain (and --tls-key).
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Serve UDP instead of TCP.
         #[arg(long)]
         udp: bool,
@@ -123,11 +108,23 @@ pub enum BaselineCmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// tokio-rustls TLS echo: multi-thread runtime, a task per connection.
+    TokioTls {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// PEM certificate chain.
+        #[arg(long, value_name = "PEM")]
+        tls_cert: PathBuf,
+        /// PEM private key.
+        #[arg(long, value_name = "PEM")]
+        tls_key: PathBuf,
+    },
     /// Shutdown latency of one strategy of ours; prints one JSON object.
     ShutdownProbe {
         /// The strategy to measure.
-        #[arg(long, value_enum)]
-        strategy: StrategyName,
+        #[arg(long, value_parser = strategy_arg())]
+        strategy: String,
         /// Fresh servers to start and stop.
         #[arg(long, default_value_t = 20)]
         runs: usize,
@@ -143,19 +140,31 @@ pub fn run(cmd: BaselineCmd) -> io::Result<()> {
         BaselineCmd::Echo {
             listen,
             strategy,
+            tls_cert,
+            tls_key,
             udp,
             stack_size,
             keep_alive,
-        } => echo(listen, strategy.build(stack_size, keep_alive), udp),
+        } => echo(
+            listen,
+            build_strategy(&strategy, stack_size, keep_alive)?,
+            udp,
+            tls_cert.zip(tls_key),
+        ),
         BaselineCmd::StdTcp { listen } => std_tcp(listen),
         BaselineCmd::StdUdp { listen } => std_udp(listen),
         BaselineCmd::TokioTcp { listen } => tokio_tcp(listen),
+        BaselineCmd::TokioTls {
+            listen,
+            tls_cert,
+            tls_key,
+        } => tokio_tls(listen, &tls_cert, &tls_key),
         BaselineCmd::ShutdownProbe {
             strategy,
             runs,
             busy,
         } => {
-            let r = super::shutdown::probe(strategy, runs.max(1), busy)?;
+            let r = super::shutdown::probe(&strategy, runs.max(1), busy)?;
             println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
             Ok(())
         }
@@ -170,8 +179,17 @@ fn listening(scheme: &str, addr: io::Result<SocketAddr>) -> io::Result<()> {
 
 // ---- ours ----
 
-fn echo(addr: SocketAddr, strategy: Box<dyn Strategy>, udp: bool) -> io::Result<()> {
-    let builder = Server::builder().strategy(strategy);
+fn echo(
+    addr: SocketAddr,
+    strategy: Box<dyn Strategy>,
+    udp: bool,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
+    let mut builder = Server::builder().strategy(strategy);
+    if let Some((cert, key)) = tls {
+        // What `echo_server ADDR STRATEGY --tls CERT KEY` does.
+        builder = builder.tls(socketserver::tls::server_config(&cert, &key)?);
+    }
     if udp {
         let server = builder.udp(addr, |req: &mut DatagramRequest| {
             let data = req.take_data();
@@ -254,6 +272,47 @@ fn tokio_tcp(addr: SocketAddr) -> io::Result<()> {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
                             if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// tokio-rustls: what a Rust user would otherwise pick for TLS. The
+/// `ServerConfig` is the one our TLS echo uses (same certificate, provider,
+/// versions, session cache and tickets), so only the I/O around rustls
+/// differs.
+fn tokio_tls(addr: SocketAddr, cert: &std::path::Path, key: &std::path::Path) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = tokio_rustls::TlsAcceptor::from(socketserver::tls::server_config(cert, key)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        listening("tcp", listener.local_addr())?;
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                // Out of descriptors and the like: do not spin.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 8 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() || s.flush().await.is_err() {
                                 return;
                             }
                         }

@@ -2,11 +2,81 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Row;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// A chart drawing into an SVG file, with `X` and `Y` axes.
+type Chart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
+
+/// A white canvas of `height` pixels (960 wide) drawing into `path`.
+fn canvas(path: &Path, height: u32) -> Res<DrawingArea<SVGBackend<'_>, Shift>> {
+    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// The axes every chart here has: the caption, the margins and label areas,
+/// `x` and `y` (linear or log) ranges.
+fn axes<'a, 'b, X, Y>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    x: X,
+    y: Y,
+) -> Res<Chart<'a, 'b, X::CoordDescType, Y::CoordDescType>>
+where
+    X: AsRangedCoord,
+    Y: AsRangedCoord,
+{
+    Ok(ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, y)?)
+}
+
+/// The axes of a chart with one category (server) per x position
+/// `0..names.len()`, labelled with its name, and `y`.
+fn category_axes<'a, 'b, Y>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    names: &[String],
+    y: Y,
+    y_desc: &str,
+    y_rate: bool,
+) -> Res<Chart<'a, 'b, RangedCoordf64, Y::CoordDescType>>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let n = names.len();
+    let mut chart = axes(root, caption, -0.5f64..(n as f64 - 0.5), y)?;
+    let x_fmt = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 0.01 && i >= 0.0 {
+            names.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let y_fmt = |y: &f64| super::report::fmt_rate(*y);
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&x_fmt)
+        .y_desc(y_desc);
+    if y_rate {
+        mesh.y_label_formatter(&y_fmt);
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
 
 /// Writes every chart the rows allow into `dir`; returns `(file name,
 /// caption)` of each written.
@@ -37,6 +107,16 @@ pub fn write_all(dir: &Path, rows: &[Row]) -> Res<Vec<(String, String)>> {
             "pp16k-c50",
             "pp16k.svg",
             "16 KiB ping-pong at 50 connections (req/s)",
+        ),
+        (
+            "tls-pp64-c50",
+            "tls-pingpong.svg",
+            "TLS: 64-byte ping-pong at 50 connections (req/s)",
+        ),
+        (
+            "tls-handshake-c8",
+            "tls-handshake.svg",
+            "TLS: full handshakes per second (connect, handshake, echo 64 B, close; 8 at a time)",
         ),
     ] {
         let data: Vec<(String, f64)> = rows
@@ -115,14 +195,8 @@ fn throughput(path: &Path, rows: &[Row], caption: &str) -> Res<bool> {
         .flat_map(|(_, p)| p.iter().map(|q| q.1))
         .fold(1.0, f64::max)
         * 1.1;
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d((0.8f64..700.0).log_scale(), 0f64..ymax)?;
+    let root = canvas(path, 560)?;
+    let mut chart = axes(&root, caption, (0.8f64..700.0).log_scale(), 0f64..ymax)?;
     chart
         .configure_mesh()
         .x_desc("concurrent connections (log scale)")
@@ -164,30 +238,16 @@ fn latency(path: &Path, rows: &[Row], cell: &str, caption: &str) -> Res<bool> {
         .filter(|v| *v > 0.0)
         .fold(f64::MAX, f64::min)
         / 2.0;
-    let n = data.len();
     let names: Vec<String> = data.iter().map(|d| d.0.to_owned()).collect();
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (ymin..ymax).log_scale())?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc("latency, microseconds (log scale)")
-        .draw()?;
+    let root = canvas(path, 560)?;
+    let mut chart = category_axes(
+        &root,
+        caption,
+        &names,
+        (ymin..ymax).log_scale(),
+        "latency, microseconds (log scale)",
+        false,
+    )?;
     for (k, label) in ["p50", "p99", "p99.9"].iter().enumerate() {
         let c = color(k);
         chart
@@ -213,33 +273,10 @@ fn bars(path: &Path, caption: &str, y_desc: &str, data: &[(String, f64)]) -> Res
     if data.is_empty() {
         return Ok(false);
     }
-    let n = data.len();
     let ymax = data.iter().map(|d| d.1).fold(1.0, f64::max) * 1.15;
-    let root = SVGBackend::new(path, (960, 520)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                data.get(i as usize)
-                    .map(|d| d.0.clone())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc(y_desc)
-        .y_label_formatter(&|y| super::report::fmt_rate(*y))
-        .draw()?;
+    let names: Vec<String> = data.iter().map(|d| d.0.clone()).collect();
+    let root = canvas(path, 520)?;
+    let mut chart = category_axes(&root, caption, &names, 0f64..ymax, y_desc, true)?;
     chart.draw_series(data.iter().enumerate().map(|(i, d)| {
         Rectangle::new(
             [(i as f64 - 0.35, 0.0), (i as f64 + 0.35, d.1)],

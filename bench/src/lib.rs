@@ -1,7 +1,7 @@
-//! `bench`: the four strategies of socketserver side by side with what a
-//! Rust user would otherwise write (a plain std thread-per-connection echo,
-//! a std UDP loop, tokio) and what a Python user has today (Python's
-//! `socketserver`), measured in one run on this machine.
+//! `bench`: the strategies of socketserver side by side with what a Rust
+//! user would otherwise write (a plain std thread-per-connection echo, a std
+//! UDP loop, tokio, tokio-rustls for TLS) and what a Python user has today
+//! (Python's `socketserver`), measured in one run on this machine.
 //!
 //! ```text
 //! cargo run --release -p bench -- --quick
@@ -9,7 +9,7 @@
 //!
 //! Every server runs as a child process in a process group of its own
 //! (`bench baseline echo --strategy S` for ours,
-//! `bench baseline std-tcp|std-udp|tokio-tcp`, or an embedded Python
+//! `bench baseline std-tcp|std-udp|tokio-tcp|tokio-tls`, or an embedded Python
 //! script), started fresh for each cell and stopped with SIGTERM to the
 //! group (SIGKILL after a deadline). The load comes from [`loadgen`], in
 //! this process. Cells:
@@ -20,13 +20,22 @@
 //! | `pp16k-c50` | 16 KiB ping-pong on 50 connections |
 //! | `connect-c8` | connect, echo 64 bytes, close; 8 at a time |
 //! | `udp64-c8` | 64-byte UDP datagrams from 8 sockets |
+//! | `tls-pp64-c50` | TLS, 64-byte ping-pong on 50 connections |
+//! | `tls-handshake-c8` | TLS: connect, full handshake (no resumption), echo 64 bytes, close; 8 at a time |
 //! | `idle-1k`, `idle-10k` | server RSS per idle connection |
 //! | `shutdown-idle`, `shutdown-busy` | `shutdown()` to `serve_forever` returning ([`shutdown`]) |
+//!
+//! Load cells run `--repeat N` rounds, every server of the cell once per
+//! round (the order rotating), and each row's ratio to the cell's reference
+//! server (`std`; `tls-tokio` in the TLS cells) is the median of its
+//! per-round ratios. The TLS cells' certificates are made at the start of a
+//! run with the `openssl` command line ([`certs`]).
 //!
 //! The results go to stdout as markdown (and to `--markdown`, `--json`,
 //! `--svg`), progress to stderr.
 
 pub mod baseline;
+pub mod certs;
 mod charts;
 pub mod proc;
 pub mod report;
@@ -40,9 +49,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use loadgen::{Config, IdleConfig, Mode};
+use loadgen::{Config, IdleConfig, Mode, TlsClient};
 
-use baseline::StrategyName;
 use proc::ServerChild;
 use report::{fmt_rate, fmt_us, IdleResult, Results, Row};
 use shutdown::ShutdownResult;
@@ -112,9 +120,13 @@ pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
 /// How a server is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// `bench baseline echo --strategy S` (with `--stack-size` and
-    /// `--keep-alive` if set).
-    Ours(StrategyName, Option<usize>, Option<&'static str>),
+    /// `bench baseline echo --strategy S` (S one of the library's
+    /// `strategy::NAMES`; with `--stack-size` and `--keep-alive` if set).
+    Ours(&'static str, Option<usize>, Option<&'static str>),
+    /// `bench baseline echo --strategy S --tls-cert C --tls-key K`.
+    OursTls(&'static str),
+    /// `bench baseline tokio-tls --tls-cert C --tls-key K`.
+    TokioTls,
     /// `bench baseline std-tcp` (TCP cells) or `std-udp` (UDP cells).
     Std,
     /// `bench baseline tokio-tcp`.
@@ -134,37 +146,42 @@ const SERVERS: &[ServerDef] = &[
     ServerDef {
         id: "synchronous",
         label: "socketserver `Synchronous`: one request at a time in the server loop (`bench baseline echo --strategy synchronous`)",
-        kind: Kind::Ours(StrategyName::Synchronous, None, None),
+        kind: Kind::Ours("synchronous", None, None),
     },
     ServerDef {
         id: "threading",
         label: "socketserver `Threading` with its defaults: a thread per connection (per datagram over UDP), a finished thread kept alive 5 s for the next request, 2 MiB stacks",
-        kind: Kind::Ours(StrategyName::Threading, None, None),
+        kind: Kind::Ours("threading", None, None),
     },
     ServerDef {
         id: "threading-64k",
         label: "socketserver `Threading` with 64 KiB thread stacks (`--stack-size 65536`), idle cells only",
-        kind: Kind::Ours(StrategyName::Threading, Some(64 * 1024), None),
+        kind: Kind::Ours("threading", Some(64 * 1024), None),
     },
     ServerDef {
         id: "threading-new",
         label: "socketserver `Threading` with `keep_alive(Duration::ZERO)`: a new thread for every request, gone when it ends, as in Python (`--keep-alive 0`); connect and UDP cells only",
-        kind: Kind::Ours(StrategyName::Threading, None, Some("0")),
+        kind: Kind::Ours("threading", None, Some("0")),
     },
     ServerDef {
         id: "pool",
         label: "socketserver `Pool` with its default size: {pool_workers} worker threads fed by a bounded queue",
-        kind: Kind::Ours(StrategyName::Pool, None, None),
+        kind: Kind::Ours("pool", None, None),
     },
     ServerDef {
         id: "forking",
         label: "socketserver `Forking`: a child process per connection (per datagram over UDP), at most 40",
-        kind: Kind::Ours(StrategyName::Forking, None, None),
+        kind: Kind::Ours("forking", None, None),
+    },
+    ServerDef {
+        id: "prefork",
+        label: "socketserver `PreFork` with its defaults: 5 to 50 long-lived child processes that each accept on the shared socket and serve one connection at a time (`Synchronous` inside), 2 to 10 idle, 1000 connections each",
+        kind: Kind::Ours("prefork", None, None),
     },
     ServerDef {
         id: "green",
         label: "socketserver `Green` with its defaults: a coroutine per connection (per datagram over UDP), 64 KiB stacks, one worker thread with its epoll reactor per core",
-        kind: Kind::Ours(StrategyName::Green, None, None),
+        kind: Kind::Ours("green", None, None),
     },
     ServerDef {
         id: "std",
@@ -175,6 +192,21 @@ const SERVERS: &[ServerDef] = &[
         id: "tokio",
         label: "baseline: tokio multi-thread runtime (one worker per core), a task per connection (`bench baseline tokio-tcp`)",
         kind: Kind::Tokio,
+    },
+    ServerDef {
+        id: "tls-threading",
+        label: "TLS: socketserver `Threading` with `Builder::tls(tls::server_config(CERT, KEY))` (rustls 0.23, ring provider), what `echo_server ADDR threading --tls CERT KEY` runs",
+        kind: Kind::OursTls("threading"),
+    },
+    ServerDef {
+        id: "tls-green",
+        label: "TLS: socketserver `Green` with the same `Builder::tls` configuration",
+        kind: Kind::OursTls("green"),
+    },
+    ServerDef {
+        id: "tls-tokio",
+        label: "TLS baseline: tokio-rustls 0.26 on the tokio multi-thread runtime, a task per connection, with the very same rustls `ServerConfig` (`bench baseline tokio-tls`)",
+        kind: Kind::TokioTls,
     },
     ServerDef {
         id: "py-threading",
@@ -216,6 +248,7 @@ const TCP_SERVERS: &[&str] = &[
     "threading",
     "pool",
     "forking",
+    "prefork",
     "green",
     "std",
     "tokio",
@@ -229,6 +262,7 @@ const CONNECT_SERVERS: &[&str] = &[
     "threading-new",
     "pool",
     "forking",
+    "prefork",
     "green",
     "std",
     "tokio",
@@ -247,6 +281,7 @@ const UDP_SERVERS: &[&str] = &[
     "py-threading",
     "py-sync",
 ];
+const TLS_SERVERS: &[&str] = &["tls-threading", "tls-green", "tls-tokio"];
 const IDLE_SERVERS: &[&str] = &[
     "threading",
     "threading-64k",
@@ -279,6 +314,12 @@ const SMOKE: &[&str] = &[
     "py-forking/pp16k-c50",
     "threading-new/connect-c8",
     "green/connect-c8",
+    "prefork/connect-c8",
+    "prefork/pp64-c50",
+    "tls-threading/tls-pp64-c50",
+    "tls-tokio/tls-pp64-c50",
+    "tls-green/tls-handshake-c8",
+    "tls-tokio/tls-handshake-c8",
     "std/connect-c8",
     "py-sync/connect-c8",
     "threading/udp64-c8",
@@ -315,6 +356,10 @@ struct Cell {
     id: &'static str,
     title: &'static str,
     what: What,
+    /// Over TLS (load cells).
+    tls: bool,
+    /// The server every other one is divided by, round by round.
+    reference: &'static str,
     servers: Vec<&'static str>,
 }
 
@@ -328,6 +373,8 @@ struct Settings {
     idle_limit: Duration,
     exe: PathBuf,
     python: Option<(PathBuf, String)>,
+    /// The certificates of the TLS cells, when any runs.
+    tls: Option<std::sync::Arc<certs::Certs>>,
 }
 
 fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
@@ -335,7 +382,21 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
         id,
         title,
         what: What::Load { mode, conns, size },
+        tls: false,
+        reference: "std",
         servers: servers.to_vec(),
+    };
+    let tls = |id, title, mode, conns| Cell {
+        id,
+        title,
+        what: What::Load {
+            mode,
+            conns,
+            size: 64,
+        },
+        tls: true,
+        reference: "tls-tokio",
+        servers: TLS_SERVERS.to_vec(),
     };
     let mut cells = vec![
         load(
@@ -386,6 +447,18 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
             64,
             UDP_SERVERS,
         ),
+        tls(
+            "tls-pp64-c50",
+            "TLS: 64-byte ping-pong, 50 connections",
+            Mode::PingPong,
+            50,
+        ),
+        tls(
+            "tls-handshake-c8",
+            "TLS: connect, full handshake (no resumption), echo 64 bytes, close; 8 at a time (handshakes per second)",
+            Mode::Connect,
+            8,
+        ),
     ];
     let (small, big) = if args.smoke {
         (100, None)
@@ -397,6 +470,8 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
         id: "idle-1k",
         title: "server memory holding 1,000 idle connections",
         what: What::Idle { count: cap(small) },
+        tls: false,
+        reference: "std",
         servers: IDLE_SERVERS.to_vec(),
     });
     if let (Some(n), false) = (big, args.quick) {
@@ -404,6 +479,8 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
             id: "idle-10k",
             title: "server memory holding 10,000 idle connections",
             what: What::Idle { count: cap(n) },
+            tls: false,
+            reference: "std",
             servers: IDLE_SERVERS.to_vec(),
         });
     }
@@ -411,6 +488,8 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
         id: "shutdown-idle",
         title: "shutdown() to serve_forever returning, idle server",
         what: What::Shutdown { busy: 0 },
+        tls: false,
+        reference: "std",
         servers: SHUTDOWN_SERVERS.to_vec(),
     });
     cells.push(Cell {
@@ -419,6 +498,8 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
         what: What::Shutdown {
             busy: SHUTDOWN_BUSY,
         },
+        tls: false,
+        reference: "std",
         servers: SHUTDOWN_SERVERS.to_vec(),
     });
     cells
@@ -496,6 +577,21 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         Some(_) if !args.no_python => Some(write_script()?),
         _ => None,
     };
+    // Certificates for the TLS cells, made now in a temp dir (removed when
+    // the run ends).
+    let tls = if cells.iter().any(|c| c.tls) {
+        match certs::Certs::make() {
+            Ok(c) => Some(std::sync::Arc::new(c)),
+            Err(e) => {
+                eprintln!("bench: TLS cells skipped: {e}");
+                notes.push(format!("The TLS cells were skipped: {e}."));
+                cells.retain(|c| !c.tls);
+                None
+            }
+        }
+    } else {
+        None
+    };
     let settings = Settings {
         duration: args.duration.unwrap_or(duration),
         warmup: args.warmup.unwrap_or(warmup),
@@ -508,6 +604,7 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         idle_limit: Duration::from_secs(if args.quick || args.smoke { 20 } else { 60 }),
         exe: std::env::current_exe()?,
         python: python.clone().zip(script.clone()).map(|((_, v), s)| (s, v)),
+        tls,
     };
     let load_before = loadavg();
     eprintln!(
@@ -557,7 +654,11 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     if let Some(s) = &script {
         let _ = std::fs::remove_file(s);
     }
-    report::fill_ratios(&mut rows);
+    let references: Vec<(String, String)> = cells
+        .iter()
+        .map(|c| (c.id.to_owned(), c.reference.to_owned()))
+        .collect();
+    report::fill_ratios(&mut rows, &references);
     let targets = report::targets(&rows);
     notes.extend(standard_notes(&settings));
     let quote = |a: String| {
@@ -727,7 +828,7 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
     let child = match def.kind {
         Kind::Ours(strategy, stack, keep_alive) => {
             let mut a = own(&["baseline", "echo", "--listen", &listen]);
-            a.extend(own(&["--strategy", strategy.as_str()]));
+            a.extend(own(&["--strategy", strategy]));
             if udp {
                 a.push("--udp".into());
             }
@@ -754,6 +855,26 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
             &quiet,
             1,
         )?,
+        Kind::OursTls(_) | Kind::TokioTls => {
+            let c = s
+                .tls
+                .as_ref()
+                .ok_or_else(|| io::Error::other("no certificates for TLS"))?;
+            let (cert, key) = (c.cert.to_string_lossy(), c.key.to_string_lossy());
+            let mut a = match def.kind {
+                Kind::OursTls(strategy) => own(&["baseline", "echo", "--strategy", strategy]),
+                _ => own(&["baseline", "tokio-tls"]),
+            };
+            a.extend(own(&[
+                "--listen",
+                &listen,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ]));
+            ServerChild::start(&exe, &a, &quiet, 1)?
+        }
         Kind::Py(tcp, udp_kind) => {
             let (script, _) = s
                 .python
@@ -826,6 +947,25 @@ fn run_load(s: &Settings, def: &ServerDef, cell: &Cell) -> Row {
         }
     };
     let mut cfg = Config::new(addr);
+    if cell.tls {
+        match s
+            .tls
+            .as_ref()
+            .map(|c| TlsClient::from_ca_file(&c.ca, "localhost"))
+        {
+            Some(Ok(client)) => cfg.tls = Some(client),
+            Some(Err(e)) => {
+                row.failure = Some(format!("TLS client: {e}"));
+                server.stop(Duration::from_secs(3));
+                return row;
+            }
+            None => {
+                row.failure = Some("no certificates for TLS".into());
+                server.stop(Duration::from_secs(3));
+                return row;
+            }
+        }
+    }
     cfg.mode = mode;
     cfg.conns = conns;
     cfg.size = size;
@@ -944,7 +1084,7 @@ fn run_shutdown(s: &Settings, def: &ServerDef, cell: &Cell, busy: usize) -> Row 
                 "baseline".to_owned(),
                 "shutdown-probe".into(),
                 "--strategy".into(),
-                strategy.as_str().into(),
+                strategy.into(),
                 "--runs".into(),
                 runs.to_string(),
                 "--busy".into(),
@@ -1186,6 +1326,20 @@ fn standard_notes(s: &Settings) -> Vec<String> {
             }
         ),
     ];
+    if s.tls.is_some() {
+        n.push(
+            "TLS cells: every server gets the same rustls 0.23 `ServerConfig` \
+             (`socketserver::tls::server_config`: ring provider, TLS 1.2 and 1.3, a P-256 \
+             certificate signed by a throwaway CA made with `openssl` at the start of the run, \
+             rustls' default in-memory session cache and TLS 1.3 tickets); tokio-rustls drives \
+             it on tokio, ours through `Builder::tls`. The load generator's rustls client \
+             (ring) trusts that CA, verifies the certificate for `localhost`, negotiates TLS \
+             1.3 and never resumes a session, so `tls-handshake-c8` is one full handshake \
+             (X25519 key exchange, ECDSA P-256 signature) per connection, closed with `close_notify`. The \
+             client's handshake work runs on the same 2 cores as the server."
+                .into(),
+        );
+    }
     if s.python.is_some() {
         n.push(
             "Python servers use socketserver's defaults (listen backlog 5, max_children 40) \

@@ -15,8 +15,9 @@ use clap::{Parser, Subcommand};
     version,
     args_conflicts_with_subcommands = true,
     after_help = "\
-Each server runs as a child process (our echo under each strategy, a plain
-std thread-per-connection echo and UDP loop, a tokio echo, and Python's
+Each server runs as a child process (our echo under each strategy, with and
+without TLS, a plain std thread-per-connection echo and UDP loop, a tokio
+echo, a tokio-rustls TLS echo, and Python's
 ThreadingTCPServer, ForkingTCPServer, TCPServer and ThreadingUDPServer when
 python3 is installed); the load comes from loadgen in this process, on
 127.0.0.1 only. Progress goes to stderr, the markdown report to stdout.
@@ -28,7 +29,8 @@ EXAMPLES:
     cargo run --release -p bench -- --repeat 3 --json docs/bench/results.json \\
         --markdown docs/bench/results.md --svg docs/bench
     cargo run --release -p bench -- --only 'threading|std' --repeat 3
-    cargo run --release -p bench -- --only /shutdown      # shutdown latency only"
+    cargo run --release -p bench -- --only /shutdown      # shutdown latency only
+    cargo run --release -p bench -- --only '^tls-' --repeat 5   # TLS vs tokio-rustls"
 )]
 struct Cli {
     #[command(flatten)]

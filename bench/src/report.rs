@@ -49,9 +49,12 @@ pub struct Row {
     /// Connections (sockets) that completed at least one request in the
     /// window.
     pub active_conns: u64,
-    /// req/s (idle: KiB per connection) divided by the plain std
-    /// baseline's in the same cell.
-    pub ratio_to_std: Option<f64>,
+    /// Load cells: the median over the rounds of this server's req/s divided
+    /// by the cell's reference server's in the same round (`vs`); idle
+    /// cells: KiB per connection divided by the plain std echo's.
+    pub ratio: Option<f64>,
+    /// The server `ratio` is against (`std`, or `tls-tokio` in TLS cells).
+    pub vs: String,
     /// req/s of every repetition, in the order run.
     pub repeats: Vec<f64>,
     /// Idle cells: what holding the connections cost.
@@ -146,12 +149,49 @@ fn rate(rows: &[Row], server: &str, cell: &str) -> Option<f64> {
         .filter(|&v| v > 0.0)
 }
 
-/// Sets `ratio_to_std` of every row.
-pub fn fill_ratios(rows: &mut [Row]) {
+/// The ratio of `a`'s req/s to `b`'s: when both ran in the same cell for
+/// the same rounds, the median of the per-round ratios (each round runs
+/// every server once, back to back, so both saw the same machine); else
+/// the ratio of the reported medians. Also the number of rounds paired.
+pub fn paired_ratio(a: &Row, b: &Row) -> Option<(f64, usize)> {
+    if a.cell == b.cell && a.repeats.len() == b.repeats.len() && a.repeats.len() > 1 {
+        let mut per: Vec<f64> = a
+            .repeats
+            .iter()
+            .zip(&b.repeats)
+            .filter(|(x, y)| **x > 0.0 && **y > 0.0)
+            .map(|(x, y)| x / y)
+            .collect();
+        if per.is_empty() {
+            return None;
+        }
+        per.sort_by(f64::total_cmp);
+        let n = per.len();
+        let median = if n % 2 == 1 {
+            per[n / 2]
+        } else {
+            (per[n / 2 - 1] + per[n / 2]) / 2.0
+        };
+        return Some((median, n));
+    }
+    (a.req_per_s > 0.0 && b.req_per_s > 0.0).then(|| (a.req_per_s / b.req_per_s, 1))
+}
+
+/// Sets `ratio` and `vs` of every row: load rows against their cell's
+/// reference server (`references`: cell id, server id; `std` when the cell
+/// is not listed), idle rows against std.
+pub fn fill_ratios(rows: &mut [Row], references: &[(String, String)]) {
     let snapshot = rows.to_vec();
     for r in rows.iter_mut() {
-        r.ratio_to_std = match r.kind.as_str() {
-            "load" => rate(&snapshot, "std", &r.cell).map(|b| round(r.req_per_s / b, 2)),
+        let reference = references
+            .iter()
+            .find(|(c, _)| *c == r.cell)
+            .map_or("std", |(_, s)| s.as_str());
+        r.vs = if r.kind == "load" { reference } else { "std" }.to_owned();
+        r.ratio = match r.kind.as_str() {
+            "load" if r.failure.is_none() => find(&snapshot, reference, &r.cell)
+                .and_then(|b| paired_ratio(r, b))
+                .map(|(v, _)| round(v, 2)),
             "idle" => {
                 let mine = r.idle.as_ref().map(|i| i.kib_per_conn);
                 let base = find(&snapshot, "std", &r.cell)
@@ -174,23 +214,31 @@ fn round(x: f64, digits: i32) -> f64 {
 pub fn targets(rows: &[Row]) -> Vec<Target> {
     let mut out = Vec::new();
     let mut ratio_bar = |bar: &str, a: (&str, &str), b: (&str, &str), min: f64| {
-        let (ra, rb) = (rate(rows, a.0, a.1), rate(rows, b.0, b.1));
-        let (measured, value, met) = match (ra, rb) {
-            (Some(x), Some(y)) => {
-                let v = round(x / y, 2);
+        let (ra, rb) = (find(rows, a.0, a.1), find(rows, b.0, b.1));
+        let paired = ra
+            .zip(rb)
+            .and_then(|(x, y)| Some((x, y, paired_ratio(x, y)?)));
+        let (measured, value, met) = match paired {
+            Some((x, y, (v, n))) => {
+                let v = round(v, 2);
+                let how = if n > 1 {
+                    format!("median of {n} per-round ratios; ")
+                } else {
+                    String::new()
+                };
                 (
                     format!(
-                        "{v:.2}x ({} {} vs {} {} req/s)",
+                        "{v:.2}x ({how}{} {} vs {} {} req/s)",
                         a.0,
-                        fmt_rate(x),
+                        fmt_rate(x.req_per_s),
                         b.0,
-                        fmt_rate(y)
+                        fmt_rate(y.req_per_s)
                     ),
                     Some(v),
                     Some(v >= min),
                 )
             }
-            _ => ("not measured in this run".to_owned(), None, None),
+            None => ("not measured in this run".to_owned(), None, None),
         };
         out.push(Target {
             bar: bar.to_owned(),
@@ -292,6 +340,45 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             1.0,
         );
     }
+    // PreFork: a pool of processes against a fork per connection, and
+    // against threads.
+    ratio_bar(
+        "connect-echo-close: PreFork >= 3x Forking",
+        ("prefork", "connect-c8"),
+        ("forking", "connect-c8"),
+        3.0,
+    );
+    ratio_bar(
+        "PreFork >= 0.9x Threading, 64 B ping-pong, 50 connections",
+        ("prefork", "pp64-c50"),
+        ("threading", "pp64-c50"),
+        0.9,
+    );
+    // TLS against tokio-rustls on the same rustls ServerConfig.
+    ratio_bar(
+        "TLS: Threading >= 0.9x tokio-rustls, 64 B ping-pong, 50 connections",
+        ("tls-threading", "tls-pp64-c50"),
+        ("tls-tokio", "tls-pp64-c50"),
+        0.9,
+    );
+    ratio_bar(
+        "TLS: Green >= 1.0x tokio-rustls, 64 B ping-pong, 50 connections",
+        ("tls-green", "tls-pp64-c50"),
+        ("tls-tokio", "tls-pp64-c50"),
+        1.0,
+    );
+    ratio_bar(
+        "TLS full handshakes per second: Threading >= 0.9x tokio-rustls",
+        ("tls-threading", "tls-handshake-c8"),
+        ("tls-tokio", "tls-handshake-c8"),
+        0.9,
+    );
+    ratio_bar(
+        "TLS full handshakes per second: Green >= 0.9x tokio-rustls",
+        ("tls-green", "tls-handshake-c8"),
+        ("tls-tokio", "tls-handshake-c8"),
+        0.9,
+    );
     out.extend(green_cpu_targets(rows));
     out.extend(green_idle_target(rows));
     // Shutdown: every strategy, idle and busy, p99 < 5 ms.
@@ -536,8 +623,10 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
          run than req/s); **runs** the lowest and highest req/s of the repetitions; \
          **errors** wrong echoes, resets, failed connects; **active** connections that \
          completed at least one request in the window (fewer than asked = the server left \
-         some waiting); **vs std** req/s divided by the plain std baseline's in the same \
-         cell.\n"
+         some waiting); **vs std** (**vs tls-tokio** in the TLS cells) the median over the \
+         rounds of req/s divided by the reference server's in the same round (each round runs \
+         every server of the cell once, back to back, so a ratio compares runs that saw the \
+         same machine; with one round, the ratio of the two rates).\n"
     );
     let mut cells: Vec<(&str, &str)> = Vec::new();
     for r in res.rows.iter().filter(|r| r.kind == "load") {
@@ -547,9 +636,14 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
     }
     for (cell, title) in &cells {
         let _ = writeln!(w, "### `{cell}`: {title}\n");
+        let vs = res
+            .rows
+            .iter()
+            .find(|r| r.cell == *cell)
+            .map_or("std", |r| r.vs.as_str());
         let _ = writeln!(
             w,
-            "| server | req/s | runs (min-max) | p50 | p99 | p99.9 | server CPU | CPU us/req | errors | active | vs std |"
+            "| server | req/s | runs (min-max) | p50 | p99 | p99.9 | server CPU | CPU us/req | errors | active | vs {vs} |"
         );
         let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for r in res.rows.iter().filter(|r| r.cell == *cell) {
@@ -589,7 +683,7 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
                 lost,
                 r.active_conns,
                 r.conns,
-                fmt_ratio(r.ratio_to_std),
+                fmt_ratio(r.ratio),
             );
         }
         let _ = writeln!(w);
@@ -630,7 +724,7 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
                         i.rss_held_kib as f64 / 1024.0,
                         i.kib_per_conn,
                         i.server_threads,
-                        fmt_ratio(r.ratio_to_std)
+                        fmt_ratio(r.ratio)
                     );
                 }
                 (None, f) => {
@@ -745,10 +839,48 @@ mod tests {
             ..Row::default()
         };
         let mut rows = vec![row("std", 100.0), row("threading", 96.0)];
-        fill_ratios(&mut rows);
-        assert_eq!(rows[1].ratio_to_std, Some(0.96));
+        fill_ratios(&mut rows, &[]);
+        assert_eq!(rows[1].ratio, Some(0.96));
+        assert_eq!(rows[1].vs, "std");
         let t = targets(&rows);
         assert_eq!(t[0].met, Some(true));
         assert_eq!(t[1].met, None);
+    }
+
+    #[test]
+    fn ratios_pair_rounds_and_take_the_median() {
+        let row = |server: &str, repeats: &[f64]| Row {
+            server: server.into(),
+            cell: "tls-pp64-c50".into(),
+            kind: "load".into(),
+            req_per_s: repeats[repeats.len() / 2],
+            repeats: repeats.to_vec(),
+            ..Row::default()
+        };
+        // Round 2 was slow for both: its ratio is still 1.0; the medians of
+        // the rates alone would say 100/100 too, but round by round the
+        // ratios are 0.5, 1.0, 2.0 -> median 1.0, and a failed round (0)
+        // is left out.
+        let mut rows = vec![
+            row("tls-tokio", &[100.0, 50.0, 100.0, 80.0]),
+            row("tls-green", &[50.0, 50.0, 200.0, 0.0]),
+        ];
+        let refs = [("tls-pp64-c50".to_owned(), "tls-tokio".to_owned())];
+        fill_ratios(&mut rows, &refs);
+        assert_eq!(rows[1].vs, "tls-tokio");
+        assert_eq!(rows[1].ratio, Some(1.0));
+        assert_eq!(paired_ratio(&rows[1], &rows[0]), Some((1.0, 3)));
+        let t = targets(&rows);
+        let green = t
+            .iter()
+            .find(|t| t.bar.starts_with("TLS: Green"))
+            .expect("the TLS Green bar");
+        assert_eq!(green.value, Some(1.0));
+        assert_eq!(green.met, Some(true));
+        assert!(
+            green.measured.contains("median of 3 per-round ratios"),
+            "{}",
+            green.measured
+        );
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use socketserver::{Forking, Server, StreamRequest};
 
-use crate::baseline::StrategyName;
+use crate::baseline::build_strategy;
 
 /// Longest wait for any one step of a run.
 const STEP: Duration = Duration::from_secs(10);
@@ -127,19 +127,19 @@ fn one_request(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// Measures `runs` shutdowns of a fresh server under `strategy`.
-pub fn probe(strategy: StrategyName, runs: usize, busy: usize) -> io::Result<ShutdownResult> {
+pub fn probe(strategy: &str, runs: usize, busy: usize) -> io::Result<ShutdownResult> {
     let mut samples = Vec::with_capacity(runs);
     let mut load = 0;
     for _ in 0..runs {
         let (took, requests) = match strategy {
-            StrategyName::Forking => forking_run(busy)?,
+            "forking" => forking_run(busy)?,
             _ => threaded_run(strategy, busy)?,
         };
         samples.push(took.as_secs_f64() * 1000.0);
         load += requests;
     }
     let method = match strategy {
-        StrategyName::Forking => {
+        "forking" => {
             "single-threaded probe process: serve_forever on the main thread; a forked \
              trigger process calls shutdown() and reports CLOCK_MONOTONIC; busy clients \
              are forked processes"
@@ -150,18 +150,14 @@ pub fn probe(strategy: StrategyName, runs: usize, busy: usize) -> io::Result<Shu
         }
     };
     Ok(ShutdownResult::from_samples(
-        strategy.as_str(),
-        busy,
-        samples,
-        load,
-        method,
+        strategy, busy, samples, load, method,
     ))
 }
 
 /// The in-process method: returns the latency and the round trips done.
-fn threaded_run(strategy: StrategyName, busy: usize) -> io::Result<(Duration, u64)> {
+fn threaded_run(strategy: &str, busy: usize) -> io::Result<(Duration, u64)> {
     let server = Server::builder()
-        .strategy(strategy.build(None, None))
+        .strategy(build_strategy(strategy, None, None)?)
         .tcp("127.0.0.1:0", echo)?;
     let addr = server.server_address().as_inet().expect("a TCP address");
     let handle = server.shutdown_handle();

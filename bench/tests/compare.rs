@@ -71,6 +71,8 @@ fn smoke_run_fills_every_cell_without_errors() {
         "pp16k-c50",
         "connect-c8",
         "udp64-c8",
+        "tls-pp64-c50",
+        "tls-handshake-c8",
         "idle-1k",
         "shutdown-idle",
         "shutdown-busy",
@@ -109,14 +111,19 @@ fn smoke_run_fills_every_cell_without_errors() {
             other => panic!("{name}: unexpected kind {other:?}"),
         }
     }
-    // Our four strategies and the std baseline are always there.
+    // Our strategies and the baselines are always there.
     for s in [
         "synchronous",
         "threading",
         "pool",
         "forking",
+        "prefork",
+        "green",
         "std",
         "tokio",
+        "tls-threading",
+        "tls-green",
+        "tls-tokio",
     ] {
         assert!(
             rows.iter().any(|r| r["server"] == s),
@@ -126,6 +133,14 @@ fn smoke_run_fills_every_cell_without_errors() {
     assert!(v["targets"].as_array().is_some_and(|t| !t.is_empty()));
     let md = std::fs::read_to_string(&markdown).unwrap();
     assert!(md.contains("| server | req/s |"), "{md}");
+    // TLS cells are divided by tokio-rustls, round by round.
+    assert!(md.contains("| vs tls-tokio |"), "{md}");
+    let tls = rows
+        .iter()
+        .find(|r| r["server"] == "tls-green" && r["cell"] == "tls-handshake-c8")
+        .expect("a tls-green handshake row");
+    assert_eq!(tls["vs"], "tls-tokio");
+    assert!(tls["ratio"].as_f64().is_some_and(|x| x > 0.0), "{tls}");
     assert!(dir.join("throughput.svg").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::tls::TlsClient;
 
 /// Largest payload of one UDP datagram over IPv4 (65,535 - 8 UDP - 20 IP header bytes).
 pub const MAX_UDP_SIZE: usize = 65_507;
@@ -95,11 +96,16 @@ pub struct Config {
     /// waiting for their first echo at once, so that a tiny listen backlog is not flooded
     /// with SYNs. `0` means no limit. Default 4.
     pub ramp: usize,
+    /// Ping-pong and connect only: speak TLS on every connection (the echo is of the
+    /// decrypted bytes). In connect mode every connection is a full handshake (the
+    /// client never resumes a session), and its latency runs from `connect()` through
+    /// the handshake to the last echoed byte. Default `None`: plain TCP.
+    pub tls: Option<TlsClient>,
 }
 
 impl Config {
     /// A ping-pong run against `addr` with the defaults: 1 connection, 64 bytes,
-    /// 5 s measured after 1 s of warmup, 2 threads, 500 ms UDP timeout, ramp 4.
+    /// 5 s measured after 1 s of warmup, 2 threads, 500 ms UDP timeout, ramp 4, no TLS.
     pub fn new(addr: SocketAddr) -> Config {
         Config {
             addr,
@@ -111,6 +117,7 @@ impl Config {
             threads: 2,
             udp_timeout: Duration::from_millis(500),
             ramp: 4,
+            tls: None,
         }
     }
 
@@ -155,6 +162,9 @@ impl Config {
                 "warmup + duration must not exceed {} s",
                 MAX_RUN.as_secs()
             ));
+        }
+        if self.mode == Mode::Udp && self.tls.is_some() {
+            return bad("TLS is for the TCP modes (pingpong, connect), not udp".into());
         }
         if self.mode == Mode::Udp && self.udp_timeout.is_zero() {
             return bad("udp_timeout must be longer than zero".into());

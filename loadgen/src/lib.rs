@@ -10,6 +10,9 @@
 //! * [`Mode::Udp`]: one datagram outstanding per socket; no echo within `udp_timeout`
 //!   counts as `lost` and the next datagram goes.
 //!
+//! The TCP modes can speak TLS ([`Config::tls`], a rustls client with the ring
+//! provider that never resumes a session): connect mode then measures full handshakes.
+//!
 //! Latencies go into an HDR histogram; only requests completed inside the measured
 //! window `[warmup, warmup + duration)` count, while errors count over the whole run.
 //! A run always ends at `warmup + duration` (plus a short grace) whatever the server
@@ -42,6 +45,7 @@ mod rlimit;
 mod runner;
 mod stats;
 mod tcp;
+mod tls;
 mod udp;
 
 pub use config::{check_loopback, is_loopback, Config, Mode, MAX_RUN, MAX_TCP_SIZE, MAX_UDP_SIZE};
@@ -50,3 +54,4 @@ pub use idle::{hold_idle, IdleConfig, IdleConns, IdleReport};
 pub use report::{Phase, Progress, Report};
 pub use rlimit::{ensure_fds, FdLimits};
 pub use runner::{run, run_with_progress};
+pub use tls::TlsClient;

@@ -52,6 +52,19 @@ struct Args {
     /// With --idle: send --size bytes on each new connection and check the echo.
     #[arg(long, requires = "idle")]
     idle_echo: bool,
+    /// Speak TLS (pingpong and connect modes), trusting the PEM certificates in FILE
+    /// (the CA that signed the server's certificate). No session is ever resumed: in
+    /// connect mode every connection is a full handshake.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the name the server's certificate must be valid for.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "localhost",
+        requires = "tls_ca"
+    )]
+    tls_name: String,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -89,6 +102,16 @@ fn main() -> ExitCode {
     if let Some(n) = a.idle {
         return hold(&a, n);
     }
+    let tls = match &a.tls_ca {
+        Some(ca) => match loadgen::TlsClient::from_ca_file(ca, &a.tls_name) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return exit_for(&e);
+            }
+        },
+        None => None,
+    };
     let cfg = Config {
         addr: a.addr,
         mode: a.mode,
@@ -99,6 +122,7 @@ fn main() -> ExitCode {
         threads: a.threads,
         udp_timeout: Duration::from_millis(a.udp_timeout_ms),
         ramp: a.ramp,
+        tls,
     };
     let show = a.progress;
     let result = loadgen::run_with_progress(&cfg, |p| {

@@ -5,6 +5,11 @@
 //! after its first echo until all connections are up (or half the warmup has passed).
 //! Any failure (refused connect, reset, early EOF, wrong bytes) closes it, counts one
 //! error and puts it back to `Waiting` with a backoff.
+//!
+//! With TLS ([`Config::tls`]) each connection has a rustls client session: requests are
+//! written into it (it holds them until the handshake is done), its records are written
+//! to and read from the socket on the same edges, and the echo is read from the
+//! decrypted stream. In connect mode a connection says `close_notify` before closing.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
+use rustls::ClientConnection;
 
 use crate::config::{Config, Mode};
 use crate::cpu::thread_cpu;
@@ -58,6 +64,8 @@ struct Conn {
     /// Run-wide connection number (selects the payloads).
     id: usize,
     stream: Option<TcpStream>,
+    /// The TLS session on `stream`, when the run speaks TLS.
+    tls: Option<ClientConnection>,
     state: State,
     /// Request number on this connection.
     seq: u64,
@@ -109,6 +117,7 @@ pub(crate) fn drive(
         .map(|id| Conn {
             id,
             stream: None,
+            tls: None,
             state: State::Waiting,
             seq: 0,
             written: 0,
@@ -262,8 +271,16 @@ impl Driver<'_> {
         {
             return self.fail(i, Failure::Connect);
         }
+        let tls = match &self.cfg.tls {
+            Some(client) => match client.connect() {
+                Ok(session) => Some(session),
+                Err(_) => return self.fail(i, Failure::Connect),
+            },
+            None => None,
+        };
         let c = &mut self.conns[i];
         c.stream = Some(stream);
+        c.tls = tls;
         c.state = State::Connecting;
         c.t0 = now;
     }
@@ -324,6 +341,9 @@ impl Driver<'_> {
 
     /// Returns false if the connection failed.
     fn write_some(&mut self, i: usize) -> bool {
+        if self.conns[i].tls.is_some() {
+            return self.write_tls(i);
+        }
         let size = self.cfg.size;
         let c = &mut self.conns[i];
         let Some(stream) = c.stream.as_mut() else {
@@ -348,8 +368,103 @@ impl Driver<'_> {
         true
     }
 
+    /// TLS: hands what is left of the request to the session, then writes its records
+    /// until the socket would block or nothing is pending. Returns false if the
+    /// connection failed.
+    fn write_tls(&mut self, i: usize) -> bool {
+        let size = self.cfg.size;
+        // Bounded: each round either moves request bytes into the session or flushes
+        // records; a session that takes nothing more and has nothing to send ends it.
+        for _ in 0..1_000 {
+            let c = &mut self.conns[i];
+            let (Some(stream), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) else {
+                return false;
+            };
+            let mut took = 0;
+            if c.written < size {
+                let payload = self.pat.request(c.id, c.seq);
+                match tls.writer().write(&payload[c.written..]) {
+                    Ok(n) => took = n,
+                    Err(_) => {
+                        self.fail(i, Failure::Io);
+                        return false;
+                    }
+                }
+                c.written += took;
+            }
+            while tls.wants_write() {
+                match tls.write_tls(stream) {
+                    Ok(0) => {
+                        self.fail(i, Failure::Io);
+                        return false;
+                    }
+                    Ok(_) => {}
+                    // The rest goes on the next writable edge.
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.fail(i, Failure::Io);
+                        return false;
+                    }
+                }
+            }
+            if c.written == size || took == 0 {
+                return true;
+            }
+        }
+        true
+    }
+
+    /// TLS: reads records until the socket is drained or the echo is complete,
+    /// answering the handshake (and sending held request bytes) as it goes.
+    fn read_tls(&mut self, i: usize) {
+        let size = self.cfg.size;
+        loop {
+            let c = &mut self.conns[i];
+            let (Some(stream), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) else {
+                return;
+            };
+            let want = (size - c.read).min(self.rbuf.len());
+            match tls.reader().read(&mut self.rbuf[..want]) {
+                Ok(0) => return self.fail(i, Failure::Io), // close_notify before the echo
+                Ok(n) => {
+                    let expected = &self.pat.request(c.id, c.seq)[c.read..];
+                    if c.read + n > c.written || self.rbuf[..n] != expected[..n] {
+                        return self.fail(i, Failure::Mismatch);
+                    }
+                    c.read += n;
+                    if c.read == size {
+                        return self.complete(i);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {} // records needed
+                Err(_) => return self.fail(i, Failure::Io),
+            }
+            match tls.read_tls(stream) {
+                Ok(0) => return self.fail(i, Failure::Io), // EOF before the whole echo
+                Ok(_) => {
+                    if tls.process_new_packets().is_err() {
+                        // Best effort: tell the server why (the alert is queued).
+                        let _ = tls.write_tls(stream);
+                        return self.fail(i, Failure::Io);
+                    }
+                    if !self.write_tls(i) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(i, Failure::Io),
+            }
+        }
+    }
+
     /// Reads until the socket is drained or the echo is complete.
     fn read_some(&mut self, i: usize) {
+        if self.conns[i].tls.is_some() {
+            return self.read_tls(i);
+        }
         let size = self.cfg.size;
         loop {
             let c = &mut self.conns[i];
@@ -391,6 +506,7 @@ impl Driver<'_> {
         self.give_slot(i);
         match self.cfg.mode {
             Mode::Connect => {
+                self.say_goodbye(i);
                 self.close(i);
                 if !self.sh.should_stop(now) {
                     self.open(i, now);
@@ -409,9 +525,19 @@ impl Driver<'_> {
         }
     }
 
+    /// TLS: sends `close_notify` (best effort, one write) before a clean close.
+    fn say_goodbye(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if let (Some(stream), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) {
+            tls.send_close_notify();
+            let _ = tls.write_tls(stream);
+        }
+    }
+
     /// Closes the connection (if open) without counting anything.
     fn close(&mut self, i: usize) {
         let c = &mut self.conns[i];
+        c.tls = None;
         if let Some(mut s) = c.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
             if c.state != State::Connecting {
