@@ -593,6 +593,18 @@ impl StreamRequest {
         // Decrypted bytes already waiting: the socket may have nothing.
         let stop = stop.filter(|_| !self.tls_has_plaintext());
         if let Some(stop) = stop {
+            // A forked child serving one request at a time: SIGTERM ends a
+            // plain blocking read itself (`IdleRead`). Not under TLS, where
+            // a read cut that way would look like a truncation attack.
+            if self.tls.is_none() && crate::sys::child_stop_fd().is_some() {
+                let idle = crate::sys::IdleRead::enter(self.conn.as_fd());
+                if stop.stop_requested() && !crate::sys::readable_now(self.conn.as_fd()) {
+                    return Ok(0);
+                }
+                let read = self.read_raw(buf);
+                drop(idle);
+                return read;
+            }
             match stop.wait_readable(self.conn.as_fd(), self.timeouts.read)? {
                 crate::shutdown::Waited::Ready => {}
                 crate::shutdown::Waited::Stop => return Ok(0),

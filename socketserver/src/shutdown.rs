@@ -229,7 +229,12 @@ pub(crate) enum Waited {
 
 impl Stop {
     /// The stop of this process if it is a forked child serving a request.
+    /// In a `PreFork` child the server loop runs and drains the
+    /// connections itself: there only inline requests need a stop.
     pub(crate) fn for_forked_child() -> Option<Stop> {
+        if crate::sys::child_runs_loop() {
+            return None;
+        }
         crate::sys::child_stop_fd().map(Stop::Child)
     }
 
@@ -238,6 +243,12 @@ impl Stop {
             Stop::Server { handle, .. } => handle.is_shutdown_requested(),
             Stop::Child(_) => crate::sys::child_stop_requested(),
         }
+    }
+
+    /// Whether a stop was asked, by the server's handle or, in a forked
+    /// child, by SIGTERM.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.requested() || crate::sys::child_stop_requested()
     }
 
     /// Waits until `socket` is readable, a stop is asked, or `timeout`

@@ -461,6 +461,13 @@ static CHILD_STOP_READ: AtomicI32 = AtomicI32::new(-1);
 static CHILD_STOP_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// SIGTERM arrived in this forked child.
 static CHILD_STOP: AtomicBool = AtomicBool::new(false);
+/// The connection this forked child waits on for a new message (-1: none);
+/// SIGTERM shuts its reading half down, which ends the wait with
+/// end-of-file (see [`IdleRead`]).
+static IDLE_READ_FD: AtomicI32 = AtomicI32::new(-1);
+/// This forked child runs the server loop (`PreFork`), which drains the
+/// connections of requests on other threads itself once SIGTERM ends it.
+static CHILD_RUNS_LOOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_child_sigterm(_signal: libc::c_int) {
     if CHILD_STOP.swap(true, Ordering::SeqCst) && SECOND_TERM_EXITS.load(Ordering::SeqCst) {
@@ -469,16 +476,48 @@ extern "C" fn on_child_sigterm(_signal: libc::c_int) {
         unsafe { libc::_exit(128 + libc::SIGTERM) }
     }
     let fd = CHILD_STOP_WRITE.load(Ordering::SeqCst);
-    if fd >= 0 {
-        // SAFETY: write is async-signal-safe; the buffer is a static byte.
-        // errno is saved and restored around it, so the interrupted code
-        // does not see it change.
-        unsafe {
-            let errno = *libc::__errno_location();
+    let idle = IDLE_READ_FD.load(Ordering::SeqCst);
+    // SAFETY: write and shutdown are async-signal-safe; the buffer is a
+    // static byte; `idle` is open while it is stored (`IdleRead` clears it
+    // before the request can close the connection), and shutting down its
+    // reading half only ends reads with end-of-file. errno is saved and
+    // restored around them, so the interrupted code does not see it change.
+    unsafe {
+        let errno = *libc::__errno_location();
+        if fd >= 0 {
             libc::write(fd, b"T".as_ptr().cast(), 1);
-            *libc::__errno_location() = errno;
         }
+        if idle >= 0 {
+            libc::shutdown(idle, libc::SHUT_RD);
+        }
+        *libc::__errno_location() = errno;
     }
+}
+
+/// While alive: this forked child waits in a plain blocking read of `fd`
+/// for a new message, and SIGTERM ends that read (end-of-file) by shutting
+/// down the reading half of `fd`. No `poll` of the socket and the stop pipe
+/// before every read: one system call per message instead of two. Only for
+/// a child serving one request at a time (one slot).
+#[derive(Debug)]
+pub(crate) struct IdleRead(());
+
+impl IdleRead {
+    pub(crate) fn enter(fd: BorrowedFd<'_>) -> IdleRead {
+        IDLE_READ_FD.store(fd.as_raw_fd(), Ordering::SeqCst);
+        IdleRead(())
+    }
+}
+
+impl Drop for IdleRead {
+    fn drop(&mut self) {
+        IDLE_READ_FD.store(-1, Ordering::SeqCst);
+    }
+}
+
+/// Whether this forked child runs the server loop (`PreFork`).
+pub(crate) fn child_runs_loop() -> bool {
+    CHILD_RUNS_LOOP.load(Ordering::Relaxed)
 }
 
 /// In a forked child: the first SIGTERM asks the request to stop at its
@@ -703,6 +742,7 @@ pub(crate) fn child_stop_onto(target: RawFd) -> io::Result<()> {
     if unsafe { libc::dup2(fd, target) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    CHILD_RUNS_LOOP.store(true, Ordering::SeqCst);
     Ok(())
 }
 
