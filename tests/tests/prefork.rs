@@ -421,3 +421,31 @@ fn threading_inside_a_child_serves_concurrent_connections() {
     let pids: Vec<String> = clients.iter_mut().map(|c| ask(c, "pid").unwrap()).collect();
     assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
 }
+
+#[test]
+fn green_inside_a_child_serves_concurrent_connections_and_drains_them_on_sigterm() {
+    // One worker thread in one child: a connection waiting for its next
+    // line must not hold the worker (the others would go unanswered).
+    let mut server = PreForkServer::start(&["--min=1", "--max=1", "--min-spare=0", "--green"]);
+    server.wait_children("start", |n| n == 1);
+    let mut clients: Vec<_> = (0..5).map(|_| connect(server.addr)).collect();
+    let pids: Vec<String> = clients.iter_mut().map(|c| ask(c, "pid").unwrap()).collect();
+    assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
+    for c in &mut clients {
+        assert_eq!(ask(c, "again").unwrap(), "again");
+    }
+    let pgid = server.pid();
+    server.signal(libc::SIGTERM, false);
+    let status = server.wait_exit(DEADLINE);
+    assert!(
+        status.success(),
+        "exit status {status}; stderr: {}",
+        server.log()
+    );
+    for c in &mut clients {
+        let mut rest = String::new();
+        assert_eq!(c.read_line(&mut rest).unwrap(), 0, "idle client not closed");
+    }
+    let left = group_members(pgid);
+    assert!(left.is_empty(), "processes left in the group: {left:?}");
+}

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N]
-//!                     [--max-requests=N] [--forks-per-second=N] [--threading]
+//!                     [--max-requests=N] [--forks-per-second=N] [--threading | --green]
 //! ```
 //!
 //! Each connection is served line by line: `pid` replies with the serving
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(addr) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading]");
+        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green]");
         return ExitCode::from(2);
     };
     let mut prefork = PreFork::new();
@@ -76,6 +76,11 @@ fn main() -> ExitCode {
     let result = if args.iter().any(|a| a == "--threading") {
         Server::builder()
             .strategy(prefork.inner(Threading::new()))
+            .tcp(addr.as_str(), serve)
+            .and_then(socketserver_tests::serve_until_signalled)
+    } else if args.iter().any(|a| a == "--green") {
+        Server::builder()
+            .strategy(prefork.inner(socketserver::Green::new().threads(1)))
             .tcp(addr.as_str(), serve)
             .and_then(socketserver_tests::serve_until_signalled)
     } else {
