@@ -282,6 +282,42 @@ fn a_thousand_requests_leave_no_zombie_children() {
     stop(server);
 }
 
+/// Samples the server's live children until every client thread is done
+/// (at most `limit`), asserting there are never more than `max`; returns
+/// the most seen at once. A scan of /proc is not atomic: a child can exit,
+/// be reaped and be replaced while a scan runs, so a scan with more than
+/// `max` live children is checked again: only children live in both scans
+/// count.
+fn most_children_until_done<T>(
+    server: &ForkServer,
+    clients: &[thread::JoinHandle<T>],
+    max: usize,
+    limit: Duration,
+) -> usize {
+    let end = Instant::now() + limit;
+    let mut most = 0;
+    while !clients.iter().all(thread::JoinHandle::is_finished) {
+        assert!(
+            Instant::now() < end,
+            "{} clients not done within {limit:?}",
+            clients.len()
+        );
+        let mut live = server.children().0;
+        if live.len() > max {
+            let again: HashSet<u32> = server.children().0.into_iter().collect();
+            live.retain(|p| again.contains(p));
+        }
+        assert!(
+            live.len() <= max,
+            "{} children alive at once: {live:?}",
+            live.len()
+        );
+        most = most.max(live.len());
+        thread::sleep(Duration::from_millis(1));
+    }
+    most
+}
+
 #[test]
 fn max_children_is_respected_and_every_client_is_served() {
     const MAX: usize = 3;
@@ -297,30 +333,7 @@ fn max_children_is_respected_and_every_client_is_served() {
             })
         })
         .collect();
-    // Sample the server's children until every client is done. A scan of
-    // /proc is not atomic: a child can exit, be reaped and be replaced while
-    // a scan runs, so a scan with more than MAX live children is checked
-    // again: only children live in both scans count.
-    let end = Instant::now() + DEADLINE;
-    let mut most = 0;
-    while !clients.iter().all(|c| c.is_finished()) {
-        assert!(
-            Instant::now() < end,
-            "10 clients not served within {DEADLINE:?}"
-        );
-        let mut live = server.children().0;
-        if live.len() > MAX {
-            let again: HashSet<u32> = server.children().0.into_iter().collect();
-            live.retain(|p| again.contains(p));
-        }
-        assert!(
-            live.len() <= MAX,
-            "{} children alive at once: {live:?}",
-            live.len()
-        );
-        most = most.max(live.len());
-        thread::sleep(Duration::from_millis(1));
-    }
+    let most = most_children_until_done(&server, &clients, MAX, DEADLINE);
     for (i, c) in clients.into_iter().enumerate() {
         assert!(
             c.join().unwrap().expect("served"),
@@ -511,22 +524,7 @@ fn ten_thousand_requests_with_crashing_children_leave_no_zombie() {
             })
         })
         .collect();
-    let end = start + Duration::from_secs(120);
-    let mut most = 0;
-    while !clients.iter().all(|c| c.is_finished()) {
-        assert!(
-            Instant::now() < end,
-            "{REQUESTS} requests not done in 120 s"
-        );
-        let mut live = server.children().0;
-        if live.len() > MAX {
-            let again: HashSet<u32> = server.children().0.into_iter().collect();
-            live.retain(|p| again.contains(p));
-        }
-        assert!(live.len() <= MAX, "{} children at once", live.len());
-        most = most.max(live.len());
-        thread::sleep(Duration::from_millis(2));
-    }
+    let most = most_children_until_done(&server, &clients, MAX, Duration::from_secs(120));
     for c in clients {
         c.join().expect("every request served or crashed as asked");
     }
