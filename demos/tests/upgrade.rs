@@ -4,7 +4,9 @@
 //! echo datagrams on UDP without pause: nothing is refused, reset or lost,
 //! the addresses stay the same, a long-lived connection opened before the
 //! first upgrade is still served by the first process, and every replaced
-//! process exits once its connections are done.
+//! process exits once its connections are done. A chat server's room
+//! tells its members to go (they reconnect to the new process, on the same
+//! address).
 
 mod common;
 
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{exe, wait_until};
 use demos::listening::parse_listening_line;
+use demos::showcase::drive::Member;
 use socketserver::Address;
 use socketserver_tests::group_members;
 
@@ -63,18 +66,57 @@ impl Drop for Group {
     }
 }
 
+/// Starts `demos args...` in a process group of its own; every generation
+/// prints its `listening on` lines to the same pipe, read into the
+/// receiver.
+fn start(args: &[&str]) -> (Group, Receiver<String>) {
+    let mut child = Command::new(exe())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn demos");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Group(child), lines)
+}
+
+/// The address of the next `listening on` line.
+fn next_listening(lines: &Receiver<String>) -> SocketAddr {
+    let line = lines
+        .recv_timeout(STEP)
+        .expect("no `listening on` line in time");
+    match parse_listening_line(&line) {
+        Some((_, Address::Inet(a))) => a,
+        _ => panic!("not a listening line: {line:?}"),
+    }
+}
+
 /// The next two `listening on` lines (TCP, then UDP) of some generation.
 fn listening(lines: &Receiver<String>) -> (SocketAddr, SocketAddr) {
-    let next = || {
-        let line = lines
-            .recv_timeout(STEP)
-            .expect("no `listening on` line in time");
-        match parse_listening_line(&line) {
-            Some((_, Address::Inet(a))) => a,
-            _ => panic!("not a listening line: {line:?}"),
+    (next_listening(lines), next_listening(lines))
+}
+
+/// Waits for the first process (our child) to exit; its status.
+fn wait_exit(group: &mut Group) -> std::process::ExitStatus {
+    let end = Instant::now() + STEP;
+    loop {
+        if let Some(status) = group.0.try_wait().unwrap() {
+            return status;
         }
-    };
-    (next(), next())
+        assert!(Instant::now() < end, "the first process did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[derive(Default)]
@@ -155,35 +197,17 @@ fn udp_client(addr: SocketAddr, tally: &Tally, stop: &AtomicBool) {
 
 #[test]
 fn three_upgrades_of_tcp_and_udp_echo_under_load_lose_nothing() {
-    let mut child = Command::new(exe())
-        .args([
-            "echo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp",
-            "127.0.0.1:0",
-        ])
-        .args(["--strategy", "threading"])
-        .env("RUST_LOG", "warn")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn demos");
-    let stdout = child.stdout.take().unwrap();
-    let first = child.id();
-    let mut group = Group(child);
-    // Every generation prints its `listening on` lines to the same pipe.
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut group, lines) = start(&[
+        "echo",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+        "--strategy",
+        "threading",
+    ]);
+    let first = group.0.id();
     let (tcp, udp) = listening(&lines);
 
     // Opened before any upgrade: stays with the first process.
@@ -240,14 +264,7 @@ fn three_upgrades_of_tcp_and_udp_echo_under_load_lose_nothing() {
     assert!(running(first).contains(&first));
     tcp_echo(&mut long, &mut long_reader, "after").unwrap();
     drop((long, long_reader));
-    let end = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = group.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < end, "the first process did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = wait_exit(&mut group);
     assert!(status.success(), "first process: {status}");
 
     signal(current, "TERM");
@@ -268,4 +285,35 @@ fn three_upgrades_of_tcp_and_udp_echo_under_load_lose_nothing() {
     );
     assert!(errors.is_empty(), "client errors: {errors:#?}");
     assert!(tcp_ok > 0 && udp_ok > 0);
+}
+
+#[test]
+fn an_upgraded_chat_server_sends_its_members_to_the_new_process() {
+    let (mut group, lines) = start(&["chat", "serve", "--listen", "127.0.0.1:0"]);
+    let first = group.0.id();
+    let addr = Address::Inet(next_listening(&lines));
+    let (mut alice, _) = Member::join(&addr, "alice", STEP).unwrap();
+    signal(first, "USR2");
+    assert_eq!(Address::Inet(next_listening(&lines)), addr);
+    // The old room says goodbye and closes; its process exits.
+    alice
+        .expect("the farewell", STEP, |l| l == "* server is shutting down")
+        .unwrap();
+    assert!(alice.closed_within(STEP), "alice's connection stays open");
+    let status = wait_exit(&mut group);
+    assert!(status.success(), "first process: {status}");
+    // Members reconnect to the new process, on the same address.
+    let (mut alice, _) = Member::join(&addr, "alice", STEP).unwrap();
+    let (_bob, _) = Member::join(&addr, "bob", STEP).unwrap();
+    alice
+        .expect("bob's arrival", STEP, |l| l.contains("bob"))
+        .unwrap();
+    let successor = running(first);
+    assert_eq!(successor.len(), 1, "one new process: {successor:?}");
+    let successor = *successor.iter().next().unwrap();
+    assert_ne!(successor, first);
+    signal(successor, "TERM");
+    wait_until(STEP, "the new process to exit", || {
+        running(first).is_empty()
+    });
 }
