@@ -332,9 +332,13 @@ impl<'a, S: Read + Write + AsFd> Deadline<'a, S> {
 impl<S: Read + Write + AsFd> Read for Deadline<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.left()?;
-        #[cfg(feature = "green")]
-        crate::green::timeouts_changed();
         socket2::SockRef::from(&*self.stream).set_read_timeout(left)?;
+        #[cfg(feature = "green")]
+        crate::green::timeout_set(
+            std::os::fd::AsRawFd::as_raw_fd(&self.stream.as_fd()),
+            false,
+            left,
+        );
         self.stream.read(buf).map_err(|e| self.map(e))
     }
 }
@@ -342,9 +346,13 @@ impl<S: Read + Write + AsFd> Read for Deadline<'_, S> {
 impl<S: Read + Write + AsFd> Write for Deadline<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let left = self.left()?;
-        #[cfg(feature = "green")]
-        crate::green::timeouts_changed();
         socket2::SockRef::from(&*self.stream).set_write_timeout(left)?;
+        #[cfg(feature = "green")]
+        crate::green::timeout_set(
+            std::os::fd::AsRawFd::as_raw_fd(&self.stream.as_fd()),
+            true,
+            left,
+        );
         self.stream.write(buf).map_err(|e| self.map(e))
     }
 

@@ -51,15 +51,29 @@ impl Conn {
 
     /// Sets the read timeout (`None` = block forever).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_new_read_timeout(t)?;
         #[cfg(feature = "green")]
-        crate::green::timeouts_changed();
-        both!(self, s => s.set_read_timeout(t))
+        crate::green::timeout_set(std::os::fd::AsRawFd::as_raw_fd(self), false, t);
+        Ok(())
     }
 
     /// Sets the write timeout (`None` = block forever).
     pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_new_write_timeout(t)?;
         #[cfg(feature = "green")]
-        crate::green::timeouts_changed();
+        crate::green::timeout_set(std::os::fd::AsRawFd::as_raw_fd(self), true, t);
+        Ok(())
+    }
+
+    /// [`set_read_timeout`](Self::set_read_timeout) on a connection no
+    /// request has used yet (so no `Green` worker has its timeouts cached).
+    pub(crate) fn set_new_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        both!(self, s => s.set_read_timeout(t))
+    }
+
+    /// [`set_write_timeout`](Self::set_write_timeout) on a connection no
+    /// request has used yet.
+    pub(crate) fn set_new_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         both!(self, s => s.set_write_timeout(t))
     }
 
@@ -1144,7 +1158,10 @@ impl sealed::Tracked for StreamRequest {
         self.registry = Some(a.registry);
         self.timeouts = a.timeouts;
         self.stop = a.stop;
-        self.set_rcvtimeo(a.timeouts.read)
+        // A fresh connection: no green worker has its timeouts cached yet.
+        self.conn.set_new_read_timeout(a.timeouts.read)?;
+        self.rcvtimeo = RcvTimeout::Set(a.timeouts.read);
+        Ok(())
     }
     fn as_stream(&mut self) -> Option<&mut StreamRequest> {
         Some(self)

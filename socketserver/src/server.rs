@@ -1044,7 +1044,7 @@ where
                     if let Some(write) = self.timeouts.write {
                         // Best effort: a socket that cannot take options is
                         // already broken, and the handler will see that.
-                        let _ = conn.set_write_timeout(Some(write));
+                        let _ = conn.set_new_write_timeout(Some(write));
                     }
                     registration = Some(r);
                 }

@@ -198,10 +198,12 @@ pub(crate) fn write(conn: &Conn, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// A connection's read or write timeout was set: the timeouts green reads
-/// and writes cached are read again (one `getsockopt` each).
-pub(crate) fn timeouts_changed() {
-    runtime::timeouts_changed();
+/// A connection's read (`write`: write) timeout was just set to `t`: the
+/// value green reads and writes cached is updated, or, when this is not the
+/// coroutine serving that connection, every cached timeout is read again
+/// (one `getsockopt` each).
+pub(crate) fn timeout_set(fd: std::os::fd::RawFd, write: bool, t: Option<Duration>) {
+    runtime::timeout_set(fd, write, t);
 }
 
 /// Waits until `fd` is writable, at most `timeout`: in the reactor from a

@@ -152,6 +152,25 @@ pub(crate) fn timeouts_changed() {
     TIMEOUT_EPOCH.fetch_add(1, Ordering::Release);
 }
 
+/// `fd`'s read (`write`: write) timeout was just set to `t`. On the
+/// coroutine that owns `fd`'s registration, its cached value is updated in
+/// place; from anywhere else every cached timeout is read again
+/// ([`timeouts_changed`]), since another coroutine may hold this one.
+pub(crate) fn timeout_set(fd: RawFd, write: bool, t: Option<Duration>) {
+    let epoch = TIMEOUT_EPOCH.load(Ordering::Acquire);
+    let updated = with_own_fd(fd, |s| {
+        let slot = if write {
+            &mut s.write_timeout
+        } else {
+            &mut s.read_timeout
+        };
+        *slot = Some((epoch, t));
+    });
+    if updated.is_none() {
+        timeouts_changed();
+    }
+}
+
 /// The read (or write) timeout of `fd`, from the cache of the running
 /// coroutine's registration when it is current, else from `read`
 /// (a `getsockopt`), then cached.
