@@ -482,3 +482,21 @@ impl Drop for TlsServer {
         }
     }
 }
+
+/// The `ServerConfig` of `--tls-cert=PEM --tls-key=PEM` among `args` (for
+/// the test server binaries): `None` without them, an error when one is
+/// missing or the files are unusable.
+pub fn config_from_args(args: &[String]) -> io::Result<Option<Arc<ServerConfig>>> {
+    let value = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+    };
+    match (value("--tls-cert"), value("--tls-key")) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => socketserver::tls::server_config(cert, key).map(Some),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--tls-cert and --tls-key go together",
+        )),
+    }
+}
