@@ -317,3 +317,93 @@ fn fifty_rustls_clients_echo_at_once_under_green_while_a_silent_client_stalls_it
     assert_eq!(server.stats().failed, 0);
     drop(silent);
 }
+
+/// A server under `strategy` with `clients` connected, then closed: how
+/// long the close took.
+fn close_with(
+    strategy: impl Strategy,
+    clients: impl FnOnce(&Address, &Cert) -> Vec<Box<dyn std::any::Any>>,
+) -> Duration {
+    let dir = TempDir::new("tls-close");
+    let cert = make_cert(&dir, "server");
+    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
+    let server = Server::builder()
+        .strategy(strategy)
+        .tls(config)
+        .tls_handshake_timeout(Duration::from_secs(30))
+        .close_timeout(Duration::from_secs(8))
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    let held = clients(&running.address, &cert);
+    thread::sleep(Duration::from_millis(200));
+    let took = running.stop();
+    drop(held);
+    took
+}
+
+#[test]
+fn closing_the_server_does_not_wait_for_a_client_that_never_starts_its_handshake() {
+    let took = close_with(Threading::new(), |addr, _| vec![Box::new(tcp_client(addr))]);
+    println!("closed in {took:?} with a silent client (close_timeout 8 s)");
+    assert!(took < PROMPT, "closed after {took:?}");
+}
+
+#[test]
+fn closing_a_green_server_does_not_wait_for_a_client_that_never_starts_its_handshake() {
+    let took = close_with(Green::new().threads(1), |addr, _| {
+        vec![Box::new(tcp_client(addr))]
+    });
+    println!("green: closed in {took:?} with a silent client (close_timeout 8 s)");
+    assert!(took < PROMPT, "closed after {took:?}");
+}
+
+#[test]
+fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
+    let dir = TempDir::new("tls-close-midway");
+    let cert = make_cert(&dir, "server");
+    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .tls(config)
+        .close_timeout(DEADLINE)
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    // Half a ClientHello: the client has spoken, its handshake runs.
+    let mut conn = rustls::ClientConnection::new(
+        client_config(&cert.ca, None),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let mut tcp = tcp_client(&running.address);
+    tcp.write_all(&hello[..hello.len() / 2]).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let closing = thread::spawn(move || running.stop());
+    thread::sleep(Duration::from_millis(200));
+    assert!(!closing.is_finished(), "the close waits for the handshake");
+    // The rest of the hello, then a whole session.
+    tcp.write_all(&hello[hello.len() / 2..]).unwrap();
+    let mut client = rustls::Stream::new(&mut conn, &mut tcp);
+    assert_eq!(
+        stream_roundtrip(&mut client, b"served while closing\n").unwrap(),
+        b"served while closing\n"
+    );
+    let took = within(DEADLINE * 2, "the close ends", move || {
+        closing.join().unwrap()
+    });
+    println!("the close ended {took:?} after it began, the late handshake served");
+}
+
+#[test]
+fn closing_the_server_does_not_wait_for_an_idle_tls_client() {
+    let took = close_with(Threading::new(), |addr, cert| {
+        let mut c = rustls_client(addr, client_config(&cert.ca, None));
+        assert_eq!(rustls_echo(&mut c, b"hi\n").unwrap(), b"hi\n");
+        vec![Box::new(c)]
+    });
+    println!("closed in {took:?} with an idle TLS client (close_timeout 8 s)");
+    assert!(took < PROMPT, "closed after {took:?}");
+}
