@@ -287,13 +287,7 @@ fn tls_error(e: &rustls::Error) -> io::Error {
 impl Session {
     /// Sends what rustls has queued (records, alerts).
     fn send_queued(&mut self, conn: &Conn) -> io::Result<()> {
-        let mut io = conn;
-        while self.0.wants_write() {
-            if self.0.write_tls(&mut io)? == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-        }
-        Ok(())
+        send_all(&mut self.0, conn)
     }
 
     /// Reads records from `conn` until plaintext (or the end) is there,
@@ -359,14 +353,22 @@ impl Session {
 }
 
 /// Runs the handshake of `req` under the gate's deadline. Returns whether
-/// to serve the request; when not, it was logged and counted as failed.
+/// to serve the request; when not, it was logged and counted as failed (or,
+/// closed by a graceful close before the client said anything, as idle).
 pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registry) -> bool {
-    match run_handshake(req.stream(), gate) {
+    match run_handshake(req, gate) {
         Ok(session) => {
             req.set_tls(session);
             true
         }
-        Err(why) => {
+        Err(Failed::Drained) => {
+            log::debug!(
+                "{}: closed before its TLS handshake began (the server is closing)",
+                req.peer_addr()
+            );
+            false
+        }
+        Err(Failed::Error(why)) => {
             registry
                 .failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -396,10 +398,69 @@ pub(crate) fn verified(
     false
 }
 
-fn run_handshake(conn: &Conn, gate: &Gate) -> io::Result<Box<Session>> {
+/// How a handshake ended without a session.
+enum Failed {
+    /// A graceful close began while the client had sent nothing yet: the
+    /// connection was idle, as one waiting for a new message, and is closed
+    /// as those are.
+    Drained,
+    /// Timeout, end-of-file, a socket or TLS error.
+    Error(io::Error),
+}
+
+impl From<io::Error> for Failed {
+    fn from(e: io::Error) -> Self {
+        Failed::Error(e)
+    }
+}
+
+/// Marks the connection idle (or busy); when marking it idle, whether a
+/// graceful close has begun.
+fn mark_idle(req: &mut StreamRequest, idle: bool) -> bool {
+    req.registration_mut().is_some_and(|r| r.set_idle(idle))
+}
+
+/// Counts the connection as closed idle by a graceful close.
+fn drained(req: &mut StreamRequest) -> Failed {
+    if let Some(r) = req.registration_mut() {
+        r.count_idle_closed();
+    }
+    Failed::Drained
+}
+
+fn run_handshake(req: &mut StreamRequest, gate: &Gate) -> Result<Box<Session>, Failed> {
     let mut tls =
         rustls::ServerConnection::new(Arc::clone(&gate.config)).map_err(|e| tls_error(&e))?;
     let deadline = Instant::now() + gate.timeout;
+    // Until the client's first byte the connection is idle: a graceful
+    // close shuts it down (the read below ends) rather than waiting for
+    // its handshake, as it does a connection waiting for a new message.
+    let mut silent = true;
+    if mark_idle(req, true) {
+        mark_idle(req, false);
+        if !crate::sys::readable_now(std::os::fd::AsFd::as_fd(req.stream())) {
+            return Err(drained(req));
+        }
+        silent = false;
+    }
+    let result = drive(&mut tls, req, gate, deadline, &mut silent);
+    if silent {
+        mark_idle(req, false);
+    }
+    result?;
+    Ok(Box::new(Session(tls)))
+}
+
+/// The handshake's loop: writes what rustls has to send, reads (within the
+/// deadline) what it needs, until the handshake is complete. `silent`:
+/// nothing was read yet (the connection is marked idle meanwhile).
+fn drive(
+    tls: &mut rustls::ServerConnection,
+    req: &mut StreamRequest,
+    gate: &Gate,
+    deadline: Instant,
+    silent: &mut bool,
+) -> Result<(), Failed> {
     let timed_out = || {
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -409,53 +470,66 @@ fn run_handshake(conn: &Conn, gate: &Gate) -> io::Result<Box<Session>> {
             ),
         )
     };
+    while tls.is_handshaking() {
+        send_all(tls, req.stream())?;
+        if !tls.is_handshaking() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out().into());
+        }
+        let conn = req.stream();
+        conn.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let mut io = conn;
+        let read = tls.read_tls(&mut io);
+        let interrupted = matches!(&read, Err(e) if e.kind() == io::ErrorKind::Interrupted);
+        if *silent && !interrupted {
+            // Whether a graceful close began while the client was silent
+            // (then it shut the connection down: the read ended).
+            let drain = mark_idle(req, true);
+            mark_idle(req, false);
+            *silent = false;
+            if drain && matches!(read, Ok(0)) {
+                return Err(drained(req));
+            }
+        }
+        let n = match read {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out().into())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed the connection during the handshake",
+            )
+            .into());
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // The alert that tells the client why, best effort.
+            let _ = tls.write_tls(&mut req.stream());
+            return Err(tls_error(&e).into());
+        }
+    }
+    send_all(tls, req.stream())?;
+    Ok(())
+}
+
+/// Writes everything rustls has queued.
+fn send_all(tls: &mut rustls::ServerConnection, conn: &Conn) -> io::Result<()> {
     let mut io = conn;
-    let result = (|| {
-        while tls.is_handshaking() {
-            while tls.wants_write() {
-                if tls.write_tls(&mut io)? == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-            }
-            if !tls.is_handshaking() {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
-            }
-            conn.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            let n = match tls.read_tls(&mut io) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(timed_out())
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => r?,
-            };
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the client closed the connection during the handshake",
-                ));
-            }
-            if let Err(e) = tls.process_new_packets() {
-                // The alert that tells the client why, best effort.
-                let _ = tls.write_tls(&mut io);
-                return Err(tls_error(&e));
-            }
+    while tls.wants_write() {
+        if tls.write_tls(&mut io)? == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
-        while tls.wants_write() {
-            if tls.write_tls(&mut io)? == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-        }
-        Ok(())
-    })();
-    result?;
-    Ok(Box::new(Session(tls)))
+    }
+    Ok(())
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use socketserver::{Address, Handler, Server, ShutdownHandle, Strategy, Transport};
 
+pub mod tls;
+
 /// The default deadline for one blocking step of a test.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -472,4 +474,121 @@ macro_rules! per_strategy {
             $(#[test] fn $test() { super::$test($make) })*
         }
     };
+}
+
+/// A test server binary (`fork_server`, `prefork_server`) run as a process
+/// group of its own: started with a deadline on its `listening on URL`
+/// line, its stderr collected, and the whole group killed (SIGKILL) if it
+/// still runs when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// The URL of its `listening on URL` line.
+    pub url: String,
+    stderr: std::sync::Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `exe args` (`RUST_LOG=warn`) and waits for its first line.
+    pub fn start(exe: &str, args: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
+        let stderr = std::sync::Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let text = std::sync::Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = text.lock();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let (tx, first_line) = mpsc::channel();
+        let pipe = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            let mut lines = io::BufReader::new(pipe).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match first_line.recv_timeout(DEADLINE) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "{exe} did not say where it listens ({other:?}); stderr: {}",
+                stderr.lock()
+            ),
+        };
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        ServerProcess { child, url, stderr }
+    }
+
+    /// Its pid (and process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The TCP address of a `tcp://IP:PORT` URL.
+    pub fn tcp_address(&self) -> Address {
+        let addr = self.url.strip_prefix("tcp://").expect("a tcp:// URL");
+        Address::Inet(addr.parse().expect("IP:PORT"))
+    }
+
+    /// Its (live, zombie) children.
+    pub fn children(&self) -> (usize, usize) {
+        let all = children_of(self.pid());
+        let zombies = all.iter().filter(|&&(_, s)| s == 'Z').count();
+        (all.len() - zombies, zombies)
+    }
+
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill only reads its integer arguments; the server has not
+        // been waited for, so its pid cannot have been reused.
+        let r = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(r, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    /// Waits at most `limit` for it to exit; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "the server did not exit within {limit:?}; stderr: {}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// What it (and its children) wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: as in `signal`; the negative pid names its group.
+            unsafe { libc::kill(-(self.pid() as libc::pid_t), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
 }

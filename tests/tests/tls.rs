@@ -4,207 +4,23 @@
 //! byte flipped on the wire never reach the handler. Certificates are made
 //! per run with the `openssl` command line in a temp dir.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use socketserver::tls::{rustls, TlsInfo};
-use socketserver::{Address, Green, Server, Stats, Strategy, StreamRequest, Threading};
+use socketserver::{Address, Green, Server, Strategy, Threading};
+use socketserver_tests::tls::*;
 use socketserver_tests::*;
-
-/// A throwaway CA and a server certificate it signed for `localhost` and
-/// 127.0.0.1 (one day, P-256), made with the `openssl` command line.
-struct Cert {
-    /// The CA certificate (what clients trust).
-    ca: std::path::PathBuf,
-    /// The server's certificate.
-    cert: std::path::PathBuf,
-    /// The server's key.
-    key: std::path::PathBuf,
-}
-
-fn openssl(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_cert(dir: &TempDir, name: &str) -> Cert {
-    let p = |f: &str| dir.join(&format!("{name}-{f}"));
-    let (ca, ca_key, csr, ext) = (p("ca.pem"), p("ca-key.pem"), p("csr.pem"), p("ext.cnf"));
-    let (cert, key) = (p("cert.pem"), p("key.pem"));
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
-    let s = |x: &'static str| std::ffi::OsStr::new(x);
-    openssl(&[
-        s("req"),
-        s("-x509"),
-        s("-newkey"),
-        s("ec"),
-        s("-pkeyopt"),
-        s("ec_paramgen_curve:P-256"),
-        s("-nodes"),
-        s("-days"),
-        s("1"),
-        s("-subj"),
-        s("/CN=throwaway test CA"),
-        s("-addext"),
-        s("basicConstraints=critical,CA:TRUE"),
-        s("-addext"),
-        s("keyUsage=critical,keyCertSign"),
-        s("-keyout"),
-        ca_key.as_os_str(),
-        s("-out"),
-        ca.as_os_str(),
-    ]);
-    openssl(&[
-        s("req"),
-        s("-newkey"),
-        s("ec"),
-        s("-pkeyopt"),
-        s("ec_paramgen_curve:P-256"),
-        s("-nodes"),
-        s("-subj"),
-        s("/CN=localhost"),
-        s("-keyout"),
-        key.as_os_str(),
-        s("-out"),
-        csr.as_os_str(),
-    ]);
-    openssl(&[
-        s("x509"),
-        s("-req"),
-        s("-in"),
-        csr.as_os_str(),
-        s("-CA"),
-        ca.as_os_str(),
-        s("-CAkey"),
-        ca_key.as_os_str(),
-        s("-set_serial"),
-        s("2"),
-        s("-days"),
-        s("1"),
-        s("-extfile"),
-        ext.as_os_str(),
-        s("-out"),
-        cert.as_os_str(),
-    ]);
-    Cert { ca, cert, key }
-}
-
-/// What the handler saw, shared with the test.
-#[derive(Default)]
-struct Seen {
-    calls: AtomicUsize,
-    data: Mutex<Vec<u8>>,
-    info: Mutex<Option<TlsInfo>>,
-}
-
-/// A TLS echo server on its own thread; stopped (with a deadline) on drop.
-struct TlsServer {
-    address: Address,
-    seen: Arc<Seen>,
-    stats: Box<dyn Fn() -> Stats>,
-    handle: socketserver::ShutdownHandle,
-    thread: Option<thread::JoinHandle<io::Result<()>>>,
-}
-
-impl TlsServer {
-    fn start(strategy: impl Strategy, cert: &Cert, handshake_timeout: Duration) -> TlsServer {
-        let config = socketserver::tls::server_config(&cert.cert, &cert.key).expect("config");
-        let seen = Arc::new(Seen::default());
-        let in_handler = Arc::clone(&seen);
-        let server = Server::builder()
-            .strategy(strategy)
-            .tls(config)
-            .tls_handshake_timeout(handshake_timeout)
-            .tcp("127.0.0.1:0", move |req: &mut StreamRequest| {
-                in_handler.calls.fetch_add(1, Ordering::SeqCst);
-                *in_handler.info.lock() = req.tls_info();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = req.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    in_handler.data.lock().extend_from_slice(&buf[..n]);
-                    req.write_all(&buf[..n])?;
-                }
-            })
-            .expect("bind");
-        let address = server.server_address().clone();
-        let handle = server.shutdown_handle();
-        let server = Arc::new(server);
-        let for_stats = Arc::clone(&server);
-        let thread = thread::spawn(move || server.serve_forever());
-        TlsServer {
-            address,
-            seen,
-            stats: Box::new(move || for_stats.stats()),
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.address.as_inet().unwrap().port()
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            wait_until(DEADLINE, "server stopped", || t.is_finished());
-        }
-    }
-}
-
-fn client_config(ca: &Cert) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in socketserver::tls::load_certs(&ca.ca).unwrap() {
-        roots.add(c).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
-
-fn rustls_client(
-    addr: &Address,
-    ca: &Cert,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let conn =
-        rustls::ClientConnection::new(client_config(ca), "localhost".try_into().unwrap()).unwrap();
-    rustls::StreamOwned::new(conn, tcp_client(addr))
-}
 
 fn echo_with_rustls(strategy: impl Strategy) {
     let dir = TempDir::new("tls-echo");
     let cert = make_cert(&dir, "server");
     let server = TlsServer::start(strategy, &cert, Duration::from_secs(10));
-    let mut client = rustls_client(&server.address, &cert);
+    let mut client = rustls_client(&server.address, client_config(&cert.ca, None));
     for msg in [&b"hello\n"[..], &[7u8; 20_000][..], b"again\n"] {
         assert_eq!(stream_roundtrip(&mut client, msg).unwrap(), msg);
     }
@@ -223,9 +39,9 @@ fn echo_with_rustls(strategy: impl Strategy) {
     let mut rest = Vec::new();
     let _ = client.read_to_end(&mut rest);
     wait_until(DEADLINE, "request completed", || {
-        (server.stats)().completed == 1
+        server.stats().completed == 1
     });
-    assert_eq!((server.stats)().failed, 0);
+    assert_eq!(server.stats().failed, 0);
 }
 
 #[test]
@@ -244,33 +60,8 @@ fn openssl_s_client_echoes(flag: &'static str, strategy: impl Strategy) -> TlsIn
     let dir = TempDir::new("tls-openssl");
     let cert = make_cert(&dir, "server");
     let server = TlsServer::start(strategy, &cert, Duration::from_secs(10));
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{}", server.port()),
-        ])
-        .arg("-CAfile")
-        .arg(&cert.ca)
-        .args(["-verify_return_error", "-quiet", flag])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start openssl s_client");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello from openssl\n").unwrap();
-    stdin.flush().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = within(DEADLINE, "s_client reads the echo", move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        line
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(stdin);
-    assert_eq!(line, "hello from openssl\n");
+    let out = s_client(server.port(), &cert.ca, None, &[flag], "hello from openssl");
+    assert_eq!(out.line, "hello from openssl\n", "stderr: {}", out.stderr);
     let info = server.seen.info.lock().clone().expect("tls_info");
     info
 }
@@ -295,38 +86,18 @@ fn openssl_s_client_echoes_over_tls_1_3_under_green() {
 
 #[test]
 fn python_ssl_client_echoes_and_verifies_the_certificate() {
-    if !python3_available("python_ssl_client_echoes_and_verifies_the_certificate") {
-        return;
-    }
     let dir = TempDir::new("tls-python");
     let cert = make_cert(&dir, "server");
     let server = TlsServer::start(Threading::new(), &cert, Duration::from_secs(10));
-    let script = r"
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[2])
-with socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5) as raw:
-    with ctx.wrap_socket(raw, server_hostname='localhost') as s:
-        s.sendall(b'hello from python\n')
-        got = b''
-        while not got.endswith(b'\n'):
-            chunk = s.recv(100)
-            if not chunk:
-                break
-            got += chunk
-        print(s.version(), got.decode().strip())
-";
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", script, &server.port().to_string()])
-        .arg(&cert.ca)
-        .stdin(Stdio::null());
-    let out = within(DEADLINE, "python ssl client", move || cmd.output()).expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.trim(), "TLSv1.3 hello from python");
+    let Some((stdout, stderr)) = python_client(
+        "python_ssl_client_echoes_and_verifies_the_certificate",
+        server.port(),
+        &cert.ca,
+        None,
+    ) else {
+        return;
+    };
+    assert_eq!(stdout, "TLSv1.3 hello from python", "stderr: {stderr}");
 }
 
 #[test]
@@ -335,7 +106,7 @@ fn a_client_trusting_another_ca_refuses_the_server_and_the_handler_never_runs() 
     let cert = make_cert(&dir, "server");
     let other = make_cert(&dir, "other");
     let server = TlsServer::start(Threading::new(), &cert, Duration::from_secs(10));
-    let mut client = rustls_client(&server.address, &other);
+    let mut client = rustls_client(&server.address, client_config(&other.ca, None));
     let err = client.write_all(b"hello\n").and_then(|()| client.flush());
     let err = match err {
         Err(e) => e,
@@ -351,9 +122,9 @@ fn a_client_trusting_another_ca_refuses_the_server_and_the_handler_never_runs() 
         "client error: {err}"
     );
     wait_until(DEADLINE, "the failed handshake is counted", || {
-        (server.stats)().failed == 1
+        server.stats().failed == 1
     });
-    assert_eq!(server.seen.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(server.calls(), 0);
 }
 
 #[test]
@@ -368,9 +139,9 @@ fn plaintext_bytes_to_a_tls_port_are_closed_without_reaching_the_handler() {
     let _ = c.read_to_end(&mut rest);
     assert!(rest.len() < 64, "{} bytes back", rest.len());
     wait_until(DEADLINE, "the failed handshake is counted", || {
-        (server.stats)().failed == 1
+        server.stats().failed == 1
     });
-    assert_eq!(server.seen.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(server.calls(), 0);
     assert!(server.seen.data.lock().is_empty());
 }
 
@@ -381,9 +152,11 @@ fn a_handshake_dribbled_one_byte_per_100_ms_is_cut_at_its_deadline() {
     let server = TlsServer::start(Threading::new(), &cert, Duration::from_secs(1));
     // A real ClientHello, sent one byte at a time.
     let mut hello = Vec::new();
-    let mut conn =
-        rustls::ClientConnection::new(client_config(&cert), "localhost".try_into().unwrap())
-            .unwrap();
+    let mut conn = rustls::ClientConnection::new(
+        client_config(&cert.ca, None),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
     conn.write_tls(&mut hello).unwrap();
     assert!(hello.len() > 100, "a hello of {} bytes", hello.len());
     let c = tcp_client(&server.address);
@@ -408,9 +181,9 @@ fn a_handshake_dribbled_one_byte_per_100_ms_is_cut_at_its_deadline() {
     println!("dribbled handshake closed after {took:?} (deadline 1 s)");
     assert!(took < Duration::from_secs(5), "closed after {took:?}");
     wait_until(DEADLINE, "the failed handshake is counted", || {
-        (server.stats)().failed == 1
+        server.stats().failed == 1
     });
-    assert_eq!(server.seen.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(server.calls(), 0);
 }
 
 /// A relay between one client and `to` that flips the last byte of the
@@ -454,7 +227,7 @@ fn a_byte_flipped_on_the_wire_fails_the_session_and_the_handler_never_sees_it() 
     let server = TlsServer::start(Threading::new(), &cert, Duration::from_secs(10));
     let flip = Arc::new(AtomicBool::new(false));
     let relay = flipping_relay(server.address.clone(), Arc::clone(&flip));
-    let mut client = rustls_client(&relay, &cert);
+    let mut client = rustls_client(&relay, client_config(&cert.ca, None));
     assert_eq!(
         stream_roundtrip(&mut client, b"echo hi\n").unwrap(),
         b"echo hi\n"
@@ -471,7 +244,7 @@ fn a_byte_flipped_on_the_wire_fails_the_session_and_the_handler_never_sees_it() 
         "client error: {err}"
     );
     wait_until(DEADLINE, "the request ends failed", || {
-        (server.stats)().failed == 1
+        server.stats().failed == 1
     });
     // The handler saw the first message only, never the altered one.
     assert_eq!(&*server.seen.data.lock(), b"echo hi\n");
@@ -488,8 +261,11 @@ fn a_unix_stream_server_speaks_tls_too() {
         .unix(dir.join("s.sock"), echo_stream)
         .unwrap();
     let running = Running::start(server);
-    let conn = rustls::ClientConnection::new(client_config(&cert), "localhost".try_into().unwrap())
-        .unwrap();
+    let conn = rustls::ClientConnection::new(
+        client_config(&cert.ca, None),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
     let mut client = rustls::StreamOwned::new(conn, unix_client(&running.address));
     assert_eq!(
         stream_roundtrip(&mut client, b"over unix\n").unwrap(),
@@ -497,4 +273,137 @@ fn a_unix_stream_server_speaks_tls_too() {
     );
     drop(client);
     running.stop();
+}
+
+#[test]
+fn fifty_rustls_clients_echo_at_once_under_green_while_a_silent_client_stalls_its_handshake() {
+    const CLIENTS: usize = 50;
+    let dir = TempDir::new("tls-green-50");
+    let cert = make_cert(&dir, "server");
+    let server = TlsServer::start(Green::new().threads(1), &cert, Duration::from_secs(30));
+    // Connected, but never says hello: its handshake waits in the reactor,
+    // not in the one green thread's kernel read.
+    let silent = tcp_client(&server.address);
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (addr, config) = (server.address.clone(), client_config(&cert.ca, None));
+            thread::spawn(move || {
+                let mut client = rustls_client(&addr, config);
+                for round in 0..3 {
+                    let msg = format!("client {i} round {round}\n");
+                    let back = rustls_echo(&mut client, msg.as_bytes())
+                        .unwrap_or_else(|e| panic!("client {i}: {e}"));
+                    assert_eq!(back, msg.as_bytes());
+                }
+                client.conn.send_close_notify();
+                let _ = client.flush();
+            })
+        })
+        .collect();
+    within(DEADLINE * 2, "50 TLS clients echo under Green", move || {
+        for c in clients {
+            c.join().expect("a client failed");
+        }
+    });
+    let took = start.elapsed();
+    wait_until(DEADLINE, "every request completed", || {
+        server.stats().completed == CLIENTS as u64
+    });
+    println!(
+        "green: {CLIENTS} TLS clients x 3 echoes in {took:?}, one handshake stalled meanwhile"
+    );
+    assert_eq!(server.calls(), CLIENTS);
+    assert_eq!(server.stats().failed, 0);
+    drop(silent);
+}
+
+/// A server under `strategy` with `clients` connected, then closed: how
+/// long the close took.
+fn close_with(
+    strategy: impl Strategy,
+    clients: impl FnOnce(&Address, &Cert) -> Vec<Box<dyn std::any::Any>>,
+) -> Duration {
+    let dir = TempDir::new("tls-close");
+    let cert = make_cert(&dir, "server");
+    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
+    let server = Server::builder()
+        .strategy(strategy)
+        .tls(config)
+        .tls_handshake_timeout(Duration::from_secs(30))
+        .close_timeout(Duration::from_secs(8))
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    let held = clients(&running.address, &cert);
+    thread::sleep(Duration::from_millis(200));
+    let took = running.stop();
+    drop(held);
+    took
+}
+
+#[test]
+fn closing_the_server_does_not_wait_for_a_client_that_never_starts_its_handshake() {
+    let took = close_with(Threading::new(), |addr, _| vec![Box::new(tcp_client(addr))]);
+    println!("closed in {took:?} with a silent client (close_timeout 8 s)");
+    assert!(took < PROMPT, "closed after {took:?}");
+}
+
+#[test]
+fn closing_a_green_server_does_not_wait_for_a_client_that_never_starts_its_handshake() {
+    let took = close_with(Green::new().threads(1), |addr, _| {
+        vec![Box::new(tcp_client(addr))]
+    });
+    println!("green: closed in {took:?} with a silent client (close_timeout 8 s)");
+    assert!(took < PROMPT, "closed after {took:?}");
+}
+
+#[test]
+fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
+    let dir = TempDir::new("tls-close-midway");
+    let cert = make_cert(&dir, "server");
+    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .tls(config)
+        .close_timeout(DEADLINE)
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    // Half a ClientHello: the client has spoken, its handshake runs.
+    let mut conn = rustls::ClientConnection::new(
+        client_config(&cert.ca, None),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let mut tcp = tcp_client(&running.address);
+    tcp.write_all(&hello[..hello.len() / 2]).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let closing = thread::spawn(move || running.stop());
+    thread::sleep(Duration::from_millis(200));
+    assert!(!closing.is_finished(), "the close waits for the handshake");
+    // The rest of the hello, then a whole session.
+    tcp.write_all(&hello[hello.len() / 2..]).unwrap();
+    let mut client = rustls::Stream::new(&mut conn, &mut tcp);
+    assert_eq!(
+        stream_roundtrip(&mut client, b"served while closing\n").unwrap(),
+        b"served while closing\n"
+    );
+    let took = within(DEADLINE * 2, "the close ends", move || {
+        closing.join().unwrap()
+    });
+    println!("the close ended {took:?} after it began, the late handshake served");
+}
+
+#[test]
+fn closing_the_server_does_not_wait_for_an_idle_tls_client() {
+    let took = close_with(Threading::new(), |addr, cert| {
+        let mut c = rustls_client(addr, client_config(&cert.ca, None));
+        assert_eq!(rustls_echo(&mut c, b"hi\n").unwrap(), b"hi\n");
+        vec![Box::new(c)]
+    });
+    println!("closed in {took:?} with an idle TLS client (close_timeout 8 s)");
+    assert!(took < PROMPT, "closed after {took:?}");
 }

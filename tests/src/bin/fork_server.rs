@@ -19,6 +19,9 @@
 //!                  forking a multi-threaded process)
 //!   --noisy-thread start a thread that logs all the time (it holds the
 //!                  logger's lock at many a fork)
+//!   --tls-cert=PEM --tls-key=PEM
+//!                  stream transports speak TLS with this certificate
+//!                  chain and key (the handshake runs in the child)
 //! ```
 //!
 //! Prints `listening on URL` and flushes, serves until SIGTERM or SIGINT,
@@ -97,7 +100,8 @@ impl DatagramHandler for ModeHandler {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: fork_server tcp|udp|unix|unixgram ADDR MAX_CHILDREN \
-         echo|panic|sleep:MS|exit:CODE|abort|log [--spawn-thread|--noisy-thread]"
+         echo|panic|sleep:MS|exit:CODE|abort|log [--spawn-thread|--noisy-thread] \
+         [--tls-cert=PEM --tls-key=PEM]"
     );
     ExitCode::from(2)
 }
@@ -134,7 +138,15 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     }
-    let builder = Server::builder().strategy(Forking::new().max_children(max_children));
+    let mut builder = Server::builder().strategy(Forking::new().max_children(max_children));
+    match socketserver_tests::tls::config_from_args(&args) {
+        Ok(Some(config)) => builder = builder.tls(config),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("fork_server: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let handler = ModeHandler(mode);
     let result = match transport {
         "tcp" => builder

@@ -5,7 +5,11 @@
 //! ```text
 //! prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N]
 //!                     [--max-requests=N] [--forks-per-second=N] [--threading | --green]
+//!                     [--tls-cert=PEM --tls-key=PEM]
 //! ```
+//!
+//! With `--tls-cert` and `--tls-key`, connections speak TLS (the handshake
+//! runs in the child that accepted the connection).
 //!
 //! Each connection is served line by line: `pid` replies with the serving
 //! process's pid, `abort` crashes that process (SIGABRT), `sleep MS` sleeps
@@ -50,9 +54,20 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(addr) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green]");
+        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green] [--tls-cert=PEM --tls-key=PEM]");
         return ExitCode::from(2);
     };
+    let tls = match socketserver_tests::tls::config_from_args(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("prefork_server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = Server::builder();
+    if let Some(config) = tls {
+        builder = builder.tls(config);
+    }
     let mut prefork = PreFork::new();
     let size = |n: u64| usize::try_from(n).expect("a size");
     if let Some(n) = flag(&args, "--min") {
@@ -74,17 +89,17 @@ fn main() -> ExitCode {
         prefork = prefork.max_forks_per_second(u32::try_from(n).expect("a rate"));
     }
     let result = if args.iter().any(|a| a == "--threading") {
-        Server::builder()
+        builder
             .strategy(prefork.inner(Threading::new()))
             .tcp(addr.as_str(), serve)
             .and_then(socketserver_tests::serve_until_signalled)
     } else if args.iter().any(|a| a == "--green") {
-        Server::builder()
+        builder
             .strategy(prefork.inner(socketserver::Green::new().threads(1)))
             .tcp(addr.as_str(), serve)
             .and_then(socketserver_tests::serve_until_signalled)
     } else {
-        Server::builder()
+        builder
             .strategy(prefork)
             .tcp(addr.as_str(), serve)
             .and_then(socketserver_tests::serve_until_signalled)
