@@ -123,8 +123,7 @@ pub fn client(
             out.flush()?;
         }
     } else {
-        let conn =
-            crate::tls::connect(addr, tls, timeout).map_err(|e| context("connect", e))?;
+        let conn = crate::tls::connect(addr, tls, timeout).map_err(|e| context("connect", e))?;
         let mut reader = io::BufReader::new(&conn);
         while let Some(msg) = next_message()? {
             (&conn)

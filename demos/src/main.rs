@@ -307,12 +307,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             if let Some(config) = tls.config("echo serve")? {
                 builder = builder.tls(config);
             }
-            let mut services = vec![stream_service(
-                builder,
-                &server.listen,
-                handler,
-                None,
-            )?];
+            let mut services = vec![stream_service(builder, &server.listen, handler, None)?];
             if let Some(addr) = &datagrams.udp {
                 let builder = Server::builder().strategy(udp.build_with(
                     server.workers,

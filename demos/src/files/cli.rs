@@ -13,8 +13,8 @@ use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
 use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
 use crate::service::{serve_all, stream_service};
-use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 use crate::text::escape_for_terminal;
+use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 
 /// Transfers larger than this get a progress bar (on a terminal).
 const BAR_THRESHOLD: u64 = 1 << 20;

@@ -252,7 +252,11 @@ impl Client {
                 format!(
                     "{}: the server closed the connection (does it need --key-file{}?)",
                     self.url,
-                    if self.conn.is_tls() { "" } else { " or --tls-ca" }
+                    if self.conn.is_tls() {
+                        ""
+                    } else {
+                        " or --tls-ca"
+                    }
                 ),
             )),
             Err(e) => Err(self.context(e)),

@@ -158,7 +158,10 @@ pub fn main(cmd: ShellCmd) -> Result<u8, CliError> {
 
 /// `demos shell serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
-    if let (Err(why), false) = (remote_policy(&a.server.listen, &a.tls, true), a.allow_remote) {
+    if let (Err(why), false) = (
+        remote_policy(&a.server.listen, &a.tls, true),
+        a.allow_remote,
+    ) {
         return Err(CliError::usage(format!(
             "shell serve --listen {}: refusing to serve a shell on a non-loopback address: \
              {why}; serve TLS (--tls-cert, --tls-key), or pass --allow-remote to do it \

@@ -17,8 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// The files `demos tls gen` writes, in order.
@@ -61,8 +61,13 @@ pub fn generate(dir: &Path, force: bool) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
 
+    // A name of its own for each CA: two CAs of the same name would look
+    // like one CA with a bad signature to a verifier.
+    let mut tag = [0u8; 4];
+    getrandom::fill(&mut tag).map_err(|e| io::Error::other(e.to_string()))?;
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.distinguished_name = name("demos throwaway CA");
+    ca_params.distinguished_name = name(&format!("demos throwaway CA {tag}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -107,7 +112,12 @@ pub fn generate(dir: &Path, force: bool) -> io::Result<Vec<PathBuf>> {
     ];
     for (path, text) in paths.iter().zip(&contents) {
         let private = path.to_string_lossy().ends_with("-key.pem");
-        write_file(path, text.as_bytes(), if private { 0o600 } else { 0o644 }, force)?;
+        write_file(
+            path,
+            text.as_bytes(),
+            if private { 0o600 } else { 0o644 },
+            force,
+        )?;
     }
     Ok(paths)
 }

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use clap::Args;
 use parking_lot::Mutex;
 use socketserver::tls::rustls::{
-    self, pki_types::ServerName, AlertDescription, CertificateError, ClientConfig,
-    ClientConnection,
+    self, pki_types::ServerName, AlertDescription, CertificateError, ClientConfig, ClientConnection,
 };
 use socketserver::tls::{ClientAuth, ServerConfig};
 use socketserver::{Address, Conn};
@@ -61,7 +60,9 @@ impl ServerTlsArgs {
             return Ok(None);
         };
         let config = match &self.tls_client_ca {
-            Some(ca) => socketserver::tls::mutual_server_config(cert, key, ca, ClientAuth::Required),
+            Some(ca) => {
+                socketserver::tls::mutual_server_config(cert, key, ca, ClientAuth::Required)
+            }
             None => socketserver::tls::server_config(cert, key),
         };
         config
@@ -120,15 +121,15 @@ impl ClientTlsArgs {
         };
         let usage = |e: String| CliError::usage(format!("{what}: TLS: {e}"));
         let roots = socketserver::tls::load_roots(ca).map_err(|e| usage(e.to_string()))?;
-        let builder = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| usage(e.to_string()))?
-        .with_root_certificates(roots);
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| usage(e.to_string()))?
+                .with_root_certificates(roots);
         let config = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
-                let certs = socketserver::tls::load_certs(cert).map_err(|e| usage(e.to_string()))?;
+                let certs =
+                    socketserver::tls::load_certs(cert).map_err(|e| usage(e.to_string()))?;
                 let key = socketserver::tls::load_key(key).map_err(|e| usage(e.to_string()))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| {
                     usage(format!(
@@ -369,9 +370,40 @@ impl Session {
         }
     }
 
-    fn write_all(&mut self, conn: &Conn, buf: &[u8]) -> io::Result<()> {
-        self.tls.writer().write_all(buf)?;
-        self.send(conn)
+    /// A write failed (the server closed: a broken pipe, a reset): the
+    /// reason may be an alert it sent first (it refused our client
+    /// certificate). Reads what is still there, briefly, and returns that
+    /// alert's message if there is one, else `e`.
+    fn why_write_failed(&mut self, conn: &Conn, e: io::Error) -> io::Error {
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return e;
+        }
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+        for _ in 0..8 {
+            match self.receive(conn) {
+                Err(tls) if tls.kind() == io::ErrorKind::InvalidData => return tls,
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        e
+    }
+
+    /// Encrypts and sends all of `buf`, in pieces: rustls takes as much
+    /// plaintext as its buffer holds at a time.
+    fn write_all(&mut self, conn: &Conn, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.tls.writer().write(buf)?;
+            if n == 0 && !self.tls.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+            self.send(conn)?;
+        }
+        Ok(())
     }
 }
 
@@ -387,7 +419,13 @@ impl Read for &Stream {
 impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.tls {
-            Some(tls) => tls.lock().write_all(&self.conn, buf).map(|()| buf.len()),
+            Some(tls) => {
+                let mut session = tls.lock();
+                match session.write_all(&self.conn, buf) {
+                    Ok(()) => Ok(buf.len()),
+                    Err(e) => Err(session.why_write_failed(&self.conn, e)),
+                }
+            }
             None => (&self.conn).write(buf),
         }
     }
@@ -456,7 +494,10 @@ pub fn describe(e: &rustls::Error, ca: &std::path::Path) -> String {
                  (use --tls-server-name, or connect by a name in the certificate)"
                     .to_owned()
             }
-            CertificateError::NotValidForNameContext { expected, presented } => format!(
+            CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            } => format!(
                 "certificate not valid for name {}: it is valid for {} \
                  (use --tls-server-name, or connect by one of those)",
                 expected.to_str(),
@@ -510,9 +551,9 @@ pub fn describe(e: &rustls::Error, ca: &std::path::Path) -> String {
         E::DecryptError => "a record from the server failed its integrity check \
              (bad_record_mac): the connection was tampered with or corrupted"
             .to_owned(),
-        E::InvalidMessage(_) | E::InappropriateMessage { .. } => format!(
-            "the server's answer is not valid TLS ({e}): does it serve TLS?"
-        ),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("the server's answer is not valid TLS ({e}): does it serve TLS?")
+        }
         other => other.to_string(),
     };
     format!("TLS: {why}")
@@ -545,9 +586,13 @@ pub fn remote_policy(addr: &Address, tls: &ServerTlsArgs, key: bool) -> Result<(
     }
     match (tls.enabled(), tls.requires_client_cert() || key) {
         (true, true) => Ok(()),
-        (false, _) => Err("without TLS, everything (commands, files, their output) crosses \
-                           the network in clear"),
-        (true, false) => Err("with TLS but neither client certificates (--tls-client-ca) nor \
-                              a key (--key-file), anyone who can connect is let in"),
+        (false, _) => Err(
+            "without TLS, everything (commands, files, their output) crosses \
+                           the network in clear",
+        ),
+        (true, false) => Err(
+            "with TLS but neither client certificates (--tls-client-ca) nor \
+                              a key (--key-file), anyone who can connect is let in",
+        ),
     }
 }
