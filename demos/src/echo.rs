@@ -75,9 +75,11 @@ impl DatagramHandler for Echo {
 /// a datagram over UDP), reads the echo and prints it, one line per reply.
 /// `messages` empty means: the lines of `input`. Every wait is bounded by
 /// `timeout`; the error says which server and what went wrong, in one line.
+/// With `tls` (stream only), the connection is a TLS session.
 pub fn client(
     addr: &Address,
     udp: bool,
+    tls: Option<&crate::tls::ClientTls>,
     messages: &[String],
     input: &mut dyn BufRead,
     out: &mut dyn Write,
@@ -121,7 +123,7 @@ pub fn client(
             out.flush()?;
         }
     } else {
-        let conn = net::connect_stream(addr, timeout).map_err(|e| context("connect", e))?;
+        let conn = crate::tls::connect(addr, tls, timeout).map_err(|e| context("connect", e))?;
         let mut reader = io::BufReader::new(&conn);
         while let Some(msg) = next_message()? {
             (&conn)
@@ -140,6 +142,7 @@ pub fn client(
             writeln!(out, "{}", String::from_utf8_lossy(&back))?;
             out.flush()?;
         }
+        conn.close_notify();
     }
     Ok(())
 }

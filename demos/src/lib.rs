@@ -24,7 +24,8 @@
 //! server takes, parsing flags, the one error type), [`strategy`] (the
 //! strategy names), [`service`] (a server's life: serving, signals, the
 //! graceful close), [`listening`] (the `listening on` lines), [`net`]
-//! (client sockets), [`logging`] and [`text`] (what may reach a
+//! (client sockets), [`tls`] (the TLS flags, the client side of TLS,
+//! `demos tls gen`), [`logging`] and [`text`] (what may reach a
 //! terminal). [`showcase::drive`] holds the clients that check the
 //! servers, for the showcase and the tests.
 //!
@@ -57,3 +58,4 @@ pub mod shell;
 pub mod showcase;
 pub mod strategy;
 pub mod text;
+pub mod tls;

@@ -16,6 +16,7 @@ use demos::echo::{self, Echo};
 use demos::service::{datagram_service, serve_all, stream_service, Service};
 use demos::showcase;
 use demos::strategy::StrategyName;
+use demos::tls::{parse_target, ClientTlsArgs, ServerTlsArgs, Target};
 
 /// Programs built on socketserver: an echo server, a chat room (TCP and
 /// UDP), their clients, and a showcase that runs and checks them all.
@@ -92,6 +93,10 @@ EXAMPLES:
     demos files get --connect 127.0.0.1:7004 report.pdf -o /tmp/report.pdf"
     )]
     Files(demos::files::cli::FilesCmd),
+    /// TLS helpers: `demos tls gen DIR` writes a throwaway CA and
+    /// certificates.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Start every demo on loopback in this process, drive it with real
     /// clients, and report (exit status 0 only if every check passed).
     #[command(after_help = "\
@@ -105,6 +110,33 @@ time; the whole run takes a few seconds.
 EXAMPLE:
     cargo run --release -p demos -- showcase")]
     Showcase,
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCmd {
+    /// Write a throwaway CA, a server and a client certificate into DIR.
+    #[command(after_help = "\
+Writes ca.pem and ca-key.pem (a CA that exists only in these files),
+server.pem and server-key.pem (valid for localhost, 127.0.0.1 and ::1, signed
+by the CA) and client.pem and client-key.pem (a client certificate signed by
+the CA). Keys are ECDSA P-256, mode 0600. Existing files are not replaced
+unless --force. For trying TLS on one machine: anyone holding ca-key.pem can
+make certificates the demos will trust.
+
+EXAMPLE:
+    demos tls gen certs
+    demos shell serve --key-file shell.key --tls-cert certs/server.pem \\
+        --tls-key certs/server-key.pem --tls-client-ca certs/ca.pem
+    demos shell run --connect 127.0.0.1:PORT --key-file shell.key --tls-ca certs/ca.pem \\
+        --tls-cert certs/client.pem --tls-key certs/client-key.pem uname -a")]
+    Gen {
+        /// The directory to write into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +167,9 @@ EXAMPLES:
         /// another before exiting (default: it exits at once).
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         keep_alive: Option<Duration>,
+        /// TLS on the stream socket (UDP is unaffected).
+        #[command(flatten)]
+        tls: ServerTlsArgs,
     },
     /// Send messages to an echo server and print the replies.
     #[command(after_help = "\
@@ -145,11 +180,15 @@ answer within --timeout.
 
 EXAMPLES:
     demos echo client --connect 127.0.0.1:7000 hello 'hello again'
-    printf 'one\\ntwo\\n' | demos echo client --connect 127.0.0.1:7000 --udp")]
+    printf 'one\\ntwo\\n' | demos echo client --connect 127.0.0.1:7000 --udp
+    demos echo client --connect localhost:7000 --tls-ca certs/ca.pem hello")]
     Client {
         /// The server: HOST:PORT, [V6]:PORT or unix:PATH.
-        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
-        connect: Address,
+        #[arg(long, value_name = "ADDR", value_parser = parse_target)]
+        connect: Target,
+        /// TLS (stream only): trust anchor, client certificate, server name.
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         /// Talk to the server's UDP (or Unix datagram) socket.
         #[arg(long)]
         udp: bool,
@@ -258,16 +297,17 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             upper,
             stack_size,
             keep_alive,
+            tls,
         }) => {
             let tcp = server.strategy();
             let udp = datagrams.udp_strategy.unwrap_or(tcp);
             let handler = Echo { upper };
-            let mut services = vec![stream_service(
-                Server::builder().strategy(tcp.build_with(server.workers, stack_size, keep_alive)),
-                &server.listen,
-                handler,
-                None,
-            )?];
+            let mut builder =
+                Server::builder().strategy(tcp.build_with(server.workers, stack_size, keep_alive));
+            if let Some(config) = tls.config("echo serve")? {
+                builder = builder.tls(config);
+            }
+            let mut services = vec![stream_service(builder, &server.listen, handler, None)?];
             if let Some(addr) = &datagrams.udp {
                 let builder = Server::builder().strategy(udp.build_with(
                     server.workers,
@@ -280,13 +320,41 @@ fn run(demo: Demo) -> Result<u8, CliError> {
         }
         Demo::Echo(EchoCmd::Client {
             connect,
+            tls,
             udp,
             timeout,
             message,
         }) => {
+            if udp && tls.tls_ca.is_some() {
+                return Err(CliError::usage(
+                    "echo client: --tls-ca is for the stream socket, not --udp",
+                ));
+            }
+            let tls = tls.client(connect.host.as_deref(), "echo client")?;
             let mut stdin = io::stdin().lock();
             let mut stdout = io::stdout().lock();
-            echo::client(&connect, udp, &message, &mut stdin, &mut stdout, timeout)?;
+            echo::client(
+                &connect.addr,
+                udp,
+                tls.as_ref(),
+                &message,
+                &mut stdin,
+                &mut stdout,
+                timeout,
+            )?;
+            Ok(0)
+        }
+        Demo::Tls(TlsCmd::Gen { dir, force }) => {
+            let paths = demos::tls::gen::generate(&dir, force).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    CliError::usage(format!("tls gen: {e}"))
+                } else {
+                    CliError::failed(format!("tls gen: {e}"))
+                }
+            })?;
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
             Ok(0)
         }
         Demo::Chat(ChatCmd::Serve {

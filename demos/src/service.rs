@@ -414,3 +414,70 @@ impl Drop for HandshakeGuard {
         self.set.inner.lock().conns.remove(&self.id);
     }
 }
+
+/// Runs the server side of the HMAC authentication ([`Gatekeeper`]) on a
+/// request, within the gate's deadline. Without TLS, straight on the
+/// socket (nothing was read through `req` yet). Under TLS, through the
+/// session (the socket carries ciphertext): the request's reads set the
+/// socket's read timeout to the server's own, which would stretch the
+/// first read of the answer to it, so a watchdog thread shuts the
+/// connection down at the gate's deadline instead.
+///
+/// [`Gatekeeper`]: socketserver::auth::Gatekeeper
+pub fn authenticate(
+    gate: &socketserver::auth::Gatekeeper,
+    req: &mut socketserver::StreamRequest,
+) -> io::Result<()> {
+    if req.tls_info().is_none() {
+        return gate.server_handshake(&mut req.stream());
+    }
+    let _watchdog = Watchdog::start(req.stream(), gate.deadline())?;
+    gate.server_handshake(&mut ThroughRequest(req))
+}
+
+/// A request seen as a stream with a descriptor: reads and writes through
+/// the request (and its TLS session), the descriptor of its socket.
+struct ThroughRequest<'a>(&'a mut socketserver::StreamRequest);
+
+impl io::Read for ThroughRequest<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl io::Write for ThroughRequest<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl std::os::fd::AsFd for ThroughRequest<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.stream().as_fd()
+    }
+}
+
+/// Shuts a connection down (both ways) at a deadline unless dropped
+/// first.
+struct Watchdog {
+    _cancel: mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn start(conn: &Conn, deadline: Duration) -> io::Result<Watchdog> {
+        let conn = conn.try_clone()?;
+        let (cancel, wait) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("auth deadline".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(deadline) {
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                }
+            })?;
+        Ok(Watchdog { _cancel: cancel })
+    }
+}

@@ -7,13 +7,14 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use socketserver::auth::Key;
-use socketserver::{Address, Server};
+use socketserver::Server;
 
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
-use crate::cli::{parse_address, parse_bytes, parse_secs, CliError, ServerArgs};
+use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
 use crate::service::{serve_all, stream_service};
 use crate::text::escape_for_terminal;
+use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 
 /// Transfers larger than this get a progress bar (on a terminal).
 const BAR_THRESHOLD: u64 = 1 << 20;
@@ -33,19 +34,30 @@ U+FF0F, U+FF0E, U+2024...). Symbolic links in the root are never
 followed. A put over --max-size is refused and the connection closed.
 
 With --key-file, clients must prove they hold the key first (HMAC-SHA256
-challenge-response). Nothing is encrypted: beyond loopback, use a tunnel.
+challenge-response). With --tls-cert and --tls-key the server speaks TLS only
+(clients give --tls-ca), and the key check runs inside it; with
+--tls-client-ca too, clients must present a certificate that CA signed
+(mutual TLS). Without TLS nothing is encrypted.
+
+REMOTE: a non-loopback --listen address is refused (exit status 2) unless TLS
+is on and clients must prove who they are (--tls-client-ca or --key-file), or
+--allow-remote is given. --check checks the flags and files and exits without
+listening.
 
 EXAMPLES:
     demos files serve --listen 127.0.0.1:7004 --root ./shared
-    demos files serve --listen 127.0.0.1:7004 --root ./shared --key-file files.key --max-size 100M")]
+    demos files serve --listen 127.0.0.1:7004 --root ./shared --key-file files.key --max-size 100M
+    demos files serve --listen 0.0.0.0:7004 --root ./shared --tls-cert certs/server.pem \\
+        --tls-key certs/server-key.pem --tls-client-ca certs/ca.pem")]
     Serve(ServeArgs),
     /// Upload a file.
     #[command(after_help = "\
 The file is read twice: once to compute its sha256, once to send it; the
 server keeps it only if both match. Prints `stored NAME: N bytes, sha256 HEX`.
 
-EXAMPLE:
-    demos files put --connect 127.0.0.1:7004 ./report.pdf --name report-2024.pdf")]
+EXAMPLES:
+    demos files put --connect 127.0.0.1:7004 ./report.pdf --name report-2024.pdf
+    demos files put --connect localhost:7004 --tls-ca certs/ca.pem ./report.pdf")]
     Put(PutArgs),
     /// Download a file.
     #[command(after_help = "\
@@ -88,6 +100,17 @@ pub struct ServeArgs {
     /// upload) before its connection is closed (0: never).
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
     pub idle_secs: Duration,
+    /// Allow a non-loopback --listen address without TLS and client
+    /// authentication.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// TLS: certificate, key, client CA.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// Check the flags and files (root, key, certificates, the remote
+    /// rule), print `ok`, and exit without listening.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Options every client command takes.
@@ -97,13 +120,16 @@ pub struct ClientArgs {
     #[arg(
         long,
         value_name = "ADDR",
-        value_parser = parse_address,
+        value_parser = parse_target,
         help = "The server: HOST:PORT, [V6]:PORT or unix:PATH"
     )]
-    pub connect: Address,
+    pub connect: Target,
     /// Authenticate with the key in this file (when the server has one).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// TLS: trust anchor, client certificate, server name.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// Seconds to wait for the connection and for each read or write.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub timeout: Duration,
@@ -169,12 +195,21 @@ fn read_key(path: Option<&PathBuf>, what: &str) -> Result<Option<Key>, CliError>
 /// `demos files serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let key = read_key(a.key_file.as_ref(), "files serve")?;
-    if key.is_none() && !a.server.listen.is_local() {
+    let policy = remote_policy(&a.server.listen, &a.tls, key.is_some());
+    if let (Err(why), false) = (policy, a.allow_remote) {
+        return Err(CliError::usage(format!(
+            "files serve --listen {}: refusing to serve files on a non-loopback address: \
+             {why}; serve TLS (--tls-cert, --tls-key) with --tls-client-ca or --key-file, \
+             or pass --allow-remote to do it anyway",
+            a.server.listen
+        )));
+    }
+    let tls = a.tls.config("files serve")?;
+    if policy.is_err() {
         log::warn!(
-            "files: serving {} beyond loopback without --key-file: anyone who can connect \
-             can read and write {}",
+            "files: serving {} beyond loopback (--allow-remote): {}",
             a.server.listen,
-            a.root.display()
+            policy.unwrap_err()
         );
     }
     let config = FilesConfig {
@@ -185,8 +220,15 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     };
     let handler =
         FileServer::new(config).map_err(|e| CliError::usage(format!("files serve --root: {e}")))?;
-    let builder =
+    if a.check {
+        println!("ok");
+        return Ok(0);
+    }
+    let mut builder =
         handler.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     let closer = handler.clone();
     let service = stream_service(
         builder,
@@ -200,7 +242,13 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
 
 fn connect(c: &ClientArgs, what: &str) -> Result<Client, CliError> {
     let key = read_key(c.key_file.as_ref(), what)?;
-    Ok(Client::connect(&c.connect, key.as_ref(), c.timeout)?)
+    let tls = c.tls.client(c.connect.host.as_deref(), what)?;
+    Ok(Client::connect_tls(
+        &c.connect.addr,
+        key.as_ref(),
+        tls.as_ref(),
+        c.timeout,
+    )?)
 }
 
 /// `demos files put`.

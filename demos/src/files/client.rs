@@ -12,16 +12,17 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use socketserver::auth::{self, Key};
 use socketserver::framing::{self, Framing, DEFAULT_MAX_FRAME_SIZE};
-use socketserver::{Address, Conn};
+use socketserver::Address;
 
 use super::{check_name, copy_n, hex, sha256_of, Entry, Progress, Request, Response};
-use crate::net::{connect_stream, url};
+use crate::net::url;
+use crate::tls::{ClientTls, Stream};
 
 /// One connection to a file server.
 #[derive(Debug)]
 pub struct Client {
-    conn: Conn,
-    reader: BufReader<Conn>,
+    conn: Stream,
+    reader: BufReader<Stream>,
     url: String,
 }
 
@@ -35,9 +36,26 @@ impl Client {
     /// The connection's errors, `PermissionDenied` for a wrong key; the
     /// message names the server.
     pub fn connect(addr: &Address, key: Option<&Key>, timeout: Duration) -> io::Result<Client> {
+        Client::connect_tls(addr, key, None, timeout)
+    }
+
+    /// [`connect`](Self::connect), over TLS when `tls` is given (the
+    /// server's certificate checked; the authentication, if any, runs
+    /// inside the session).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`connect`](Self::connect), and `InvalidData` (`TLS: ...`,
+    /// see [`describe`](crate::tls::describe)) when the TLS session fails.
+    pub fn connect_tls(
+        addr: &Address,
+        key: Option<&Key>,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+    ) -> io::Result<Client> {
         let url = url(addr, false);
         let context = |e: io::Error| io::Error::new(e.kind(), format!("{url}: {e}"));
-        let mut conn = connect_stream(addr, timeout).map_err(context)?;
+        let mut conn = crate::tls::connect(addr, tls, timeout).map_err(context)?;
         if let Some(key) = key {
             auth::client_handshake(&mut conn, key).map_err(context)?;
         }
@@ -232,8 +250,13 @@ impl Client {
             Ok(None) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
-                    "{}: the server closed the connection (does it need --key-file?)",
-                    self.url
+                    "{}: the server closed the connection (does it need --key-file{}?)",
+                    self.url,
+                    if self.conn.is_tls() {
+                        ""
+                    } else {
+                        " or --tls-ca"
+                    }
                 ),
             )),
             Err(e) => Err(self.context(e)),
@@ -259,6 +282,13 @@ impl Client {
 
     fn bad(&self, what: &str) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, format!("{}: {what}", self.url))
+    }
+}
+
+impl Drop for Client {
+    /// Under TLS: a `close_notify`, so the server sees a clean end.
+    fn drop(&mut self) {
+        self.conn.close_notify();
     }
 }
 

@@ -361,8 +361,7 @@ impl StreamHandler for FileServer {
             let Some(_handshake) = self.handshakes.enter(req.stream())? else {
                 return Ok(());
             };
-            // Straight on the socket: nothing was read through `req` yet.
-            if let Err(e) = gate.server_handshake(&mut req.stream()) {
+            if let Err(e) = crate::service::authenticate(gate, req) {
                 crate::logging::log_auth_failure("files", &peer, &e);
                 return Ok(());
             }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use socketserver::auth::Key;
-use socketserver::{Address, Server};
+use socketserver::Server;
 
 use super::client::{interactive, run_commands, Session};
 use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
-use crate::cli::{parse_address, parse_bytes, parse_secs, CliError, ServerArgs};
+use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
 use crate::service::{serve_all, stream_service};
+use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 
 /// How long `demos shell run` waits to connect and authenticate.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,13 +32,23 @@ directory). At --timeout the whole process group is killed; each of stdout
 and stderr keeps its first --max-output bytes (the rest is read and
 discarded, the reply says `truncated`).
 
-Nothing after the handshake is encrypted. A non-loopback --listen address is
-refused (exit status 2) unless --allow-remote is given; prefer an SSH tunnel.
+TLS: with --tls-cert and --tls-key the server speaks TLS only (clients give
+--tls-ca); with --tls-client-ca too, clients must also present a certificate
+signed by that CA (mutual TLS). The HMAC authentication runs inside TLS.
+Without TLS nothing is encrypted.
+
+REMOTE: a non-loopback --listen address is refused (exit status 2) unless TLS
+is on (the key is always required here), or --allow-remote is given (then
+without TLS everything crosses the network in clear). --check checks the
+flags and files and exits without listening.
 
 EXAMPLES:
     head -c 32 /dev/urandom | base64 > shell.key
     demos shell serve --listen 127.0.0.1:7003 --key-file shell.key
-    demos shell serve --listen unix:/tmp/shell.sock --key-file shell.key --timeout 5")]
+    demos shell serve --listen unix:/tmp/shell.sock --key-file shell.key --timeout 5
+    demos tls gen certs
+    demos shell serve --listen 0.0.0.0:7003 --key-file shell.key \\
+        --tls-cert certs/server.pem --tls-key certs/server-key.pem --tls-client-ca certs/ca.pem")]
     Serve(ServeArgs),
     /// Run commands on a shell server: one from the arguments, or each
     /// line of stdin.
@@ -50,10 +61,18 @@ status. When the remote command has no exit code (killed by a signal, timed
 out), or the client cannot connect or authenticate, the exit status is 1 and
 a line on stderr says why.
 
+With --tls-ca, the session is TLS: the server's certificate must be signed by
+a CA of that file and valid for the host of --connect (or --tls-server-name);
+--tls-cert and --tls-key present a client certificate. A TLS failure (a
+certificate not valid for the name, an unknown CA, a tampered record) exits 1
+with a line starting `TLS:`.
+
 EXAMPLES:
     demos shell run --connect 127.0.0.1:7003 --key-file shell.key uname -a
     demos shell run --connect 127.0.0.1:7003 --key-file shell.key 'ls | wc -l'
-    demos shell run --connect 127.0.0.1:7003 --key-file shell.key")]
+    demos shell run --connect 127.0.0.1:7003 --key-file shell.key
+    demos shell run --connect localhost:7003 --key-file shell.key --tls-ca certs/ca.pem \\
+        --tls-cert certs/client.pem --tls-key certs/client-key.pem uname -a")]
     Run(RunArgs),
 }
 
@@ -72,9 +91,16 @@ pub struct ServeArgs {
     /// Bytes kept of each of stdout and stderr (K, M suffixes; at most 16M).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
     pub max_output: u64,
-    /// Allow a non-loopback --listen address.
+    /// Allow a non-loopback --listen address without TLS.
     #[arg(long)]
     pub allow_remote: bool,
+    /// TLS: certificate, key, client CA.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// Check the flags and files (key, certificates, the remote rule),
+    /// print `ok`, and exit without listening.
+    #[arg(long)]
+    pub check: bool,
     /// Seconds a session may stay silent before it is closed (0: never).
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
     pub idle_secs: Duration,
@@ -94,13 +120,16 @@ pub struct RunArgs {
     #[arg(
         long,
         value_name = "ADDR",
-        value_parser = parse_address,
+        value_parser = parse_target,
         help = "The server: HOST:PORT, [V6]:PORT or unix:PATH"
     )]
-    pub connect: Address,
+    pub connect: Target,
     /// File holding the shared key.
     #[arg(long, value_name = "FILE")]
     pub key_file: PathBuf,
+    /// TLS: trust anchor, client certificate, server name.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// Seconds to wait for each reply (the server's --timeout should be
     /// shorter).
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
@@ -129,11 +158,14 @@ pub fn main(cmd: ShellCmd) -> Result<u8, CliError> {
 
 /// `demos shell serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
-    if needs_allow_remote(&a.server.listen) && !a.allow_remote {
+    if let (Err(why), false) = (
+        remote_policy(&a.server.listen, &a.tls, true),
+        a.allow_remote,
+    ) {
         return Err(CliError::usage(format!(
-            "shell serve --listen {}: refusing to serve a shell on a non-loopback address \
-             (anyone who reaches it with the key runs commands as this user, unencrypted); \
-             pass --allow-remote to do it anyway, or keep loopback and tunnel over SSH",
+            "shell serve --listen {}: refusing to serve a shell on a non-loopback address: \
+             {why}; serve TLS (--tls-cert, --tls-key), or pass --allow-remote to do it \
+             anyway, or keep loopback and tunnel over SSH",
             a.server.listen
         )));
     }
@@ -148,7 +180,12 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         })?;
     let key = Key::from_file(&a.key_file)
         .map_err(|e| CliError::usage(format!("shell serve --key-file: {e}")))?;
-    if needs_allow_remote(&a.server.listen) {
+    let tls = a.tls.config("shell serve")?;
+    if a.check {
+        println!("ok");
+        return Ok(0);
+    }
+    if needs_allow_remote(&a.server.listen) && tls.is_none() {
         log::warn!(
             "shell: serving {} beyond loopback (--allow-remote): the connection is not \
              encrypted",
@@ -165,8 +202,11 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         max_unauthenticated: a.max_unauthenticated,
     };
     let shell = Shell::new(config);
-    let builder =
+    let mut builder =
         shell.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     let closer = shell.clone();
     let service = stream_service(
         builder,
@@ -182,7 +222,8 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
 pub fn run(a: RunArgs) -> Result<u8, CliError> {
     let key = Key::from_file(&a.key_file)
         .map_err(|e| CliError::usage(format!("shell run --key-file: {e}")))?;
-    let mut session = Session::connect(&a.connect, &key, CONNECT_TIMEOUT)?;
+    let tls = a.tls.client(a.connect.host.as_deref(), "shell run")?;
+    let mut session = Session::connect_tls(&a.connect.addr, &key, tls.as_ref(), CONNECT_TIMEOUT)?;
     session.set_reply_timeout(Some(a.timeout))?;
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();

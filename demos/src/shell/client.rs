@@ -10,7 +10,8 @@ use socketserver::framing::{self, Framing};
 use socketserver::{Address, Conn};
 
 use super::{Reply, ReplyHeader, MAX_OUTPUT_LIMIT};
-use crate::net::{connect_stream, url};
+use crate::net::url;
+use crate::tls::{ClientTls, Stream};
 
 /// An authenticated connection to a shell server.
 ///
@@ -21,7 +22,7 @@ use crate::net::{connect_stream, url};
 /// timeout. Dropping the session closes it normally.
 #[derive(Debug)]
 pub struct Session {
-    conn: Conn,
+    conn: Stream,
     url: String,
 }
 
@@ -34,11 +35,37 @@ impl Session {
     /// The connection's errors, or `PermissionDenied` (`authentication
     /// refused ...`) for a wrong key; the message names the server.
     pub fn connect(addr: &Address, key: &Key, timeout: Duration) -> io::Result<Session> {
+        Session::connect_tls(addr, key, None, timeout)
+    }
+
+    /// [`connect`](Self::connect), over TLS when `tls` is given: the TLS
+    /// handshake first (the server's certificate checked), then the HMAC
+    /// authentication inside the session.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`connect`](Self::connect), and `InvalidData` (`TLS: ...`,
+    /// see [`describe`](crate::tls::describe)) when the TLS session fails.
+    pub fn connect_tls(
+        addr: &Address,
+        key: &Key,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+    ) -> io::Result<Session> {
         let url = url(addr, false);
         let context = |e: io::Error| io::Error::new(e.kind(), format!("{url}: {e}"));
-        let mut conn = connect_stream(addr, timeout).map_err(context)?;
-        auth::client_handshake(&mut conn, key).map_err(context)?;
-        set_linger_zero(&conn, true);
+        let mut conn = crate::tls::connect(addr, tls, timeout).map_err(context)?;
+        auth::client_handshake(&mut conn, key).map_err(|e| {
+            // A TLS server that got no TLS from us closes: say so.
+            if tls.is_none() && e.kind() == io::ErrorKind::PermissionDenied {
+                return io::Error::new(
+                    e.kind(),
+                    format!("{url}: {e} (or the server wants TLS: --tls-ca)"),
+                );
+            }
+            context(e)
+        })?;
+        set_linger_zero(conn.conn(), true);
         Ok(Session { conn, url })
     }
 
@@ -105,8 +132,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // A normal close (FIN), not a reset.
-        set_linger_zero(&self.conn, false);
+        // A normal close (FIN), not a reset; under TLS a close_notify
+        // first.
+        set_linger_zero(self.conn.conn(), false);
+        self.conn.close_notify();
     }
 }
 

@@ -258,8 +258,7 @@ impl StreamHandler for Shell {
         let Some(handshake) = self.handshakes.enter(req.stream())? else {
             return Ok(());
         };
-        // Straight on the socket: nothing was read through `req` yet.
-        if let Err(e) = self.gate.server_handshake(&mut req.stream()) {
+        if let Err(e) = crate::service::authenticate(&self.gate, req) {
             crate::logging::log_auth_failure("shell", &peer, &e);
             return Ok(());
         }
