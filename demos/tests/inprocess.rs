@@ -107,9 +107,18 @@ fn echo_client_prints_each_reply() {
         let out = within(DEADLINE, "echo client", move || {
             let mut out = Vec::new();
             let args = ["first".to_string(), "second one".to_string()];
-            echo::client(&addr, udp, &args, &mut io::empty(), &mut out, drive::STEP).unwrap();
+            echo::client(
+                &addr,
+                udp,
+                None,
+                &args,
+                &mut io::empty(),
+                &mut out,
+                drive::STEP,
+            )
+            .unwrap();
             let mut stdin = Cursor::new(b"from\nstdin\n".to_vec());
-            echo::client(&addr, udp, &[], &mut stdin, &mut out, drive::STEP).unwrap();
+            echo::client(&addr, udp, None, &[], &mut stdin, &mut out, drive::STEP).unwrap();
             out
         });
         assert_eq!(

@@ -205,11 +205,10 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         )));
     }
     let tls = a.tls.config("files serve")?;
-    if policy.is_err() {
+    if let Err(why) = &policy {
         log::warn!(
-            "files: serving {} beyond loopback (--allow-remote): {}",
+            "files: serving {} beyond loopback (--allow-remote): {why}",
             a.server.listen,
-            policy.unwrap_err()
         );
     }
     let config = FilesConfig {

@@ -65,7 +65,7 @@ pub fn generate(dir: &Path, force: bool) -> io::Result<Vec<PathBuf>> {
     // like one CA with a bad signature to a verifier.
     let mut tag = [0u8; 4];
     getrandom::fill(&mut tag).map_err(|e| io::Error::other(e.to_string()))?;
-    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let tag = crate::files::hex(&tag);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.distinguished_name = name(&format!("demos throwaway CA {tag}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
