@@ -59,7 +59,7 @@
 //!   file twice: once to hash, once to send, streaming in chunks), and the
 //!   client checks it before renaming its own temp file into place.
 //!
-//! Limits: no encryption (use a tunnel beyond loopback); without
+//! Limits: no encryption without TLS (`--tls-cert`/`--tls-key`); without
 //! `--key-file` anyone who can connect may read and write the root; a hard
 //! link placed in the root by a local user is served like any file.
 

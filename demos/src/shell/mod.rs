@@ -50,9 +50,10 @@
 //!
 //! Commands run as the server's user with its environment: whoever holds
 //! the key can do anything that user can. The key never crosses the wire,
-//! but nothing after the handshake is encrypted or protected: on a network
-//! you do not trust, tunnel it (SSH, TLS). The CLI refuses a non-loopback
-//! address without `--allow-remote`.
+//! but without TLS (`--tls-cert`/`--tls-key`) nothing after the handshake is
+//! encrypted or protected: on a network you do not trust, serve it with TLS.
+//! The CLI refuses a non-loopback address unless TLS is on with client
+//! certificates or the key required, or `--allow-remote` is given.
 //!
 //! # Limits
 //!
