@@ -500,3 +500,42 @@ pub fn config_from_args(args: &[String]) -> io::Result<Option<Arc<ServerConfig>>
         )),
     }
 }
+
+/// `clients` rustls clients at once (trusting `cert`'s CA), each sending
+/// `rounds` lines and reading them back, then closing with `close_notify`;
+/// fails the test past twice [`DEADLINE`](crate::DEADLINE). Returns how long
+/// they took.
+pub fn rustls_clients_echo(
+    addr: &socketserver::Address,
+    cert: &Cert,
+    clients: usize,
+    rounds: usize,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let (addr, config) = (addr.clone(), client_config(&cert.ca, None));
+            thread::spawn(move || {
+                let mut client = rustls_client(&addr, config);
+                for round in 0..rounds {
+                    let msg = format!("client {i} round {round}\n");
+                    let back = rustls_echo(&mut client, msg.as_bytes())
+                        .unwrap_or_else(|e| panic!("client {i}: {e}"));
+                    assert_eq!(back, msg.as_bytes());
+                }
+                client.conn.send_close_notify();
+                let _ = client.flush();
+            })
+        })
+        .collect();
+    crate::within(
+        crate::DEADLINE * 2,
+        &format!("{clients} TLS clients echo"),
+        move || {
+            for c in handles {
+                c.join().expect("a client failed");
+            }
+        },
+    );
+    start.elapsed()
+}

@@ -284,29 +284,7 @@ fn fifty_rustls_clients_echo_at_once_under_green_while_a_silent_client_stalls_it
     // Connected, but never says hello: its handshake waits in the reactor,
     // not in the one green thread's kernel read.
     let silent = tcp_client(&server.address);
-    let start = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (addr, config) = (server.address.clone(), client_config(&cert.ca, None));
-            thread::spawn(move || {
-                let mut client = rustls_client(&addr, config);
-                for round in 0..3 {
-                    let msg = format!("client {i} round {round}\n");
-                    let back = rustls_echo(&mut client, msg.as_bytes())
-                        .unwrap_or_else(|e| panic!("client {i}: {e}"));
-                    assert_eq!(back, msg.as_bytes());
-                }
-                client.conn.send_close_notify();
-                let _ = client.flush();
-            })
-        })
-        .collect();
-    within(DEADLINE * 2, "50 TLS clients echo under Green", move || {
-        for c in clients {
-            c.join().expect("a client failed");
-        }
-    });
-    let took = start.elapsed();
+    let took = rustls_clients_echo(&server.address, &cert, CLIENTS, 3);
     wait_until(DEADLINE, "every request completed", || {
         server.stats().completed == CLIENTS as u64
     });

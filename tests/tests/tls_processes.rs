@@ -6,8 +6,6 @@
 //! server that outlives its test is killed with its process group.
 
 use std::io::{BufRead, BufReader, Write};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use socketserver::Address;
 use socketserver_tests::tls::*;
@@ -20,34 +18,6 @@ fn tls_args(cert: &Cert) -> [String; 2] {
         format!("--tls-cert={}", cert.cert.display()),
         format!("--tls-key={}", cert.key.display()),
     ]
-}
-
-/// `CLIENTS` rustls clients at once, each sending two lines and reading
-/// them back; returns how long they took.
-fn echo_from_clients(addr: &Address, cert: &Cert) -> Duration {
-    let start = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (addr, config) = (addr.clone(), client_config(&cert.ca, None));
-            thread::spawn(move || {
-                let mut client = rustls_client(&addr, config);
-                for round in 0..2 {
-                    let msg = format!("client {i} round {round}\n");
-                    let back = rustls_echo(&mut client, msg.as_bytes())
-                        .unwrap_or_else(|e| panic!("client {i}: {e}"));
-                    assert_eq!(back, msg.as_bytes());
-                }
-                client.conn.send_close_notify();
-                let _ = client.flush();
-            })
-        })
-        .collect();
-    within(DEADLINE * 2, "20 TLS clients echo", move || {
-        for c in clients {
-            c.join().expect("a client failed");
-        }
-    });
-    start.elapsed()
 }
 
 /// SIGTERM: exit 0 within `PROMPT`, and nothing of its process group left
@@ -81,7 +51,7 @@ fn forking_serves_20_tls_clients_and_leaves_no_zombie_after_sigterm() {
         &["tcp", "127.0.0.1:0", "40", "echo", &tls_cert, &tls_key],
     );
     let addr = server.tcp_address();
-    let took = echo_from_clients(&addr, &cert);
+    let took = rustls_clients_echo(&addr, &cert, CLIENTS, 2);
     // openssl s_client, a client nobody here wrote, too.
     let out = s_client(
         addr.as_inet().unwrap().port(),
@@ -126,7 +96,7 @@ fn prefork_serves_20_tls_clients_from_its_children_and_leaves_no_zombie_after_si
         ],
     );
     let addr = server.tcp_address();
-    let took = echo_from_clients(&addr, &cert);
+    let took = rustls_clients_echo(&addr, &cert, CLIENTS, 2);
     let pid = within(DEADLINE, "the serving pid over TLS", {
         let (addr, cert) = (addr.clone(), cert.clone());
         move || serving_pid(&addr, &cert)
