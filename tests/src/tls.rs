@@ -503,7 +503,7 @@ pub fn config_from_args(args: &[String]) -> io::Result<Option<Arc<ServerConfig>>
 
 /// `clients` rustls clients at once (trusting `cert`'s CA), each sending
 /// `rounds` lines and reading them back, then closing with `close_notify`;
-/// fails the test past twice [`DEADLINE`](crate::DEADLINE). Returns how long
+/// fails the test past twice [`DEADLINE`]. Returns how long
 /// they took.
 pub fn rustls_clients_echo(
     addr: &socketserver::Address,
