@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -19,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::strategy::{ActiveCount, Job};
 use crate::sys::green_current;
+use crate::sys::green_stacks::{SlabStack, Slabs};
 use crate::Address;
 
 /// Why a coroutine suspends itself.
@@ -46,7 +46,7 @@ pub(crate) enum Resume {
 
 /// The yielder of a worker's coroutines.
 pub(crate) type Yielder = corosensei::Yielder<Resume, Suspend>;
-type Co = Coroutine<Resume, Suspend, (), DefaultStack>;
+type Co = Coroutine<Resume, Suspend, (), SlabStack>;
 
 /// A coroutine that runs longer than this without suspending is reported:
 /// it held up every other connection on its thread meanwhile.
@@ -56,7 +56,8 @@ pub(crate) const SLOW_RESUME: Duration = Duration::from_millis(100);
 /// worker is registered for is retried (see `Worker::wait_io`).
 const SHARED_FD_POLL: Duration = Duration::from_millis(1);
 
-/// Stacks kept for reuse per worker (each costs its touched pages).
+/// Spare stacks kept for reuse per worker with their touched pages (more
+/// are kept mapped while their slab is in use, but their pages go back).
 const STACK_CACHE: usize = 256;
 
 const WAKER: Token = Token(usize::MAX);
@@ -219,6 +220,8 @@ pub(crate) struct Shared {
     /// Coroutines on this worker (queued jobs included).
     pub(crate) load: AtomicUsize,
     stop: AtomicBool,
+    /// The server is closing: its requests end soon, and so does the worker.
+    closing: AtomicBool,
 }
 
 impl Shared {
@@ -236,8 +239,15 @@ impl Shared {
         }
     }
 
+    /// The server begins to close: the worker stops giving the pages of
+    /// ended coroutines' stacks back one by one (it is about to free them all).
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     /// Asks the worker to exit once its last coroutine ended.
     pub(crate) fn stop(&self) {
+        self.closing();
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
@@ -262,20 +272,20 @@ pub(crate) fn spawn(
         waker,
         load: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
     });
     let worker_shared = Arc::clone(&shared);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         Worker {
             poll,
             shared: worker_shared,
-            config,
             active,
             tasks: Vec::new(),
             free: Vec::new(),
             ready: VecDeque::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
-            stacks: Vec::new(),
+            slabs: Slabs::new(config.stack_size, STACK_CACHE),
         }
         .run();
     })?;
@@ -321,7 +331,6 @@ struct Task {
 struct Worker {
     poll: Poll,
     shared: Arc<Shared>,
-    config: Config,
     active: Arc<ActiveCount>,
     tasks: Vec<Option<Task>>,
     /// Free slots of `tasks`, with the generation of their last task.
@@ -329,7 +338,9 @@ struct Worker {
     ready: VecDeque<(Token, Resume)>,
     timers: BTreeMap<(Instant, u64), Token>,
     timer_seq: u64,
-    stacks: Vec<DefaultStack>,
+    /// The coroutines' stacks. Last, so that it drops after `tasks`: a
+    /// coroutine dropped unfinished unwinds on its stack.
+    slabs: Slabs,
 }
 
 fn token(index: usize, generation: u32) -> Token {
@@ -446,19 +457,16 @@ impl Worker {
 
     /// Starts `job` as a new coroutine (queued to run).
     fn start(&mut self, job: Job) {
-        let stack = match self.stacks.pop() {
-            Some(s) => s,
-            None => match DefaultStack::new(self.config.stack_size) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error!(
-                        "cannot start a green request for {}: no stack: {e}",
-                        job.peer()
-                    );
-                    self.finished();
-                    return; // the job drops: its connection closes
-                }
-            },
+        let stack = match self.slabs.take() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!(
+                    "cannot start a green request for {}: no stack: {e}",
+                    job.peer()
+                );
+                self.finished();
+                return; // the job drops: its connection closes
+            }
         };
         let peer = job.peer().clone();
         let co = Co::with_stack(stack, move |yielder: &Yielder, _first: Resume| {
@@ -690,7 +698,7 @@ impl Worker {
         }
     }
 
-    /// A coroutine returned: its stack is kept for the next one.
+    /// A coroutine returned: its stack goes back to the slabs.
     fn end(&mut self, token: Token) {
         let (index, generation) = split(token);
         let Some(task) = self.tasks.get_mut(index).and_then(Option::take) else {
@@ -712,9 +720,10 @@ impl Worker {
             }
         });
         self.free.push((index, generation));
-        if self.stacks.len() < STACK_CACHE {
-            self.stacks.push(task.co.into_stack());
-        }
+        // A closing worker keeps the touched pages: its slabs all go soon,
+        // in a few `munmap`s rather than one `madvise` per stack.
+        let closing = self.shared.closing.load(Ordering::Relaxed);
+        self.slabs.give(task.co.into_stack(), !closing);
         self.finished();
     }
 

@@ -176,6 +176,14 @@ impl Strategy for Green {
         }
     }
 
+    fn begin_drain(&self) {
+        if let Some(Ok(runtime)) = self.runtime.get() {
+            for w in &runtime.workers {
+                w.closing();
+            }
+        }
+    }
+
     fn active(&self) -> usize {
         self.active.get()
     }
