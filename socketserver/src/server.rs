@@ -66,6 +66,14 @@ const BATCH_TIME: Duration = Duration::from_millis(1);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Server<T: Transport, S: Strategy, H> {
+    core: Arc<Core<T, S, H>>,
+}
+
+/// What a [`Server`] is made of, behind an `Arc` so that a strategy may
+/// run the server loop on a thread of its own ([`ServerLoop::detach`]).
+///
+/// [`ServerLoop::detach`]: crate::strategy::ServerLoop::detach
+struct Core<T: Transport, S: Strategy, H> {
     transport: T,
     strategy: S,
     handler: Arc<H>,
@@ -130,7 +138,7 @@ impl<T: Transport, S: Strategy, H> std::fmt::Debug for Server<T, S, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("address", &self.url())
-            .field("strategy", &self.strategy.name())
+            .field("strategy", &self.core.strategy.name())
             .finish_non_exhaustive()
     }
 }
@@ -507,7 +515,7 @@ impl<S: Strategy> Builder<S> {
                 busy_message: self.busy_message.clone(),
             })
         });
-        Ok(Server {
+        let core = Core {
             timeouts: self.timeouts,
             close_timeout: self.close_timeout,
             busy_message: self.busy_message,
@@ -525,6 +533,9 @@ impl<S: Strategy> Builder<S> {
             oversized_reported: Mutex::new(None),
             proxy,
             tls: self.tls.gate(),
+        };
+        Ok(Server {
+            core: Arc::new(core),
         })
     }
 }
@@ -571,9 +582,9 @@ impl<S: Strategy + Default, H: DatagramHandler> Server<Unixgram, S, H> {
 }
 
 /// The server as [`Strategy::run`] sees it.
-struct ThisLoop<'a, T: Transport, S: Strategy, H>(&'a Server<T, S, H>);
+struct ThisLoop<T: Transport, S: Strategy, H>(Arc<Core<T, S, H>>);
 
-impl<T, S, H> crate::strategy::ServerLoop for ThisLoop<'_, T, S, H>
+impl<T, S, H> crate::strategy::ServerLoop for ThisLoop<T, S, H>
 where
     T: Transport,
     S: Strategy,
@@ -592,7 +603,7 @@ where
         also: Option<std::os::fd::BorrowedFd<'_>>,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
-        let server = self.0;
+        let server = &*self.0;
         if server.shutdown.is_shutdown_requested() {
             return Ok(true);
         }
@@ -611,6 +622,25 @@ where
     fn url(&self) -> String {
         self.0.url()
     }
+
+    fn detach(&self) -> Arc<dyn crate::strategy::ServerLoop + Send + Sync> {
+        Arc::new(ThisLoop(Arc::clone(&self.0)))
+    }
+}
+
+/// The server loop's wait for its socket or its wake-up socket (see
+/// [`sys::poll_read`]); a coroutine's wait in its reactor when `Green` runs
+/// the loop on one of its workers.
+fn wait_ready(
+    socket: Option<std::os::fd::BorrowedFd<'_>>,
+    wake: std::os::fd::RawFd,
+    timeout: Option<Duration>,
+) -> io::Result<sys::Ready> {
+    #[cfg(feature = "green")]
+    if crate::green::is_green() {
+        return crate::green::poll_read(socket, wake, timeout);
+    }
+    sys::poll_read(socket, wake, timeout)
 }
 
 /// Exponential backoff after accept errors that a retry cannot fix at once
@@ -674,7 +704,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     /// The address the server is bound to, with the real port when bound to
     /// port 0. Python: `server_address`.
     pub fn server_address(&self) -> &Address {
-        self.transport.address()
+        self.core.transport.address()
     }
 
     /// The IP address and port the server is bound to (the real port when
@@ -690,7 +720,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.transport.address().as_inet()
+        self.core.transport.address().as_inet()
     }
 
     /// The port the server is bound to; `None` for Unix sockets.
@@ -700,37 +730,34 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
 
     /// `SCHEME://ADDR`, e.g. `tcp://127.0.0.1:8000`, `unix:///tmp/s.sock`.
     pub fn url(&self) -> String {
-        match self.transport.address() {
-            Address::Unix(Some(p)) => format!("{}://{}", self.transport.scheme(), p.display()),
-            a => format!("{}://{a}", self.transport.scheme()),
-        }
+        self.core.url()
     }
 
     /// A handle that stops `serve_forever` from any thread, or from inside a
     /// handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
+        self.core.shutdown.clone()
     }
 
     /// Asks `serve_forever` to return; does not wait (see
     /// [`ShutdownHandle::shutdown`]). Python: `shutdown()`.
     pub fn shutdown(&self) {
-        self.shutdown.shutdown()
+        self.core.shutdown.shutdown()
     }
 
     /// The handler (and the state it shares between requests).
     pub fn handler(&self) -> &H {
-        &self.handler
+        &self.core.handler
     }
 
     /// The strategy.
     pub fn strategy(&self) -> &S {
-        &self.strategy
+        &self.core.strategy
     }
 
     /// The transport (the listening socket).
     pub fn transport(&self) -> &T {
-        &self.transport
+        &self.core.transport
     }
 
     /// Counters: open connections, running requests, accepted, refused,
@@ -738,16 +765,19 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     /// the requests its children took (the other counters are each
     /// child's own).
     pub fn stats(&self) -> Stats {
-        let mut stats = self.registry.stats();
+        let mut stats = self.core.registry.stats();
         stats.active = self.running_requests();
-        stats.accepted += self.strategy.accepted_elsewhere();
+        stats.accepted += self.core.strategy.accepted_elsewhere();
         stats
     }
 
     /// Requests running now: the strategy's count, or the requests running
     /// inline in the loop (`Synchronous`).
     fn running_requests(&self) -> usize {
-        self.strategy.active().max(self.registry.running())
+        self.core
+            .strategy
+            .active()
+            .max(self.core.registry.running())
     }
 
     /// Stops serving and closes gracefully, the end of a server for SIGTERM
@@ -809,11 +839,11 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         let start = Instant::now();
         let end = deadline_after(deadline);
         let left = || end.map(|e| e.saturating_duration_since(Instant::now()));
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if self.core.closed.swap(true, Ordering::SeqCst) {
             return DrainReport::default();
         }
-        self.shutdown.shutdown();
-        self.transport.stop_listening();
+        self.core.shutdown.shutdown();
+        self.core.transport.stop_listening();
         let mut report = DrainReport {
             running: self.running_requests(),
             ..DrainReport::default()
@@ -823,23 +853,26 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             report.elapsed = start.elapsed();
             return report;
         }
-        self.registry.begin_drain();
-        self.strategy.begin_drain();
+        self.core.registry.begin_drain();
+        self.core.strategy.begin_drain();
         // The loop returns at once, unless a request runs inline in it
         // (`Synchronous`): that one ends at its next message boundary.
-        while self.running.load(Ordering::SeqCst) && left() != Some(Duration::ZERO) {
+        while self.core.running.load(Ordering::SeqCst) && left() != Some(Duration::ZERO) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let idle = !self.running.load(Ordering::SeqCst)
-            && self.strategy.wait_idle(left().unwrap_or(Duration::MAX));
+        let idle = !self.core.running.load(Ordering::SeqCst)
+            && self
+                .core
+                .strategy
+                .wait_idle(left().unwrap_or(Duration::MAX));
         if !idle {
             let still = self.running_requests();
             report.cut = still;
-            self.registry.cut_all();
-            self.strategy.terminate();
+            self.core.registry.cut_all();
+            self.core.strategy.terminate();
             let grace = (deadline / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
             let grace_end = deadline_after(grace);
-            while self.running.load(Ordering::SeqCst)
+            while self.core.running.load(Ordering::SeqCst)
                 && grace_end.is_some_and(|g| Instant::now() < g)
             {
                 std::thread::sleep(Duration::from_millis(1));
@@ -847,7 +880,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             let rest = grace_end.map_or(Duration::ZERO, |g| {
                 g.saturating_duration_since(Instant::now())
             });
-            if self.running.load(Ordering::SeqCst) || !self.strategy.wait_idle(rest) {
+            if self.core.running.load(Ordering::SeqCst) || !self.core.strategy.wait_idle(rest) {
                 report.abandoned = self.running_requests().max(1);
                 log::warn!(
                     "{}: {} requests still running {} ms after being cut; not waiting for them",
@@ -855,11 +888,11 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
                     report.abandoned,
                     start.elapsed().as_millis()
                 );
-                self.skip_strategy_close.store(true, Ordering::SeqCst);
+                self.core.skip_strategy_close.store(true, Ordering::SeqCst);
             }
         }
         report.finished = report.running.saturating_sub(report.cut);
-        report.idle_closed = self.registry.idle_closed();
+        report.idle_closed = self.core.registry.idle_closed();
         report.elapsed = start.elapsed();
         log::info!("{}: closed gracefully: {report:?}", self.url());
         report
@@ -885,7 +918,7 @@ where
     /// running on another thread. On a server already closed by
     /// [`close_gracefully`](Self::close_gracefully) it returns `Ok` at once.
     pub fn serve_forever(&self) -> io::Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.core.closed.load(Ordering::SeqCst) {
             // Closed before this thread got to serve (a close right after
             // spawning the serving thread): nothing to serve, not an error.
             log::debug!(
@@ -894,7 +927,7 @@ where
             );
             return Ok(());
         }
-        if self.running.swap(true, Ordering::SeqCst) {
+        if self.core.running.swap(true, Ordering::SeqCst) {
             return Err(io::Error::other(
                 "serve_forever is already running for this server",
             ));
@@ -903,13 +936,82 @@ where
         // this run still has its byte pending and ends the loop at once. The
         // flag stays set after the loop returns, so that handlers still
         // running (and a graceful close) can see it.
-        self.shutdown.clear();
-        let result = self.strategy.run(&ThisLoop(self));
-        self.shutdown.shutdown_flag_only();
-        self.running.store(false, Ordering::SeqCst);
+        self.core.shutdown.clear();
+        let result = self.core.strategy.run(&ThisLoop(Arc::clone(&self.core)));
+        self.core.shutdown.shutdown_flag_only();
+        self.core.running.store(false, Ordering::SeqCst);
         result
     }
 
+    /// Waits for one request (at most the builder's `timeout`) and serves
+    /// it. Returns `Ok(true)` when a request was taken, `Ok(false)` when the
+    /// timeout passed (after calling `handle_timeout`) or a shutdown is
+    /// pending. Python: `handle_request()`.
+    pub fn handle_request(&self) -> io::Result<bool> {
+        // A timeout too large to represent waits forever.
+        let deadline = self.core.timeout.and_then(deadline_after);
+        let mut buf = vec![0u8; self.core.transport.buffer_size()];
+        loop {
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if remaining.is_some_and(|r| r.is_zero()) {
+                self.core.handler.timed_out();
+                return Ok(false);
+            }
+            let ready = sys::poll_read(
+                Some(self.core.transport.fd()),
+                self.core.wake.raw_fd(),
+                remaining,
+            )?;
+            if ready.wake && self.core.wake.drain().shutdown {
+                // Leave the request for serve_forever, should it run next.
+                self.core.shutdown.shutdown();
+                return Ok(false);
+            }
+            if !ready.socket {
+                continue;
+            }
+            match self.core.transport.next(&mut buf, &self.core.shutdown) {
+                Ok(Next::Request(req)) => {
+                    self.core.process(req);
+                    self.core.strategy.service();
+                    return Ok(true);
+                }
+                Ok(Next::Empty) => {}
+                Ok(Next::Rejected(peer, err)) => self.core.rejected(&peer, err),
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(crate::Error::wrap("accept", self.url(), e)),
+            }
+        }
+    }
+
+    /// Closes the server gracefully with the builder's
+    /// [`close_timeout`](Builder::close_timeout) (see
+    /// [`close_gracefully`](Self::close_gracefully)): idle connections close
+    /// at once, busy requests get up to the timeout (unless the strategy
+    /// does not block on close, e.g. `Threading` with `daemon_threads`),
+    /// then the socket closes and a Unix socket file is removed. Dropping
+    /// the server does the same. Python: `server_close()`.
+    pub fn server_close(self) {
+        drop(self)
+    }
+}
+
+impl<T: Transport, S: Strategy, H> Core<T, S, H> {
+    /// `SCHEME://ADDR`, for logs.
+    fn url(&self) -> String {
+        match self.transport.address() {
+            Address::Unix(Some(p)) => format!("{}://{}", self.transport.scheme(), p.display()),
+            a => format!("{}://{a}", self.transport.scheme()),
+        }
+    }
+}
+
+impl<T, S, H> Core<T, S, H>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
     /// In a forked child that serves (`PreFork`): the loop with the child's
     /// SIGTERM as its stop, then this process's own graceful close (the
     /// shared listening socket stays open, a Unix socket file stays).
@@ -947,7 +1049,7 @@ where
             // Not accepting while paused after an error or full (policy Wait).
             let accepting = pause.is_none() && !self.registry.must_wait();
             let socket = accepting.then(|| self.transport.fd());
-            let ready = sys::poll_read(socket, self.wake.raw_fd(), timeout)?;
+            let ready = wait_ready(socket, self.wake.raw_fd(), timeout)?;
             if ready.wake && self.wake.drain().shutdown {
                 return Ok(());
             }
@@ -1122,63 +1224,22 @@ where
             );
         }
     }
-
-    /// Waits for one request (at most the builder's `timeout`) and serves
-    /// it. Returns `Ok(true)` when a request was taken, `Ok(false)` when the
-    /// timeout passed (after calling `handle_timeout`) or a shutdown is
-    /// pending. Python: `handle_request()`.
-    pub fn handle_request(&self) -> io::Result<bool> {
-        // A timeout too large to represent waits forever.
-        let deadline = self.timeout.and_then(deadline_after);
-        let mut buf = vec![0u8; self.transport.buffer_size()];
-        loop {
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if remaining.is_some_and(|r| r.is_zero()) {
-                self.handler.timed_out();
-                return Ok(false);
-            }
-            let ready = sys::poll_read(Some(self.transport.fd()), self.wake.raw_fd(), remaining)?;
-            if ready.wake && self.wake.drain().shutdown {
-                // Leave the request for serve_forever, should it run next.
-                self.shutdown.shutdown();
-                return Ok(false);
-            }
-            if !ready.socket {
-                continue;
-            }
-            match self.transport.next(&mut buf, &self.shutdown) {
-                Ok(Next::Request(req)) => {
-                    self.process(req);
-                    self.strategy.service();
-                    return Ok(true);
-                }
-                Ok(Next::Empty) => {}
-                Ok(Next::Rejected(peer, err)) => self.rejected(&peer, err),
-                Err(e) if is_transient(&e) => {}
-                Err(e) => return Err(crate::Error::wrap("accept", self.url(), e)),
-            }
-        }
-    }
-
-    /// Closes the server gracefully with the builder's
-    /// [`close_timeout`](Builder::close_timeout) (see
-    /// [`close_gracefully`](Self::close_gracefully)): idle connections close
-    /// at once, busy requests get up to the timeout (unless the strategy
-    /// does not block on close, e.g. `Threading` with `daemon_threads`),
-    /// then the socket closes and a Unix socket file is removed. Dropping
-    /// the server does the same. Python: `server_close()`.
-    pub fn server_close(self) {
-        drop(self)
-    }
 }
 
 impl<T: Transport, S: Strategy, H> Drop for Server<T, S, H> {
     fn drop(&mut self) {
-        let wait = self.strategy.blocks_on_close();
-        self.drain_and_close(self.close_timeout, wait);
-        if !self.skip_strategy_close.load(Ordering::SeqCst) {
-            self.strategy.close();
+        let wait = self.core.strategy.blocks_on_close();
+        self.drain_and_close(self.core.close_timeout, wait);
+        if !self.core.skip_strategy_close.load(Ordering::SeqCst) {
+            self.core.strategy.close();
         }
+    }
+}
+
+impl<T: Transport, S: Strategy, H> Drop for Core<T, S, H> {
+    /// The last of the server (after [`Server`]'s drop closed it, and any
+    /// detached loop handle is gone): a Unix socket file is removed.
+    fn drop(&mut self) {
         self.transport.cleanup();
     }
 }

@@ -126,9 +126,42 @@ fn wait(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> bool {
     let why = Suspend::Io {
         fd: fd.as_raw_fd(),
         write,
+        also: None,
         deadline,
     };
     !matches!(green_current::suspend(why), Some(Resume::TimedOut))
+}
+
+/// The server loop's wait, when `Green` runs it as a coroutine: until
+/// `socket` or `wake` is readable, or `timeout` passes, in the worker's
+/// reactor (other coroutines run meanwhile). As `poll(2)`, it reports the
+/// descriptors ready now, so it first looks without waiting.
+pub(crate) fn poll_read(
+    socket: Option<BorrowedFd<'_>>,
+    wake: std::os::fd::RawFd,
+    timeout: Option<Duration>,
+) -> io::Result<crate::sys::Ready> {
+    let now = crate::sys::poll_read(socket, wake, Some(Duration::ZERO))?;
+    if now.socket || now.wake || timeout == Some(Duration::ZERO) {
+        return Ok(now);
+    }
+    // Nothing ready now: from here on an edge wakes this coroutine (an
+    // event epoll reported earlier is stale).
+    let socket_fd = socket.map(|s| s.as_raw_fd());
+    runtime::blocked(wake, false);
+    if let Some(fd) = socket_fd {
+        runtime::blocked(fd, false);
+    }
+    let why = Suspend::Io {
+        fd: wake,
+        write: false,
+        also: socket_fd,
+        deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+    };
+    match green_current::suspend(why) {
+        Some(Resume::TimedOut) => Ok(crate::sys::Ready::default()),
+        _ => crate::sys::poll_read(socket, wake, Some(Duration::ZERO)),
+    }
 }
 
 /// What a socket timeout looks like from the kernel: `EAGAIN`, as a

@@ -23,10 +23,12 @@ use crate::Address;
 
 /// Why a coroutine suspends itself.
 pub(crate) enum Suspend {
-    /// Until `fd` is readable (or writable, `write`), or `deadline` passes.
+    /// Until `fd` is readable (or writable, `write`), `also` (if any) is
+    /// readable, or `deadline` passes.
     Io {
         fd: RawFd,
         write: bool,
+        also: Option<RawFd>,
         deadline: Option<Instant>,
     },
     /// Until `Instant`.
@@ -106,6 +108,8 @@ thread_local! {
     static FDS: RefCell<Vec<FdState>> = const { RefCell::new(Vec::new()) };
     /// The coroutine running now on this thread (`NOBODY` in the scheduler).
     static RUNNING: Cell<Token> = const { Cell::new(NOBODY) };
+    /// The address of this thread's worker's [`Shared`] (0: not a worker).
+    static CURRENT_WORKER: Cell<usize> = const { Cell::new(0) };
 }
 
 fn with_fd<R>(fd: RawFd, f: impl FnOnce(&mut FdState) -> R) -> Option<R> {
@@ -209,6 +213,12 @@ pub(crate) fn timeout(
 pub(crate) enum Msg {
     /// A request to run as a new coroutine.
     Job(Job),
+    /// A server loop to run as a coroutine (not a request: not counted as
+    /// one), for the server at `url`.
+    Loop {
+        run: Box<dyn FnOnce() + Send>,
+        url: String,
+    },
     /// The blocking call of this coroutine finished.
     Wake(Token),
 }
@@ -231,8 +241,10 @@ impl Shared {
             inbox.push(msg);
             inbox.len() == 1
         };
-        // One wake-up per batch: the worker empties the whole inbox.
-        if first {
+        // One wake-up per batch: the worker empties the whole inbox. The
+        // worker itself (its server loop placing a request here) looks at
+        // its inbox before it sleeps again.
+        if first && !self.is_current() {
             if let Err(e) = self.waker.wake() {
                 log::error!("cannot wake a green worker: {e}");
             }
@@ -243,6 +255,11 @@ impl Shared {
     /// ended coroutines' stacks back one by one (it is about to free them all).
     pub(crate) fn closing(&self) {
         self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this is the worker of the calling thread.
+    pub(crate) fn is_current(&self) -> bool {
+        CURRENT_WORKER.with(Cell::get) == std::ptr::from_ref(self) as usize
     }
 
     /// Asks the worker to exit once its last coroutine ended.
@@ -276,6 +293,7 @@ pub(crate) fn spawn(
     });
     let worker_shared = Arc::clone(&shared);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
+        CURRENT_WORKER.with(|w| w.set(Arc::as_ptr(&worker_shared) as usize));
         Worker {
             poll,
             shared: worker_shared,
@@ -297,10 +315,11 @@ pub(crate) fn spawn(
 enum State {
     /// In the run queue, or running.
     Runnable,
-    /// For `fd` (`write`: writable), until `deadline`.
+    /// For `fd` (`write`: writable) or `also` (readable), until `deadline`.
     Io {
         fd: RawFd,
         write: bool,
+        also: Option<RawFd>,
         deadline: Option<Instant>,
     },
     /// For a timer: `deadline` (`None`: no deadline, a poll retry).
@@ -309,9 +328,37 @@ enum State {
     Blocked,
 }
 
+/// What [`Worker::watch`] found.
+enum Watch {
+    /// An event came since the last attempt: try again.
+    Ready,
+    /// Registered: an event will wake the coroutine.
+    Watching,
+    /// Cannot be watched for this coroutine (not pollable, or another live
+    /// coroutine of this worker is registered for it): retry on a timer.
+    Poll,
+}
+
+/// Whom a coroutine serves, for logs.
+enum Who {
+    /// A request from this peer.
+    Peer(Address),
+    /// The loop of the server at this URL.
+    Loop(String),
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Peer(a) => write!(f, "request for {a}"),
+            Who::Loop(url) => write!(f, "server loop of {url}"),
+        }
+    }
+}
+
 struct Task {
     co: Co,
-    peer: Address,
+    who: Who,
     generation: u32,
     state: State,
     /// Its entry in `Worker::timers`, if any: at most one per coroutine,
@@ -357,6 +404,9 @@ impl Worker {
         loop {
             self.take_inbox();
             self.run_ready();
+            // What this worker's own server loop placed here meanwhile
+            // (sent without a wake-up).
+            self.take_inbox();
             if self.shared.stop.load(Ordering::SeqCst) && self.live() == 0 {
                 return;
             }
@@ -401,10 +451,13 @@ impl Worker {
                 if let State::Io {
                     fd: waits_on,
                     write,
+                    also,
                     ..
                 } = task.state
                 {
-                    if waits_on == fd && ((write && hit_write) || (!write && hit_read)) {
+                    let hit = (waits_on == fd && ((write && hit_write) || (!write && hit_read)))
+                        || (also == Some(fd) && hit_read);
+                    if hit {
                         self.make_ready(owner, Resume::Ready);
                     }
                 }
@@ -442,7 +495,8 @@ impl Worker {
         let messages = std::mem::take(&mut *self.shared.inbox.lock());
         for msg in messages {
             match msg {
-                Msg::Job(job) => self.start(job),
+                Msg::Job(job) => self.start_job(job),
+                Msg::Loop { run, url } => self.start(run, Who::Loop(url)),
                 Msg::Wake(token) => {
                     if self
                         .task_mut(token)
@@ -455,22 +509,11 @@ impl Worker {
         }
     }
 
-    /// Starts `job` as a new coroutine (queued to run).
-    fn start(&mut self, job: Job) {
-        let stack = match self.slabs.take() {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!(
-                    "cannot start a green request for {}: no stack: {e}",
-                    job.peer()
-                );
-                self.finished();
-                return; // the job drops: its connection closes
-            }
-        };
-        let peer = job.peer().clone();
-        let co = Co::with_stack(stack, move |yielder: &Yielder, _first: Resume| {
-            let _current = green_current::enter(yielder);
+    /// Starts `job` as a new coroutine (queued to run), counted as a
+    /// running request until it ends.
+    fn start_job(&mut self, job: Job) {
+        let who = Who::Peer(job.peer().clone());
+        let run = Box::new(move || {
             // Handler panics are caught inside `run`; anything else must not
             // unwind into the scheduler.
             // (The panic hook leaves every panic in a coroutine to the log.)
@@ -483,6 +526,23 @@ impl Worker {
                 log::error!("a green request panicked outside its handler: {message}");
             }
         });
+        self.start(run, who);
+    }
+
+    /// Starts `run` as a new coroutine (queued to run). It must not panic.
+    fn start(&mut self, run: Box<dyn FnOnce() + Send>, who: Who) {
+        let stack = match self.slabs.take() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot start the green {who}: no stack: {e}");
+                self.finished(&who);
+                return; // a job drops: its connection closes
+            }
+        };
+        let co = Co::with_stack(stack, move |yielder: &Yielder, _first: Resume| {
+            let _current = green_current::enter(yielder);
+            run();
+        });
         let (index, generation) = match self.free.pop() {
             Some((index, generation)) => (index, generation.wrapping_add(1)),
             None => {
@@ -492,7 +552,7 @@ impl Worker {
         };
         self.tasks[index] = Some(Task {
             co,
-            peer,
+            who,
             generation,
             state: State::Runnable,
             timer: None,
@@ -525,9 +585,9 @@ impl Worker {
         let ran = started.elapsed();
         if ran > SLOW_RESUME {
             log::warn!(
-                "green request for {} ran {} ms without yielding, stalling every other \
+                "green {} ran {} ms without yielding, stalling every other \
                  connection on its thread: wrap blocking calls in socketserver::green::blocking",
-                task.peer,
+                task.who,
                 ran.as_millis()
             );
         }
@@ -535,8 +595,9 @@ impl Worker {
             CoroutineResult::Yield(Suspend::Io {
                 fd,
                 write,
+                also,
                 deadline,
-            }) => self.wait_io(token, fd, write, deadline),
+            }) => self.wait_io(token, fd, write, also, deadline),
             CoroutineResult::Yield(Suspend::Sleep(until)) => {
                 self.wait_timer(token, Some(until), until);
             }
@@ -554,28 +615,61 @@ impl Worker {
         }
     }
 
-    /// The coroutine waits for `fd`: registered in epoll for it (once per
-    /// coroutine, edge triggered, both directions, by descriptor number),
-    /// with a timer for `deadline`. Ready at once when an event came since
-    /// its last attempt.
-    fn wait_io(&mut self, token: Token, fd: RawFd, write: bool, deadline: Option<Instant>) {
+    /// The coroutine waits for `fd` (and `also`, if any): registered in
+    /// epoll for it (once per coroutine, edge triggered, both directions, by
+    /// descriptor number), with a timer for `deadline`. Ready at once when
+    /// an event came since its last attempt.
+    fn wait_io(
+        &mut self,
+        token: Token,
+        fd: RawFd,
+        write: bool,
+        also: Option<RawFd>,
+        deadline: Option<Instant>,
+    ) {
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return self.ready.push_back((token, Resume::TimedOut));
         }
-        let Ok(index) = usize::try_from(fd) else {
-            return self.ready.push_back((token, Resume::Ready)); // not a descriptor
-        };
-        let state = FDS.with(|fds| fds.borrow().get(index).copied());
-        let owner = state.map(|s| s.owner);
-        let shared_with_live = owner.is_some_and(|o| o != token && self.task_mut(o).is_some());
-        if shared_with_live {
-            // Another coroutine here waits on the same descriptor (a shared
-            // datagram socket, a connection written to by another one):
-            // epoll wakes one token per descriptor, so this one retries on
-            // a short timer instead of taking the registration away.
+        let mut poll = false;
+        for (fd, write) in std::iter::once((fd, write)).chain(also.map(|a| (a, false))) {
+            match self.watch(token, fd, write) {
+                Watch::Ready => return self.ready.push_back((token, Resume::Ready)),
+                Watch::Watching => {}
+                Watch::Poll => poll = true,
+            }
+        }
+        if poll {
+            // Retry on a short timer (see `Watch::Poll`).
             let retry = Instant::now() + SHARED_FD_POLL;
             let at = deadline.map_or(retry, |d| d.min(retry));
             return self.wait_timer(token, deadline, at);
+        }
+        if let Some(task) = self.task_mut(token) {
+            task.state = State::Io {
+                fd,
+                write,
+                also,
+                deadline,
+            };
+        }
+        self.arm(token, deadline);
+    }
+
+    /// Makes sure `fd` is registered for coroutine `token`, and tells
+    /// whether an event for it (writable if `write`, else readable) came
+    /// since its last attempt.
+    fn watch(&mut self, token: Token, fd: RawFd, write: bool) -> Watch {
+        let Ok(index) = usize::try_from(fd) else {
+            return Watch::Ready; // not a descriptor: let the call fail
+        };
+        let state = FDS.with(|fds| fds.borrow().get(index).copied());
+        let owner = state.map(|s| s.owner);
+        if owner.is_some_and(|o| o != token && self.task_mut(o).is_some()) {
+            // Another coroutine here waits on the same descriptor (a shared
+            // datagram socket, a connection written to by another one):
+            // epoll wakes one token per descriptor, so this one polls
+            // instead of taking the registration away.
+            return Watch::Poll;
         }
         if owner == Some(token) {
             let ready = state.is_some_and(|s| {
@@ -585,50 +679,38 @@ impl Worker {
                     s.readable || s.read_closed
                 }
             });
-            if ready {
-                // An event came while it ran: try again now.
-                return self.ready.push_back((token, Resume::Ready));
-            }
-        } else {
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            let registry = self.poll.registry();
-            let mut source = SourceFd(&fd);
-            let registered = match registry.register(&mut source, Token(index), interest) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    registry.reregister(&mut source, Token(index), interest)
-                }
-                r => r,
-            };
-            if let Err(e) = registered {
-                // Not pollable (a file?): retry on a timer, as above.
-                log::debug!("green: cannot watch fd {fd}: {e}; polling it");
-                let retry = Instant::now() + SHARED_FD_POLL;
-                let at = deadline.map_or(retry, |d| d.min(retry));
-                return self.wait_timer(token, deadline, at);
-            }
-            // A new registration reports the current readiness as an event.
-            FDS.with(|fds| {
-                let mut fds = fds.borrow_mut();
-                if fds.len() <= index {
-                    fds.resize(index + 1, UNOWNED);
-                }
-                fds[index] = FdState {
-                    owner: token,
-                    ..UNOWNED
-                };
-            });
-            if let Some(task) = self.task_mut(token) {
-                task.fds.push(fd);
-            }
+            // An event came while it ran: try again now.
+            return if ready { Watch::Ready } else { Watch::Watching };
         }
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registry = self.poll.registry();
+        let mut source = SourceFd(&fd);
+        let registered = match registry.register(&mut source, Token(index), interest) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                registry.reregister(&mut source, Token(index), interest)
+            }
+            r => r,
+        };
+        if let Err(e) = registered {
+            // Not pollable (a file?).
+            log::debug!("green: cannot watch fd {fd}: {e}; polling it");
+            return Watch::Poll;
+        }
+        // A new registration reports the current readiness as an event.
+        FDS.with(|fds| {
+            let mut fds = fds.borrow_mut();
+            if fds.len() <= index {
+                fds.resize(index + 1, UNOWNED);
+            }
+            fds[index] = FdState {
+                owner: token,
+                ..UNOWNED
+            };
+        });
         if let Some(task) = self.task_mut(token) {
-            task.state = State::Io {
-                fd,
-                write,
-                deadline,
-            };
+            task.fds.push(fd);
         }
-        self.arm(token, deadline);
+        Watch::Watching
     }
 
     /// The coroutine waits for a timer at `at`; when it fires it is timed
@@ -707,14 +789,21 @@ impl Worker {
         if let Some(key) = task.timer {
             self.timers.remove(&key);
         }
-        // Its descriptors are closed, or another coroutine registers them
-        // again (epoll keeps an open one registered: `reregister` then).
+        // A request's descriptors are closed, or another coroutine
+        // registers them again (epoll keeps an open one registered:
+        // `reregister` then). A server loop's stay open (the listening and
+        // wake-up sockets): they leave this epoll, or every new connection
+        // would wake this worker for nothing.
+        let is_loop = matches!(task.who, Who::Loop(_));
         FDS.with(|fds| {
             let mut fds = fds.borrow_mut();
             for fd in &task.fds {
                 if let Some(s) = usize::try_from(*fd).ok().and_then(|i| fds.get_mut(i)) {
                     if s.owner == token {
                         *s = UNOWNED;
+                        if is_loop {
+                            let _ = self.poll.registry().deregister(&mut SourceFd(fd));
+                        }
                     }
                 }
             }
@@ -724,11 +813,14 @@ impl Worker {
         // in a few `munmap`s rather than one `madvise` per stack.
         let closing = self.shared.closing.load(Ordering::Relaxed);
         self.slabs.give(task.co.into_stack(), !closing);
-        self.finished();
+        self.finished(&task.who);
     }
 
-    fn finished(&self) {
+    /// A coroutine (or one that could not start) is gone.
+    fn finished(&self, who: &Who) {
         self.shared.load.fetch_sub(1, Ordering::SeqCst);
-        self.active.decrement();
+        if let Who::Peer(_) = who {
+            self.active.decrement();
+        }
     }
 }

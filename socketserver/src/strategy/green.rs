@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{ActiveCount, Job, Strategy};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use super::{ActiveCount, Job, ServerLoop, Strategy};
 use crate::green::runtime::{self, Config, Msg, Shared};
 use crate::ShutdownHandle;
 
@@ -144,20 +146,53 @@ impl Green {
     }
 }
 
+impl Runtime {
+    /// The least loaded worker; on a tie the calling thread's own worker
+    /// (the server loop runs on one: a request it accepts starts right
+    /// there, without waking another thread), else round-robin.
+    fn pick(&self) -> &Arc<Shared> {
+        let n = self.workers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.workers[(start + i) % n])
+            .min_by_key(|w| (w.load.load(Ordering::Relaxed), !w.is_current()))
+            .expect("at least one worker")
+    }
+}
+
 impl Strategy for Green {
     fn execute(&self, job: Job, _shutdown: &ShutdownHandle) -> io::Result<()> {
-        let runtime = self.runtime()?;
-        // The least loaded worker; ties go round-robin.
-        let n = runtime.workers.len();
-        let start = runtime.next.fetch_add(1, Ordering::Relaxed);
-        let worker = (0..n)
-            .map(|i| &runtime.workers[(start + i) % n])
-            .min_by_key(|w| w.load.load(Ordering::Relaxed))
-            .expect("at least one worker");
+        let worker = self.runtime()?.pick();
         worker.load.fetch_add(1, Ordering::SeqCst);
         self.active.increment();
         worker.send(Msg::Job(job));
         Ok(())
+    }
+
+    /// The server loop runs as a coroutine on one of the workers, so that
+    /// accepting a connection and starting its request take no thread
+    /// hand-off (about one wake-up of another thread less per connection);
+    /// this thread waits until the loop returns.
+    fn run(&self, server: &dyn ServerLoop) -> io::Result<()> {
+        let worker = self.runtime()?.pick();
+        let owned = server.detach();
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        worker.load.fetch_add(1, Ordering::SeqCst);
+        worker.send(Msg::Loop {
+            url: owned.url(),
+            run: Box::new(move || {
+                let r = catch_unwind(AssertUnwindSafe(|| owned.serve()));
+                drop(owned);
+                let _ = done.send(r);
+            }),
+        });
+        match result.recv() {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => resume_unwind(panic),
+            Err(_) => Err(io::Error::other(
+                "the green worker running the server loop is gone",
+            )),
+        }
     }
 
     fn close(&self) {

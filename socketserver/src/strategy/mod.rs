@@ -221,6 +221,12 @@ pub trait ServerLoop {
 
     /// `SCHEME://ADDR`, for logs.
     fn url(&self) -> String;
+
+    /// The same loop as an owned handle, for a strategy that runs it on a
+    /// thread of its own (`Green` runs it as a coroutine on a worker, so
+    /// that connections start where they are accepted) while the thread
+    /// that called `serve_forever` waits for it.
+    fn detach(&self) -> std::sync::Arc<dyn ServerLoop + Send + Sync>;
 }
 
 impl Strategy for Box<dyn Strategy> {
