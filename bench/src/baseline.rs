@@ -2,7 +2,9 @@
 //! the shutdown-latency probe, each run as a child process.
 //!
 //! * `echo`: ours: a socketserver `Server` under one strategy, TCP (or with
-//!   `--udp` UDP), echoing.
+//!   `--udp` UDP), echoing. With `--report-times` it stops on SIGINT or
+//!   SIGTERM the way `echo_server ADDR STRATEGY --report-times` (the
+//!   library's example) does, and says on stderr when.
 //! * `std-tcp`: what a Rust user writes by hand: a blocking accept loop and a
 //!   thread per connection (`TCP_NODELAY`, 64 KiB buffer).
 //! * `std-udp`: a blocking `recv_from` / `send_to` loop.
@@ -13,7 +15,8 @@
 //!   returning, for one strategy of ours (JSON on stdout).
 //!
 //! Every server prints `listening on SCHEME://ADDR` first and serves until
-//! killed.
+//! killed (our echo with `--report-times`: until SIGINT or SIGTERM asks it to
+//! stop).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -89,6 +92,12 @@ pub enum BaselineCmd {
         /// thread per request, as in Python).
         #[arg(long, value_name = "SECS", value_parser = crate::parse_secs_or_zero)]
         keep_alive: Option<Duration>,
+        /// Stop cleanly on SIGINT or SIGTERM (`shutdown_on_signals`, then
+        /// `server_close`) and print `serve_forever returned at
+        /// monotonic_ns=N` and `exiting at monotonic_ns=N` on stderr
+        /// (`CLOCK_MONOTONIC`), as `echo_server --report-times` does.
+        #[arg(long)]
+        report_times: bool,
     },
     /// Plain std thread-per-connection TCP echo.
     StdTcp {
@@ -145,11 +154,13 @@ pub fn run(cmd: BaselineCmd) -> io::Result<()> {
             udp,
             stack_size,
             keep_alive,
+            report_times,
         } => echo(
             listen,
             build_strategy(&strategy, stack_size, keep_alive)?,
             udp,
             tls_cert.zip(tls_key),
+            report_times,
         ),
         BaselineCmd::StdTcp { listen } => std_tcp(listen),
         BaselineCmd::StdUdp { listen } => std_udp(listen),
@@ -179,12 +190,45 @@ fn listening(scheme: &str, addr: io::Result<SocketAddr>) -> io::Result<()> {
 
 // ---- ours ----
 
+/// Our echo server. Without `report_times` it serves until killed (the
+/// signal's default action ends it, like the baselines). With it, it does
+/// what `echo_server ADDR STRATEGY --report-times` does: SIGINT and SIGTERM
+/// ask `serve_forever` to return (`shutdown_on_signals`, installed before
+/// the `listening on` line), then `serve_forever returned at monotonic_ns=N`
+/// goes to stderr, the server closes gracefully (`server_close`: idle
+/// connections closed at once), and `exiting at monotonic_ns=N` goes to
+/// stderr just before the process returns from `main`.
 fn echo(
     addr: SocketAddr,
     strategy: Box<dyn Strategy>,
     udp: bool,
     tls: Option<(PathBuf, PathBuf)>,
+    report_times: bool,
 ) -> io::Result<()> {
+    fn serve<T: socketserver::Transport, H: socketserver::Handler<T::Request>>(
+        server: Server<T, Box<dyn Strategy>, H>,
+        scheme: &str,
+        report_times: bool,
+    ) -> io::Result<()> {
+        if report_times {
+            server
+                .shutdown_handle()
+                .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
+        }
+        listening(scheme, Ok(server.server_address().as_inet().expect("inet")))?;
+        let served = server.serve_forever();
+        if !report_times {
+            return served;
+        }
+        eprintln!(
+            "serve_forever returned at monotonic_ns={}",
+            crate::shutdown::mono_ns()
+        );
+        served?;
+        server.server_close();
+        eprintln!("exiting at monotonic_ns={}", crate::shutdown::mono_ns());
+        Ok(())
+    }
     let mut builder = Server::builder().strategy(strategy);
     if let Some((cert, key)) = tls {
         // What `echo_server ADDR STRATEGY --tls CERT KEY` does.
@@ -195,12 +239,10 @@ fn echo(
             let data = req.take_data();
             req.reply(&data)
         })?;
-        listening("udp", Ok(server.server_address().as_inet().expect("UDP")))?;
-        server.serve_forever()
+        serve(server, "udp", report_times)
     } else {
         let server = builder.tcp(addr, |req: &mut StreamRequest| req.echo().map(drop))?;
-        listening("tcp", Ok(server.server_address().as_inet().expect("TCP")))?;
-        server.serve_forever()
+        serve(server, "tcp", report_times)
     }
 }
 

@@ -22,14 +22,27 @@
 //! | `udp64-c8` | 64-byte UDP datagrams from 8 sockets |
 //! | `tls-pp64-c50` | TLS, 64-byte ping-pong on 50 connections |
 //! | `tls-handshake-c8` | TLS: connect, full handshake (no resumption), echo 64 bytes, close; 8 at a time |
-//! | `idle-1k`, `idle-10k` | server RSS per idle connection |
+//! | `idle-1k`, `idle-10k` | open 1,000 / 10,000 connections one after another (one echo each) and hold them: open time and rate (vs tokio), server RSS per idle connection |
+//! | `exit-idle-10k` (`exit-idle-1k` with `--quick`) | hold 10,000 (1,000) idle connections, then SIGTERM: time to `serve_forever` returning (ours, from its stderr) and to the process reaped |
 //! | `shutdown-idle`, `shutdown-busy` | `shutdown()` to `serve_forever` returning ([`shutdown`]) |
 //!
-//! Load cells run `--repeat N` rounds, every server of the cell once per
-//! round (the order rotating), and each row's ratio to the cell's reference
-//! server (`std`; `tls-tokio` in the TLS cells) is the median of its
-//! per-round ratios. The TLS cells' certificates are made at the start of a
-//! run with the `openssl` command line ([`certs`]).
+//! Load, idle and exit cells run `--repeat N` rounds, every server of the
+//! cell once per round (the order rotating). A load row is the median round
+//! by req/s, and its ratio to the cell's reference server (`std`;
+//! `tls-tokio` in the TLS cells) is the median of its per-round ratios; an
+//! idle row is the median round by open time, with every round's open time
+//! kept; an exit row gives the median of each of its times. The TLS cells'
+//! certificates are made at the start of a run with the `openssl` command
+//! line ([`certs`]).
+//!
+//! For the exit cells our servers run `bench baseline echo --report-times`,
+//! which stops on SIGTERM the way `echo_server ADDR STRATEGY
+//! --report-times` (the library's example) does and prints
+//! `serve_forever returned at monotonic_ns=N` and `exiting at
+//! monotonic_ns=N` on stderr; `bench` reads `CLOCK_MONOTONIC` just before
+//! it sends the signal, so the two subtract. The baselines (std, tokio)
+//! install no handler: the signal's default action ends them, and the time
+//! to reaping is their exit.
 //!
 //! The results go to stdout as markdown (and to `--markdown`, `--json`,
 //! `--svg`), progress to stderr.
@@ -62,8 +75,8 @@ const PY_SCRIPT: &str = include_str!("compare.py");
 /// The options of a `bench` run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
-    /// Short runs and fewer cells (no 10,000-connection idle cell, fewer
-    /// shutdown runs): under a minute.
+    /// Short runs and fewer cells (no 10,000-connection idle and exit
+    /// cells, fewer shutdown runs): under a minute.
     #[arg(long)]
     pub quick: bool,
     /// Write every row (and the targets) as JSON to FILE.
@@ -85,8 +98,9 @@ pub struct CompareArgs {
     /// `/pp64-c50$`, `^py-`. Pairs are named SERVER/CELL.
     #[arg(long, value_name = "REGEX")]
     pub only: Option<String>,
-    /// Run each load cell N times, servers interleaved, and report the
-    /// median by req/s (a noisy machine).
+    /// Run each load, idle and exit cell N times, servers interleaved, and
+    /// report the median (by req/s, by open time; exit: of each time) (a
+    /// noisy machine).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub repeat: usize,
     /// Leave Python's servers out.
@@ -290,6 +304,9 @@ const IDLE_SERVERS: &[&str] = &[
     "tokio",
     "py-threading",
 ];
+/// The exit cells: ours under the strategies that hold thousands of idle
+/// connections, and the baselines (killed by the signal).
+const EXIT_SERVERS: &[&str] = &["green", "threading", "std", "tokio"];
 const SHUTDOWN_SERVERS: &[&str] = &[
     "synchronous",
     "threading",
@@ -327,6 +344,8 @@ const SMOKE: &[&str] = &[
     "py-threading/udp64-c8",
     "threading-64k/idle-1k",
     "std/idle-1k",
+    "green/exit-idle-1k",
+    "tokio/exit-idle-1k",
     "synchronous/shutdown-idle",
     "py-threading/shutdown-idle",
     "forking/shutdown-busy",
@@ -336,6 +355,10 @@ const SMOKE: &[&str] = &[
 /// Busy clients in the busy shutdown cell.
 const SHUTDOWN_BUSY: usize = 20;
 
+/// Longest wait, in an exit cell, from SIGTERM to the server process
+/// reaped; past it the group is killed and the round fails.
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy)]
 enum What {
     Load {
@@ -344,6 +367,10 @@ enum What {
         size: usize,
     },
     Idle {
+        count: usize,
+    },
+    /// Hold `count` idle connections, then SIGTERM.
+    Exit {
         count: usize,
     },
     Shutdown {
@@ -484,6 +511,26 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
             servers: IDLE_SERVERS.to_vec(),
         });
     }
+    let (id, title, n) = match (big, args.quick) {
+        (Some(n), false) => (
+            "exit-idle-10k",
+            "SIGTERM to a server holding 10,000 idle connections",
+            n,
+        ),
+        _ => (
+            "exit-idle-1k",
+            "SIGTERM to a server holding 1,000 idle connections",
+            small,
+        ),
+    };
+    cells.push(Cell {
+        id,
+        title,
+        what: What::Exit { count: cap(n) },
+        tls: false,
+        reference: "tokio",
+        servers: EXIT_SERVERS.to_vec(),
+    });
     cells.push(Cell {
         id: "shutdown-idle",
         title: "shutdown() to serve_forever returning, idle server",
@@ -620,8 +667,8 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     let total: usize = cells
         .iter()
         .map(|c| match c.what {
-            What::Load { .. } => c.servers.len() * settings.repeat,
-            _ => c.servers.len(),
+            What::Shutdown { .. } => c.servers.len(),
+            _ => c.servers.len() * settings.repeat,
         })
         .sum();
     let mut progress = Progress {
@@ -636,11 +683,16 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
                 rows.extend(run_load_cell(&settings, cell, &mut progress));
             }
             What::Idle { count } => {
-                for id in &cell.servers {
-                    let row = run_idle(&settings, server(id), cell, count);
-                    progress.line(&row);
-                    rows.push(row);
-                }
+                let runs = run_rounds(&settings, cell, &mut progress, |def| {
+                    run_idle(&settings, def, cell, count)
+                });
+                rows.extend(runs.into_iter().map(merge_idle));
+            }
+            What::Exit { count } => {
+                let runs = run_rounds(&settings, cell, &mut progress, |def| {
+                    run_exit(&settings, def, cell, count)
+                });
+                rows.extend(runs.into_iter().map(merge_exit));
             }
             What::Shutdown { busy } => {
                 for id in &cell.servers {
@@ -772,6 +824,16 @@ impl Progress {
                 i.rss_held_kib as f64 / 1024.0,
                 i.kib_per_conn
             )
+        } else if let Some(x) = &r.exit {
+            format!(
+                "held {}/{}, SIGTERM -> serve_forever returned {}, reaped {:.1} ms ({})",
+                x.held,
+                x.requested,
+                x.returned_ms
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms")),
+                x.exit_ms,
+                x.ended
+            )
         } else if let Some(s) = &r.shutdown {
             format!(
                 "median {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} runs",
@@ -804,6 +866,7 @@ fn base_row(def: &ServerDef, cell: &Cell, kind: &str) -> Row {
     let (mode, conns, size) = match cell.what {
         What::Load { mode, conns, size } => (mode.name().to_owned(), conns, size),
         What::Idle { count } => ("idle".to_owned(), count, 64),
+        What::Exit { count } => ("exit".to_owned(), count, 64),
         What::Shutdown { busy } => ("shutdown".to_owned(), busy, 64),
     };
     Row {
@@ -821,6 +884,17 @@ fn base_row(def: &ServerDef, cell: &Cell, kind: &str) -> Row {
 
 /// Starts `def` for TCP or UDP and returns it with the address to load.
 fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerChild, SocketAddr)> {
+    start_server_with(s, def, udp, false)
+}
+
+/// [`start_server`]; with `report_times`, ours stop cleanly on SIGTERM and
+/// say when on stderr (`bench baseline echo --report-times`).
+fn start_server_with(
+    s: &Settings,
+    def: &ServerDef,
+    udp: bool,
+    report_times: bool,
+) -> io::Result<(ServerChild, SocketAddr)> {
     let exe = s.exe.to_string_lossy().into_owned();
     let listen = "127.0.0.1:0".to_owned();
     let quiet = [("RUST_LOG", "error")];
@@ -837,6 +911,9 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
             }
             if let Some(secs) = keep_alive {
                 a.extend(own(&["--keep-alive", secs]));
+            }
+            if report_times {
+                a.push("--report-times".into());
             }
             ServerChild::start(&exe, &a, &quiet, 1)?
         }
@@ -901,19 +978,127 @@ fn start_server(s: &Settings, def: &ServerDef, udp: bool) -> io::Result<(ServerC
     Ok((child, addr))
 }
 
-/// Runs every server of a load cell `repeat` times, interleaved (the
-/// order rotates each round), and keeps each server's median row.
-fn run_load_cell(s: &Settings, cell: &Cell, progress: &mut Progress) -> Vec<Row> {
+/// Runs every server of a cell `repeat` times with `one`, interleaved (the
+/// order rotates each round); returns each server's rows in round order.
+fn run_rounds(
+    s: &Settings,
+    cell: &Cell,
+    progress: &mut Progress,
+    mut one: impl FnMut(&ServerDef) -> Row,
+) -> Vec<Vec<Row>> {
     let n = cell.servers.len();
     let mut runs: Vec<Vec<Row>> = vec![Vec::new(); n];
     for round in 0..s.repeat {
         for k in 0..n {
             let i = (k + round) % n;
-            let row = run_load(s, server(cell.servers[i]), cell);
+            let row = one(server(cell.servers[i]));
             progress.line(&row);
             runs[i].push(row);
         }
     }
+    runs
+}
+
+/// The median of `v` (0 when empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+    }
+}
+
+/// One server's idle rounds as one row: the median round by open time
+/// (among the rounds that did not fail), with every round's open time
+/// (0 for a failed round) in `idle.open_secs_rounds`; a failed round marks
+/// the row failed.
+fn merge_idle(rs: Vec<Row>) -> Row {
+    let rounds: Vec<f64> = rs
+        .iter()
+        .map(|r| match (&r.idle, &r.failure) {
+            (Some(i), None) => i.open_secs,
+            _ => 0.0,
+        })
+        .collect();
+    let failure = rs.iter().find_map(|r| r.failure.clone());
+    let mut good: Vec<Row> = rs
+        .iter()
+        .filter(|r| r.failure.is_none() && r.idle.is_some())
+        .cloned()
+        .collect();
+    good.sort_by(|a, b| {
+        let t = |r: &Row| r.idle.as_ref().map_or(0.0, |i| i.open_secs);
+        t(a).total_cmp(&t(b))
+    });
+    let mut row = if good.is_empty() {
+        rs.into_iter().next().unwrap_or_default()
+    } else {
+        good.swap_remove((good.len() - 1) / 2)
+    };
+    if let Some(i) = &mut row.idle {
+        i.open_secs_rounds = rounds;
+    }
+    if row.failure.is_none() {
+        row.failure = failure;
+    }
+    row
+}
+
+/// One server's exit rounds as one row: the median of each time over the
+/// rounds that ended in time, every round's times kept; a failed round
+/// marks the row failed.
+fn merge_exit(rs: Vec<Row>) -> Row {
+    let failure = rs.iter().find_map(|r| r.failure.clone());
+    let ok: Vec<&report::ExitResult> = rs
+        .iter()
+        .filter(|r| r.failure.is_none())
+        .filter_map(|r| r.exit.as_ref())
+        .collect();
+    let Some(first) = rs.first() else {
+        return Row::default();
+    };
+    let mut row = first.clone();
+    let all = |f: &dyn Fn(&report::ExitResult) -> Option<f64>| -> Vec<f64> {
+        ok.iter().filter_map(|x| f(x)).collect()
+    };
+    let exit_ms_rounds = all(&|x| Some(x.exit_ms));
+    let returned_ms_rounds = all(&|x| x.returned_ms);
+    let exiting_ms_rounds = all(&|x| x.exiting_ms);
+    let some_median = |v: &[f64]| (!v.is_empty()).then(|| median(v));
+    row.exit = rs.iter().find_map(|r| r.exit.clone()).map(|x| {
+        let mut ended: Vec<String> = ok.iter().map(|x| x.ended.clone()).collect();
+        ended.dedup();
+        report::ExitResult {
+            held: ok.iter().map(|x| x.held).min().unwrap_or(x.held),
+            rounds: ok.len(),
+            exit_ms: median(&exit_ms_rounds),
+            returned_ms: some_median(&returned_ms_rounds),
+            exiting_ms: some_median(&exiting_ms_rounds),
+            open_secs_rounds: rs
+                .iter()
+                .filter_map(|r| r.exit.as_ref())
+                .flat_map(|x| x.open_secs_rounds.clone())
+                .collect(),
+            exit_ms_rounds,
+            returned_ms_rounds,
+            exiting_ms_rounds,
+            ended: ended.join(", "),
+            ..x
+        }
+    });
+    row.failure = failure;
+    row.active_conns = row.exit.as_ref().map_or(0, |x| x.held as u64);
+    row.errors = rs.iter().map(|r| r.errors).max().unwrap_or(0);
+    row
+}
+
+/// Runs every server of a load cell `repeat` times, interleaved (the
+/// order rotates each round), and keeps each server's median row.
+fn run_load_cell(s: &Settings, cell: &Cell, progress: &mut Progress) -> Vec<Row> {
+    let runs = run_rounds(s, cell, progress, |def| run_load(s, def, cell));
     runs.into_iter()
         .map(|mut rs| {
             let repeats: Vec<f64> = rs.iter().map(|r| r.req_per_s).collect();
@@ -1055,6 +1240,12 @@ fn run_idle(s: &Settings, def: &ServerDef, cell: &Cell, count: usize) -> Row {
                 capped: rep
                     .stopped_early
                     .then(|| format!("stopped after {:.0} s", rep.secs)),
+                open_per_s: if rep.secs > 0.0 {
+                    (n as f64 / rep.secs).round()
+                } else {
+                    0.0
+                },
+                ..IdleResult::default()
             };
             row.conns = count;
             row.active_conns = rep.echoed as u64;
@@ -1071,6 +1262,105 @@ fn run_idle(s: &Settings, def: &ServerDef, cell: &Cell, count: usize) -> Row {
         row.failure = Some(format!("the server exited{}", server.stderr_tail()));
     }
     server.stop(Duration::from_secs(5));
+    row
+}
+
+/// One round of an exit cell: start `def` (ours with `--report-times`),
+/// hold `count` idle connections (one echo each, as in the idle cells),
+/// SIGTERM to its process group, and time the reaping (and, for ours, the
+/// `serve_forever returned` and `exiting at` lines) from the signal. The
+/// connections stay open until the process is gone.
+fn run_exit(s: &Settings, def: &ServerDef, cell: &Cell, count: usize) -> Row {
+    let mut row = base_row(def, cell, "exit");
+    let ours = matches!(def.kind, Kind::Ours(..));
+    let (mut server, addr) = match start_server_with(s, def, false, ours) {
+        Ok(x) => x,
+        Err(e) => {
+            row.failure = Some(e.to_string());
+            return row;
+        }
+    };
+    thread::sleep(Duration::from_millis(200));
+    let mut cfg = IdleConfig::new(addr, count);
+    cfg.echo_size = 64;
+    cfg.time_limit = s.idle_limit;
+    let held = match loadgen::hold_idle(&cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            row.failure = Some(e.to_string());
+            server.stop(Duration::from_secs(5));
+            return row;
+        }
+    };
+    // As in the idle cells: let the last connections settle.
+    thread::sleep(Duration::from_millis(300));
+    let rep = held.report().clone();
+    row.errors = (rep.connect_errors + rep.echo_errors) as u64;
+    row.active_conns = rep.echoed as u64;
+    if server.exited() {
+        row.failure = Some(format!(
+            "the server exited before the signal{}",
+            server.stderr_tail()
+        ));
+        return row;
+    }
+    let alive = held.alive();
+    let (sent, reaped) = server.signal_and_reap(libc::SIGTERM, EXIT_LIMIT);
+    drop(held);
+    let ms = |at: u64| ((at.saturating_sub(sent)) as f64 / 1e3).round() / 1e3;
+    let line_ms = |prefix: &str| {
+        server
+            .stderr_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<u64>().ok())
+            .map(ms)
+    };
+    let Some((at, status)) = reaped else {
+        row.failure = Some(format!(
+            "still running {EXIT_LIMIT:?} after SIGTERM (killed){}",
+            server.stderr_tail()
+        ));
+        return row;
+    };
+    let ended = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(libc::SIGTERM)) => "killed by SIGTERM".to_owned(),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    };
+    let returned_ms = line_ms("serve_forever returned at monotonic_ns=");
+    let exiting_ms = line_ms("exiting at monotonic_ns=");
+    if ours && (returned_ms.is_none() || !status.success()) {
+        row.failure = Some(format!(
+            "no clean stop ({ended}, `serve_forever returned` line {}){}",
+            if returned_ms.is_some() {
+                "seen"
+            } else {
+                "missing"
+            },
+            server.stderr_tail()
+        ));
+    }
+    row.conns = count;
+    row.exit = Some(report::ExitResult {
+        requested: count,
+        held: alive,
+        rounds: 1,
+        exit_ms: ms(at),
+        returned_ms,
+        exiting_ms,
+        exit_ms_rounds: vec![ms(at)],
+        returned_ms_rounds: returned_ms.into_iter().collect(),
+        exiting_ms_rounds: exiting_ms.into_iter().collect(),
+        open_secs_rounds: vec![rep.secs],
+        ended,
+    });
+    if alive == 0 && row.failure.is_none() {
+        row.failure = Some("no connection could be held".into());
+    }
     row
 }
 

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 /// Measure every strategy side by side with plain std, tokio and Python's
 /// socketserver on loopback: throughput, latency, CPU, idle memory,
-/// shutdown latency.
+/// shutdown latency, exit time with idle connections.
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
@@ -30,6 +30,7 @@ EXAMPLES:
         --markdown docs/bench/results.md --svg docs/bench
     cargo run --release -p bench -- --only 'threading|std' --repeat 3
     cargo run --release -p bench -- --only /shutdown      # shutdown latency only
+    cargo run --release -p bench -- --only '/(idle|exit-idle)-10k$' --repeat 3
     cargo run --release -p bench -- --only '^tls-' --repeat 5   # TLS vs tokio-rustls"
 )]
 struct Cli {

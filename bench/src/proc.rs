@@ -140,6 +140,56 @@ impl ServerChild {
         }
     }
 
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends `sig` to the group, reading `CLOCK_MONOTONIC` just before,
+    /// and waits (blocked in waitpid on a helper thread, so the reaping is
+    /// noticed at once) up to `deadline` for the leader to be reaped; past
+    /// it, SIGKILL to the group. Returns the clock read before the signal,
+    /// and, if it ended in time, the clock read right after it was reaped
+    /// with its exit status. Whatever else is left in the group is killed
+    /// afterwards either way.
+    pub fn signal_and_reap(
+        &mut self,
+        sig: i32,
+        deadline: Duration,
+    ) -> (u64, Option<(u64, std::process::ExitStatus)>) {
+        let pgid = self.pid();
+        if self.stopped {
+            return (crate::shutdown::mono_ns(), None);
+        }
+        self.stopped = true;
+        let child = &mut self.child;
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        let (sent, reaped) = thread::scope(|scope| {
+            scope.spawn(move || {
+                let _ = ready_tx.send(());
+                let st = child.wait();
+                let _ = tx.send((crate::shutdown::mono_ns(), st));
+            });
+            // Let the helper get into waitpid before the signal goes.
+            let _ = ready.recv_timeout(Duration::from_secs(1));
+            thread::sleep(Duration::from_millis(2));
+            let sent = crate::shutdown::mono_ns();
+            kill_group(pgid, sig);
+            let reaped = match rx.recv_timeout(deadline) {
+                Ok((at, Ok(st))) => Some((at, st)),
+                Ok((_, Err(_))) => None,
+                Err(_) => {
+                    kill_group(pgid, libc::SIGKILL);
+                    None
+                }
+            };
+            (sent, reaped)
+        });
+        kill_group(pgid, libc::SIGKILL);
+        (sent, reaped)
+    }
+
     /// CPU time of the whole group so far.
     pub fn cpu(&self) -> Duration {
         group_cpu(self.pid())

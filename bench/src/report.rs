@@ -19,7 +19,7 @@ pub struct Row {
     pub cell: String,
     /// What the cell measures, in words.
     pub cell_title: String,
-    /// `load`, `idle` or `shutdown`.
+    /// `load`, `idle`, `exit` or `shutdown`.
     pub kind: String,
     /// Load cells: the loadgen mode (`pingpong`, `connect`, `udp`).
     pub mode: String,
@@ -60,6 +60,9 @@ pub struct Row {
     /// Idle cells: what holding the connections cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleResult>,
+    /// Exit cells: SIGTERM while holding idle connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitResult>,
     /// Shutdown cells: the probe's result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown: Option<ShutdownResult>,
@@ -78,8 +81,18 @@ pub struct IdleResult {
     pub held: usize,
     /// Of those, still open when the memory was read.
     pub alive: usize,
-    /// Seconds to open them one after another (each with one echo).
+    /// Seconds to open them one after another (each with one echo); with
+    /// `--repeat`, the median round's.
     pub open_secs: f64,
+    /// Connections opened per second (`held / open_secs`).
+    #[serde(default)]
+    pub open_per_s: f64,
+    /// `open_secs` of every round, in the order run (0: the round failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_secs_rounds: Vec<f64>,
+    /// `open_per_s` divided by tokio's in the same cell (medians).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_vs_tokio: Option<f64>,
     /// Server RSS (whole process group) before, KiB.
     pub rss_before_kib: u64,
     /// Server RSS while holding them, KiB.
@@ -91,6 +104,41 @@ pub struct IdleResult {
     /// The connection limit that applied, if the run was capped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capped: Option<String>,
+}
+
+/// SIGTERM to a server holding idle connections: times from the signal,
+/// milliseconds, medians over the rounds that ended in time (each round's
+/// kept).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ExitResult {
+    /// Connections asked for.
+    pub requested: usize,
+    /// Connections open when the signal was sent (the fewest of the rounds).
+    pub held: usize,
+    /// Rounds that ended in time.
+    pub rounds: usize,
+    /// Signal to the process reaped (waitpid returned), ms.
+    pub exit_ms: f64,
+    /// Signal to `serve_forever` returning (ours, from its stderr), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returned_ms: Option<f64>,
+    /// Signal to the `exiting at` line, just before `main` returns (ours), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exiting_ms: Option<f64>,
+    /// `exit_ms` of every round that ended in time.
+    #[serde(default)]
+    pub exit_ms_rounds: Vec<f64>,
+    /// `returned_ms` of every round that reported it.
+    #[serde(default)]
+    pub returned_ms_rounds: Vec<f64>,
+    /// `exiting_ms` of every round that reported it.
+    #[serde(default)]
+    pub exiting_ms_rounds: Vec<f64>,
+    /// Seconds it took to open the connections, every round.
+    #[serde(default)]
+    pub open_secs_rounds: Vec<f64>,
+    /// How the process ended: `exit status 0`, `killed by SIGTERM`.
+    pub ended: String,
 }
 
 /// One performance target checked against the rows.
@@ -126,7 +174,8 @@ pub struct Results {
     pub duration_s: f64,
     /// Warmup before each window, seconds.
     pub warmup_s: f64,
-    /// Repetitions of each load cell (the median by req/s is reported).
+    /// Repetitions of each load, idle and exit cell (the median is
+    /// reported).
     pub repeat: usize,
     /// Total wall time of the run, seconds.
     pub wall_s: f64,
@@ -179,10 +228,20 @@ pub fn paired_ratio(a: &Row, b: &Row) -> Option<(f64, usize)> {
 
 /// Sets `ratio` and `vs` of every row: load rows against their cell's
 /// reference server (`references`: cell id, server id; `std` when the cell
-/// is not listed), idle rows against std.
+/// is not listed), idle rows against std (and their open rate against
+/// tokio's, `idle.open_vs_tokio`).
 pub fn fill_ratios(rows: &mut [Row], references: &[(String, String)]) {
     let snapshot = rows.to_vec();
     for r in rows.iter_mut() {
+        if r.kind == "idle" && r.failure.is_none() {
+            let tokio = find(&snapshot, "tokio", &r.cell)
+                .and_then(|t| t.idle.as_ref())
+                .map(|t| t.open_per_s)
+                .filter(|&t| t > 0.0);
+            if let (Some(i), Some(t)) = (r.idle.as_mut(), tokio) {
+                i.open_vs_tokio = (i.open_per_s > 0.0).then(|| round(i.open_per_s / t, 2));
+            }
+        }
         let reference = references
             .iter()
             .find(|(c, _)| *c == r.cell)
@@ -381,6 +440,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     );
     out.extend(green_cpu_targets(rows));
     out.extend(green_idle_target(rows));
+    out.push(green_exit_target(rows));
     // Shutdown: every strategy, idle and busy, p99 < 5 ms.
     for cell in ["shutdown-idle", "shutdown-busy"] {
         let ours: Vec<&Row> = rows
@@ -491,7 +551,8 @@ fn green_cpu_targets(rows: &[Row]) -> Vec<Target> {
 }
 
 /// Green holding idle connections: RSS per connection <= tokio's, threads
-/// <= cores + 4, all of them held.
+/// <= cores + 4, all of them held, and opened no slower than tokio (median
+/// open time over the rounds <= tokio's).
 fn green_idle_target(rows: &[Row]) -> Option<Target> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     for cell in ["idle-10k", "idle-1k"] {
@@ -499,28 +560,80 @@ fn green_idle_target(rows: &[Row]) -> Option<Target> {
             continue;
         };
         let tokio = find(rows, "tokio", cell).and_then(|r| r.idle.as_ref());
-        let measured = format!(
-            "{:.1} KiB/conn, {} threads, {} of {} held, opened in {:.1} s{}",
+        let rounds = |i: &IdleResult| {
+            if i.open_secs_rounds.len() > 1 {
+                format!(
+                    " (rounds {})",
+                    i.open_secs_rounds
+                        .iter()
+                        .map(|x| format!("{x:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        };
+        let n = g.open_secs_rounds.len().max(1);
+        let mut measured = format!(
+            "{:.1} KiB/conn, {} threads, {} of {} held, opened in {:.2} s{} ({}/s{})",
             g.kib_per_conn,
             g.server_threads,
             g.held,
             g.requested,
             g.open_secs,
-            tokio
-                .map(|t| format!(
-                    " (tokio {:.1} KiB/conn, {} threads, opened in {:.1} s)",
-                    t.kib_per_conn, t.server_threads, t.open_secs
-                ))
-                .unwrap_or_default()
+            rounds(g),
+            fmt_rate(g.open_per_s),
+            if n > 1 {
+                format!("; median of {n} rounds")
+            } else {
+                String::new()
+            },
         );
-        let met = tokio.map(|t| {
-            g.kib_per_conn <= t.kib_per_conn
-                && g.server_threads <= cores as u64 + 4
-                && g.held == g.requested
+        if let Some(t) = tokio {
+            let _ = write!(
+                measured,
+                "; tokio {:.1} KiB/conn, {} threads, opened in {:.2} s{} ({}/s); open rate {:.2}x tokio's",
+                t.kib_per_conn,
+                t.server_threads,
+                t.open_secs,
+                rounds(t),
+                fmt_rate(t.open_per_s),
+                g.open_vs_tokio.unwrap_or(0.0),
+            );
+            // Round by round (each round opened both, back to back).
+            let (a, b) = (&g.open_secs_rounds, &t.open_secs_rounds);
+            if a.len() > 1 && a.len() == b.len() && a.iter().chain(b).all(|&x| x > 0.0) {
+                let per: Vec<String> = a
+                    .iter()
+                    .zip(b)
+                    .map(|(g, t)| format!("{:.2}", t / g))
+                    .collect();
+                let _ = write!(measured, " (per round {}x)", per.join(", "));
+            }
+        }
+        let parts = tokio.map(|t| {
+            [
+                (g.kib_per_conn <= t.kib_per_conn, "RSS"),
+                (g.server_threads <= cores as u64 + 4, "threads"),
+                (g.held == g.requested, "held"),
+                (g.open_secs <= t.open_secs * 1.0, "open time"),
+            ]
         });
+        if let Some(missed) = parts.map(|p| {
+            p.iter()
+                .filter(|(ok, _)| !ok)
+                .map(|(_, what)| *what)
+                .collect::<Vec<_>>()
+        }) {
+            if !missed.is_empty() {
+                let _ = write!(measured, "; missed: {}", missed.join(", "));
+            }
+        }
+        let met = parts.map(|p| p.iter().all(|(ok, _)| *ok));
         return Some(Target {
             bar: format!(
-                "Green idle connections: RSS per connection <= tokio's, threads <= cores + 4 ({cell})"
+                "Green idle connections: RSS per connection <= tokio's, threads <= cores + 4, all accepted no slower than tokio (median open time) ({cell})"
             ),
             measured,
             value: Some(g.kib_per_conn),
@@ -528,6 +641,70 @@ fn green_idle_target(rows: &[Row]) -> Option<Target> {
         });
     }
     None
+}
+
+/// Green stopped by SIGTERM while holding idle connections: serve_forever
+/// returns < 5 ms and the process is reaped < 100 ms after the signal
+/// (medians over the rounds), every connection held; tokio's and
+/// threading's exits for comparison.
+fn green_exit_target(rows: &[Row]) -> Target {
+    for (cell, n) in [("exit-idle-10k", "10,000"), ("exit-idle-1k", "1,000")] {
+        let any = rows.iter().find(|r| r.server == "green" && r.cell == cell);
+        let Some(any) = any else {
+            continue;
+        };
+        let bar = format!(
+            "Green shutdown with {n} idle connections (SIGTERM, `{cell}`): serve_forever returns < 5 ms, the process exits < 100 ms"
+        );
+        let (Some(g), None) = (any.exit.as_ref(), &any.failure) else {
+            return Target {
+                bar,
+                measured: format!("failed: {}", any.failure.as_deref().unwrap_or("no numbers")),
+                value: None,
+                met: Some(false),
+            };
+        };
+        let others: Vec<String> = ["tokio", "threading", "std"]
+            .iter()
+            .filter_map(|s| {
+                let x = find(rows, s, cell)?.exit.as_ref()?;
+                Some(format!("{s} exits in {:.1} ms ({})", x.exit_ms, x.ended))
+            })
+            .collect();
+        let returned = g.returned_ms.unwrap_or(f64::INFINITY);
+        let measured = format!(
+            "serve_forever returned in {:.2} ms, `exiting at` line {}, process reaped {:.1} ms after the signal (medians of {} rounds: exits {}); {} of {} held{}",
+            returned,
+            g.exiting_ms
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms")),
+            g.exit_ms,
+            g.rounds,
+            g.exit_ms_rounds
+                .iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            g.held,
+            g.requested,
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", others.join("; "))
+            }
+        );
+        return Target {
+            bar,
+            measured,
+            value: Some(g.exit_ms),
+            met: Some(returned < 5.0 && g.exit_ms < 100.0 && g.held == g.requested),
+        };
+    }
+    Target {
+        bar: "Green shutdown with 10,000 idle connections (SIGTERM): serve_forever returns < 5 ms, the process exits < 100 ms".to_owned(),
+        measured: "not measured in this run".to_owned(),
+        value: None,
+        met: None,
+    }
 }
 
 /// 123456.7 -> `123,457`.
@@ -587,7 +764,7 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
     );
     let _ = writeln!(
         w,
-        "| repetitions | {} per load cell, servers interleaved; the median by req/s is shown |",
+        "| repetitions | {} per load, idle and exit cell, servers interleaved; the median is shown (by req/s, by open time; of each exit time) |",
         res.repeat
     );
     let _ = writeln!(w);
@@ -695,22 +872,33 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
         let _ = writeln!(
             w,
             "Connections opened one after another (each echoes 64 bytes once, proving it is \
-             served), then held open doing nothing. RSS is VmRSS summed over the server's \
-             process group, read before the first connection and while all are held; kernel \
-             socket buffers are not part of it. **vs std**: KiB per connection divided by the \
-             plain std echo's.\n"
+             served), then held open doing nothing. **open time** is how long opening them \
+             all took (connect and echo, one at a time), the median of the rounds (each \
+             round runs every server of the cell once, back to back), with the fastest and \
+             slowest round in **rounds**; **conn/s** is connections held per second of it, \
+             and **vs tokio** that rate divided by tokio's. The row's memory figures are from \
+             the median round. RSS is VmRSS summed over the server's process group, read \
+             before the first connection and while all are held; kernel socket buffers are \
+             not part of it. **vs std**: KiB per connection divided by the plain std echo's.\n"
         );
         let _ = writeln!(
             w,
-            "| server | cell | held | open time | RSS before | RSS held | KiB/conn | threads | vs std |"
+            "| server | cell | held | open time | rounds (min-max) | conn/s | vs tokio | RSS before | RSS held | KiB/conn | threads | vs std |"
         );
-        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for r in idle {
             match (&r.idle, &r.failure) {
-                (Some(i), _) => {
+                (Some(i), f) => {
+                    let spread = if i.open_secs_rounds.len() > 1 {
+                        let lo = i.open_secs_rounds.iter().copied().fold(f64::MAX, f64::min);
+                        let hi = i.open_secs_rounds.iter().copied().fold(0.0, f64::max);
+                        format!("{lo:.2}-{hi:.2} s")
+                    } else {
+                        "-".into()
+                    };
                     let _ = writeln!(
                         w,
-                        "| `{}` | `{}` | {}/{}{} | {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} | {} | {} |",
+                        "| `{}` | `{}` | {}/{}{}{} | {:.2} s | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} | {} | {} |",
                         r.server,
                         r.cell,
                         i.held,
@@ -719,7 +907,13 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
                             .as_ref()
                             .map(|c| format!(" ({c})"))
                             .unwrap_or_default(),
+                        f.as_ref()
+                            .map(|f| format!(" (a round failed: {f})"))
+                            .unwrap_or_default(),
                         i.open_secs,
+                        spread,
+                        fmt_rate(i.open_per_s),
+                        fmt_ratio(i.open_vs_tokio),
                         i.rss_before_kib as f64 / 1024.0,
                         i.rss_held_kib as f64 / 1024.0,
                         i.kib_per_conn,
@@ -730,13 +924,77 @@ pub fn markdown(res: &Results, legend: &[(String, String)], svgs: &[(String, Str
                 (None, f) => {
                     let _ = writeln!(
                         w,
-                        "| `{}` | `{}` | failed: {} | | | | | | |",
+                        "| `{}` | `{}` | failed: {} | | | | | | | | | |",
                         r.server,
                         r.cell,
                         f.as_deref().unwrap_or("?")
                     );
                 }
             }
+        }
+        let _ = writeln!(w);
+    }
+
+    let exits: Vec<&Row> = res.rows.iter().filter(|r| r.kind == "exit").collect();
+    if !exits.is_empty() {
+        let _ = writeln!(w, "## Exit with idle connections: SIGTERM\n");
+        let _ = writeln!(
+            w,
+            "The server is started, holds the cell's idle connections (opened as in the idle \
+             cells), and gets SIGTERM (to its process group); the connections stay open on \
+             the client side until the process is gone. Times are from the signal, medians \
+             over the rounds: **serve_forever returned** and **`exiting at`** are read from \
+             our server's stderr (`CLOCK_MONOTONIC` in nanoseconds, printed right after \
+             `serve_forever` returns and just before `main` returns; `bench baseline echo \
+             --report-times`, which stops like `echo_server ADDR STRATEGY --report-times`: \
+             `shutdown_on_signals`, then `server_close`); **reaped** is when waitpid \
+             returned in `bench` (a helper thread blocked in it), with the fastest and \
+             slowest round in **rounds**. std and tokio install no handler: the signal's \
+             default action ends them. A round fails if the process is still there 10 s \
+             after the signal (it is then killed).\n"
+        );
+        let _ = writeln!(
+            w,
+            "| server | cell | held | rounds | serve_forever returned | `exiting at` | reaped | rounds (min-max) | ended |"
+        );
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|---|");
+        for r in exits {
+            let Some(x) = &r.exit else {
+                let _ = writeln!(
+                    w,
+                    "| `{}` | `{}` | failed: {} | | | | | | |",
+                    r.server,
+                    r.cell,
+                    r.failure.as_deref().unwrap_or("?")
+                );
+                continue;
+            };
+            let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"));
+            let spread = if x.exit_ms_rounds.len() > 1 {
+                let lo = x.exit_ms_rounds.iter().copied().fold(f64::MAX, f64::min);
+                let hi = x.exit_ms_rounds.iter().copied().fold(0.0, f64::max);
+                format!("{lo:.1}-{hi:.1} ms")
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                w,
+                "| `{}` | `{}` | {}/{}{} | {} | {} | {} | {:.1} ms | {} | {} |",
+                r.server,
+                r.cell,
+                x.held,
+                x.requested,
+                r.failure
+                    .as_ref()
+                    .map(|f| format!(" (a round failed: {f})"))
+                    .unwrap_or_default(),
+                x.rounds,
+                ms(x.returned_ms),
+                ms(x.exiting_ms),
+                x.exit_ms,
+                spread,
+                x.ended
+            );
         }
         let _ = writeln!(w);
     }
@@ -845,6 +1103,86 @@ mod tests {
         let t = targets(&rows);
         assert_eq!(t[0].met, Some(true));
         assert_eq!(t[1].met, None);
+    }
+
+    #[test]
+    fn green_idle_and_exit_targets() {
+        let idle = |server: &str, open_secs: f64, rounds: &[f64]| Row {
+            server: server.into(),
+            cell: "idle-10k".into(),
+            kind: "idle".into(),
+            idle: Some(IdleResult {
+                requested: 10_000,
+                held: 10_000,
+                alive: 10_000,
+                open_secs,
+                open_per_s: 10_000.0 / open_secs,
+                open_secs_rounds: rounds.to_vec(),
+                kib_per_conn: if server == "green" { 4.8 } else { 8.9 },
+                server_threads: 3,
+                ..IdleResult::default()
+            }),
+            ..Row::default()
+        };
+        let exit = |server: &str, returned: Option<f64>, exit_ms: f64| Row {
+            server: server.into(),
+            cell: "exit-idle-10k".into(),
+            kind: "exit".into(),
+            exit: Some(ExitResult {
+                requested: 10_000,
+                held: 10_000,
+                rounds: 3,
+                exit_ms,
+                returned_ms: returned,
+                exit_ms_rounds: vec![exit_ms; 3],
+                ended: "exit status 0".into(),
+                ..ExitResult::default()
+            }),
+            ..Row::default()
+        };
+        // Green opens slower than tokio: the idle bar is missed for that
+        // alone, and says so.
+        let mut rows = vec![
+            idle("green", 1.3, &[1.3, 1.6, 1.2]),
+            idle("tokio", 1.1, &[1.1, 1.2, 1.0]),
+            exit("green", Some(0.1), 365.0),
+            exit("tokio", None, 160.0),
+        ];
+        fill_ratios(&mut rows, &[]);
+        assert_eq!(rows[0].idle.as_ref().unwrap().open_vs_tokio, Some(0.85));
+        let t = targets(&rows);
+        let idle_bar = t
+            .iter()
+            .find(|t| t.bar.starts_with("Green idle"))
+            .expect("the idle bar");
+        assert_eq!(idle_bar.met, Some(false));
+        assert!(
+            idle_bar.measured.contains("missed: open time"),
+            "{}",
+            idle_bar.measured
+        );
+        assert!(
+            idle_bar.measured.contains("0.85x tokio's"),
+            "{}",
+            idle_bar.measured
+        );
+        let exit_bar = t
+            .iter()
+            .find(|t| t.bar.starts_with("Green shutdown with 10,000"))
+            .expect("the exit bar");
+        assert_eq!(exit_bar.met, Some(false));
+        assert_eq!(exit_bar.value, Some(365.0));
+        assert!(
+            exit_bar.measured.contains("tokio exits in 160.0 ms"),
+            "{}",
+            exit_bar.measured
+        );
+        // Within both limits: met.
+        rows[2] = exit("green", Some(0.1), 40.0);
+        let t = targets(&rows);
+        assert!(t
+            .iter()
+            .any(|t| t.bar.starts_with("Green shutdown") && t.met == Some(true)));
     }
 
     #[test]

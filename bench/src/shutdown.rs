@@ -214,7 +214,7 @@ fn threaded_run(strategy: &str, busy: usize) -> io::Result<(Duration, u64)> {
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock `Instant` uses on Linux, the
 /// same in every process).
-fn mono_ns() -> u64 {
+pub fn mono_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -74,6 +74,7 @@ fn smoke_run_fills_every_cell_without_errors() {
         "tls-pp64-c50",
         "tls-handshake-c8",
         "idle-1k",
+        "exit-idle-1k",
         "shutdown-idle",
         "shutdown-busy",
     ] {
@@ -101,6 +102,22 @@ fn smoke_run_fills_every_cell_without_errors() {
                     r["idle"]["rss_held_kib"].as_u64().unwrap() > 0,
                     "{name}: no RSS"
                 );
+            }
+            Some("exit") => {
+                assert!(
+                    r["exit"]["held"].as_u64().unwrap() > 0,
+                    "{name}: nothing held"
+                );
+                assert!(
+                    r["exit"]["exit_ms"].as_f64().unwrap() > 0.0,
+                    "{name}: no exit time"
+                );
+                if r["server"] == "green" {
+                    assert!(
+                        r["exit"]["returned_ms"].as_f64().is_some(),
+                        "{name}: no serve_forever time"
+                    );
+                }
             }
             Some("shutdown") => {
                 assert!(

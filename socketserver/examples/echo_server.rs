@@ -25,7 +25,12 @@
 //! `--features tls`). The first line on stdout is
 //! `listening on SCHEME://ADDR` with the real port. SIGINT or SIGTERM stops
 //! the server cleanly (exit status 0); it then prints
-//! `echo_server: served N requests` on stderr.
+//! `echo_server: served N requests` on stderr. `--report-times` adds two
+//! lines on stderr for measuring shutdown from outside:
+//! `serve_forever returned at monotonic_ns=N` right after `serve_forever`
+//! returns, and `exiting at monotonic_ns=N` just before `main` returns, N
+//! being `CLOCK_MONOTONIC` in nanoseconds (one clock for every process on
+//! Linux, so a script that reads it before `kill` can subtract).
 
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
@@ -37,7 +42,7 @@ use socketserver::{Address, DatagramRequest, Server, Strategy, StreamRequest, Tr
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--tell-pid] [--max-per-ip=N] [--upgrade] [--tls CERT KEY]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
+        "usage: echo_server ADDR STRATEGY [--udp] [--reuse-port] [--proxy-protocol] [--greet] [--tell-pid] [--max-per-ip=N] [--upgrade] [--report-times] [--tls CERT KEY]\n  ADDR      HOST:PORT, unix:PATH or systemd\n  STRATEGY  {}",
         socketserver::strategy::NAMES.join("|")
     );
     ExitCode::from(2)
@@ -80,7 +85,30 @@ fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
     req.reply(&data)
 }
 
-fn run<T, H>(server: Server<T, Box<dyn Strategy>, H>, upgrade: bool) -> io::Result<()>
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `std::time::Instant` reads
+/// on Linux, but as a number another process can compare with its own
+/// reading.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Options of [`run`].
+#[derive(Clone, Copy)]
+struct RunOpts {
+    /// `--upgrade`: serve through `socketserver::reload`.
+    upgrade: bool,
+    /// `--report-times`: say on stderr when `serve_forever` returned.
+    report_times: bool,
+}
+
+fn run<T, H>(server: Server<T, Box<dyn Strategy>, H>, opts: RunOpts) -> io::Result<()>
 where
     T: Transport,
     H: socketserver::Handler<T::Request>,
@@ -92,13 +120,17 @@ where
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
     out.flush()?;
-    if upgrade {
+    if opts.upgrade {
         use socketserver::reload::{Served, Upgrade};
+        let served = Upgrade::new()?.serve(&server);
+        if opts.report_times {
+            eprintln!("serve_forever returned at monotonic_ns={}", mono_ns());
+        }
         if let Served::Upgraded {
             successor,
             handover,
             report,
-        } = Upgrade::new()?.serve(&server)?
+        } = served?
         {
             eprintln!(
                 "echo_server: handed over to process {successor} in {} ms; served {} requests; {report:?}",
@@ -108,7 +140,11 @@ where
             return Ok(());
         }
     } else {
-        server.serve_forever()?;
+        let served = server.serve_forever();
+        if opts.report_times {
+            eprintln!("serve_forever returned at monotonic_ns={}", mono_ns());
+        }
+        served?;
     }
     log::info!("shutting down {}", server.url());
     let served = server.stats().accepted;
@@ -119,6 +155,16 @@ where
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let report_times = std::env::args().any(|a| a == "--report-times");
+    let code = serve(report_times);
+    if report_times {
+        eprintln!("exiting at monotonic_ns={}", mono_ns());
+    }
+    code
+}
+
+/// Everything `main` does but the `exiting at` line.
+fn serve(report_times: bool) -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let tls = match args.iter().position(|a| a == "--tls") {
         None => None,
@@ -136,7 +182,10 @@ fn main() -> ExitCode {
     let proxy_protocol = args.iter().any(|a| a == "--proxy-protocol");
     let greet = args.iter().any(|a| a == "--greet");
     let tell_pid = args.iter().any(|a| a == "--tell-pid");
-    let upgrade = args.iter().any(|a| a == "--upgrade");
+    let opts = RunOpts {
+        upgrade: args.iter().any(|a| a == "--upgrade"),
+        report_times,
+    };
     let max_per_ip = match args.iter().find_map(|a| a.strip_prefix("--max-per-ip=")) {
         None => None,
         Some(n) => match n.parse::<usize>() {
@@ -191,7 +240,7 @@ fn main() -> ExitCode {
         Err(e) => return report(Err(e)),
     };
     if addr.as_str() == "systemd" || !inherited.is_empty() {
-        return report(serve_activated(inherited, builder, echo_stream, upgrade));
+        return report(serve_activated(inherited, builder, echo_stream, opts));
     }
     let addr = match Address::resolve(addr) {
         Ok(a) => a,
@@ -201,14 +250,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match (&addr, udp) {
-        (Address::Inet(a), false) => builder.tcp(*a, echo_stream).and_then(|s| run(s, upgrade)),
-        (Address::Inet(a), true) => builder.udp(*a, echo_datagram).and_then(|s| run(s, upgrade)),
-        (Address::Unix(Some(p)), false) => {
-            builder.unix(p, echo_stream).and_then(|s| run(s, upgrade))
-        }
+        (Address::Inet(a), false) => builder.tcp(*a, echo_stream).and_then(|s| run(s, opts)),
+        (Address::Inet(a), true) => builder.udp(*a, echo_datagram).and_then(|s| run(s, opts)),
+        (Address::Unix(Some(p)), false) => builder.unix(p, echo_stream).and_then(|s| run(s, opts)),
         (Address::Unix(Some(p)), true) => builder
             .unixgram(p, echo_datagram)
-            .and_then(|s| run(s, upgrade)),
+            .and_then(|s| run(s, opts)),
         (Address::Unix(None), _) => return usage(),
     };
     report(result)
@@ -219,7 +266,7 @@ fn serve_activated(
     inherited: Vec<socketserver::activation::Listener>,
     builder: socketserver::Builder<Box<dyn Strategy>>,
     echo_stream: fn(&mut StreamRequest) -> io::Result<()>,
-    upgrade: bool,
+    opts: RunOpts,
 ) -> io::Result<()> {
     use socketserver::activation::Listener;
     use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
@@ -232,16 +279,16 @@ fn serve_activated(
     match listener {
         Listener::Tcp(l) => builder
             .build(Tcp::from_std(l)?, echo_stream)
-            .and_then(|s| run(s, upgrade)),
+            .and_then(|s| run(s, opts)),
         Listener::Udp(s) => builder
             .build(Udp::from_std(s)?, echo_datagram)
-            .and_then(|s| run(s, upgrade)),
+            .and_then(|s| run(s, opts)),
         Listener::Unix(l) => builder
             .build(Unix::from_std(l)?, echo_stream)
-            .and_then(|s| run(s, upgrade)),
+            .and_then(|s| run(s, opts)),
         Listener::Unixgram(s) => builder
             .build(Unixgram::from_std(s)?, echo_datagram)
-            .and_then(|s| run(s, upgrade)),
+            .and_then(|s| run(s, opts)),
     }
 }
 
