@@ -160,6 +160,49 @@ fn requests_run_on_the_configured_number_of_threads_and_stay_on_theirs() {
     running.stop();
 }
 
+/// Records where `verify_request` and `handle` ran.
+#[derive(Default, Clone)]
+struct WhereItRuns {
+    verify: Arc<parking_lot::Mutex<Option<(bool, ThreadId)>>>,
+    handle: Arc<parking_lot::Mutex<Option<ThreadId>>>,
+}
+
+impl socketserver::StreamHandler for WhereItRuns {
+    fn verify_request(&self, _peer: &socketserver::Address) -> bool {
+        *self.verify.lock() = Some((green::is_green(), std::thread::current().id()));
+        true
+    }
+
+    fn handle(&self, req: &mut StreamRequest) -> std::io::Result<()> {
+        *self.handle.lock() = Some(std::thread::current().id());
+        req.echo().map(drop)
+    }
+}
+
+#[test]
+fn the_server_loop_runs_as_a_coroutine_on_the_worker_that_serves_what_it_accepts() {
+    let seen = WhereItRuns::default();
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", seen.clone())
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = tcp_client(&running.address);
+    assert_eq!(ask(&mut c, "hello"), "hello\n");
+    let verify = *seen.verify.lock();
+    let handle = *seen.handle.lock();
+    let (in_coroutine, loop_thread) = verify.expect("verify_request ran");
+    assert!(in_coroutine, "verify_request runs in the loop's coroutine");
+    assert_eq!(
+        Some(loop_thread),
+        handle,
+        "one worker: the loop and the request share its thread"
+    );
+    assert_ne!(loop_thread, std::thread::current().id());
+    drop(c);
+    running.stop();
+}
+
 #[test]
 fn a_coroutine_that_holds_its_thread_is_reported_with_its_peer() {
     let server = Server::builder()
