@@ -628,6 +628,15 @@ where
     }
 }
 
+/// The graceful close's pause between looks at the loop: in a green
+/// coroutine (a handler closing a server) only that coroutine waits.
+fn nap() {
+    #[cfg(feature = "green")]
+    crate::green::sleep(Duration::from_millis(1));
+    #[cfg(not(feature = "green"))]
+    std::thread::sleep(Duration::from_millis(1));
+}
+
 /// The server loop's wait for its socket or its wake-up socket (see
 /// [`sys::poll_read`]); a coroutine's wait in its reactor when `Green` runs
 /// the loop on one of its workers.
@@ -858,7 +867,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         // The loop returns at once, unless a request runs inline in it
         // (`Synchronous`): that one ends at its next message boundary.
         while self.core.running.load(Ordering::SeqCst) && left() != Some(Duration::ZERO) {
-            std::thread::sleep(Duration::from_millis(1));
+            nap();
         }
         let idle = !self.core.running.load(Ordering::SeqCst)
             && self
@@ -875,7 +884,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             while self.core.running.load(Ordering::SeqCst)
                 && grace_end.is_some_and(|g| Instant::now() < g)
             {
-                std::thread::sleep(Duration::from_millis(1));
+                nap();
             }
             let rest = grace_end.map_or(Duration::ZERO, |g| {
                 g.saturating_duration_since(Instant::now())

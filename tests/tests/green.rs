@@ -204,6 +204,64 @@ fn the_server_loop_runs_as_a_coroutine_on_the_worker_that_serves_what_it_accepts
 }
 
 #[test]
+fn serve_forever_called_from_a_green_handler_runs_that_loop_without_blocking_its_worker() {
+    // The outer server has one worker. While one of its handlers runs an
+    // inner server's serve_forever (and then closes it), another client of
+    // the outer server is still served on that same worker.
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .tcp("127.0.0.1:0", move |req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                if line.trim() != "serve" {
+                    write!(req, "{line}")?;
+                    line.clear();
+                    continue;
+                }
+                let inner = Server::builder().strategy(Green::new().threads(1)).tcp(
+                    "127.0.0.1:0",
+                    |r: &mut StreamRequest| {
+                        let mut line = String::new();
+                        r.read_line(&mut line)?;
+                        if line.trim() == "stop" {
+                            r.shutdown_handle().shutdown();
+                        }
+                        write!(r, "{line}")
+                    },
+                )?;
+                writeln!(req, "{}", inner.port().unwrap_or(0))?;
+                req.flush()?;
+                inner.serve_forever()?;
+                drop(inner);
+                writeln!(req, "inner server closed")?;
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let running = Running::start(server);
+    let mut outer = tcp_client(&running.address);
+    let port = ask(&mut outer, "serve");
+    let mut other = tcp_client(&running.address);
+    assert_eq!(
+        ask(&mut other, "still served"),
+        "still served\n",
+        "the worker goes on while a handler runs an inner loop"
+    );
+    let inner_addr = format!("127.0.0.1:{}", port.trim());
+    let mut inner = TcpStream::connect(&inner_addr).unwrap();
+    inner.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(ask(&mut inner, "stop"), "stop\n");
+    outer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut last = String::new();
+    BufReader::new(&mut outer).read_line(&mut last).unwrap();
+    assert_eq!(last, "inner server closed\n");
+    assert_eq!(ask(&mut other, "again"), "again\n");
+    drop((inner, outer, other));
+    running.stop();
+}
+
+#[test]
 fn a_coroutine_that_holds_its_thread_is_reported_with_its_peer() {
     let server = Server::builder()
         .strategy(Green::new().threads(1))

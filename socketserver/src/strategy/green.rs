@@ -47,6 +47,10 @@ use crate::ShutdownHandle;
 ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// A clone is a handle on the same workers and counts (to watch
+/// [`active`](Strategy::active) from outside, say): give each server a
+/// `Green::new()` of its own, as closing a server stops its workers.
 #[derive(Debug, Clone)]
 pub struct Green {
     threads: Option<usize>,
@@ -121,6 +125,23 @@ impl Green {
         })
     }
 
+    /// Waits until no request runs, at most `timeout`. From a green
+    /// coroutine (a handler closing another server) it polls with
+    /// [`green::sleep`](crate::green::sleep), so that its own worker goes on.
+    fn wait_zero(&self, timeout: Duration) -> bool {
+        if !crate::green::is_green() {
+            return self.active.wait_zero_for(timeout);
+        }
+        let end = crate::strategy::deadline_after(timeout);
+        while self.active.get() > 0 {
+            if end.is_some_and(|e| std::time::Instant::now() >= e) {
+                return false;
+            }
+            crate::green::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     fn runtime(&self) -> io::Result<&Runtime> {
         let runtime = self.runtime.get_or_init(|| {
             let config = Config {
@@ -174,6 +195,12 @@ impl Strategy for Green {
     /// hand-off (about one wake-up of another thread less per connection);
     /// this thread waits until the loop returns.
     fn run(&self, server: &dyn ServerLoop) -> io::Result<()> {
+        if crate::green::is_green() {
+            // Already a coroutine (a handler serving another server): run
+            // the loop right here, rather than block this worker waiting
+            // for a loop that may have been placed on it.
+            return server.serve();
+        }
         let worker = self.runtime()?.pick();
         let owned = server.detach();
         let (done, result) = std::sync::mpsc::sync_channel(1);
@@ -204,7 +231,7 @@ impl Strategy for Green {
         }
         // Workers exit once their last coroutine ended; wait for them only
         // when none runs (a close after requests were given up on returns).
-        if self.active.wait_zero_for(Duration::from_millis(100)) {
+        if self.wait_zero(Duration::from_millis(100)) {
             for handle in runtime.handles.lock().drain(..) {
                 let _ = handle.join();
             }
@@ -224,7 +251,7 @@ impl Strategy for Green {
     }
 
     fn wait_idle(&self, timeout: Duration) -> bool {
-        self.active.wait_zero_for(timeout)
+        self.wait_zero(timeout)
     }
 
     fn name(&self) -> &'static str {
