@@ -57,7 +57,8 @@ impl Client {
         let context = |e: io::Error| io::Error::new(e.kind(), format!("{url}: {e}"));
         let mut conn = crate::tls::connect(addr, tls, timeout).map_err(context)?;
         if let Some(key) = key {
-            auth::client_handshake(&mut conn, key).map_err(context)?;
+            auth::client_handshake(&mut conn, key)
+                .map_err(|e| crate::tls::first_exchange_error(e, &url, tls.is_some()))?;
         }
         let reader = BufReader::with_capacity(super::CHUNK, conn.try_clone()?);
         Ok(Client { conn, reader, url })

@@ -55,16 +55,8 @@ impl Session {
         let url = url(addr, false);
         let context = |e: io::Error| io::Error::new(e.kind(), format!("{url}: {e}"));
         let mut conn = crate::tls::connect(addr, tls, timeout).map_err(context)?;
-        auth::client_handshake(&mut conn, key).map_err(|e| {
-            // A TLS server that got no TLS from us closes: say so.
-            if tls.is_none() && e.kind() == io::ErrorKind::PermissionDenied {
-                return io::Error::new(
-                    e.kind(),
-                    format!("{url}: {e} (or the server wants TLS: --tls-ca)"),
-                );
-            }
-            context(e)
-        })?;
+        auth::client_handshake(&mut conn, key)
+            .map_err(|e| crate::tls::first_exchange_error(e, &url, tls.is_some()))?;
         set_linger_zero(conn.conn(), true);
         Ok(Session { conn, url })
     }

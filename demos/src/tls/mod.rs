@@ -465,6 +465,36 @@ pub fn connect(
     Stream::start(conn, tls)
 }
 
+/// The error of a plaintext client's first exchange (the HMAC challenge),
+/// naming the server, with a hint when the cause may be a TLS server: one
+/// waits for a TLS hello and says nothing, then closes at its handshake
+/// deadline, so a plaintext client sees a timeout, an end of file or a
+/// refusal where it expected the challenge.
+pub fn first_exchange_error(e: io::Error, url: &str, tls: bool) -> io::Error {
+    use io::ErrorKind as K;
+    let maybe_tls = !tls
+        && matches!(
+            e.kind(),
+            K::WouldBlock
+                | K::TimedOut
+                | K::UnexpectedEof
+                | K::PermissionDenied
+                | K::ConnectionReset
+        );
+    let what = match e.kind() {
+        K::WouldBlock | K::TimedOut => "no answer in time".to_owned(),
+        _ => e.to_string(),
+    };
+    if maybe_tls {
+        io::Error::new(
+            e.kind(),
+            format!("{url}: {what} (if the server serves TLS, connect with --tls-ca)"),
+        )
+    } else {
+        io::Error::new(e.kind(), format!("{url}: {what}"))
+    }
+}
+
 /// `localhost` for rustls' `DnsName("localhost")`, `127.0.0.1` for
 /// `IpAddress(127.0.0.1)`.
 fn plain_name(n: &str) -> &str {
@@ -594,5 +624,38 @@ pub fn remote_policy(addr: &Address, tls: &ServerTlsArgs, key: bool) -> Result<(
             "with TLS but neither client certificates (--tls-client-ca) nor \
                               a key (--key-file), anyone who can connect is let in",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_exchange_error;
+    use std::io;
+
+    #[test]
+    fn a_plaintext_client_that_gets_no_challenge_is_told_about_tls() {
+        let e = io::Error::from(io::ErrorKind::WouldBlock);
+        let e = first_exchange_error(e, "tcp://127.0.0.1:9", false);
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            e.to_string(),
+            "tcp://127.0.0.1:9: no answer in time (if the server serves TLS, connect with --tls-ca)"
+        );
+    }
+
+    #[test]
+    fn a_tls_client_or_another_error_gets_no_tls_hint() {
+        let timeout = first_exchange_error(
+            io::Error::from(io::ErrorKind::TimedOut),
+            "tcp://127.0.0.1:9",
+            true,
+        );
+        assert!(!timeout.to_string().contains("--tls-ca"), "{timeout}");
+        let data = first_exchange_error(
+            io::Error::new(io::ErrorKind::InvalidData, "bad frame"),
+            "tcp://127.0.0.1:9",
+            false,
+        );
+        assert_eq!(data.to_string(), "tcp://127.0.0.1:9: bad frame");
     }
 }
