@@ -1,6 +1,7 @@
 //! The life of a demo server: a bound server of any transport, strategy
 //! and handler as a [`Service`]; serving several at once until SIGINT or
-//! SIGTERM ([`serve_all`], the command line) or until stopped
+//! SIGTERM ([`serve_all`], the command line; [`serve_authenticated`] for
+//! the servers whose clients authenticate) or until stopped
 //! ([`Running`], the showcase and the tests); the graceful close with its
 //! drain deadline; and [`Handshakes`], the connections a stopping server
 //! closes before they authenticate.
@@ -19,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use socketserver::activation::{self, Listener};
 use socketserver::reload::{Upgradable, Upgrade, Watch};
+use socketserver::tls::ServerConfig;
 use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
 use socketserver::{
     Address, Builder, Conn, DatagramHandler, Handler, Server, ShutdownHandle, Strategy,
     StreamHandler, Transport,
 };
 
+use crate::cli::ServerArgs;
 use crate::listening::print_listening;
 
 /// How long a server lets running handlers finish after SIGINT/SIGTERM
@@ -281,6 +284,38 @@ pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Re
         result = result.and(r);
     }
     result
+}
+
+/// The command-line life of a server whose connections authenticate
+/// (`demos shell serve`, `demos files serve`): serves `handler` on
+/// `--listen` with `--strategy` and `--workers`, speaking TLS when `tls`
+/// is given, as [`serve_all`] does (until SIGINT or SIGTERM, then the
+/// `--drain-secs` deadline). `configure` gives the builder the handler's
+/// own settings; `close_handshakes` runs on a clone of the handler when
+/// the loop returns, before the drain (connections still authenticating
+/// have nothing to finish).
+pub fn serve_authenticated<H: StreamHandler + Clone>(
+    server: &ServerArgs,
+    tls: Option<Arc<ServerConfig>>,
+    handler: H,
+    configure: impl FnOnce(&H, Builder<Box<dyn Strategy>>) -> Builder<Box<dyn Strategy>>,
+    close_handshakes: impl FnOnce(&H) + Send + 'static,
+) -> io::Result<()> {
+    let mut builder = configure(
+        &handler,
+        Server::builder().strategy(server.strategy().build(server.workers)),
+    );
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    let closer = handler.clone();
+    let service = stream_service(
+        builder,
+        &server.listen,
+        handler,
+        Some(Box::new(move || close_handshakes(&closer))),
+    )?;
+    serve_all(vec![service], server.drain_secs)
 }
 
 /// Servers running on background threads in this process (for the showcase

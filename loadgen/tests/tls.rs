@@ -1,129 +1,21 @@
 //! `Config::tls`: ping-pong and connect-echo-close over TLS against a small rustls echo
 //! server written here (thread per connection, 127.0.0.1 port 0), with a throwaway CA
-//! made by the `openssl` command line in a temp dir. Every run has a hard deadline.
+//! made by the `openssl` command line in a temp dir (the certificate helpers of
+//! socketserver-tests). Every run has a hard deadline.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use loadgen::{Config, Error, Mode, Report, TlsClient};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(e) => panic!("test did not finish within {secs} s ({e})"),
-    }
-}
-
-/// A temp dir removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("loadgen-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// (CA certificate, server certificate for localhost and 127.0.0.1, server key).
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let (ca, ca_key, csr, ext, cert, key) = (
-        p("ca.pem"),
-        p("ca-key.pem"),
-        p("csr.pem"),
-        p("ext.cnf"),
-        p("cert.pem"),
-        p("key.pem"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
-    let s = |x: &PathBuf| x.to_str().unwrap().to_owned();
-    let curve = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(curve);
-    let (ca_s, ca_key_s, csr_s, ext_s, cert_s, key_s) =
-        (s(&ca), s(&ca_key), s(&csr), s(&ext), s(&cert), s(&key));
-    a.extend([
-        "-days",
-        "1",
-        "-subj",
-        "/CN=throwaway loadgen CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        "-keyout",
-        &ca_key_s,
-        "-out",
-        &ca_s,
-    ]);
-    openssl(&a);
-    let mut a = vec!["req"];
-    a.extend(curve);
-    a.extend(["-subj", "/CN=localhost", "-keyout", &key_s, "-out", &csr_s]);
-    openssl(&a);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr_s,
-        "-CA",
-        &ca_s,
-        "-CAkey",
-        &ca_key_s,
-        "-set_serial",
-        "2",
-        "-days",
-        "1",
-        "-extfile",
-        &ext_s,
-        "-out",
-        &cert_s,
-    ]);
-    (ca, cert, key)
-}
+use socketserver_tests::tls::{make_cert, Cert};
+use socketserver_tests::{within, TempDir};
 
 /// Handshakes the server completed: (full, resumed).
 #[derive(Default)]
@@ -201,13 +93,15 @@ fn cfg(addr: SocketAddr, mode: Mode, conns: usize, size: usize, ca: &Path) -> Co
 }
 
 fn run(c: Config) -> Result<Report, Error> {
-    within(15, move || loadgen::run(&c))
+    within(Duration::from_secs(15), "a loadgen run", move || {
+        loadgen::run(&c)
+    })
 }
 
 #[test]
 fn tls_pingpong_echoes_every_byte_without_errors() {
     let dir = TempDir::new("pp");
-    let (ca, cert, key) = make_cert(&dir.0, "a");
+    let Cert { ca, cert, key } = make_cert(&dir, "a");
     let (addr, counts) = tls_server(&cert, &key);
     let r = run(cfg(addr, Mode::PingPong, 8, 64, &ca)).expect("run succeeds");
     assert!(r.requests > 50, "{r:?}");
@@ -222,7 +116,7 @@ fn tls_pingpong_echoes_every_byte_without_errors() {
 #[test]
 fn tls_connect_mode_is_a_full_handshake_every_time() {
     let dir = TempDir::new("connect");
-    let (ca, cert, key) = make_cert(&dir.0, "a");
+    let Cert { ca, cert, key } = make_cert(&dir, "a");
     let (addr, counts) = tls_server(&cert, &key);
     let r = run(cfg(addr, Mode::Connect, 4, 64, &ca)).expect("run succeeds");
     assert!(r.requests > 10, "{r:?}");
@@ -239,8 +133,8 @@ fn tls_connect_mode_is_a_full_handshake_every_time() {
 #[test]
 fn tls_server_with_an_untrusted_certificate_serves_nothing() {
     let dir = TempDir::new("untrusted");
-    let (_, cert, key) = make_cert(&dir.0, "server");
-    let (other_ca, _, _) = make_cert(&dir.0, "other");
+    let Cert { cert, key, .. } = make_cert(&dir, "server");
+    let other_ca = make_cert(&dir, "other").ca;
     let (addr, counts) = tls_server(&cert, &key);
     match run(cfg(addr, Mode::PingPong, 2, 64, &other_ca)) {
         Err(Error::NothingServed(r)) => assert!(r.io_errors > 0, "{r:?}"),
@@ -252,19 +146,19 @@ fn tls_server_with_an_untrusted_certificate_serves_nothing() {
 #[test]
 fn tls_settings_are_checked() {
     let dir = TempDir::new("settings");
-    let (ca, _, _) = make_cert(&dir.0, "a");
+    let ca = make_cert(&dir, "a").ca;
     let mut c = cfg("127.0.0.1:9".parse().unwrap(), Mode::Udp, 1, 64, &ca);
     assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))));
     c.mode = Mode::Connect;
     assert!(c.validate().is_ok());
-    let empty = dir.0.join("empty.pem");
+    let empty = dir.join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     assert!(matches!(
         TlsClient::from_ca_file(&empty, "localhost"),
         Err(Error::InvalidConfig(_))
     ));
     assert!(matches!(
-        TlsClient::from_ca_file(&dir.0.join("missing.pem"), "localhost"),
+        TlsClient::from_ca_file(&dir.join("missing.pem"), "localhost"),
         Err(Error::InvalidConfig(_))
     ));
 }

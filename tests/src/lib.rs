@@ -478,13 +478,15 @@ macro_rules! per_strategy {
 
 /// A test server binary (`fork_server`, `prefork_server`) run as a process
 /// group of its own: started with a deadline on its `listening on URL`
-/// line, its stderr collected, and the whole group killed (SIGKILL) if it
-/// still runs when dropped.
+/// line, both pipes drained on threads (so it never blocks on a full pipe),
+/// its stderr collected, and the whole group killed (SIGKILL) if it still
+/// runs when dropped.
 pub struct ServerProcess {
     child: std::process::Child,
     /// The URL of its `listening on URL` line.
     pub url: String,
     stderr: std::sync::Arc<Mutex<String>>,
+    stderr_closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServerProcess {
@@ -493,9 +495,12 @@ impl ServerProcess {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
         let mut child = Command::new(exe)
             .args(args)
             .env("RUST_LOG", "warn")
+            // A backtrace per panicking child costs ~60 ms (symbolizing).
             .env("RUST_BACKTRACE", "0")
             .process_group(0)
             .stdin(Stdio::null())
@@ -503,9 +508,10 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {exe}: {e}"));
-        let stderr = std::sync::Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_closed = Arc::new(AtomicBool::new(false));
         let pipe = child.stderr.take().unwrap();
-        let text = std::sync::Arc::clone(&stderr);
+        let (text, closed) = (Arc::clone(&stderr), Arc::clone(&stderr_closed));
         thread::spawn(move || {
             for line in io::BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
@@ -513,6 +519,7 @@ impl ServerProcess {
                 text.push_str(&line);
                 text.push('\n');
             }
+            closed.store(true, Ordering::SeqCst);
         });
         let (tx, first_line) = mpsc::channel();
         let pipe = child.stdout.take().unwrap();
@@ -532,7 +539,12 @@ impl ServerProcess {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        ServerProcess { child, url, stderr }
+        ServerProcess {
+            child,
+            url,
+            stderr,
+            stderr_closed,
+        }
     }
 
     /// Its pid (and process group).
@@ -540,10 +552,20 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// The TCP address of a `tcp://IP:PORT` URL.
-    pub fn tcp_address(&self) -> Address {
-        let addr = self.url.strip_prefix("tcp://").expect("a tcp:// URL");
-        Address::Inet(addr.parse().expect("IP:PORT"))
+    /// The address of its `SCHEME://ADDR` URL (`tcp`, `udp`: `IP:PORT`;
+    /// `unix`, `unixgram`: a path).
+    pub fn address(&self) -> Address {
+        let (scheme, rest) = self.url.split_once("://").expect("SCHEME://ADDR");
+        match scheme {
+            "tcp" | "udp" => Address::Inet(rest.parse().expect("IP:PORT")),
+            "unix" | "unixgram" => Address::Unix(Some(PathBuf::from(rest))),
+            _ => panic!("unknown scheme in {}", self.url),
+        }
+    }
+
+    /// The IP address of a `tcp://` or `udp://` URL.
+    pub fn inet(&self) -> SocketAddr {
+        self.address().as_inet().expect("an IP address")
     }
 
     /// Its (live, zombie) children.
@@ -553,12 +575,44 @@ impl ServerProcess {
         (all.len() - zombies, zombies)
     }
 
+    /// The pids of its live (not zombie) children.
+    pub fn live_children(&self) -> Vec<u32> {
+        children_of(self.pid())
+            .into_iter()
+            .filter(|&(_, s)| s != 'Z')
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Polls (every 10 ms, at most `DEADLINE`) until `cond` holds for the
+    /// number of its live children; panics naming `what` otherwise.
+    pub fn wait_children(&self, what: &str, cond: impl Fn(usize) -> bool) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let (live, _) = self.children();
+            if cond(live) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "{what}: {live} children after {DEADLINE:?}; stderr: {}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` to the server process.
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill only reads its integer arguments; the server has not
-        // been waited for, so its pid cannot have been reused.
-        let r = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
-        assert_eq!(r, 0, "kill: {}", io::Error::last_os_error());
+        let r = kill(self.pid() as libc::pid_t, signal);
+        r.unwrap_or_else(|e| panic!("kill: {e}"));
+    }
+
+    /// Sends `signal` to its whole process group (the server and every
+    /// process it started).
+    pub fn signal_group(&self, signal: i32) {
+        let r = kill(-(self.pid() as libc::pid_t), signal);
+        r.unwrap_or_else(|e| panic!("kill: {e}"));
     }
 
     /// Waits at most `limit` for it to exit; its status.
@@ -573,22 +627,52 @@ impl ServerProcess {
                 "the server did not exit within {limit:?}; stderr: {}",
                 self.stderr()
             );
-            thread::sleep(Duration::from_millis(5));
+            thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// SIGTERM, then its exit status (within `limit`) and how long the exit
+    /// took after the signal.
+    pub fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        let status = self.wait_exit(limit);
+        (status, start.elapsed())
     }
 
     /// What it (and its children) wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().clone()
     }
+
+    /// Everything it (and its children) wrote to stderr, once the pipe is
+    /// closed: every process holding it has exited (waits at most
+    /// `DEADLINE`).
+    pub fn final_stderr(&self) -> String {
+        wait_until(DEADLINE, "stderr closed", || {
+            self.stderr_closed.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        self.stderr()
+    }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: as in `signal`; the negative pid names its group.
-            unsafe { libc::kill(-(self.pid() as libc::pid_t), libc::SIGKILL) };
+            let _ = kill(-(self.pid() as libc::pid_t), libc::SIGKILL);
             let _ = self.child.wait();
         }
+    }
+}
+
+/// `kill(target, signal)`: a pid, or a process group as a negative pid.
+/// Callers pass the pid of a child not yet waited for, so it (and its
+/// group) cannot have been reused.
+fn kill(target: libc::pid_t, signal: i32) -> io::Result<()> {
+    // SAFETY: kill only reads its integer arguments.
+    if unsafe { libc::kill(target, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

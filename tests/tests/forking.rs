@@ -1,172 +1,44 @@
 //! `Forking`, run in `fork_server` (a single-threaded process: forking from
 //! the multi-threaded test harness would be exactly the hazard the strategy
-//! warns about). Every wait on the server process has a deadline, and a
-//! server that outlives its test is killed.
+//! warns about), driven by [`ServerProcess`]. Every wait on the server
+//! process has a deadline, and a server that outlives its test is killed
+//! with its process group.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use socketserver::Address;
 use socketserver_tests::*;
 
 const MSG: &[u8] = b"hello world\n";
 const WARNING: &str = "forking a process with";
 
-/// A running `fork_server`; killed (SIGKILL) if still running when dropped.
-struct ForkServer {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<String>>,
-    stderr_done: Arc<AtomicBool>,
-}
-
-impl ForkServer {
-    /// Starts `fork_server TRANSPORT ADDR MAX_CHILDREN MODE [extra]` and
-    /// waits (with a deadline) for its `listening on URL` line.
-    fn start(transport: &str, addr: &str, max_children: usize, mode: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fork_server"))
-            .args([transport, addr, &max_children.to_string(), mode])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            // A backtrace per panicking child costs ~60 ms (symbolizing).
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start fork_server");
-        // Drain both pipes on threads, so the server never blocks on a full
-        // pipe (1000 panics log a lot).
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_done = Arc::new(AtomicBool::new(false));
-        {
-            let pipe = child.stderr.take().unwrap();
-            let (text, done) = (Arc::clone(&stderr), Arc::clone(&stderr_done));
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut text = text.lock();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-                done.store(true, Ordering::SeqCst);
-            });
-        }
-        let (tx, first_line) = mpsc::channel();
-        let pipe = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(pipe).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let mut server = ForkServer {
-            child,
-            url: String::new(),
-            stderr,
-            stderr_done,
-        };
-        match first_line.recv_timeout(DEADLINE) {
-            Ok(Some(Ok(line))) => {
-                server.url = line
-                    .strip_prefix("listening on ")
-                    .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-                    .to_owned();
-            }
-            other => panic!(
-                "fork_server did not say where it listens ({other:?}); stderr: {}",
-                server.stderr.lock()
-            ),
-        }
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The address from the `listening on SCHEME://ADDR` line.
-    fn address(&self) -> Address {
-        let (scheme, rest) = self.url.split_once("://").expect("SCHEME://ADDR");
-        match scheme {
-            "tcp" | "udp" => Address::Inet(rest.parse().expect("IP:PORT")),
-            "unix" | "unixgram" => Address::Unix(Some(PathBuf::from(rest))),
-            _ => panic!("unknown scheme in {}", self.url),
-        }
-    }
-
-    /// The server's live (not zombie) and zombie children.
-    fn children(&self) -> (Vec<u32>, Vec<u32>) {
-        let (zombies, live): (Vec<_>, Vec<_>) = children_of(self.pid())
-            .into_iter()
-            .partition(|&(_, state)| state == 'Z');
-        (
-            live.into_iter().map(|(p, _)| p).collect(),
-            zombies.into_iter().map(|(p, _)| p).collect(),
-        )
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill only reads its integer arguments; the child has not
-        // been waited for, so its pid cannot have been reused.
-        let r = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
-        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    /// Waits at most `limit` for the server to exit; returns its status and
-    /// how long it took. Panics (and the drop kills it) if it does not exit.
-    fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, start.elapsed());
-            }
-            assert!(
-                start.elapsed() < limit,
-                "fork_server did not exit within {limit:?}; stderr: {}",
-                self.stderr.lock()
-            );
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// SIGTERM, then the exit status (within `limit`) and the time taken.
-    fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        self.signal(libc::SIGTERM);
-        self.wait_exit(limit)
-    }
-
-    /// Everything the server (and its children) wrote to stderr, once the
-    /// pipe is closed (the server has exited).
-    fn stderr(&self) -> String {
-        wait_until(DEADLINE, "stderr closed", || {
-            self.stderr_done.load(Ordering::SeqCst)
-        });
-        self.stderr.lock().clone()
-    }
-}
-
-impl Drop for ForkServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `fork_server TRANSPORT ADDR MAX_CHILDREN MODE [extra]` and
+/// waits (with a deadline) for its `listening on URL` line.
+fn start(
+    transport: &str,
+    addr: &str,
+    max_children: usize,
+    mode: &str,
+    extra: &[&str],
+) -> ServerProcess {
+    let max_children = max_children.to_string();
+    let args: Vec<&str> = [transport, addr, &max_children, mode]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    ServerProcess::start(env!("CARGO_BIN_EXE_fork_server"), &args)
 }
 
 /// SIGTERM; asserts a clean exit 0 (within [`PROMPT`]); returns stderr.
-fn stop(mut server: ForkServer) -> String {
+fn stop(mut server: ServerProcess) -> String {
     let (status, took) = server.terminate(PROMPT);
     assert!(status.success(), "exit status {status}");
     eprintln!("fork_server exited {took:?} after SIGTERM");
-    let stderr = server.stderr();
+    let stderr = server.final_stderr();
     assert!(
         !stderr.contains(WARNING),
         "fork_server must be single-threaded: {stderr}"
@@ -185,7 +57,7 @@ fn stream_echo(addr: &Address, msg: &[u8]) -> Vec<u8> {
 
 #[test]
 fn forking_tcp_echo_serves_3_clients() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "echo", &[]);
+    let server = start("tcp", "127.0.0.1:0", 40, "echo", &[]);
     let addr = server.address();
     within(DEADLINE, "3 TCP clients", move || {
         let clients: Vec<_> = (0..3).map(|_| tcp_client(&addr)).collect();
@@ -198,7 +70,7 @@ fn forking_tcp_echo_serves_3_clients() {
 
 #[test]
 fn forking_tcp_echo_works_over_ipv6() {
-    let server = ForkServer::start("tcp", "[::1]:0", 40, "echo", &[]);
+    let server = start("tcp", "[::1]:0", 40, "echo", &[]);
     let addr = server.address();
     assert!(addr.as_inet().unwrap().is_ipv6());
     within(DEADLINE, "an IPv6 client", move || {
@@ -209,7 +81,7 @@ fn forking_tcp_echo_works_over_ipv6() {
 
 #[test]
 fn forking_udp_echo_serves_3_clients() {
-    let server = ForkServer::start("udp", "127.0.0.1:0", 40, "echo", &[]);
+    let server = start("udp", "127.0.0.1:0", 40, "echo", &[]);
     let addr = server.address();
     within(DEADLINE, "3 UDP clients", move || {
         for _ in 0..3 {
@@ -227,7 +99,7 @@ fn forking_udp_echo_serves_3_clients() {
 fn forking_unix_stream_echo_serves_3_clients() {
     let dir = TempDir::new("fork-unix");
     let path = dir.join("echo.sock");
-    let server = ForkServer::start("unix", path.to_str().unwrap(), 40, "echo", &[]);
+    let server = start("unix", path.to_str().unwrap(), 40, "echo", &[]);
     let addr = server.address();
     assert_eq!(addr.as_path(), Some(path.as_path()));
     within(DEADLINE, "3 Unix stream clients", move || {
@@ -244,7 +116,7 @@ fn forking_unix_stream_echo_serves_3_clients() {
 fn forking_unix_datagram_echo_serves_3_clients() {
     let dir = TempDir::new("fork-unixgram");
     let path = dir.join("echo.sock");
-    let server = ForkServer::start("unixgram", path.to_str().unwrap(), 40, "echo", &[]);
+    let server = start("unixgram", path.to_str().unwrap(), 40, "echo", &[]);
     let addr = server.address();
     let client_dir = dir.path().to_path_buf();
     within(DEADLINE, "3 Unix datagram clients", move || {
@@ -262,7 +134,7 @@ fn forking_unix_datagram_echo_serves_3_clients() {
 
 #[test]
 fn a_thousand_requests_leave_no_zombie_children() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "echo", &[]);
+    let server = start("tcp", "127.0.0.1:0", 40, "echo", &[]);
     let addr = server.address();
     within(Duration::from_secs(30), "1000 requests", move || {
         for i in 0..1000 {
@@ -274,7 +146,7 @@ fn a_thousand_requests_leave_no_zombie_children() {
     // Children end when their client leaves; the server reaps them even
     // though it is idle now.
     wait_until(Duration::from_secs(2), "no zombie children", || {
-        server.children().1.is_empty()
+        server.children().1 == 0
     });
     wait_until(DEADLINE, "no children at all", || {
         children_of(server.pid()).is_empty()
@@ -289,7 +161,7 @@ fn a_thousand_requests_leave_no_zombie_children() {
 /// `max` live children is checked again: only children live in both scans
 /// count.
 fn most_children_until_done<T>(
-    server: &ForkServer,
+    server: &ServerProcess,
     clients: &[thread::JoinHandle<T>],
     max: usize,
     limit: Duration,
@@ -302,9 +174,9 @@ fn most_children_until_done<T>(
             "{} clients not done within {limit:?}",
             clients.len()
         );
-        let mut live = server.children().0;
+        let mut live = server.live_children();
         if live.len() > max {
-            let again: HashSet<u32> = server.children().0.into_iter().collect();
+            let again: HashSet<u32> = server.live_children().into_iter().collect();
             live.retain(|p| again.contains(p));
         }
         assert!(
@@ -321,7 +193,7 @@ fn most_children_until_done<T>(
 #[test]
 fn max_children_is_respected_and_every_client_is_served() {
     const MAX: usize = 3;
-    let server = ForkServer::start("tcp", "127.0.0.1:0", MAX, "sleep:200", &[]);
+    let server = start("tcp", "127.0.0.1:0", MAX, "sleep:200", &[]);
     let addr = server.address();
     let clients: Vec<_> = (0..10)
         .map(|i| {
@@ -346,7 +218,7 @@ fn max_children_is_respected_and_every_client_is_served() {
 
 #[test]
 fn a_panicking_handler_in_a_child_does_not_stop_the_next_client() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "panic", &[]);
+    let server = start("tcp", "127.0.0.1:0", 40, "panic", &[]);
     let addr = server.address();
     within(DEADLINE, "a panic, then an echo", move || {
         let mut c = tcp_client(&addr);
@@ -365,7 +237,7 @@ fn a_panicking_handler_in_a_child_does_not_stop_the_next_client() {
 
 #[test]
 fn a_child_that_exits_early_does_not_stop_the_next_client() {
-    let server = ForkServer::start("udp", "127.0.0.1:0", 40, "exit:7", &[]);
+    let server = start("udp", "127.0.0.1:0", 40, "exit:7", &[]);
     let addr = server.address();
     within(DEADLINE, "an early exit, then an echo", move || {
         let c = udp_client(&addr);
@@ -383,7 +255,7 @@ fn a_child_that_exits_early_does_not_stop_the_next_client() {
 
 #[test]
 fn sigterm_exits_0_after_the_running_child_finishes() {
-    let mut server = ForkServer::start("tcp", "127.0.0.1:0", 40, "sleep:300", &[]);
+    let mut server = start("tcp", "127.0.0.1:0", 40, "sleep:300", &[]);
     let addr = server.address();
     let mut c = tcp_client(&addr);
     c.write_all(MSG).unwrap();
@@ -392,7 +264,7 @@ fn sigterm_exits_0_after_the_running_child_finishes() {
     c.shutdown(std::net::Shutdown::Write).unwrap();
     let mut live = Vec::new();
     wait_until(DEADLINE, "a child serving the client", || {
-        live = server.children().0;
+        live = server.live_children();
         !live.is_empty()
     });
     let (status, took) = server.terminate(PROMPT);
@@ -414,14 +286,14 @@ fn sigterm_exits_0_after_the_running_child_finishes() {
 #[test]
 fn sigterm_stops_an_idle_server_within_a_second() {
     for transport in ["tcp", "udp"] {
-        let server = ForkServer::start(transport, "127.0.0.1:0", 40, "echo", &[]);
+        let server = start(transport, "127.0.0.1:0", 40, "echo", &[]);
         stop(server);
     }
 }
 
 #[test]
 fn forking_from_a_threaded_process_logs_a_warning() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "echo", &["--spawn-thread"]);
+    let server = start("tcp", "127.0.0.1:0", 40, "echo", &["--spawn-thread"]);
     let addr = server.address();
     within(DEADLINE, "an echo", move || {
         assert_eq!(stream_echo(&addr, MSG), MSG)
@@ -429,7 +301,7 @@ fn forking_from_a_threaded_process_logs_a_warning() {
     let mut server = server;
     let (status, _) = server.terminate(PROMPT);
     assert!(status.success(), "exit status {status}");
-    let stderr = server.stderr();
+    let stderr = server.final_stderr();
     assert!(
         stderr.contains("forking a process with 2 threads"),
         "stderr: {stderr}"
@@ -442,7 +314,7 @@ fn forking_from_a_threaded_process_logs_a_warning() {
 /// every request is served and every child exits.
 #[test]
 fn children_of_a_server_with_a_logging_thread_never_hang_in_the_logger() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "log", &["--noisy-thread"]);
+    let server = start("tcp", "127.0.0.1:0", 40, "log", &["--noisy-thread"]);
     let addr = server.address();
     let pid = server.pid();
     within(
@@ -459,7 +331,7 @@ fn children_of_a_server_with_a_logging_thread_never_hang_in_the_logger() {
     let mut server = server;
     let (status, _) = server.terminate(PROMPT);
     assert!(status.success(), "exit status {status}");
-    let stderr = server.stderr();
+    let stderr = server.final_stderr();
     assert!(
         !stderr.contains("a child serving"),
         "a child logged: {}",
@@ -474,7 +346,7 @@ fn children_of_a_server_with_a_logging_thread_never_hang_in_the_logger() {
 /// happened), not printed by the default panic hook.
 #[test]
 fn a_handler_panic_is_logged_not_printed_by_the_panic_hook() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "panic", &[]);
+    let server = start("tcp", "127.0.0.1:0", 40, "panic", &[]);
     let addr = server.address();
     within(DEADLINE, "a panic, then an echo", move || {
         let mut c = tcp_client(&addr);
@@ -503,7 +375,7 @@ fn ten_thousand_requests_with_crashing_children_leave_no_zombie() {
     const REQUESTS: usize = 10_000;
     const CLIENTS: usize = 8;
     const CRASH_EVERY: usize = 1000;
-    let server = ForkServer::start("tcp", "127.0.0.1:0", MAX, "abort", &[]);
+    let server = start("tcp", "127.0.0.1:0", MAX, "abort", &[]);
     let addr = server.address();
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
@@ -530,7 +402,7 @@ fn ten_thousand_requests_with_crashing_children_leave_no_zombie() {
     }
     let took = start.elapsed();
     wait_until(Duration::from_secs(2), "no zombie children", || {
-        server.children().1.is_empty()
+        server.children().1 == 0
     });
     wait_until(DEADLINE, "no children at all", || {
         children_of(server.pid()).is_empty()
@@ -547,7 +419,7 @@ fn ten_thousand_requests_with_crashing_children_leave_no_zombie() {
 /// exits; the server keeps serving and is left with no child.
 #[test]
 fn a_thousand_panicking_children_leave_the_server_serving() {
-    let server = ForkServer::start("tcp", "127.0.0.1:0", 40, "panic", &[]);
+    let server = start("tcp", "127.0.0.1:0", 40, "panic", &[]);
     let addr = server.address();
     let a = addr.clone();
     within(Duration::from_secs(60), "1000 panics", move || {

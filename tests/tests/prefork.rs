@@ -6,141 +6,17 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use socketserver_tests::*;
 
-/// A running `prefork_server`; its whole process group is killed (SIGKILL)
-/// if it is still running when dropped.
-struct PreForkServer {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl PreForkServer {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prefork_server"))
-            .arg("127.0.0.1:0")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .env("RUST_BACKTRACE", "0")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start prefork_server");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let pipe = child.stderr.take().unwrap();
-            let text = Arc::clone(&stderr);
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut text = text.lock();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            });
-        }
-        let (tx, first_line) = mpsc::channel();
-        let pipe = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(pipe).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let line = match first_line.recv_timeout(DEADLINE) {
-            Ok(Some(Ok(line))) => line,
-            other => panic!(
-                "prefork_server did not say where it listens ({other:?}); stderr: {}",
-                stderr.lock()
-            ),
-        };
-        let addr = line
-            .strip_prefix("listening on tcp://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("IP:PORT");
-        PreForkServer {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// (live children, zombie children).
-    fn children(&self) -> (usize, usize) {
-        let all = children_of(self.pid());
-        let zombies = all.iter().filter(|&&(_, s)| s == 'Z').count();
-        (all.len() - zombies, zombies)
-    }
-
-    fn wait_children(&self, what: &str, cond: impl Fn(usize) -> bool) {
-        let start = Instant::now();
-        loop {
-            let (live, _) = self.children();
-            if cond(live) {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{what}: {live} children after {DEADLINE:?}; stderr: {}",
-                self.stderr.lock()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Sends `signal` to the server (or, with `group`, to its whole process
-    /// group).
-    fn signal(&self, signal: i32, group: bool) {
-        let pid = self.pid() as libc::pid_t;
-        let target = if group { -pid } else { pid };
-        // SAFETY: kill only reads its integer arguments; the server has not
-        // been waited for, so its pid (and group id) cannot have been reused.
-        let r = unsafe { libc::kill(target, signal) };
-        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "prefork_server did not exit within {limit:?}; stderr: {}",
-                self.stderr.lock()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().clone()
-    }
-}
-
-impl Drop for PreForkServer {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.signal(libc::SIGKILL, true);
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `prefork_server 127.0.0.1:0 args`.
+fn start(args: &[&str]) -> ServerProcess {
+    let args: Vec<&str> = ["127.0.0.1:0"].iter().chain(args).copied().collect();
+    ServerProcess::start(env!("CARGO_BIN_EXE_prefork_server"), &args)
 }
 
 /// One line out, one line back, on `stream`.
@@ -193,11 +69,11 @@ impl Sampler {
 
 #[test]
 fn children_stay_between_min_and_max_as_load_comes_and_goes() {
-    let server = PreForkServer::start(&["--min=3", "--max=8", "--min-spare=1", "--max-spare=2"]);
+    let server = start(&["--min=3", "--max=8", "--min-spare=1", "--max-spare=2"]);
     server.wait_children("start", |n| n == 3);
     let sampler = Sampler::start(server.pid());
     // 12 connections held open: each holds a child; 8 children at most.
-    let mut clients: Vec<_> = (0..12).map(|_| connect(server.addr)).collect();
+    let mut clients: Vec<_> = (0..12).map(|_| connect(server.inet())).collect();
     for c in &mut clients {
         c.get_mut().write_all(b"hi\n").unwrap();
     }
@@ -244,7 +120,7 @@ fn children_stay_between_min_and_max_as_load_comes_and_goes() {
 fn ten_thousand_requests_with_crashing_children_never_exceed_max_servers() {
     const TOTAL: usize = 10_000;
     const CLIENTS: usize = 8;
-    let server = PreForkServer::start(&["--min=4", "--max=10", "--max-requests=0"]);
+    let server = start(&["--min=4", "--max=10", "--max-requests=0"]);
     server.wait_children("start", |n| n == 4);
     let sampler = Sampler::start(server.pid());
     let next = Arc::new(AtomicUsize::new(0));
@@ -252,7 +128,7 @@ fn ten_thousand_requests_with_crashing_children_never_exceed_max_servers() {
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (next, failed) = (Arc::clone(&next), Arc::clone(&failed_normal));
-            let addr = server.addr;
+            let addr = server.inet();
             thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= TOTAL {
@@ -284,29 +160,37 @@ fn ten_thousand_requests_with_crashing_children_never_exceed_max_servers() {
     );
     assert!(hi <= 10, "max_servers exceeded: {hi} children");
     wait_until(PROMPT, "crashes logged", || {
-        server.log().matches("killed by signal 6 (SIGABRT)").count() == 10
+        server
+            .stderr()
+            .matches("killed by signal 6 (SIGABRT)")
+            .count()
+            == 10
     });
     server.wait_children("replaced", |n| n >= 4);
     wait_until(PROMPT, "no zombies", || server.children().1 == 0);
 }
 
 fn sigterm_drains_and_leaves_no_process(to_group: bool) {
-    let mut server = PreForkServer::start(&["--min=3", "--max=6"]);
+    let mut server = start(&["--min=3", "--max=6"]);
     server.wait_children("start", |n| n == 3);
-    let mut idle: Vec<_> = (0..2).map(|_| connect(server.addr)).collect();
+    let mut idle: Vec<_> = (0..2).map(|_| connect(server.inet())).collect();
     for c in &mut idle {
         assert_eq!(ask(c, "hello").unwrap(), "hello");
     }
-    let mut busy = connect(server.addr);
+    let mut busy = connect(server.inet());
     busy.get_mut().write_all(b"sleep 300\n").unwrap();
     thread::sleep(Duration::from_millis(50));
     let pgid = server.pid();
-    server.signal(libc::SIGTERM, to_group);
+    if to_group {
+        server.signal_group(libc::SIGTERM);
+    } else {
+        server.signal(libc::SIGTERM);
+    }
     let status = server.wait_exit(DEADLINE);
     assert!(
         status.success(),
         "exit status {status}; stderr: {}",
-        server.log()
+        server.stderr()
     );
     // The busy request finished its message; the idle ones were closed.
     let mut line = String::new();
@@ -319,9 +203,9 @@ fn sigterm_drains_and_leaves_no_process(to_group: bool) {
     let left = group_members(pgid);
     assert!(left.is_empty(), "processes left in the group: {left:?}");
     assert!(
-        !server.log().contains("killed by signal"),
+        !server.stderr().contains("killed by signal"),
         "{}",
-        server.log()
+        server.stderr()
     );
 }
 
@@ -337,10 +221,10 @@ fn sigterm_to_the_process_group_drains_children_exits_zero_and_leaves_no_process
 
 #[test]
 fn a_killed_parent_leaves_no_child_serving() {
-    let mut server = PreForkServer::start(&["--min=3"]);
+    let mut server = start(&["--min=3"]);
     server.wait_children("start", |n| n == 3);
     let pgid = server.pid();
-    server.signal(libc::SIGKILL, false);
+    server.signal(libc::SIGKILL);
     let _ = server.wait_exit(DEADLINE);
     wait_until(DEADLINE, "children gone with their parent", || {
         group_members(pgid).is_empty()
@@ -349,11 +233,11 @@ fn a_killed_parent_leaves_no_child_serving() {
 
 #[test]
 fn max_requests_recycles_children() {
-    let server = PreForkServer::start(&["--min=2", "--max=4", "--min-spare=1", "--max-requests=5"]);
+    let server = start(&["--min=2", "--max=4", "--min-spare=1", "--max-requests=5"]);
     server.wait_children("start", |n| n == 2);
     let mut seen: HashMap<String, usize> = HashMap::new();
     for _ in 0..40 {
-        let mut c = connect(server.addr);
+        let mut c = connect(server.inet());
         let pid = ask(&mut c, "pid").unwrap();
         *seen.entry(pid).or_default() += 1;
     }
@@ -367,14 +251,14 @@ fn max_requests_recycles_children() {
 
 #[test]
 fn a_handler_that_always_crashes_does_not_fork_bomb() {
-    let server = PreForkServer::start(&["--min=2", "--max=20", "--forks-per-second=20"]);
+    let server = start(&["--min=2", "--max=20", "--forks-per-second=20"]);
     server.wait_children("start", |n| n == 2);
     let stop = Arc::new(AtomicBool::new(false));
     let storm = Duration::from_secs(2);
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let stop = Arc::clone(&stop);
-            let addr = server.addr;
+            let addr = server.inet();
             thread::spawn(move || {
                 // One request at a time, each waiting for its child to
                 // crash: none is left queued when the storm stops.
@@ -387,7 +271,7 @@ fn a_handler_that_always_crashes_does_not_fork_bomb() {
         .collect();
     thread::sleep(storm);
     stop.store(true, Ordering::SeqCst);
-    let crashes = server.log().matches("(SIGABRT)").count();
+    let crashes = server.stderr().matches("(SIGABRT)").count();
     within(
         Duration::from_secs(30),
         "the last crashing requests",
@@ -404,20 +288,20 @@ fn a_handler_that_always_crashes_does_not_fork_bomb() {
         "{crashes} children crashed in {storm:?}"
     );
     assert!(
-        server.log().contains("children keep crashing"),
+        server.stderr().contains("children keep crashing"),
         "{}",
-        server.log()
+        server.stderr()
     );
     // The server recovers: a normal request is served.
-    let mut c = connect(server.addr);
+    let mut c = connect(server.inet());
     assert_eq!(ask(&mut c, "still there").unwrap(), "still there");
 }
 
 #[test]
 fn threading_inside_a_child_serves_concurrent_connections() {
-    let server = PreForkServer::start(&["--min=1", "--max=1", "--min-spare=0", "--threading"]);
+    let server = start(&["--min=1", "--max=1", "--min-spare=0", "--threading"]);
     server.wait_children("start", |n| n == 1);
-    let mut clients: Vec<_> = (0..5).map(|_| connect(server.addr)).collect();
+    let mut clients: Vec<_> = (0..5).map(|_| connect(server.inet())).collect();
     let pids: Vec<String> = clients.iter_mut().map(|c| ask(c, "pid").unwrap()).collect();
     assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
 }
@@ -426,21 +310,21 @@ fn threading_inside_a_child_serves_concurrent_connections() {
 fn green_inside_a_child_serves_concurrent_connections_and_drains_them_on_sigterm() {
     // One worker thread in one child: a connection waiting for its next
     // line must not hold the worker (the others would go unanswered).
-    let mut server = PreForkServer::start(&["--min=1", "--max=1", "--min-spare=0", "--green"]);
+    let mut server = start(&["--min=1", "--max=1", "--min-spare=0", "--green"]);
     server.wait_children("start", |n| n == 1);
-    let mut clients: Vec<_> = (0..5).map(|_| connect(server.addr)).collect();
+    let mut clients: Vec<_> = (0..5).map(|_| connect(server.inet())).collect();
     let pids: Vec<String> = clients.iter_mut().map(|c| ask(c, "pid").unwrap()).collect();
     assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
     for c in &mut clients {
         assert_eq!(ask(c, "again").unwrap(), "again");
     }
     let pgid = server.pid();
-    server.signal(libc::SIGTERM, false);
+    server.signal(libc::SIGTERM);
     let status = server.wait_exit(DEADLINE);
     assert!(
         status.success(),
         "exit status {status}; stderr: {}",
-        server.log()
+        server.stderr()
     );
     for c in &mut clients {
         let mut rest = String::new();

@@ -24,8 +24,7 @@ fn tls_args(cert: &Cert) -> [String; 2] {
 /// (no child, no zombie).
 fn terminate_leaving_nothing(mut server: ServerProcess) {
     let pid = server.pid();
-    server.signal(libc::SIGTERM);
-    let status = server.wait_exit(PROMPT);
+    let (status, _) = server.terminate(PROMPT);
     assert!(
         status.success(),
         "exit status {status}; stderr: {}",
@@ -50,7 +49,7 @@ fn forking_serves_20_tls_clients_and_leaves_no_zombie_after_sigterm() {
         env!("CARGO_BIN_EXE_fork_server"),
         &["tcp", "127.0.0.1:0", "40", "echo", &tls_cert, &tls_key],
     );
-    let addr = server.tcp_address();
+    let addr = server.address();
     let took = rustls_clients_echo(&addr, &cert, CLIENTS, 2);
     // openssl s_client, a client nobody here wrote, too.
     let out = s_client(
@@ -95,7 +94,7 @@ fn prefork_serves_20_tls_clients_from_its_children_and_leaves_no_zombie_after_si
             &tls_key,
         ],
     );
-    let addr = server.tcp_address();
+    let addr = server.address();
     let took = rustls_clients_echo(&addr, &cert, CLIENTS, 2);
     let pid = within(DEADLINE, "the serving pid over TLS", {
         let (addr, cert) = (addr.clone(), cert.clone());

@@ -7,12 +7,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use socketserver::auth::Key;
-use socketserver::Server;
 
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
 use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
-use crate::service::{serve_all, stream_service};
+use crate::service::serve_authenticated;
 use crate::text::escape_for_terminal;
 use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 
@@ -223,19 +222,13 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         println!("ok");
         return Ok(0);
     }
-    let mut builder =
-        handler.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
-    if let Some(tls) = tls {
-        builder = builder.tls(tls);
-    }
-    let closer = handler.clone();
-    let service = stream_service(
-        builder,
-        &a.server.listen,
+    serve_authenticated(
+        &a.server,
+        tls,
         handler,
-        Some(Box::new(move || closer.close_handshakes())),
+        FileServer::configure,
+        FileServer::close_handshakes,
     )?;
-    serve_all(vec![service], a.server.drain_secs)?;
     Ok(0)
 }
 

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use socketserver::auth::Key;
-use socketserver::Server;
 
 use super::client::{interactive, run_commands, Session};
 use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
 use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
-use crate::service::{serve_all, stream_service};
+use crate::service::serve_authenticated;
 use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 
 /// How long `demos shell run` waits to connect and authenticate.
@@ -202,19 +201,13 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         max_unauthenticated: a.max_unauthenticated,
     };
     let shell = Shell::new(config);
-    let mut builder =
-        shell.configure(Server::builder().strategy(a.server.strategy().build(a.server.workers)));
-    if let Some(tls) = tls {
-        builder = builder.tls(tls);
-    }
-    let closer = shell.clone();
-    let service = stream_service(
-        builder,
-        &a.server.listen,
+    serve_authenticated(
+        &a.server,
+        tls,
         shell,
-        Some(Box::new(move || closer.close_handshakes())),
+        Shell::configure,
+        Shell::close_handshakes,
     )?;
-    serve_all(vec![service], a.server.drain_secs)?;
     Ok(0)
 }
 
