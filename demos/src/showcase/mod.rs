@@ -78,9 +78,9 @@ pub fn run(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
 }
 
 fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
-    use StrategyName::{Pool, Synchronous, Threading};
+    use StrategyName::{Green, Pool, Synchronous, Threading};
     let mut echo: Vec<(String, Check)> = Vec::new();
-    for s in [Synchronous, Threading, Pool] {
+    for s in [Synchronous, Threading, Pool, Green] {
         echo.push((format!("tcp {s}"), Box::new(move || echo_tcp(s))));
     }
     match options.exe.clone() {
@@ -90,13 +90,13 @@ fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
             Box::new(|| Ok("skipped (no demos binary given)".into())),
         )),
     }
-    for s in [Synchronous, Threading, Pool] {
+    for s in [Synchronous, Threading, Pool, Green] {
         echo.push((format!("udp {s}"), Box::new(move || echo_udp(s))));
     }
     echo.push(("tcp+udp --upper".into(), Box::new(echo_upper)));
 
     let mut chat: Vec<(String, Check)> = Vec::new();
-    for s in [Threading, Pool] {
+    for s in [Threading, Pool, Green] {
         chat.push((format!("tcp {s}"), Box::new(move || chat_tcp(s))));
     }
     chat.push(("tcp shutdown".into(), Box::new(chat_shutdown)));
