@@ -453,10 +453,8 @@ impl Drop for HandshakeGuard {
 /// Runs the server side of the HMAC authentication ([`Gatekeeper`]) on a
 /// request, within the gate's deadline. Without TLS, straight on the
 /// socket (nothing was read through `req` yet). Under TLS, through the
-/// session (the socket carries ciphertext): the request's reads set the
-/// socket's read timeout to the server's own, which would stretch the
-/// first read of the answer to it, so a watchdog thread shuts the
-/// connection down at the gate's deadline instead.
+/// session (the socket carries ciphertext), with the request's reads held
+/// to the gate's deadline by `StreamRequest::read_within`.
 ///
 /// [`Gatekeeper`]: socketserver::auth::Gatekeeper
 pub fn authenticate(
@@ -466,8 +464,9 @@ pub fn authenticate(
     if req.tls_info().is_none() {
         return gate.server_handshake(&mut req.stream());
     }
-    let _watchdog = Watchdog::start(req.stream(), gate.deadline())?;
-    gate.server_handshake(&mut ThroughRequest(req))
+    req.read_within(gate.deadline(), |r| {
+        gate.server_handshake(&mut ThroughRequest(r))
+    })
 }
 
 /// A request seen as a stream with a descriptor: reads and writes through
@@ -493,26 +492,5 @@ impl io::Write for ThroughRequest<'_> {
 impl std::os::fd::AsFd for ThroughRequest<'_> {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.0.stream().as_fd()
-    }
-}
-
-/// Shuts a connection down (both ways) at a deadline unless dropped
-/// first.
-struct Watchdog {
-    _cancel: mpsc::Sender<()>,
-}
-
-impl Watchdog {
-    fn start(conn: &Conn, deadline: Duration) -> io::Result<Watchdog> {
-        let conn = conn.try_clone()?;
-        let (cancel, wait) = mpsc::channel::<()>();
-        thread::Builder::new()
-            .name("auth deadline".into())
-            .spawn(move || {
-                if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(deadline) {
-                    let _ = conn.shutdown(std::net::Shutdown::Both);
-                }
-            })?;
-        Ok(Watchdog { _cancel: cancel })
     }
 }

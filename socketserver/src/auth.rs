@@ -281,21 +281,46 @@ pub fn server_handshake_within<S: Read + Write + AsFd>(
     handshake(&mut timed, key, || Ok(()))
 }
 
-/// A stream whose every read and write must end by one instant.
+/// A stream whose every read and write must end by one instant. The
+/// socket's own read and write timeouts, which it shortens meanwhile, are
+/// put back when it drops: the connection goes on with the server's.
 struct Deadline<'a, S: Read + Write + AsFd> {
     stream: &'a mut S,
     until: Option<Instant>,
     total: Duration,
+    /// The socket's timeouts before (`None` if they could not be read).
+    before: Option<(Option<Duration>, Option<Duration>)>,
 }
 
 impl<'a, S: Read + Write + AsFd> Deadline<'a, S> {
     fn new(stream: &'a mut S, total: Duration) -> Self {
+        let socket = socket2::SockRef::from(&*stream);
+        let before = socket.read_timeout().ok().zip(socket.write_timeout().ok());
         Deadline {
             stream,
             // An unrepresentable instant (a deadline of centuries) is none.
             until: Instant::now().checked_add(total),
             total,
+            before,
         }
+    }
+
+    /// Sets the socket's read (`write`: write) timeout, and tells a green
+    /// coroutine's cache of it.
+    fn set_timeout(&self, write: bool, t: Option<Duration>) -> io::Result<()> {
+        let socket = socket2::SockRef::from(&*self.stream);
+        if write {
+            socket.set_write_timeout(t)?;
+        } else {
+            socket.set_read_timeout(t)?;
+        }
+        #[cfg(feature = "green")]
+        crate::green::timeout_set(
+            std::os::fd::AsRawFd::as_raw_fd(&self.stream.as_fd()),
+            write,
+            t,
+        );
+        Ok(())
     }
 
     /// The time left, as a socket timeout, or `TimedOut` if none is.
@@ -329,16 +354,21 @@ impl<'a, S: Read + Write + AsFd> Deadline<'a, S> {
     }
 }
 
+impl<S: Read + Write + AsFd> Drop for Deadline<'_, S> {
+    fn drop(&mut self) {
+        if let Some((read, write)) = self.before {
+            // Best effort: a socket that cannot take options is broken, and
+            // its next call says so.
+            let _ = self.set_timeout(false, read);
+            let _ = self.set_timeout(true, write);
+        }
+    }
+}
+
 impl<S: Read + Write + AsFd> Read for Deadline<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.left()?;
-        socket2::SockRef::from(&*self.stream).set_read_timeout(left)?;
-        #[cfg(feature = "green")]
-        crate::green::timeout_set(
-            std::os::fd::AsRawFd::as_raw_fd(&self.stream.as_fd()),
-            false,
-            left,
-        );
+        self.set_timeout(false, left)?;
         self.stream.read(buf).map_err(|e| self.map(e))
     }
 }
@@ -346,13 +376,7 @@ impl<S: Read + Write + AsFd> Read for Deadline<'_, S> {
 impl<S: Read + Write + AsFd> Write for Deadline<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let left = self.left()?;
-        socket2::SockRef::from(&*self.stream).set_write_timeout(left)?;
-        #[cfg(feature = "green")]
-        crate::green::timeout_set(
-            std::os::fd::AsRawFd::as_raw_fd(&self.stream.as_fd()),
-            true,
-            left,
-        );
+        self.set_timeout(true, left)?;
         self.stream.write(buf).map_err(|e| self.map(e))
     }
 

@@ -313,6 +313,8 @@ enum Phase {
     Boundary,
     /// Inside `read_message`, the message has begun.
     Message { started: Instant, received: u64 },
+    /// Inside `read_within`: every read ends by `until`.
+    Within { until: Instant, limit: Duration },
 }
 
 /// `write_all` (through the TLS session, if any), a write timeout
@@ -474,6 +476,47 @@ impl StreamRequest {
         result
     }
 
+    /// Runs `f` with all its reads bounded by one deadline, `limit` from
+    /// now: each read waits at most for the time left (and at most the read
+    /// timeout), and past the deadline a read fails with `TimedOut`. For an
+    /// exchange that must end in time as a whole, however the peer spaces
+    /// its bytes: an authentication handshake, a greeting. Reads inside `f`
+    /// that are messages (`read_line`, `read_message`, ...) keep this
+    /// deadline; a `read_within` inside `f` can only shorten it.
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// use std::io::{BufRead, Write};
+    /// use std::time::Duration;
+    ///
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+    ///     req.write_all(b"password?\n")?;
+    ///     let mut answer = String::new();
+    ///     // The whole answer within 5 s, or the connection ends.
+    ///     req.read_within(Duration::from_secs(5), |r| r.read_line(&mut answer))?;
+    ///     req.echo().map(drop)
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_within<T>(
+        &mut self,
+        limit: Duration,
+        f: impl FnOnce(&mut Self) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let Some(until) = Instant::now().checked_add(limit) else {
+            return f(self); // too far to represent: no deadline
+        };
+        let outer = self.phase;
+        let inner = match outer {
+            Phase::Within { until: u, .. } if u <= until => outer,
+            _ => Phase::Within { until, limit },
+        };
+        self.phase = inner;
+        let result = f(self);
+        self.phase = outer;
+        result
+    }
+
     /// Counters of the server serving this request (as of the fork, in a
     /// `Forking` child).
     pub fn stats(&self) -> Stats {
@@ -536,6 +579,30 @@ impl StreamRequest {
             Phase::Outside => {
                 self.set_rcvtimeo(self.timeouts.read)?;
                 self.read_raw(buf)
+            }
+            Phase::Within { until, limit } => {
+                let left = until.saturating_duration_since(Instant::now());
+                let within_timed_out = || {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("not complete within {limit:?} (read_within)"),
+                    )
+                };
+                if left.is_zero() {
+                    return Err(within_timed_out());
+                }
+                // At least 1 ms: a zero timeout means "none" to the socket.
+                let left = left.max(Duration::from_millis(1));
+                let by_deadline = self.timeouts.read.is_none_or(|r| left < r);
+                self.set_rcvtimeo(if by_deadline {
+                    Some(left)
+                } else {
+                    self.timeouts.read
+                })?;
+                match self.read_raw(buf) {
+                    Err(e) if by_deadline && is_timeout(&e) => Err(within_timed_out()),
+                    r => r,
+                }
             }
         }
     }

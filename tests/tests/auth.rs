@@ -370,3 +370,22 @@ fn keys_are_never_empty_and_never_printed() {
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(!debug.contains("104"), "key bytes printed: {debug}"); // b'h'
 }
+
+#[test]
+fn a_handshake_within_a_deadline_gives_the_socket_its_own_timeouts_back() {
+    let (mut server_end, mut client_end) = pair();
+    let read = Duration::from_secs(41);
+    let write = Duration::from_secs(43);
+    server_end.set_read_timeout(Some(read)).unwrap();
+    server_end.set_write_timeout(Some(write)).unwrap();
+    let k = key("timeouts-restored");
+    let server = thread::spawn(move || {
+        auth::server_handshake_within(&mut server_end, &k, Duration::from_secs(2))?;
+        Ok::<_, io::Error>(server_end)
+    });
+    auth::client_handshake(&mut client_end, &key("timeouts-restored")).unwrap();
+    let server_end = server.join().unwrap().unwrap();
+    // While it ran, both were at most the 2 s deadline; now the server's again.
+    assert_eq!(server_end.read_timeout().unwrap(), Some(read));
+    assert_eq!(server_end.write_timeout().unwrap(), Some(write));
+}

@@ -190,12 +190,79 @@ fn five_hundred_trickling_clients_are_all_cut_and_a_new_client_is_served_meanwhi
     running.stop();
 }
 
+/// Asks for a password, which must arrive whole within 500 ms of the
+/// question (`read_within`), then echoes lines.
+fn password_server(strategy: impl Strategy) -> (Running, Address, Arc<Mutex<Vec<String>>>) {
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&errors);
+    let server = Server::builder()
+        .strategy(strategy)
+        .read_timeout(Some(Duration::from_secs(5)))
+        .tcp("127.0.0.1:0", move |req: &mut StreamRequest| {
+            req.write_all(b"password?\n")?;
+            let mut answer = String::new();
+            let got = req.read_within(Duration::from_millis(500), |r| r.read_line(&mut answer));
+            if let Err(e) = got {
+                seen.lock().push(e.to_string());
+                return Err(e);
+            }
+            req.write_all(format!("welcome {answer}").as_bytes())?;
+            req.echo().map(drop)
+        })
+        .unwrap();
+    let running = Running::start(server);
+    let addr = running.address.clone();
+    (running, addr, errors)
+}
+
+fn an_answer_dribbled_past_read_within_is_cut_at_its_deadline(strategy: impl Strategy) {
+    let (running, addr, errors) = password_server(strategy);
+    let mut c = tcp_client(&addr);
+    let mut question = [0u8; 10];
+    c.read_exact(&mut question).unwrap();
+    let start = Instant::now();
+    let cut_after = within(DEADLINE, "the dribbler is cut", move || {
+        for _ in 0..100 {
+            if c.write_all(b"x").is_err() || closed(&mut c) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("still connected after 10 s of dribbling");
+    });
+    assert!(cut_after >= Duration::from_millis(400), "{cut_after:?}");
+    assert!(cut_after < Duration::from_secs(3), "{cut_after:?}");
+    wait_until(DEADLINE, "the error seen", || !errors.lock().is_empty());
+    let error = errors.lock()[0].clone();
+    assert!(error.contains("read_within"), "{error}");
+    running.stop();
+}
+
+fn an_answer_in_time_passes_read_within_and_the_connection_carries_on(strategy: impl Strategy) {
+    let (running, addr, errors) = password_server(strategy);
+    let mut c = tcp_client(&addr);
+    let mut question = [0u8; 10];
+    c.read_exact(&mut question).unwrap();
+    assert_eq!(&question, b"password?\n");
+    c.write_all(b"sesame\n").unwrap();
+    let mut welcome = [0u8; 15];
+    c.read_exact(&mut welcome).unwrap();
+    assert_eq!(&welcome, b"welcome sesame\n");
+    // Past the 500 ms: the deadline was the answer's only.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(stream_roundtrip(&mut c, b"later\n").unwrap(), b"later\n");
+    assert!(errors.lock().is_empty());
+    running.stop();
+}
+
 socketserver_tests::per_strategy! {
     [
         a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_is_quick,
         an_idle_client_is_not_cut_by_the_message_deadline,
         the_minimum_data_rate_extends_the_deadline_of_a_large_message,
         five_hundred_trickling_clients_are_all_cut_and_a_new_client_is_served_meanwhile,
+        an_answer_dribbled_past_read_within_is_cut_at_its_deadline,
+        an_answer_in_time_passes_read_within_and_the_connection_carries_on,
     ]
     threading: Threading::new().stack_size(64 * 1024);
     green: Green::new().threads(2);
