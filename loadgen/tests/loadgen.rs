@@ -4,23 +4,12 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use loadgen::{hold_idle, Config, Error, IdleConfig, Mode, Report};
-
-/// Runs `f` on its own thread and fails the test if it takes longer than `secs`.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(e) => panic!("test did not finish within {secs} s ({e})"),
-    }
-}
+use socketserver_tests::within;
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -102,7 +91,10 @@ fn cfg(addr: SocketAddr, mode: Mode, conns: usize, size: usize) -> Config {
 }
 
 fn run_ok(c: Config) -> Report {
-    within(10, move || loadgen::run(&c)).expect("run succeeds")
+    within(Duration::from_secs(10), "the load run", move || {
+        loadgen::run(&c)
+    })
+    .expect("run succeeds")
 }
 
 #[test]
@@ -139,7 +131,7 @@ fn pingpong_ramp_of_one_still_starts_every_connection() {
     assert_eq!(r.active_conns, 20, "{r:?}");
     assert_eq!(r.errors, 0, "{r:?}");
     // All client sockets are closed when run returns; the server notices quickly.
-    within(5, move || {
+    within(Duration::from_secs(5), "the load run", move || {
         while open.load(Ordering::SeqCst) != 0 {
             thread::sleep(Duration::from_millis(10));
         }
@@ -204,7 +196,7 @@ fn udp_tiny_datagrams() {
 
 #[test]
 fn non_loopback_targets_are_refused() {
-    within(5, || {
+    within(Duration::from_secs(5), "the load run", || {
         for a in [
             "10.0.0.1:7",
             "8.8.8.8:53",
@@ -237,7 +229,7 @@ fn nothing_listening_is_a_clean_error() {
         .unwrap()
         .local_addr()
         .unwrap();
-    within(5, move || {
+    within(Duration::from_secs(5), "the load run", move || {
         for mode in [Mode::PingPong, Mode::Connect] {
             let e = loadgen::run(&cfg(tcp, mode, 4, 64)).unwrap_err();
             assert!(matches!(e, Error::Unreachable { .. }), "{e}");
@@ -253,7 +245,10 @@ fn nothing_listening_is_a_clean_error() {
 fn silent_server_ends_on_time() {
     let (addr, _) = tcp_server(Behaviour::Silent);
     let t = Instant::now();
-    let e = within(10, move || loadgen::run(&cfg(addr, Mode::PingPong, 4, 64))).unwrap_err();
+    let e = within(Duration::from_secs(10), "the load run", move || {
+        loadgen::run(&cfg(addr, Mode::PingPong, 4, 64))
+    })
+    .unwrap_err();
     let took = t.elapsed();
     // 0.2 s warmup + 0.5 s window: it ends then, not at some later timeout.
     eprintln!("a run against a silent server ended after {took:?}");
@@ -269,7 +264,7 @@ fn progress_is_reported() {
     let (addr, _) = tcp_server(Behaviour::Echo);
     let mut c = cfg(addr, Mode::PingPong, 2, 64);
     c.duration = Duration::from_millis(900);
-    let seen = within(10, move || {
+    let seen = within(Duration::from_secs(10), "the load run", move || {
         let mut seen = Vec::new();
         loadgen::run_with_progress(&c, |p| seen.push(*p)).unwrap();
         seen
@@ -284,7 +279,7 @@ fn progress_is_reported() {
 #[test]
 fn idle_connections_are_held_and_closed_on_drop() {
     let (addr, open) = tcp_server(Behaviour::Echo);
-    within(10, move || {
+    within(Duration::from_secs(10), "the load run", move || {
         let mut ic = IdleConfig::new(addr, 50);
         ic.echo_size = 32;
         let held = hold_idle(&ic).unwrap();
@@ -311,7 +306,7 @@ fn idle_connections_are_held_and_closed_on_drop() {
 #[test]
 fn idle_echo_against_silent_server_times_out_but_holds() {
     let (addr, open) = tcp_server(Behaviour::Silent);
-    within(10, move || {
+    within(Duration::from_secs(10), "the load run", move || {
         let mut ic = IdleConfig::new(addr, 3);
         ic.echo_size = 8;
         ic.connect_timeout = Duration::from_millis(100);
@@ -340,7 +335,10 @@ fn server_closing_mid_echo_counts_io_errors() {
     });
     let mut c = cfg(addr, Mode::PingPong, 2, 64);
     c.warmup = Duration::ZERO;
-    let e = within(10, move || loadgen::run(&c)).unwrap_err();
+    let e = within(Duration::from_secs(10), "the load run", move || {
+        loadgen::run(&c)
+    })
+    .unwrap_err();
     match e {
         Error::NothingServed(r) => {
             assert!(r.io_errors > 2 && r.mismatches == 0, "{r:?}");
