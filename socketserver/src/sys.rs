@@ -859,9 +859,11 @@ pub(crate) mod green_stacks {
         slot: usize,
     }
 
-    // SAFETY: `base` and `limit` bound a readable and writable range (made
-    // so by `Slabs::take` before it hands the stack out) with `limit` one
-    // guard page above the slot's start, page aligned, so 16-byte aligned.
+    // SAFETY: `limit..base` is one slot: its guard page (`PROT_NONE`, at
+    // `limit`: the stack grows down into it) and above it the readable and
+    // writable stack (made so by `Slabs::take` before it hands the stack
+    // out), at least `MIN_STACK_SIZE` bytes. Corosensei wants the guard
+    // page counted in `limit`. Both are page aligned, so 16-byte aligned.
     // The range stays mapped as long as the stack is in use: a slab is only
     // unmapped once every slot of it was given back, or when the `Slabs`
     // drops, which its owner (the green worker) orders after every
@@ -925,9 +927,11 @@ pub(crate) mod green_stacks {
         pub(crate) fn new(size: usize, keep: usize) -> Slabs {
             let page = page_size();
             Slabs {
+                // Too large to round up: no slab can be mapped (`slab_len`).
                 size: size
                     .max(corosensei::stack::MIN_STACK_SIZE)
-                    .next_multiple_of(page),
+                    .checked_next_multiple_of(page)
+                    .unwrap_or(usize::MAX),
                 page,
                 slabs: Vec::new(),
                 open: BTreeSet::new(),
@@ -940,8 +944,13 @@ pub(crate) mod green_stacks {
             self.size + self.page
         }
 
-        fn slab_len(&self) -> usize {
-            self.slot_len() * PER_SLAB
+        /// The bytes of a slab; `None` if the stack size is too large for
+        /// one (a slab is never mapped then: every `take` fails).
+        fn slab_len(&self) -> Option<usize> {
+            self.size
+                .checked_add(self.page)?
+                .checked_mul(PER_SLAB)
+                .filter(|len| isize::try_from(*len).is_ok())
         }
 
         /// A stack: a free slot of the lowest slab that has one, or of a
@@ -984,7 +993,7 @@ pub(crate) mod green_stacks {
             };
             Ok(SlabStack {
                 base: pointer(start + page + size)?,
-                limit: pointer(start + page)?,
+                limit: pointer(start)?,
                 slab: index,
                 slot,
             })
@@ -992,7 +1001,12 @@ pub(crate) mod green_stacks {
 
         /// Maps a new slab (all guard pages until a slot is first used).
         fn map_slab(&mut self) -> io::Result<usize> {
-            let len = self.slab_len();
+            let len = self.slab_len().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("green stacks: a stack of {} bytes is too large", self.size),
+                )
+            })?;
             // SAFETY: a fresh anonymous private mapping at an address of the
             // kernel's choosing: it cannot overlap anything of ours.
             let addr = unsafe {
@@ -1068,7 +1082,10 @@ pub(crate) mod green_stacks {
 
     impl Drop for Slabs {
         fn drop(&mut self) {
-            let len = self.slab_len();
+            // Some whenever a slab was mapped.
+            let Some(len) = self.slab_len() else {
+                return;
+            };
             for slab in self.slabs.drain(..).flatten() {
                 unmap(slab.addr, len);
             }
@@ -1085,9 +1102,10 @@ pub(crate) mod green_stacks {
             }
         }
 
-        /// Writes the whole usable range of `stack` and reads it back.
+        /// Writes the whole usable range of `stack` (above its guard page)
+        /// and reads it back.
         fn fill(stack: &SlabStack, byte: u8) {
-            let (lo, hi) = (stack.limit().get(), stack.base().get());
+            let (lo, hi) = (stack.limit().get() + page_size(), stack.base().get());
             let range = lo as *mut u8;
             // SAFETY: `lo..hi` is the stack's usable range, readable and
             // writable while it is out, and no coroutine runs on it.
@@ -1104,7 +1122,7 @@ pub(crate) mod green_stacks {
                 .collect();
             assert_eq!(slabs.mapped(), 3);
             for (i, s) in stacks.iter().enumerate() {
-                assert_eq!(s.base().get() - s.limit().get(), 16 * 1024);
+                assert_eq!(s.base().get() - s.limit().get(), 16 * 1024 + slabs.page);
                 assert_eq!(s.limit().get() % slabs.page, 0);
                 fill(s, i as u8);
             }
@@ -1116,6 +1134,50 @@ pub(crate) mod green_stacks {
                 slabs.give(s, true);
             }
             assert_eq!(slabs.mapped(), 0, "with nothing to keep, empty slabs go");
+        }
+
+        /// Corosensei's `Stack` contract: `limit` counts the guard page, so
+        /// that the stack's bounds (`limit..base`) are the whole slot, and the
+        /// slots of a slab follow each other without gaps or overlap.
+        #[test]
+        fn a_stack_limit_includes_its_guard_page() {
+            let mut slabs = Slabs::new(16 * 1024, 0);
+            let a = slabs.take().expect("a stack");
+            let b = slabs.take().expect("a stack");
+            let slot = 16 * 1024 + slabs.page;
+            assert_eq!(a.base().get() - a.limit().get(), slot);
+            assert_eq!(
+                b.limit().get(),
+                a.base().get(),
+                "b's guard page is just above a"
+            );
+            // The guard page is not accessible (its mapping's protections).
+            let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+            let guard = a.limit().get();
+            let line = maps
+                .lines()
+                .find(|l| {
+                    let range = l.split(' ').next().unwrap_or("");
+                    let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
+                    let lo = usize::from_str_radix(lo, 16).unwrap_or(0);
+                    let hi = usize::from_str_radix(hi, 16).unwrap_or(0);
+                    lo <= guard && guard < hi
+                })
+                .expect("the guard page is mapped");
+            assert!(line.contains(" ---p "), "guard page not PROT_NONE: {line}");
+            slabs.give(a, true);
+            slabs.give(b, true);
+        }
+
+        /// A stack size too large for a slab makes `take` fail, not panic
+        /// or wrap around.
+        #[test]
+        fn a_stack_too_large_is_an_error() {
+            for size in [usize::MAX, usize::MAX / 2, usize::MAX / PER_SLAB] {
+                let mut slabs = Slabs::new(size, 0);
+                let err = slabs.take().expect_err("no such stack");
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{size}: {err}");
+            }
         }
 
         #[test]

@@ -143,6 +143,13 @@ pub(crate) fn poll_read(
 ) -> io::Result<crate::sys::Ready> {
     let now = crate::sys::poll_read(socket, wake, Some(Duration::ZERO))?;
     if now.socket || now.wake || timeout == Some(Duration::ZERO) {
+        // No wait, yet the other coroutines of this worker (the requests
+        // this loop has just placed here among them) run first, as after a
+        // wait: a loop that finds work every time (a flood, a zero service
+        // interval) must not keep its worker to itself. Only this loop
+        // takes from its sockets, so what was ready still is (and were it
+        // not, the loop would find nothing and look again).
+        yield_now();
         return Ok(now);
     }
     // Nothing ready now: from here on an edge wakes this coroutine (an

@@ -223,10 +223,22 @@ pub(crate) enum Msg {
     Wake(Token),
 }
 
+/// A worker's messages not taken yet.
+#[derive(Default)]
+struct Inbox {
+    msgs: Vec<Msg>,
+    /// The worker is gone (it exited, or died): a message sent now is
+    /// dropped at once (see [`Shared::discard`]), as nothing would take it.
+    closed: bool,
+}
+
 /// The part of a worker other threads see.
 pub(crate) struct Shared {
-    inbox: Mutex<Vec<Msg>>,
+    inbox: Mutex<Inbox>,
     waker: Waker,
+    /// The strategy's count of running requests (a request dropped unrun
+    /// leaves it).
+    active: Arc<ActiveCount>,
     /// Coroutines on this worker (queued jobs included).
     pub(crate) load: AtomicUsize,
     stop: AtomicBool,
@@ -238,8 +250,12 @@ impl Shared {
     pub(crate) fn send(&self, msg: Msg) {
         let first = {
             let mut inbox = self.inbox.lock();
-            inbox.push(msg);
-            inbox.len() == 1
+            if inbox.closed {
+                drop(inbox);
+                return self.discard(msg);
+            }
+            inbox.msgs.push(msg);
+            inbox.msgs.len() == 1
         };
         // One wake-up per batch: the worker empties the whole inbox. The
         // worker itself (its server loop placing a request here) looks at
@@ -248,6 +264,37 @@ impl Shared {
             if let Err(e) = self.waker.wake() {
                 log::error!("cannot wake a green worker: {e}");
             }
+        }
+    }
+
+    /// Drops `msg`, which no worker will take, undoing what sending it
+    /// counted: a request's connection closes; a server loop's
+    /// `serve_forever` sees that the loop is gone.
+    fn discard(&self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => {
+                log::warn!("green worker gone: closing the request for {}", job.peer());
+                self.load.fetch_sub(1, Ordering::SeqCst);
+                self.active.decrement();
+            }
+            Msg::Loop { url, .. } => {
+                log::error!("green worker gone: cannot run the server loop of {url}");
+                self.load.fetch_sub(1, Ordering::SeqCst);
+            }
+            Msg::Wake(_) => {}
+        }
+    }
+
+    /// The worker is gone: later messages are dropped at once, and those
+    /// it did not take are dropped now.
+    fn close_inbox(&self) {
+        let left = {
+            let mut inbox = self.inbox.lock();
+            inbox.closed = true;
+            std::mem::take(&mut inbox.msgs)
+        };
+        for msg in left {
+            self.discard(msg);
         }
     }
 
@@ -285,8 +332,9 @@ pub(crate) fn spawn(
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     let shared = Arc::new(Shared {
-        inbox: Mutex::new(Vec::new()),
+        inbox: Mutex::new(Inbox::default()),
         waker,
+        active: Arc::clone(&active),
         load: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         closing: AtomicBool::new(false),
@@ -294,6 +342,9 @@ pub(crate) fn spawn(
     let worker_shared = Arc::clone(&shared);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         CURRENT_WORKER.with(|w| w.set(Arc::as_ptr(&worker_shared) as usize));
+        // Whichever way the worker ends (its last coroutine after a stop,
+        // or a panic), what is sent to it from then on is dropped.
+        let _closed = CloseInbox(Arc::clone(&worker_shared));
         Worker {
             poll,
             shared: worker_shared,
@@ -308,6 +359,15 @@ pub(crate) fn spawn(
         .run();
     })?;
     Ok((shared, handle))
+}
+
+/// Closes a worker's inbox when dropped (see [`Shared::close_inbox`]).
+struct CloseInbox(Arc<Shared>);
+
+impl Drop for CloseInbox {
+    fn drop(&mut self) {
+        self.0.close_inbox();
+    }
 }
 
 /// What a suspended coroutine waits for.
@@ -492,7 +552,7 @@ impl Worker {
     }
 
     fn take_inbox(&mut self) {
-        let messages = std::mem::take(&mut *self.shared.inbox.lock());
+        let messages = std::mem::take(&mut self.shared.inbox.lock().msgs);
         for msg in messages {
             match msg {
                 Msg::Job(job) => self.start_job(job),

@@ -216,8 +216,10 @@ impl Strategy for Green {
         match result.recv() {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => resume_unwind(panic),
+            // Dropped unrun: no stack for it, or the worker is gone (its
+            // server closed, or it died); the log says which.
             Err(_) => Err(io::Error::other(
-                "the green worker running the server loop is gone",
+                "the server loop could not run on a green worker (see the log)",
             )),
         }
     }
