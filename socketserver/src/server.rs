@@ -623,8 +623,8 @@ where
         self.0.url()
     }
 
-    fn detach(&self) -> Arc<dyn crate::strategy::ServerLoop + Send + Sync> {
-        Arc::new(ThisLoop(Arc::clone(&self.0)))
+    fn detach(&self) -> Option<Arc<dyn crate::strategy::ServerLoop + Send + Sync>> {
+        Some(Arc::new(ThisLoop(Arc::clone(&self.0))))
     }
 }
 

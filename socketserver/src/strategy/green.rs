@@ -201,8 +201,10 @@ impl Strategy for Green {
             // for a loop that may have been placed on it.
             return server.serve();
         }
+        let Some(owned) = server.detach() else {
+            return server.serve();
+        };
         let worker = self.runtime()?.pick();
-        let owned = server.detach();
         let (done, result) = std::sync::mpsc::sync_channel(1);
         worker.load.fetch_add(1, Ordering::SeqCst);
         worker.send(Msg::Loop {

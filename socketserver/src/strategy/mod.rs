@@ -225,8 +225,11 @@ pub trait ServerLoop {
     /// The same loop as an owned handle, for a strategy that runs it on a
     /// thread of its own (`Green` runs it as a coroutine on a worker, so
     /// that connections start where they are accepted) while the thread
-    /// that called `serve_forever` waits for it.
-    fn detach(&self) -> std::sync::Arc<dyn ServerLoop + Send + Sync>;
+    /// that called `serve_forever` waits for it. Default `None`: a loop
+    /// that cannot be detached runs on the calling thread.
+    fn detach(&self) -> Option<std::sync::Arc<dyn ServerLoop + Send + Sync>> {
+        None
+    }
 }
 
 impl Strategy for Box<dyn Strategy> {
