@@ -96,6 +96,10 @@ impl Watch {
     }
 }
 
+/// Idle connections shut down per hold of the registry's lock when a
+/// graceful close begins.
+const DRAIN_CHUNK: usize = 256;
+
 #[derive(Debug, Default)]
 struct Live {
     next_id: u64,
@@ -361,13 +365,28 @@ impl Registry {
     /// end-of-file at once. Returns how many were closed now.
     pub(crate) fn begin_drain(&self) -> usize {
         self.draining.store(true, Ordering::SeqCst);
-        let live = self.live.lock();
+        // The connections idle now, shut down a chunk at a time: each under
+        // the lock (no registration can drop meanwhile, so its fd is still
+        // open; one idle no more is left to see the flag at its next
+        // boundary), but without holding up, for all 10,000 of a large
+        // server, the requests that end meanwhile (their deregistration
+        // takes the lock).
+        let idle: Vec<u64> = {
+            let live = self.live.lock();
+            live.fds
+                .iter()
+                .filter(|(_, w)| w.idle.load(Ordering::SeqCst))
+                .map(|(id, _)| *id)
+                .collect()
+        };
         let mut closed = 0;
-        // The lock is held: no registration can drop, so every fd is open.
-        for watch in live.fds.values() {
-            if watch.idle.load(Ordering::SeqCst) {
-                crate::sys::shutdown_socket(watch.fd, Shutdown::Read);
-                closed += 1;
+        for chunk in idle.chunks(DRAIN_CHUNK) {
+            let live = self.live.lock();
+            for watch in chunk.iter().filter_map(|id| live.fds.get(id)) {
+                if watch.idle.load(Ordering::SeqCst) {
+                    crate::sys::shutdown_socket(watch.fd, Shutdown::Read);
+                    closed += 1;
+                }
             }
         }
         self.idle_closed.fetch_add(closed, Ordering::Relaxed);
