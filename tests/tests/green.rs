@@ -80,6 +80,22 @@ fn green_sleep_lets_other_connections_on_the_same_thread_run() {
 }
 
 #[test]
+fn green_sleep_zero_yields_to_the_other_connections_as_gevents_sleep_0_does() {
+    the_waiting_client_sees_the_other(|go| {
+        // Without a yield this loop would hold the only thread for 5 s and
+        // the other client could not say `go`.
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            if go.load(Ordering::SeqCst) {
+                return true;
+            }
+            green::sleep(Duration::ZERO);
+        }
+        false
+    });
+}
+
+#[test]
 fn green_blocking_runs_the_call_elsewhere_while_other_connections_run() {
     the_waiting_client_sees_the_other(|go| {
         let go = Arc::clone(go);

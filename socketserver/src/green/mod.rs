@@ -94,10 +94,15 @@ where
 }
 
 /// Sleeps for `duration`: under `Green` only this coroutine waits (a timer
-/// in its worker's reactor); elsewhere it is `std::thread::sleep`.
+/// in its worker's reactor); elsewhere it is `std::thread::sleep`. A zero
+/// duration lets the other coroutines of this thread run first, as
+/// gevent's `sleep(0)` does (see [`yield_now`]).
 pub fn sleep(duration: Duration) {
     if !green_current::active() {
         return std::thread::sleep(duration);
+    }
+    if duration.is_zero() {
+        return yield_now();
     }
     let Some(until) = Instant::now().checked_add(duration) else {
         // Longer than the clock can represent: forever, in long naps.
