@@ -849,7 +849,14 @@ pub(crate) mod green_stacks {
     /// Stacks per slab (the width of the slot bit masks).
     pub(crate) const PER_SLAB: usize = 64;
 
-    /// A coroutine stack: one slot of a slab, with a guard page below it.
+    /// Pages of the guard below each stack. The stack below is the next
+    /// slot's: a frame that skips a one-page guard (code without stack
+    /// probes, such as C called through FFI, with a large local array) would
+    /// land in it, so the guard is four pages. Address space only, never
+    /// memory.
+    const GUARD_PAGES: usize = 4;
+
+    /// A coroutine stack: one slot of a slab, with a guard below it.
     /// Plain data; it must go back to the [`Slabs`] it came from.
     #[derive(Debug)]
     pub(crate) struct SlabStack {
@@ -859,11 +866,11 @@ pub(crate) mod green_stacks {
         slot: usize,
     }
 
-    // SAFETY: `limit..base` is one slot: its guard page (`PROT_NONE`, at
-    // `limit`: the stack grows down into it) and above it the readable and
+    // SAFETY: `limit..base` is one slot: its guard (`PROT_NONE` pages at
+    // `limit`: the stack grows down into them) and above it the readable and
     // writable stack (made so by `Slabs::take` before it hands the stack
     // out), at least `MIN_STACK_SIZE` bytes. Corosensei wants the guard
-    // page counted in `limit`. Both are page aligned, so 16-byte aligned.
+    // counted in `limit`. Both are page aligned, so 16-byte aligned.
     // The range stays mapped as long as the stack is in use: a slab is only
     // unmapped once every slot of it was given back, or when the `Slabs`
     // drops, which its owner (the green worker) orders after every
@@ -892,7 +899,8 @@ pub(crate) mod green_stacks {
     pub(crate) struct Slabs {
         /// Usable bytes of a stack (whole pages).
         size: usize,
-        page: usize,
+        /// Bytes of the guard below each stack (whole pages).
+        guard: usize,
         slabs: Vec<Option<Slab>>,
         /// Slabs with a free slot.
         open: BTreeSet<usize>,
@@ -932,7 +940,7 @@ pub(crate) mod green_stacks {
                     .max(corosensei::stack::MIN_STACK_SIZE)
                     .checked_next_multiple_of(page)
                     .unwrap_or(usize::MAX),
-                page,
+                guard: page * GUARD_PAGES,
                 slabs: Vec::new(),
                 open: BTreeSet::new(),
                 spare: 0,
@@ -941,14 +949,14 @@ pub(crate) mod green_stacks {
         }
 
         fn slot_len(&self) -> usize {
-            self.size + self.page
+            self.size + self.guard
         }
 
         /// The bytes of a slab; `None` if the stack size is too large for
         /// one (a slab is never mapped then: every `take` fails).
         fn slab_len(&self) -> Option<usize> {
             self.size
-                .checked_add(self.page)?
+                .checked_add(self.guard)?
                 .checked_mul(PER_SLAB)
                 .filter(|len| isize::try_from(*len).is_ok())
         }
@@ -960,20 +968,20 @@ pub(crate) mod green_stacks {
                 Some(&i) => i,
                 None => self.map_slab()?,
             };
-            let (slot_len, size, page) = (self.slot_len(), self.size, self.page);
+            let (slot_len, size, guard) = (self.slot_len(), self.size, self.guard);
             let slab = self.slabs[index]
                 .as_mut()
                 .ok_or_else(|| io::Error::other("green stacks: an open slab is not mapped"))?;
             let slot = slab.free.trailing_zeros() as usize;
             let start = slab.addr + slot * slot_len;
             if slab.usable & (1 << slot) == 0 {
-                // SAFETY: `start + page .. start + page + size` lies inside
+                // SAFETY: `start + guard .. start + guard + size` lies inside
                 // this slab's mapping (slot < PER_SLAB, each slot_len long),
                 // which no stack uses yet: the slot is free and was never
                 // made usable, so nothing can alias it.
                 let r = unsafe {
                     libc::mprotect(
-                        (start + page) as *mut libc::c_void,
+                        (start + guard) as *mut libc::c_void,
                         size,
                         libc::PROT_READ | libc::PROT_WRITE,
                     )
@@ -992,7 +1000,7 @@ pub(crate) mod green_stacks {
                 NonZeroUsize::new(a).ok_or_else(|| io::Error::other("green stacks: null stack"))
             };
             Ok(SlabStack {
-                base: pointer(start + page + size)?,
+                base: pointer(start + guard + size)?,
                 limit: pointer(start)?,
                 slab: index,
                 slot,
@@ -1048,7 +1056,7 @@ pub(crate) mod green_stacks {
         /// pages back to the system (one `madvise`); a worker that is closing
         /// skips that, as its slabs are all about to go.
         pub(crate) fn give(&mut self, stack: SlabStack, trim: bool) {
-            let (slot_len, size, page, keep) = (self.slot_len(), self.size, self.page, self.keep);
+            let (slot_len, size, guard, keep) = (self.slot_len(), self.size, self.guard, self.keep);
             let Some(slab) = self.slabs.get_mut(stack.slab).and_then(Option::as_mut) else {
                 return;
             };
@@ -1062,7 +1070,7 @@ pub(crate) mod green_stacks {
                 self.spare -= PER_SLAB;
                 unmap(addr, slot_len * PER_SLAB);
             } else if trim && self.spare > keep {
-                let start = slab.addr + stack.slot * slot_len + page;
+                let start = slab.addr + stack.slot * slot_len + guard;
                 // SAFETY: the slot's usable range, inside the slab's mapping,
                 // given back just now: no coroutine runs on it. Its pages read
                 // as zeros afterwards, which a fresh stack needs no better.
@@ -1102,10 +1110,11 @@ pub(crate) mod green_stacks {
             }
         }
 
-        /// Writes the whole usable range of `stack` (above its guard page)
-        /// and reads it back.
+        /// Writes the whole usable range of `stack` (above its guard) and
+        /// reads it back.
         fn fill(stack: &SlabStack, byte: u8) {
-            let (lo, hi) = (stack.limit().get() + page_size(), stack.base().get());
+            let guard = page_size() * GUARD_PAGES;
+            let (lo, hi) = (stack.limit().get() + guard, stack.base().get());
             let range = lo as *mut u8;
             // SAFETY: `lo..hi` is the stack's usable range, readable and
             // writable while it is out, and no coroutine runs on it.
@@ -1122,8 +1131,8 @@ pub(crate) mod green_stacks {
                 .collect();
             assert_eq!(slabs.mapped(), 3);
             for (i, s) in stacks.iter().enumerate() {
-                assert_eq!(s.base().get() - s.limit().get(), 16 * 1024 + slabs.page);
-                assert_eq!(s.limit().get() % slabs.page, 0);
+                assert_eq!(s.base().get() - s.limit().get(), 16 * 1024 + slabs.guard);
+                assert_eq!(s.limit().get() % page_size(), 0);
                 fill(s, i as u8);
             }
             let mut bases: Vec<usize> = stacks.iter().map(|s| s.base().get()).collect();
@@ -1144,7 +1153,7 @@ pub(crate) mod green_stacks {
             let mut slabs = Slabs::new(16 * 1024, 0);
             let a = slabs.take().expect("a stack");
             let b = slabs.take().expect("a stack");
-            let slot = 16 * 1024 + slabs.page;
+            let slot = 16 * 1024 + slabs.guard;
             assert_eq!(a.base().get() - a.limit().get(), slot);
             assert_eq!(
                 b.limit().get(),

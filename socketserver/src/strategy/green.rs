@@ -34,8 +34,8 @@ use crate::ShutdownHandle;
 /// `docs/green.md`.
 ///
 /// **Stacks**: [`stack_size`](Self::stack_size) bytes each
-/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 64 KiB), with a guard
-/// page below: a handler that overflows it hits the guard page and the
+/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 64 KiB), with a
+/// guard (four pages) below: a handler that overflows it hits the guard and the
 /// process dies of `SIGSEGV` (as a thread's stack overflow kills the
 /// process); it never writes past its stack into other memory.
 ///
@@ -94,7 +94,7 @@ impl Default for Green {
 }
 
 impl Green {
-    /// Default usable stack of a coroutine: 64 KiB (plus a guard page;
+    /// Default usable stack of a coroutine: 64 KiB (plus its guard;
     /// only touched pages cost memory).
     pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
 
