@@ -222,6 +222,9 @@ pub struct StreamRequest {
     /// The TLS session, under `Builder::tls`: socket reads and writes go
     /// through it.
     tls: Option<Box<TlsSession>>,
+    /// The client has just completed a TLS handshake: its first message is
+    /// on its way (see [`FIRST_MESSAGE_GRACE`]).
+    awaits_first: bool,
 }
 
 /// Per-connection values, one per type (see [`StreamRequest::state`]).
@@ -347,6 +350,11 @@ fn write_timed_out(e: io::Error, timeout: Option<Duration>) -> io::Error {
     }
 }
 
+/// How long a client that completed its TLS handshake while the server
+/// began to close gets to send its first message before its connection
+/// counts as idle and is closed.
+const FIRST_MESSAGE_GRACE: Duration = Duration::from_millis(250);
+
 /// Whether an error is a socket read timeout (`SO_RCVTIMEO` ran out).
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
@@ -374,6 +382,7 @@ impl StreamRequest {
             state: ConnectionState::default(),
             proxied: None,
             tls: None,
+            awaits_first: false,
         }
     }
 
@@ -644,6 +653,11 @@ impl StreamRequest {
     /// meanwhile, and a drain (or a shutdown, when nobody else can wake us)
     /// ends it with end-of-file.
     fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if std::mem::take(&mut self.awaits_first) {
+            if let Some(read) = self.first_message_during_drain(buf) {
+                return read;
+            }
+        }
         if let Some(reg) = &self.registration {
             if reg.set_idle(true) {
                 reg.set_idle(false);
@@ -666,6 +680,36 @@ impl StreamRequest {
             reg.set_idle(false);
         }
         result
+    }
+
+    /// The first read after a TLS handshake that a graceful close overtook:
+    /// the client was talking (its first message often comes in a packet of
+    /// its own, just after the handshake's last one), so it gets
+    /// [`FIRST_MESSAGE_GRACE`] to send it before it counts as idle and is
+    /// closed. `None` when no drain has begun (an ordinary idle read).
+    fn first_message_during_drain(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let reg = self.registration.as_ref()?;
+        let draining = reg.set_idle(true);
+        reg.set_idle(false);
+        if !draining {
+            return None;
+        }
+        let grace = self
+            .timeouts
+            .read
+            .map_or(FIRST_MESSAGE_GRACE, |r| r.min(FIRST_MESSAGE_GRACE));
+        if let Err(e) = self.set_rcvtimeo(Some(grace)) {
+            return Some(Err(e));
+        }
+        Some(match self.read_raw(buf) {
+            Err(e) if is_timeout(&e) => {
+                if let Some(reg) = &self.registration {
+                    reg.count_idle_closed();
+                }
+                Ok(0)
+            }
+            r => r,
+        })
     }
 
     fn wait_then_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -850,6 +894,7 @@ impl StreamRequest {
     pub(crate) fn set_tls(&mut self, session: Box<TlsSession>) {
         self.rcvtimeo = RcvTimeout::Unknown;
         self.tls = Some(session);
+        self.awaits_first = true;
     }
 
     fn tls_has_plaintext(&mut self) -> bool {

@@ -376,6 +376,47 @@ fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
 }
 
 #[test]
+fn a_client_whose_handshake_completes_during_a_close_has_a_moment_to_send_its_first_message() {
+    let dir = TempDir::new("tls-close-first-message");
+    let cert = make_cert(&dir, "server");
+    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
+    let server = Server::builder()
+        .strategy(Threading::new())
+        .tls(config)
+        .close_timeout(DEADLINE)
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let running = Running::start(server);
+    let mut conn = rustls::ClientConnection::new(
+        client_config(&cert.ca, None),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let mut tcp = tcp_client(&running.address);
+    tcp.write_all(&hello[..hello.len() / 2]).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let closing = thread::spawn(move || running.stop());
+    thread::sleep(Duration::from_millis(200));
+    // The rest of the hello, the whole handshake, and only then, a little
+    // later (as a client that prepares its request does), the first message.
+    tcp.write_all(&hello[hello.len() / 2..]).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    thread::sleep(Duration::from_millis(50));
+    let mut client = rustls::Stream::new(&mut conn, &mut tcp);
+    assert_eq!(
+        stream_roundtrip(&mut client, b"first, after a pause\n").unwrap(),
+        b"first, after a pause\n"
+    );
+    within(DEADLINE * 2, "the close ends", move || {
+        closing.join().unwrap()
+    });
+}
+
+#[test]
 fn closing_the_server_does_not_wait_for_an_idle_tls_client() {
     let took = close_with(Threading::new(), |addr, cert| {
         let mut c = rustls_client(addr, client_config(&cert.ca, None));
