@@ -336,9 +336,21 @@ fn closing_a_green_server_does_not_wait_for_a_client_that_never_starts_its_hands
     assert!(took < PROMPT, "closed after {took:?}");
 }
 
-#[test]
-fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
-    let dir = TempDir::new("tls-close-midway");
+/// A TLS echo server (`Threading`) with half a `ClientHello` received from a
+/// client: its handshake is under way when the server begins to close,
+/// 100 ms later. Returns after another 200 ms with the client's session,
+/// its socket (the rest of the hello unsent), the thread running the close
+/// (it returns the close's duration) and the directory of the certificates.
+fn handshake_under_way_at_close(
+    name: &str,
+) -> (
+    rustls::ClientConnection,
+    std::net::TcpStream,
+    thread::JoinHandle<Duration>,
+    Vec<u8>,
+    TempDir,
+) {
+    let dir = TempDir::new(name);
     let cert = make_cert(&dir, "server");
     let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
     let server = Server::builder()
@@ -348,7 +360,6 @@ fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
         .tcp("127.0.0.1:0", echo_stream)
         .unwrap();
     let running = Running::start(server);
-    // Half a ClientHello: the client has spoken, its handshake runs.
     let mut conn = rustls::ClientConnection::new(
         client_config(&cert.ca, None),
         "localhost".try_into().unwrap(),
@@ -361,9 +372,16 @@ fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
     thread::sleep(Duration::from_millis(100));
     let closing = thread::spawn(move || running.stop());
     thread::sleep(Duration::from_millis(200));
+    let rest = hello[hello.len() / 2..].to_vec();
+    (conn, tcp, closing, rest, dir)
+}
+
+#[test]
+fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
+    let (mut conn, mut tcp, closing, rest, _dir) = handshake_under_way_at_close("tls-close-midway");
     assert!(!closing.is_finished(), "the close waits for the handshake");
     // The rest of the hello, then a whole session.
-    tcp.write_all(&hello[hello.len() / 2..]).unwrap();
+    tcp.write_all(&rest).unwrap();
     let mut client = rustls::Stream::new(&mut conn, &mut tcp);
     assert_eq!(
         stream_roundtrip(&mut client, b"served while closing\n").unwrap(),
@@ -377,31 +395,11 @@ fn a_handshake_under_way_when_the_server_closes_completes_and_is_served() {
 
 #[test]
 fn a_client_whose_handshake_completes_during_a_close_has_a_moment_to_send_its_first_message() {
-    let dir = TempDir::new("tls-close-first-message");
-    let cert = make_cert(&dir, "server");
-    let config = socketserver::tls::server_config(&cert.cert, &cert.key).unwrap();
-    let server = Server::builder()
-        .strategy(Threading::new())
-        .tls(config)
-        .close_timeout(DEADLINE)
-        .tcp("127.0.0.1:0", echo_stream)
-        .unwrap();
-    let running = Running::start(server);
-    let mut conn = rustls::ClientConnection::new(
-        client_config(&cert.ca, None),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap();
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).unwrap();
-    let mut tcp = tcp_client(&running.address);
-    tcp.write_all(&hello[..hello.len() / 2]).unwrap();
-    thread::sleep(Duration::from_millis(100));
-    let closing = thread::spawn(move || running.stop());
-    thread::sleep(Duration::from_millis(200));
+    let (mut conn, mut tcp, closing, rest, _dir) =
+        handshake_under_way_at_close("tls-close-first-message");
     // The rest of the hello, the whole handshake, and only then, a little
     // later (as a client that prepares its request does), the first message.
-    tcp.write_all(&hello[hello.len() / 2..]).unwrap();
+    tcp.write_all(&rest).unwrap();
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).unwrap();
     }
