@@ -34,92 +34,37 @@
 //! (rates and percentiles over a fixed window, which criterion does not
 //! report).
 
-use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::thread;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use socketserver::{green, Green, Server, StreamRequest};
+use socketserver::Green;
 
-/// What the handler does per line besides echoing it.
-#[derive(Clone, Copy)]
-enum Escape {
-    None,
-    Blocking,
-    YieldNow,
-    SleepZero,
-}
+#[path = "../examples/support/green_escape.rs"]
+mod green_escape;
 
-impl Escape {
-    const ALL: [(&'static str, Escape); 4] = [
-        ("echo", Escape::None),
-        ("blocking", Escape::Blocking),
-        ("yield_now", Escape::YieldNow),
-        ("sleep_zero", Escape::SleepZero),
-    ];
+use green_escape::{connect, echo_server, Escape};
 
-    fn run(self) {
-        match self {
-            Escape::None => {}
-            Escape::Blocking => {
-                std::hint::black_box(green::blocking(|| 0));
-            }
-            Escape::YieldNow => green::yield_now(),
-            Escape::SleepZero => green::sleep(Duration::ZERO),
-        }
-    }
-}
-
-/// Starts a line echo server under `strategy` whose handler runs `escape`
-/// per line; returns its address and a function that stops it.
-fn server(strategy: Green, escape: Escape) -> (SocketAddr, Box<dyn FnOnce()>) {
-    let server = Server::builder()
-        .strategy(strategy)
-        .tcp("127.0.0.1:0", move |r: &mut StreamRequest| {
-            let mut line = Vec::with_capacity(128);
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line)? == 0 {
-                    return Ok(());
-                }
-                escape.run();
-                r.write_all(&line)?;
-            }
-        })
-        .unwrap();
-    let addr = server.server_address().as_inet().unwrap();
-    let stop = server.shutdown_handle();
-    let t = thread::spawn(move || server.serve_forever().unwrap());
-    (
-        addr,
-        Box::new(move || {
-            stop.shutdown();
-            t.join().unwrap();
-        }),
-    )
-}
-
-fn client(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
+/// The handlers measured, by name.
+const ESCAPES: [(&str, Escape); 4] = [
+    ("echo", Escape::None),
+    ("blocking", Escape::Blocking),
+    ("yield_now", Escape::YieldNow),
+    ("sleep_zero", Escape::SleepZero),
+];
 
 fn escapes(c: &mut Criterion, group: &str, threads: Option<usize>) {
     let mut g = c.benchmark_group(group);
     let mut ping = [b'x'; 64];
     ping[63] = b'\n';
     let mut pong = [0u8; 64];
-    for (name, escape) in Escape::ALL {
+    for (name, escape) in ESCAPES {
         let strategy = match threads {
             Some(n) => Green::new().threads(n),
             None => Green::new(),
         };
-        let (addr, stop) = server(strategy, escape);
-        let mut s = client(addr);
+        let (addr, stop) = echo_server(strategy, escape).unwrap();
+        let mut s = connect(addr).unwrap();
         g.bench_function(name, |b| {
             b.iter(|| {
                 s.write_all(&ping).unwrap();

@@ -35,7 +35,7 @@
 //! ratio column is the rate against the baseline of the same round.
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -43,6 +43,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::{green, Green, Server, StreamRequest};
+
+#[path = "support/green_escape.rs"]
+mod green_escape;
+
+use green_escape::{connect, echo_server, Escape};
 
 /// How the handler waits on a `slow` line.
 #[derive(Clone, Copy, PartialEq)]
@@ -62,7 +67,6 @@ const ROWS: [(&str, Wait); 4] = [
 ];
 
 const SLOW_WAIT: Duration = Duration::from_millis(10);
-const TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any client's round trips in one window.
 const MAX_TRIPS: usize = 10_000_000;
 
@@ -91,14 +95,6 @@ fn handle(req: &mut StreamRequest, wait: Wait) -> io::Result<()> {
         }
         req.write_all(&line)?;
     }
-}
-
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    Ok(s)
 }
 
 fn round_trip(s: &mut TcpStream, line: &[u8], buf: &mut [u8]) -> io::Result<()> {
@@ -202,15 +198,6 @@ fn measure(wait: Wait, clients: usize, window: Duration) -> io::Result<Row> {
     })
 }
 
-/// What the cost handler does per line besides echoing it.
-#[derive(Clone, Copy)]
-enum Escape {
-    None,
-    Blocking,
-    YieldNow,
-    SleepZero,
-}
-
 const ESCAPES: [(&str, Escape); 4] = [
     ("echo", Escape::None),
     ("green::blocking(|| 0)", Escape::Blocking),
@@ -220,47 +207,13 @@ const ESCAPES: [(&str, Escape); 4] = [
 const COST_TURNS: usize = 20;
 const COST_TRIPS: u32 = 500;
 
-fn escape_server(
-    threads: Option<usize>,
-    escape: Escape,
-) -> io::Result<(SocketAddr, impl FnOnce())> {
-    let strategy = threads.map_or_else(Green::new, |n| Green::new().threads(n));
-    let server =
-        Server::builder()
-            .strategy(strategy)
-            .tcp("127.0.0.1:0", move |r: &mut StreamRequest| {
-                let mut line = Vec::with_capacity(128);
-                loop {
-                    line.clear();
-                    if r.read_until(b'\n', &mut line)? == 0 {
-                        return Ok(());
-                    }
-                    match escape {
-                        Escape::None => {}
-                        Escape::Blocking => {
-                            std::hint::black_box(green::blocking(|| 0));
-                        }
-                        Escape::YieldNow => green::yield_now(),
-                        Escape::SleepZero => green::sleep(Duration::ZERO),
-                    }
-                    r.write_all(&line)?;
-                }
-            })?;
-    let addr = server.local_addr().expect("a TCP server");
-    let stop = server.shutdown_handle();
-    let serving = thread::spawn(move || server.serve_forever());
-    Ok((addr, move || {
-        stop.shutdown();
-        let _ = serving.join();
-    }))
-}
-
 /// Per escape: the median and the fastest turn's time per round trip.
 fn cost(threads: Option<usize>) -> io::Result<Vec<(Duration, Duration)>> {
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for (_, escape) in ESCAPES {
-        let (addr, stop) = escape_server(threads, escape)?;
+        let strategy = threads.map_or_else(Green::new, |n| Green::new().threads(n));
+        let (addr, stop) = echo_server(strategy, escape)?;
         servers.push(stop);
         clients.push(connect(addr)?);
     }
