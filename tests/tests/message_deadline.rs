@@ -67,6 +67,21 @@ fn closed(c: &mut TcpStream) -> bool {
     gone
 }
 
+/// Sends one byte every 100 ms on `c` until the server closes it (at most
+/// 10 s); returns how long that took.
+fn dribble_until_cut(mut c: TcpStream) -> Duration {
+    let start = Instant::now();
+    within(DEADLINE, "the dribbler is cut", move || {
+        for _ in 0..100 {
+            if c.write_all(b"x").is_err() || closed(&mut c) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("still connected after 10 s of dribbling");
+    })
+}
+
 fn a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_is_quick(
     strategy: impl Strategy,
 ) {
@@ -80,17 +95,8 @@ fn a_client_dribbling_a_line_is_cut_at_the_message_deadline_although_every_read_
         None,
         Duration::from_secs(2),
     );
-    let mut c = tcp_client(&addr);
-    let start = Instant::now();
-    let cut_after = within(DEADLINE, "the dribbler is cut", move || {
-        for _ in 0..100 {
-            if c.write_all(b"x").is_err() || closed(&mut c) {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("still connected after 10 s of dribbling");
-    });
+    let c = tcp_client(&addr);
+    let cut_after = dribble_until_cut(c);
     eprintln!("dribbler cut after {} ms", cut_after.as_millis());
     assert!(cut_after >= Duration::from_millis(400), "{cut_after:?}");
     assert!(cut_after < Duration::from_secs(3), "{cut_after:?}");
@@ -220,16 +226,7 @@ fn an_answer_dribbled_past_read_within_is_cut_at_its_deadline(strategy: impl Str
     let mut c = tcp_client(&addr);
     let mut question = [0u8; 10];
     c.read_exact(&mut question).unwrap();
-    let start = Instant::now();
-    let cut_after = within(DEADLINE, "the dribbler is cut", move || {
-        for _ in 0..100 {
-            if c.write_all(b"x").is_err() || closed(&mut c) {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("still connected after 10 s of dribbling");
-    });
+    let cut_after = dribble_until_cut(c);
     assert!(cut_after >= Duration::from_millis(400), "{cut_after:?}");
     assert!(cut_after < Duration::from_secs(3), "{cut_after:?}");
     wait_until(DEADLINE, "the error seen", || !errors.lock().is_empty());
