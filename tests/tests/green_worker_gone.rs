@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use socketserver::{Green, Server, StreamRequest};
+use socketserver::{Green, Handler, Server, StreamRequest, Transport};
 use socketserver_tests::*;
 
-/// A stack size no slab can hold: the worker cannot make any stack.
-#[test]
-fn serve_forever_returns_when_no_stack_can_be_made() {
-    let server = Server::builder()
-        .strategy(Green::new().threads(1).stack_size(usize::MAX))
-        .tcp("127.0.0.1:0", echo_stream)
-        .unwrap();
+/// Runs `serve_forever` with a shutdown asked 200 ms later; its result (the
+/// error as text), or a failed test if it has not returned within 10 s.
+fn serve_forever_shut_down_soon<T, H>(server: Server<T, Green, H>) -> Result<(), String>
+where
+    T: Transport,
+    H: Handler<T::Request>,
+{
     let handle = server.shutdown_handle();
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
@@ -24,6 +24,17 @@ fn serve_forever_returns_when_no_stack_can_be_made() {
         server.serve_forever().map_err(|e| e.to_string())
     });
     stopper.join().unwrap();
+    result
+}
+
+/// A stack size no slab can hold: the worker cannot make any stack.
+#[test]
+fn serve_forever_returns_when_no_stack_can_be_made() {
+    let server = Server::builder()
+        .strategy(Green::new().threads(1).stack_size(usize::MAX))
+        .tcp("127.0.0.1:0", echo_stream)
+        .unwrap();
+    let result = serve_forever_shut_down_soon(server);
     assert!(result.is_err(), "the loop never ran: {result:?}");
 }
 
@@ -46,14 +57,6 @@ fn serve_forever_returns_when_the_workers_were_stopped() {
         .strategy(green)
         .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))
         .unwrap();
-    let handle = second.shutdown_handle();
-    let stopper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        handle.shutdown();
-    });
-    let result = within(Duration::from_secs(10), "serve_forever", move || {
-        second.serve_forever().map_err(|e| e.to_string())
-    });
-    stopper.join().unwrap();
+    let result = serve_forever_shut_down_soon(second);
     assert!(result.is_err(), "the workers were stopped: {result:?}");
 }
