@@ -187,6 +187,11 @@ impl Registration {
         self.watch.set_idle(idle, &self.registry)
     }
 
+    /// Whether a graceful close has begun.
+    pub(crate) fn draining(&self) -> bool {
+        self.registry.draining.load(Ordering::SeqCst)
+    }
+
     /// Counts this connection as closed by the drain while idle.
     pub(crate) fn count_idle_closed(&self) {
         self.registry.idle_closed.fetch_add(1, Ordering::Relaxed);

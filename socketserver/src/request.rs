@@ -688,10 +688,7 @@ impl StreamRequest {
     /// [`FIRST_MESSAGE_GRACE`] to send it before it counts as idle and is
     /// closed. `None` when no drain has begun (an ordinary idle read).
     fn first_message_during_drain(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        let reg = self.registration.as_ref()?;
-        let draining = reg.set_idle(true);
-        reg.set_idle(false);
-        if !draining {
+        if !self.registration.as_ref()?.draining() {
             return None;
         }
         let grace = self
