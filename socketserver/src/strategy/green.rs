@@ -125,23 +125,6 @@ impl Green {
         })
     }
 
-    /// Waits until no request runs, at most `timeout`. From a green
-    /// coroutine (a handler closing another server) it polls with
-    /// [`green::sleep`](crate::green::sleep), so that its own worker goes on.
-    fn wait_zero(&self, timeout: Duration) -> bool {
-        if !crate::green::is_green() {
-            return self.active.wait_zero_for(timeout);
-        }
-        let end = crate::strategy::deadline_after(timeout);
-        while self.active.get() > 0 {
-            if end.is_some_and(|e| std::time::Instant::now() >= e) {
-                return false;
-            }
-            crate::green::sleep(Duration::from_millis(1));
-        }
-        true
-    }
-
     fn runtime(&self) -> io::Result<&Runtime> {
         let runtime = self.runtime.get_or_init(|| {
             let config = Config {
@@ -235,7 +218,7 @@ impl Strategy for Green {
         }
         // Workers exit once their last coroutine ended; wait for them only
         // when none runs (a close after requests were given up on returns).
-        if self.wait_zero(Duration::from_millis(100)) {
+        if self.active.wait_zero_for(Duration::from_millis(100)) {
             for handle in runtime.handles.lock().drain(..) {
                 let _ = handle.join();
             }
@@ -255,7 +238,7 @@ impl Strategy for Green {
     }
 
     fn wait_idle(&self, timeout: Duration) -> bool {
-        self.wait_zero(timeout)
+        self.active.wait_zero_for(timeout)
     }
 
     fn name(&self) -> &'static str {

@@ -342,8 +342,21 @@ impl ActiveCount {
     }
 
     /// Waits until the count is 0, at most `timeout`; returns whether it is.
+    /// From a green coroutine (a handler closing a server) it polls with
+    /// [`green::sleep`](crate::green::sleep), so that the coroutine's worker
+    /// goes on serving its other connections meanwhile.
     pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
         let end = deadline_after(timeout);
+        #[cfg(feature = "green")]
+        if crate::green::is_green() {
+            while self.get() > 0 {
+                if end.is_some_and(|e| Instant::now() >= e) {
+                    return false;
+                }
+                crate::green::sleep(Duration::from_millis(1));
+            }
+            return true;
+        }
         let mut c = self.count.lock();
         while *c > 0 {
             match end {
