@@ -366,7 +366,7 @@ pub(crate) fn route_panics_to_log() {
 /// coroutines of one thread interleave, so it cannot tell for them.)
 fn in_green_request() -> bool {
     #[cfg(feature = "green")]
-    return crate::sys::green_current::active();
+    return crate::green::is_green();
     #[cfg(not(feature = "green"))]
     false
 }

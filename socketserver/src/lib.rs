@@ -134,7 +134,7 @@ mod request;
 mod server;
 mod shutdown;
 pub mod strategy;
-#[allow(unsafe_code)] // the one module where the OS demands it; see its docs
+#[allow(unsafe_code)] // the OS layer: the calls std does not offer; see its docs
 mod sys;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -349,6 +349,7 @@ impl Upgrade {
             env: &env,
             pid_vars: &["LISTEN_PID", READY_PID_VAR],
             fds: &fds,
+            first_fd: crate::activation::LISTEN_FDS_START,
         })?;
         drop(ready_writer);
         let end = Instant::now() + self.ready_timeout;

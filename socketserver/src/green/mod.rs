@@ -32,8 +32,12 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+#[allow(unsafe_code)] // a pointer to the running coroutine's yielder, kept in a thread-local
+mod current;
 mod pool;
 pub(crate) mod runtime;
+#[allow(unsafe_code)] // coroutine stacks carved out of mmap'd slabs
+mod stacks;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -43,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::sys::green_current;
 use crate::Conn;
+use current as green_current;
 use runtime::{Resume, Suspend};
 
 pub use pool::MAX_HELPERS;

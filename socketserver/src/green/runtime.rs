@@ -16,9 +16,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use super::current as green_current;
+use super::stacks::{SlabStack, Slabs};
 use crate::strategy::{ActiveCount, Job};
-use crate::sys::green_current;
-use crate::sys::green_stacks::{SlabStack, Slabs};
 use crate::Address;
 
 /// Why a coroutine suspends itself.

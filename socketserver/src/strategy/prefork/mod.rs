@@ -1,3 +1,6 @@
+#[allow(unsafe_code)] // the status table lives in shared memory (mmap)
+mod table;
+
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -8,8 +11,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{Job, ServerLoop, Strategy, Synchronous};
-use crate::sys::{self, ChildExit, Fork, SharedSlots, Slot};
+use crate::sys::{self, ChildExit, Fork};
 use crate::ShutdownHandle;
+use table::{SharedSlots, Slot};
 
 /// A set of long-lived child processes that each accept on the shared
 /// listening socket and serve. Perl: `Net::Server::PreFork`; Apache's
