@@ -121,6 +121,7 @@ mod address;
 pub mod aliases;
 #[cfg(feature = "auth")]
 pub mod auth;
+mod builder;
 mod connections;
 mod error;
 #[cfg(feature = "framing")]
@@ -136,6 +137,7 @@ mod shutdown;
 pub mod strategy;
 #[allow(unsafe_code)] // the OS layer: the calls std does not offer; see its docs
 mod sys;
+mod timeouts;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tls")]
@@ -152,16 +154,17 @@ pub use aliases::{
     ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
     UdpServer, UnixDatagramServer, UnixStreamServer,
 };
+pub use builder::Builder;
 pub use connections::{DrainReport, LimitPolicy, Stats};
 pub use error::Error;
 pub use handler::{log_request_error, DatagramHandler, Handler, RequestError, StreamHandler};
 pub use request::{Conn, DatagramRequest, DatagramSocket, Peer, StreamRequest};
-pub use server::{
-    Builder, Server, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MESSAGE_TIMEOUT, DEFAULT_MIN_DATA_RATE,
-    DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
-};
+pub use server::{Server, DEFAULT_CLOSE_TIMEOUT};
 pub use shutdown::{ShutdownHandle, Signal};
 #[cfg(feature = "green")]
 pub use strategy::Green;
 pub use strategy::{Forking, Job, Pool, PreFork, Strategy, Synchronous, Threading};
+pub use timeouts::{
+    DEFAULT_MESSAGE_TIMEOUT, DEFAULT_MIN_DATA_RATE, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};
 pub use transport::Transport;

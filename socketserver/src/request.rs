@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::connections::{Registration, Registry};
 use crate::shutdown::Stop;
+use crate::timeouts::Timeouts;
 use crate::tls_session::Session as TlsSession;
 use crate::{Address, ShutdownHandle, Stats};
 
@@ -208,7 +209,7 @@ pub struct StreamRequest {
     rpos: usize,
     rfilled: usize,
     wbuf: Vec<u8>,
-    timeouts: ReadTimeouts,
+    timeouts: Timeouts,
     phase: Phase,
     /// The socket's read timeout as last set here.
     rcvtimeo: RcvTimeout,
@@ -259,32 +260,6 @@ impl ConnectionState {
     fn take<T: 'static>(&mut self) -> Option<T> {
         let i = self.position::<T>()?;
         self.0.swap_remove(i).downcast::<T>().ok().map(|b| *b)
-    }
-}
-
-/// The read deadlines of a connection, from the [`Builder`](crate::Builder).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ReadTimeouts {
-    /// Longest wait of one read (`SO_RCVTIMEO`).
-    pub(crate) read: Option<Duration>,
-    /// Longest time from a message's first byte to its end.
-    pub(crate) message: Option<Duration>,
-    /// Bytes per second that extend the message deadline by one second.
-    pub(crate) min_rate: Option<u32>,
-    /// Longest wait of one write (`SO_SNDTIMEO`, set by the server).
-    pub(crate) write: Option<Duration>,
-}
-
-impl ReadTimeouts {
-    /// When a message that started at `started` and has brought `received`
-    /// bytes so far must be complete, if ever.
-    fn message_deadline(&self, started: Instant, received: u64) -> Option<Instant> {
-        let base = self.message?;
-        let extension = match self.min_rate {
-            Some(rate) if rate > 0 => Duration::from_secs_f64(received as f64 / f64::from(rate)),
-            _ => Duration::ZERO,
-        };
-        started.checked_add(base.saturating_add(extension))
     }
 }
 
@@ -375,7 +350,7 @@ impl StreamRequest {
             rpos: 0,
             rfilled: 0,
             wbuf: Vec::new(),
-            timeouts: ReadTimeouts::default(),
+            timeouts: Timeouts::none(),
             phase: Phase::Outside,
             rcvtimeo: RcvTimeout::Unknown,
             stop: None,
@@ -1236,7 +1211,7 @@ impl DatagramRequest {
 pub struct Attachment {
     pub(crate) registration: Option<Registration>,
     pub(crate) registry: Arc<Registry>,
-    pub(crate) timeouts: ReadTimeouts,
+    pub(crate) timeouts: Timeouts,
     pub(crate) stop: Option<Stop>,
 }
 

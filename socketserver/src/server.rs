@@ -10,17 +10,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::connections::{Limits, Registry};
+use crate::builder::Builder;
+use crate::connections::Registry;
 use crate::handler::Handler;
 use crate::request::sealed::Tracked;
-use crate::request::{Attachment, ReadTimeouts};
+use crate::request::Attachment;
 use crate::shutdown::{wake_pair, Stop, WakeReceiver};
 use crate::strategy::{deadline_after, Job, Strategy, Synchronous};
 use crate::sys;
-use crate::transport::{Next, SocketOptions, Tcp, Transport, Udp, Unix, Unixgram};
+use crate::timeouts::Timeouts;
+use crate::transport::{Next, Tcp, Transport, Udp, Unix, Unixgram};
 use crate::{
-    Address, DatagramHandler, DrainReport, LimitPolicy, Peer, RequestError, ShutdownHandle, Stats,
-    StreamHandler,
+    Address, DatagramHandler, DrainReport, Peer, RequestError, ShutdownHandle, Stats, StreamHandler,
 };
 
 /// Most requests taken off the socket per wake-up before the loop looks at
@@ -99,38 +100,6 @@ struct Core<T: Transport, S: Strategy, H> {
     tls: Option<Arc<crate::tls_session::Gate>>,
 }
 
-/// The timeouts of every accepted connection.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    read: ReadTimeouts,
-    write: Option<Duration>,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            read: ReadTimeouts {
-                read: Some(DEFAULT_READ_TIMEOUT),
-                message: Some(DEFAULT_MESSAGE_TIMEOUT),
-                min_rate: Some(DEFAULT_MIN_DATA_RATE),
-                write: Some(DEFAULT_WRITE_TIMEOUT),
-            },
-            write: Some(DEFAULT_WRITE_TIMEOUT),
-        }
-    }
-}
-
-/// Default read timeout of a connection (one read's longest wait, which is
-/// how long an idle client may stay): 10 minutes.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(600);
-/// Default write timeout of a connection (one write's longest wait): 60 s.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default time from a message's first byte to its end: 20 s (Apache's
-/// `mod_reqtimeout` starts header reads at 20 s).
-pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default minimum data rate of a message: each 500 bytes received extend
-/// its deadline by a second (as `mod_reqtimeout`'s `MinRate=500`).
-pub const DEFAULT_MIN_DATA_RATE: u32 = 500;
 /// Default longest time closing a server waits for busy requests: 5 s.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -143,396 +112,41 @@ impl<T: Transport, S: Strategy, H> std::fmt::Debug for Server<T, S, H> {
     }
 }
 
-/// Builds a [`Server`]: pick a strategy and options, then bind with
-/// [`tcp`](Self::tcp), [`udp`](Self::udp), [`unix`](Self::unix),
-/// [`unixgram`](Self::unixgram), or [`build`](Self::build) on a transport
-/// made elsewhere.
-///
-/// ```
-/// use socketserver::{Pool, Server, StreamRequest};
-///
-/// let server = Server::builder()
-///     .strategy(Pool::new(8))
-///     .reuse_port(true)
-///     .tcp("[::1]:0", |r: &mut StreamRequest| r.echo().map(drop));
-/// # drop(server);
-/// ```
-#[derive(Debug, Clone)]
-#[must_use = "a Builder does nothing until tcp, udp, unix, unixgram or build makes the server"]
-pub struct Builder<S = Synchronous> {
-    strategy: S,
-    options: SocketOptions,
-    timeout: Option<Duration>,
-    service_interval: Option<Duration>,
-    timeouts: Timeouts,
-    close_timeout: Duration,
-    busy_message: Option<Arc<[u8]>>,
-    limits: Limits,
-    proxy: crate::proxy::Config,
-    tls: crate::tls_session::Config,
-}
-
-impl Default for Builder<Synchronous> {
-    fn default() -> Self {
-        Builder {
-            strategy: Synchronous,
-            options: SocketOptions::default(),
-            timeout: None,
-            service_interval: None,
-            timeouts: Timeouts::default(),
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            busy_message: None,
-            limits: Limits::default(),
-            proxy: crate::proxy::Config::default(),
-            tls: crate::tls_session::Config::default(),
-        }
-    }
-}
-
-impl Builder<Synchronous> {
-    /// Defaults: [`Synchronous`], `SO_REUSEADDR` on, backlog `SOMAXCONN`,
-    /// `TCP_NODELAY` on, datagrams up to 65,507 bytes, `handle_request`
-    /// waits forever; connections: read timeout
-    /// [`DEFAULT_READ_TIMEOUT`] (10 min), write timeout
-    /// [`DEFAULT_WRITE_TIMEOUT`] (60 s), message deadline
-    /// [`DEFAULT_MESSAGE_TIMEOUT`] (20 s) at a minimum of
-    /// [`DEFAULT_MIN_DATA_RATE`] (500 bytes/s); closing waits at most
-    /// [`DEFAULT_CLOSE_TIMEOUT`] (5 s) for busy requests; no connection
-    /// limits.
-    pub fn new() -> Self {
-        Builder::default()
-    }
-}
-
-impl<S: Strategy> Builder<S> {
-    /// The concurrency strategy.
-    pub fn strategy<S2: Strategy>(self, strategy: S2) -> Builder<S2> {
-        Builder {
-            strategy,
-            options: self.options,
-            timeout: self.timeout,
-            service_interval: self.service_interval,
-            timeouts: self.timeouts,
-            close_timeout: self.close_timeout,
-            busy_message: self.busy_message,
-            limits: self.limits,
-            proxy: self.proxy,
-            tls: self.tls,
-        }
-    }
-
-    /// `SO_REUSEADDR` (default on). Python: `allow_reuse_address`.
-    pub fn reuse_address(mut self, on: bool) -> Self {
-        self.options.reuse_address = on;
-        self
-    }
-
-    /// `SO_REUSEPORT` (default off). Python: `allow_reuse_port`.
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.options.reuse_port = on;
-        self
-    }
-
-    /// Listen backlog (default `SOMAXCONN`). Python: `request_queue_size`.
-    pub fn backlog(mut self, backlog: i32) -> Self {
-        self.options.backlog = backlog;
-        self
-    }
-
-    /// `TCP_NODELAY` on accepted connections (default on).
-    pub fn nodelay(mut self, on: bool) -> Self {
-        self.options.nodelay = on;
-        self
-    }
-
-    /// `IPV6_V6ONLY` for IPv6 addresses (default: the OS's, dual stack on
-    /// Linux).
-    pub fn only_v6(mut self, on: bool) -> Self {
-        self.options.only_v6 = Some(on);
-        self
-    }
-
-    /// Largest datagram served (default 65,507). Larger ones are dropped and
-    /// reported to `handle_error`, never truncated.
-    pub fn max_datagram_size(mut self, bytes: usize) -> Self {
-        self.options.max_datagram_size = bytes.max(1);
-        self
-    }
-
-    /// How long `handle_request` waits (default: forever). Python: `timeout`.
-    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Wake the loop at least this often to run `service_actions` (default:
-    /// only after events; the loop never polls on a timer unless asked).
-    pub fn service_interval(mut self, every: Option<Duration>) -> Self {
-        self.service_interval = every;
-        self
-    }
-
-    /// Read timeout of a connection: the longest **one read** waits for
-    /// data; a read that waits longer fails with `TimedOut` (`read timed out
-    /// after ... (read_timeout)`), which ends the request. This is how long
-    /// an idle client may stay connected (default
-    /// [`DEFAULT_READ_TIMEOUT`], 10 minutes; `None`: wait forever). It is a
-    /// per-operation timer, reset by every byte: it does not stop a client
-    /// that sends one byte now and then. That is what
-    /// [`message_timeout`](Self::message_timeout) is for.
-    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeouts.read.read = timeout.filter(|t| !t.is_zero());
-        self
-    }
-
-    /// Write timeout of a connection: the longest one write waits for room
-    /// in the socket buffer, i.e. for a client that does not read (default
-    /// [`DEFAULT_WRITE_TIMEOUT`], 60 s; `None`: wait forever). A
-    /// per-operation timer, like the read timeout.
-    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeouts.write = timeout.filter(|t| !t.is_zero());
-        self.timeouts.read.write = self.timeouts.write;
-        self
-    }
-
-    /// The slowloris defence: once the first byte of a message is in, the
-    /// whole message must arrive within this time, extended by a second for
-    /// every [`min_data_rate`](Self::min_data_rate) bytes received (default
-    /// [`DEFAULT_MESSAGE_TIMEOUT`], 20 s; `None`: no deadline). Applies to
-    /// message-level reads: [`StreamRequest::read_message`] and what uses
-    /// it (`read_line`, `lines`, `read_until`, `echo`, a `framing` read
-    /// wrapped in `read_message`); a
-    /// client past the deadline gets its request ended with `TimedOut`.
-    /// Modelled on Apache's `mod_reqtimeout` and nginx's
-    /// `client_header_timeout`.
-    ///
-    /// [`StreamRequest::read_message`]: crate::StreamRequest::read_message
-    ///
-    /// ```
-    /// use socketserver::{Server, StreamRequest, Threading};
-    /// use std::time::Duration;
-    ///
-    /// let server = Server::builder()
-    ///     .strategy(Threading::new())
-    ///     .message_timeout(Some(Duration::from_secs(5)))
-    ///     .min_data_rate(Some(1000))
-    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn message_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeouts.read.message = timeout.filter(|t| !t.is_zero());
-        self
-    }
-
-    /// Bytes per second that extend a message's deadline by one second
-    /// (default [`DEFAULT_MIN_DATA_RATE`], 500; `None` or 0: no extension,
-    /// a message must arrive within `message_timeout` whatever its size).
-    pub fn min_data_rate(mut self, bytes_per_second: Option<u32>) -> Self {
-        self.timeouts.read.min_rate = bytes_per_second.filter(|&r| r > 0);
-        self
-    }
-
-    /// The longest closing the server ([`Server::server_close`], `Drop`)
-    /// waits for busy requests before cutting them (default
-    /// [`DEFAULT_CLOSE_TIMEOUT`], 5 s). Idle connections are closed at once
-    /// whatever this is. See [`Server::close_gracefully`].
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
-        self
-    }
-
-    /// Bytes sent to a client refused by `max_connections` or `max_per_ip`
-    /// before its connection is closed (default: nothing, a bare close),
-    /// e.g. `"ERR server busy, try later\n"`. Sent without waiting: a
-    /// message larger than the socket buffer is cut short.
-    pub fn busy_message(mut self, message: impl Into<Vec<u8>>) -> Self {
-        let message: Vec<u8> = message.into();
-        self.busy_message = (!message.is_empty()).then(|| Arc::from(message));
-        self
-    }
-
-    /// Most stream connections open at once (default: no limit); what
-    /// happens at the limit is [`limit_policy`](Self::limit_policy).
-    /// Counted in this process, so it does not apply to `Forking` (use
-    /// `Forking::max_children`).
-    pub fn max_connections(mut self, max: Option<usize>) -> Self {
-        self.limits.max_connections = max;
-        self
-    }
-
-    /// Most stream connections open at once from one IP address (default:
-    /// no limit). Over it, a connection is refused (closed at once).
-    pub fn max_per_ip(mut self, max: Option<usize>) -> Self {
-        self.limits.max_per_ip = max;
-        self
-    }
-
-    /// Longest a stream connection may stay open, however busy (default: no
-    /// limit). Older connections are shut down (the handler's next read sees
-    /// end-of-file, its next write fails), once, and logged once. While this
-    /// is set, the loop wakes when the oldest connection not yet cut reaches
-    /// the lifetime (at most every 10 ms).
-    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
-        self.limits.max_lifetime = lifetime;
-        self
-    }
-
-    /// Refuse or wait at `max_connections` (default: refuse).
-    pub fn limit_policy(mut self, policy: LimitPolicy) -> Self {
-        self.limits.policy = policy;
-        self
-    }
-
-    /// Takes the client's address from a PROXY protocol header (versions 1
-    /// and 2, as `HAProxy`'s `send-proxy` and `send-proxy-v2` send) on stream
-    /// connections from trusted proxies (default
-    /// [`ProxyProtocol::Off`](crate::proxy::ProxyProtocol::Off)). The header
-    /// is read in the request's thread before `verify_request`; then
-    /// [`StreamRequest::peer_addr`](crate::StreamRequest::peer_addr),
-    /// `verify_request`, `max_per_ip` (counted once the header is read;
-    /// `max_connections` still applies at accept) and the logs see the
-    /// client. See [`proxy`](crate::proxy) for the details.
-    ///
-    /// ```
-    /// use socketserver::proxy::ProxyProtocol;
-    /// use socketserver::{Server, StreamRequest, Threading};
-    ///
-    /// let server = Server::builder()
-    ///     .strategy(Threading::new())
-    ///     .proxy_protocol(ProxyProtocol::Required {
-    ///         trusted: vec!["10.0.0.0/8".parse()?, "127.0.0.1".parse()?],
-    ///     })
-    ///     .max_per_ip(Some(20)) // per client, not per proxy
-    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn proxy_protocol(mut self, mode: crate::proxy::ProxyProtocol) -> Self {
-        self.proxy.mode = mode;
-        self
-    }
-
-    /// The longest the whole PROXY header may take to arrive (default
-    /// [`DEFAULT_HEADER_TIMEOUT`](crate::proxy::DEFAULT_HEADER_TIMEOUT),
-    /// 3 s), however it is split.
-    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
-        self.proxy.timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// TLS on every connection of a TCP or Unix stream server (feature
-    /// `tls`; datagram servers ignore it). The handler is unchanged: it
-    /// reads and writes plaintext. The handshake runs in the request's
-    /// thread after `verify_request` (and after a PROXY header), within
-    /// [`tls_handshake_timeout`](Self::tls_handshake_timeout); a failed one
-    /// is logged at `info`, counted as failed and never reaches the
-    /// handler. See [`tls`](crate::tls), and
-    /// [`tls::server_config`](crate::tls::server_config) to load PEM files.
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<crate::tls::ServerConfig>) -> Self {
-        self.tls.config = Some(config);
-        self
-    }
-
-    /// The longest a whole TLS handshake may take (default
-    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::tls::DEFAULT_HANDSHAKE_TIMEOUT),
-    /// 10 s), however the client splits it.
-    #[cfg(feature = "tls")]
-    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.tls.timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The socket options collected so far.
-    #[must_use]
-    pub fn socket_options(&self) -> &SocketOptions {
-        &self.options
-    }
-
-    /// A TCP server on the first of `addr` that binds.
-    pub fn tcp<H: StreamHandler>(
-        self,
-        addr: impl ToSocketAddrs,
-        handler: H,
-    ) -> io::Result<Server<Tcp, S, H>> {
-        let transport = Tcp::bind(addr, &self.options)?;
-        self.build(transport, handler)
-    }
-
-    /// A UDP server on the first of `addr` that binds.
-    pub fn udp<H: DatagramHandler>(
-        self,
-        addr: impl ToSocketAddrs,
-        handler: H,
-    ) -> io::Result<Server<Udp, S, H>> {
-        let transport = Udp::bind(addr, &self.options)?;
-        self.build(transport, handler)
-    }
-
-    /// A Unix stream server at `path` (removed again when the server closes).
-    pub fn unix<H: StreamHandler>(
-        self,
-        path: impl AsRef<Path>,
-        handler: H,
-    ) -> io::Result<Server<Unix, S, H>> {
-        let transport = Unix::bind(path, &self.options)?;
-        self.build(transport, handler)
-    }
-
-    /// A Unix datagram server at `path` (removed again when the server
-    /// closes).
-    pub fn unixgram<H: DatagramHandler>(
-        self,
-        path: impl AsRef<Path>,
-        handler: H,
-    ) -> io::Result<Server<Unixgram, S, H>> {
-        let transport = Unixgram::bind(path, &self.options)?;
-        self.build(transport, handler)
-    }
-
-    /// A server on a transport made elsewhere, e.g. [`Tcp::from_std`] for an
-    /// inherited listener. Builds only: call `serve_forever` to serve.
-    ///
-    /// ```
-    /// use socketserver::transport::Tcp;
-    /// use socketserver::{Server, StreamRequest};
-    ///
-    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let server = Server::builder().build(Tcp::from_std(listener)?, |r: &mut StreamRequest| r.echo().map(drop))?;
-    /// assert_ne!(server.port(), Some(0));
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn build<T, H>(self, transport: T, handler: H) -> io::Result<Server<T, S, H>>
-    where
-        T: Transport,
-        H: Handler<T::Request>,
-    {
+impl<T, S, H> Server<T, S, H>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    /// The server a [`Builder`] describes, on `transport`.
+    pub(crate) fn assemble(builder: Builder<S>, transport: T, handler: H) -> io::Result<Self> {
         let (shutdown, wake) = wake_pair()?;
-        let registry = Arc::new(Registry::new(self.limits, shutdown.clone()));
+        let registry = Arc::new(Registry::new(builder.limits, shutdown.clone()));
         crate::handler::route_panics_to_log();
-        let proxy = (self.proxy.mode != crate::proxy::ProxyProtocol::Off).then(|| {
+        let proxy = (builder.proxy.mode != crate::proxy::ProxyProtocol::Off).then(|| {
             Arc::new(crate::proxy::Gate {
-                config: self.proxy,
-                busy_message: self.busy_message.clone(),
+                config: builder.proxy,
+                busy_message: builder.busy_message.clone(),
             })
         });
         let core = Core {
-            timeouts: self.timeouts,
-            close_timeout: self.close_timeout,
-            busy_message: self.busy_message,
+            timeouts: builder.timeouts,
+            close_timeout: builder.close_timeout,
+            busy_message: builder.busy_message,
             registry,
             transport,
-            strategy: self.strategy,
+            strategy: builder.strategy,
             handler: Arc::new(handler),
             shutdown,
             wake,
-            timeout: self.timeout,
-            service_interval: self.service_interval,
+            timeout: builder.timeout,
+            service_interval: builder.service_interval,
             running: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             skip_strategy_close: AtomicBool::new(false),
             oversized_reported: Mutex::new(None),
             proxy,
-            tls: self.tls.gate(),
+            tls: builder.tls.gate(),
         };
         Ok(Server {
             core: Arc::new(core),
@@ -1182,7 +796,7 @@ where
         let attached = req.attach(Attachment {
             registration,
             registry: Arc::clone(&self.registry),
-            timeouts: self.timeouts.read,
+            timeouts: self.timeouts,
             stop,
         });
         if let Err(e) = attached {
