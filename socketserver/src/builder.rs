@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::AccessList;
 use crate::connections::Limits;
 use crate::handler::Handler;
 use crate::strategy::{Strategy, Synchronous};
 use crate::timeouts::Timeouts;
 use crate::transport::{SocketOptions, Tcp, Transport, Udp, Unix, Unixgram};
-use crate::{DatagramHandler, LimitPolicy, Server, StreamHandler, DEFAULT_CLOSE_TIMEOUT};
+use crate::{DatagramHandler, IpNet, LimitPolicy, Server, StreamHandler, DEFAULT_CLOSE_TIMEOUT};
 
 /// Builds a [`Server`]: pick a strategy and options, then bind with
 /// [`tcp`](Self::tcp), [`udp`](Self::udp), [`unix`](Self::unix),
@@ -39,6 +40,7 @@ pub struct Builder<S = Synchronous> {
     pub(crate) close_timeout: Duration,
     pub(crate) busy_message: Option<Arc<[u8]>>,
     pub(crate) limits: Limits,
+    pub(crate) access: AccessList,
     pub(crate) proxy: crate::proxy::Config,
     pub(crate) tls: crate::tls_session::Config,
 }
@@ -54,6 +56,7 @@ impl Default for Builder<Synchronous> {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             busy_message: None,
             limits: Limits::default(),
+            access: AccessList::default(),
             proxy: crate::proxy::Config::default(),
             tls: crate::tls_session::Config::default(),
         }
@@ -87,6 +90,7 @@ impl<S: Strategy> Builder<S> {
             close_timeout: self.close_timeout,
             busy_message: self.busy_message,
             limits: self.limits,
+            access: self.access,
             proxy: self.proxy,
             tls: self.tls,
         }
@@ -244,6 +248,67 @@ impl<S: Strategy> Builder<S> {
     /// the lifetime (at most every 10 ms).
     pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.limits.max_lifetime = lifetime;
+        self
+    }
+
+    /// Most stream connections that have not reached their handler yet
+    /// (default: no limit): connections whose PROXY header or TLS handshake
+    /// is still under way, or whose handler runs a handshake of its own
+    /// inside [`StreamRequest::pre_handler`]. When one more arrives, the
+    /// **oldest** of them is closed to make room (its pending read ends
+    /// with end-of-file), counted in
+    /// [`Refusals::pre_handler_budget`](crate::Refusals::pre_handler_budget)
+    /// and logged at most once a second. Silent or dribbling clients
+    /// (a handshake flood) then hold at most `max` threads, children,
+    /// coroutines and descriptors, and a client that completes its
+    /// handshake promptly always gets in: it is never the oldest for long.
+    ///
+    /// [`StreamRequest::pre_handler`]: crate::StreamRequest::pre_handler
+    ///
+    /// ```
+    /// use socketserver::{Server, StreamRequest, Threading};
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new())
+    ///     .max_pre_handler(Some(64))
+    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_pre_handler(mut self, max: Option<usize>) -> Self {
+        self.limits.max_pre_handler = max.map(|m| m.max(1));
+        self
+    }
+
+    /// Accepts clients from `net` only (repeatable: any of the networks;
+    /// default: everyone). A [`deny`](Self::deny) rule wins over an allow
+    /// rule. Checked against the real client: the socket's peer, or behind
+    /// the PROXY protocol the client its header names. A refused client is
+    /// closed at once, counted in
+    /// [`Refusals::denied`](crate::Refusals::denied) and logged at most
+    /// once a second. Unix socket peers have no IP address: the lists do
+    /// not apply to them. IPv4 rules match IPv4-mapped IPv6 peers
+    /// (`::ffff:a.b.c.d`, as a dual-stack socket sees IPv4 clients).
+    ///
+    /// ```
+    /// use socketserver::{IpNet, Server, StreamRequest, Threading};
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new())
+    ///     .allow("127.0.0.0/8".parse::<IpNet>()?)
+    ///     .allow("::1".parse::<IpNet>()?)
+    ///     .deny("127.0.0.66".parse::<IpNet>()?)
+    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allow(mut self, net: IpNet) -> Self {
+        self.access.allow.push(net);
+        self
+    }
+
+    /// Refuses clients from `net` (repeatable), whatever the allow rules
+    /// say. See [`allow`](Self::allow).
+    pub fn deny(mut self, net: IpNet) -> Self {
+        self.access.deny.push(net);
         self
     }
 

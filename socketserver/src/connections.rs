@@ -2,7 +2,7 @@
 //! counters ([`Stats`]) and the means to cut every open connection at the
 //! end of a graceful shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Shutdown};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::admission::{Reason, Refusal, Refusals};
 use crate::{Address, ShutdownHandle};
 
 /// What the server does when `max_connections` is reached.
@@ -50,8 +51,13 @@ pub struct Stats {
     /// Requests taken off the socket (connections accepted, datagrams
     /// received).
     pub accepted: u64,
-    /// Requests refused by a limit or by `verify_request`.
+    /// Connections (and datagrams) refused: by a limit, the allow and deny
+    /// lists, `verify_request`, a bad PROXY header, the pre-handler budget
+    /// or a graceful close under way; by reason in
+    /// [`refused_by`](Self::refused_by).
     pub refused: u64,
+    /// [`refused`](Self::refused), by reason.
+    pub refused_by: Refusals,
     /// Requests whose handler finished without error (counted in this
     /// process: not under `Forking`).
     pub completed: u64,
@@ -69,6 +75,10 @@ pub(crate) struct Limits {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_per_ip: Option<usize>,
     pub(crate) policy: LimitPolicy,
+    /// Most connections not at their handler yet (PROXY header, TLS
+    /// handshake, a handshake of the handler's own); the oldest is closed
+    /// to make room.
+    pub(crate) max_pre_handler: Option<usize>,
 }
 
 /// What the registry and the connection's request share about one open
@@ -82,6 +92,8 @@ pub(crate) struct Watch {
     idle: AtomicBool,
     /// Shut down by `max_lifetime` already (cut and logged once).
     expired: AtomicBool,
+    /// Holds a place in the pre-handler budget.
+    pre_handler: AtomicBool,
 }
 
 impl Watch {
@@ -108,22 +120,11 @@ struct Live {
     per_ip: HashMap<IpAddr, usize>,
     /// Set by `cut_all`: connections registered later are cut at once.
     cut: bool,
-}
-
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    TooManyConnections(usize),
-    TooManyFromIp(usize),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::TooManyConnections(n) => write!(f, "max_connections ({n}) reached"),
-            Refusal::TooManyFromIp(n) => write!(f, "max_per_ip ({n}) reached"),
-        }
-    }
+    /// Connections holding a place in the pre-handler budget, oldest first
+    /// (and some that left it since: skipped when met).
+    pre_handler: VecDeque<u64>,
+    /// How many hold a place now.
+    pre_handler_count: usize,
 }
 
 /// The registry shared by the server loop and every open stream request.
@@ -137,6 +138,8 @@ pub(crate) struct Registry {
     waker: ShutdownHandle,
     pub(crate) accepted: AtomicU64,
     pub(crate) refused: AtomicU64,
+    /// `refused`, by [`Reason`].
+    refused_by: [AtomicU64; Reason::COUNT],
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     /// Datagrams dropped for being larger than `max_datagram_size`.
@@ -189,12 +192,38 @@ impl Registration {
 
     /// Whether a graceful close has begun.
     pub(crate) fn draining(&self) -> bool {
-        self.registry.draining.load(Ordering::SeqCst)
+        self.registry.draining()
     }
 
     /// Counts this connection as closed by the drain while idle.
     pub(crate) fn count_idle_closed(&self) {
         self.registry.idle_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The connection reached its handler: it gives its place in the
+    /// pre-handler budget back.
+    pub(crate) fn established(&self) {
+        if self.watch.pre_handler.load(Ordering::SeqCst) {
+            let mut live = self.registry.live.lock();
+            if self.watch.pre_handler.swap(false, Ordering::SeqCst) {
+                live.pre_handler_count -= 1;
+            }
+        }
+    }
+
+    /// The handler runs a handshake of its own: the connection takes a
+    /// place in the pre-handler budget again (the oldest holder is closed
+    /// when it is full) until [`established`](Self::established).
+    pub(crate) fn enter_pre_handler(&self) {
+        let Some(max) = self.registry.limits.max_pre_handler else {
+            return;
+        };
+        let mut live = self.registry.live.lock();
+        if !self.watch.pre_handler.swap(true, Ordering::SeqCst) {
+            live.pre_handler.push_back(self.id);
+            live.pre_handler_count += 1;
+            self.registry.evict_over(&mut live, max);
+        }
     }
 }
 
@@ -223,6 +252,7 @@ impl Registry {
             waker,
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            refused_by: Default::default(),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
@@ -257,6 +287,7 @@ impl Registry {
             active: self.running(),
             accepted: self.accepted.load(Relaxed),
             refused: self.refused.load(Relaxed),
+            refused_by: Reason::refusals(self.refused_by.each_ref().map(|n| n.load(Relaxed))),
             completed: self.completed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
@@ -319,15 +350,22 @@ impl Registry {
         }
         let id = live.next_id;
         live.next_id += 1;
+        let budget = self.limits.max_pre_handler;
         let watch = Arc::new(Watch {
             fd,
             since: Instant::now(),
             idle: AtomicBool::new(false),
             expired: AtomicBool::new(false),
+            pre_handler: AtomicBool::new(budget.is_some()),
         });
         live.fds.insert(id, Arc::clone(&watch));
         if live.cut {
             crate::sys::shutdown_socket(fd, Shutdown::Both);
+        }
+        if let Some(max) = budget {
+            live.pre_handler.push_back(id);
+            live.pre_handler_count += 1;
+            self.evict_over(&mut live, max);
         }
         Ok(Registration {
             registry: Arc::clone(self),
@@ -337,9 +375,58 @@ impl Registry {
         })
     }
 
+    /// Closes the oldest connections holding a place in the pre-handler
+    /// budget until at most `max` hold one. Called with the lock held, so
+    /// every registered descriptor is open.
+    fn evict_over(&self, live: &mut Live, max: usize) {
+        let max = max.max(1);
+        let mut evicted = 0;
+        while live.pre_handler_count > max {
+            let Some(id) = live.pre_handler.pop_front() else {
+                break;
+            };
+            let Some(watch) = live.fds.get(&id) else {
+                continue;
+            };
+            if watch.pre_handler.swap(false, Ordering::SeqCst) {
+                // Its pending read (a PROXY header, a TLS handshake)
+                // returns end-of-file at once; its request ends.
+                crate::sys::shutdown_socket(watch.fd, Shutdown::Both);
+                live.pre_handler_count -= 1;
+                evicted += 1;
+            }
+        }
+        // Entries of connections that reached their handler since are
+        // skipped above; drop them when they pile up.
+        if live.pre_handler.len() > 2 * max + 64 {
+            let fds = &live.fds;
+            let keep: VecDeque<u64> = live
+                .pre_handler
+                .iter()
+                .copied()
+                .filter(|id| {
+                    fds.get(id)
+                        .is_some_and(|w| w.pre_handler.load(Ordering::SeqCst))
+                })
+                .collect();
+            live.pre_handler = keep;
+        }
+        if evicted > 0 {
+            self.count_refusal(Reason::PreHandlerBudget, evicted);
+            self.log_refusal(&format!(
+                "closed {evicted} connection(s) that had not reached the handler: \
+                 max_pre_handler ({max}) reached, the oldest made room"
+            ));
+        }
+    }
+
     fn deregister(&self, id: u64, ip: Option<IpAddr>) {
         let mut live = self.live.lock();
-        live.fds.remove(&id);
+        if let Some(watch) = live.fds.remove(&id) {
+            if watch.pre_handler.swap(false, Ordering::SeqCst) {
+                live.pre_handler_count -= 1;
+            }
+        }
         if let Some(ip) = ip {
             if let Some(n) = live.per_ip.get_mut(&ip) {
                 *n -= 1;
@@ -354,14 +441,36 @@ impl Registry {
         }
     }
 
-    /// Counts a refusal and logs it, at most once a second.
-    pub(crate) fn refused(&self, peer: &Address, why: &dyn std::fmt::Display) {
-        let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Counts a refusal by its reason and logs it, at most once a second
+    /// (`verify_request` and `verify_tls` refusals at debug, each: they
+    /// are the application's own decision).
+    pub(crate) fn refused(&self, peer: &Address, why: &Refusal) {
+        self.count_refusal(Reason::from(why), 1);
+        if let Refusal::Verify(_) = why {
+            log::debug!("{peer} {why}");
+            return;
+        }
+        self.log_refusal(&format!("refused {peer}: {why}"));
+    }
+
+    fn count_refusal(&self, reason: Reason, n: u64) {
+        self.refused.fetch_add(n, Ordering::Relaxed);
+        self.refused_by[reason.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Logs a refusal at warn, at most once a second, with the total.
+    fn log_refusal(&self, what: &str) {
         let mut last = self.last_refusal_log.lock();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(Instant::now());
-            log::warn!("refused {peer}: {why} ({total} refused so far)");
+            let total = self.refused.load(Ordering::Relaxed);
+            log::warn!("{what} ({total} refused so far)");
         }
+    }
+
+    /// Whether a graceful close has begun.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Begins a graceful close: every connection waiting for a new message

@@ -118,6 +118,7 @@ compile_error!(
 
 pub mod activation;
 mod address;
+mod admission;
 pub mod aliases;
 #[cfg(feature = "auth")]
 pub mod auth;
@@ -129,6 +130,8 @@ pub mod framing;
 #[cfg(feature = "green")]
 pub mod green;
 mod handler;
+mod ipnet;
+pub mod pipeline;
 pub mod proxy;
 pub mod reload;
 mod request;
@@ -148,6 +151,7 @@ mod tls_session;
 pub mod transport;
 
 pub use address::{Address, AddressParseError};
+pub use admission::Refusals;
 pub use aliases::{
     ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer, ForkingUnixStreamServer,
     PoolTcpServer, PoolUdpServer, PoolUnixDatagramServer, PoolUnixStreamServer, TcpServer,
@@ -158,6 +162,7 @@ pub use builder::Builder;
 pub use connections::{DrainReport, LimitPolicy, Stats};
 pub use error::Error;
 pub use handler::{log_request_error, DatagramHandler, Handler, RequestError, StreamHandler};
+pub use ipnet::{IpNet, IpNetParseError};
 pub use request::{Conn, DatagramRequest, DatagramSocket, Peer, StreamRequest};
 pub use server::{Server, DEFAULT_CLOSE_TIMEOUT};
 pub use shutdown::{ShutdownHandle, Signal};

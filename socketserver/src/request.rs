@@ -460,6 +460,43 @@ impl StreamRequest {
         result
     }
 
+    /// Runs `f`, a handshake of the handler's own (authentication, a
+    /// greeting the client must answer), as part of the connection's way
+    /// in: meanwhile the connection counts against the server's
+    /// [`max_pre_handler`](crate::Builder::max_pre_handler) budget, with
+    /// the PROXY headers and TLS handshakes under way, so clients that
+    /// never finish it cannot hold every thread: when the budget is full,
+    /// the oldest connection not past its handshake is closed (its reads
+    /// see end-of-file). Without that budget it just calls `f`.
+    ///
+    /// ```
+    /// use socketserver::{Server, StreamRequest, Threading};
+    /// use std::io::{BufRead, Write};
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new())
+    ///     .max_pre_handler(Some(16))
+    ///     .tcp("127.0.0.1:0", |req: &mut StreamRequest| {
+    ///         let hello = req.pre_handler(|req| {
+    ///             let mut line = String::new();
+    ///             req.read_line(&mut line)?;
+    ///             Ok(line)
+    ///         })?;
+    ///         req.write_all(hello.as_bytes())
+    ///     })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pre_handler<T>(&mut self, f: impl FnOnce(&mut Self) -> io::Result<T>) -> io::Result<T> {
+        if let Some(registration) = &self.registration {
+            registration.enter_pre_handler();
+        }
+        let result = f(self);
+        if let Some(registration) = &self.registration {
+            registration.established();
+        }
+        result
+    }
+
     /// Runs `f` with all its reads bounded by one deadline, `limit` from
     /// now: each read waits at most for the time left (and at most the read
     /// timeout), and past the deadline a read fails with `TimedOut`. For an

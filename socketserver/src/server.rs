@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::admission::Admission;
 use crate::builder::Builder;
 use crate::connections::Registry;
 use crate::handler::Handler;
+use crate::pipeline::Pipeline;
 use crate::request::sealed::Tracked;
 use crate::request::Attachment;
 use crate::shutdown::{wake_pair, Stop, WakeReceiver};
@@ -84,7 +86,8 @@ struct Core<T: Transport, S: Strategy, H> {
     service_interval: Option<Duration>,
     timeouts: Timeouts,
     close_timeout: Duration,
-    busy_message: Option<Arc<[u8]>>,
+    /// What a connection goes through after accept.
+    pipeline: Arc<Pipeline>,
     registry: Arc<Registry>,
     running: AtomicBool,
     /// A graceful close ran (or runs): the server serves no more.
@@ -94,10 +97,6 @@ struct Core<T: Transport, S: Strategy, H> {
     /// Oversized datagrams since the last report to `handle_error`, and when
     /// that was.
     oversized_reported: Mutex<Option<Instant>>,
-    /// The PROXY protocol, when on.
-    proxy: Option<Arc<crate::proxy::Gate>>,
-    /// TLS, when on.
-    tls: Option<Arc<crate::tls_session::Gate>>,
 }
 
 /// Default longest time closing a server waits for busy requests: 5 s.
@@ -123,16 +122,22 @@ where
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(builder.limits, shutdown.clone()));
         crate::handler::route_panics_to_log();
-        let proxy = (builder.proxy.mode != crate::proxy::ProxyProtocol::Off).then(|| {
-            Arc::new(crate::proxy::Gate {
-                config: builder.proxy,
-                busy_message: builder.busy_message.clone(),
-            })
-        });
+        let pipeline = Pipeline {
+            admission: Admission {
+                access: builder.access,
+                busy_message: builder.busy_message,
+            },
+            proxy: (builder.proxy.mode != crate::proxy::ProxyProtocol::Off).then_some(
+                crate::proxy::Gate {
+                    config: builder.proxy,
+                },
+            ),
+            tls: builder.tls.gate(),
+        };
         let core = Core {
             timeouts: builder.timeouts,
             close_timeout: builder.close_timeout,
-            busy_message: builder.busy_message,
+            pipeline: Arc::new(pipeline),
             registry,
             transport,
             strategy: builder.strategy,
@@ -145,8 +150,6 @@ where
             closed: AtomicBool::new(false),
             skip_strategy_close: AtomicBool::new(false),
             oversized_reported: Mutex::new(None),
-            proxy,
-            tls: builder.tls.gate(),
         };
         Ok(Server {
             core: Arc::new(core),
@@ -748,45 +751,30 @@ where
         }
     }
 
+    /// The loop's part of a connection's [pipeline](crate::pipeline):
+    /// admission, `verify_request` when the socket's peer is the client,
+    /// then the rest is handed to the strategy as one job.
     fn process(&self, mut req: T::Request) {
         use std::sync::atomic::Ordering::Relaxed;
         self.registry.accepted.fetch_add(1, Relaxed);
         let peer = req.peer().clone();
+        let proxied = self.pipeline.proxied(&req);
         let mut registration = None;
-        // Behind the PROXY protocol the client is known once its header is
-        // read, in the request's thread: per-IP limits and verify_request
-        // wait for it there (`proxy::admit`).
-        let proxy = self.proxy.clone().filter(|_| req.conn().is_some());
         if let Some(conn) = req.conn() {
-            use std::os::fd::AsRawFd;
-            let admitted = if proxy.is_some() {
-                self.registry.admit_without_ip(conn.as_raw_fd())
-            } else {
-                self.registry.admit(conn.as_raw_fd(), &peer)
+            let admission = &self.pipeline.admission;
+            let Some(admitted) = admission.admit(&self.registry, conn, &peer, proxied) else {
+                return;
             };
-            match admitted {
-                Ok(r) => {
-                    if let Some(write) = self.timeouts.write {
-                        // Best effort: a socket that cannot take options is
-                        // already broken, and the handler will see that.
-                        let _ = conn.set_new_write_timeout(Some(write));
-                    }
-                    registration = Some(r);
-                }
-                Err(why) => {
-                    if let Some(message) = &self.busy_message {
-                        use std::io::Write;
-                        // Non-blocking: nothing waits for a refused client.
-                        let _ = sys::send_nowait(conn.as_raw_fd(), message);
-                        let _ = (&*conn).flush();
-                    }
-                    return self.registry.refused(&peer, &why);
-                }
+            if let Some(write) = self.timeouts.write {
+                // Best effort: a socket that cannot take options is
+                // already broken, and the handler will see that.
+                let _ = conn.set_new_write_timeout(Some(write));
             }
+            registration = Some(admitted);
         }
-        if proxy.is_none() && !self.handler.verify(&peer) {
-            self.registry.refused.fetch_add(1, Relaxed);
-            log::debug!("{peer} refused by verify_request");
+        // Behind the PROXY protocol, verify_request waits for the header.
+        if !proxied && !crate::pipeline::verified(&peer, &self.registry, |a| self.handler.verify(a))
+        {
             return;
         }
         let stop = self.strategy.runs_inline().then(|| Stop::Server {
@@ -812,33 +800,9 @@ where
         }
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
-        let tls = self.tls.clone();
-        let job = Job::new(peer, move || {
-            let _running = registry.start_request();
-            if let (Some(gate), Some(stream)) = (&proxy, req.as_stream()) {
-                if !crate::proxy::admit(stream, gate, &registry, |a| handler.verify(a)) {
-                    return false;
-                }
-            }
-            if let (Some(gate), Some(stream)) = (&tls, req.as_stream()) {
-                if !crate::tls_session::handshake(stream, gate, &registry) {
-                    return false;
-                }
-                #[cfg(feature = "tls")]
-                if !crate::tls::verified(stream, &registry, |p, i| handler.verify_session(p, i)) {
-                    return false;
-                }
-            }
-            let ok = handler.serve_request(req);
-            let counter = if ok {
-                &registry.completed
-            } else {
-                &registry.failed
-            };
-            counter.fetch_add(1, Relaxed);
-            ok
-        })
-        .with_server_fds(server_fds);
+        let pipeline = Arc::clone(&self.pipeline);
+        let job = Job::new(peer, move || pipeline.run(req, &*handler, &registry))
+            .with_server_fds(server_fds);
         let peer_for_log = job.peer().clone();
         if let Err(e) = self.strategy.execute(job, &self.shutdown) {
             log::error!(

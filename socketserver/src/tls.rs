@@ -266,12 +266,10 @@ impl Default for Config {
 }
 
 impl Config {
-    pub(crate) fn gate(&self) -> Option<Arc<Gate>> {
-        self.config.as_ref().map(|config| {
-            Arc::new(Gate {
-                config: Arc::clone(config),
-                timeout: self.timeout,
-            })
+    pub(crate) fn gate(&self) -> Option<Gate> {
+        self.config.as_ref().map(|config| Gate {
+            config: Arc::clone(config),
+            timeout: self.timeout,
         })
     }
 }
@@ -391,10 +389,10 @@ pub(crate) fn verified(
     if verify(req.peer_addr(), &info) {
         return true;
     }
-    registry
-        .refused
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    log::debug!("{} refused by verify_tls", req.peer_addr());
+    registry.refused(
+        req.peer_addr(),
+        &crate::admission::Refusal::Verify("verify_tls"),
+    );
     false
 }
 
