@@ -148,7 +148,7 @@ pub(crate) struct Registry {
     running: AtomicUsize,
     /// Connections closed by the drain while idle.
     idle_closed: AtomicUsize,
-    last_refusal_log: Mutex<Option<Instant>>,
+    refusal_log: crate::throttle::Throttle,
     /// A graceful close has begun: idle connections are closed, and those
     /// that become idle later close at once.
     draining: AtomicBool,
@@ -258,7 +258,7 @@ impl Registry {
             oversized: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
-            last_refusal_log: Mutex::new(None),
+            refusal_log: crate::throttle::Throttle::default(),
             draining: AtomicBool::new(false),
         }
     }
@@ -460,9 +460,7 @@ impl Registry {
 
     /// Logs a refusal at warn, at most once a second, with the total.
     fn log_refusal(&self, what: &str) {
-        let mut last = self.last_refusal_log.lock();
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(Instant::now());
+        if self.refusal_log.allow().is_some() {
             let total = self.refused.load(Ordering::Relaxed);
             log::warn!("{what} ({total} refused so far)");
         }

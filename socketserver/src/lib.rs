@@ -140,6 +140,7 @@ mod shutdown;
 pub mod strategy;
 #[allow(unsafe_code)] // the OS layer: the calls std does not offer; see its docs
 mod sys;
+mod throttle;
 mod timeouts;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -247,6 +247,8 @@ pub struct TlsInfo {
 pub(crate) struct Gate {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) timeout: Duration,
+    /// Failed handshakes are logged at most once a second.
+    pub(crate) failures: crate::throttle::Throttle,
 }
 
 /// The builder's TLS settings.
@@ -270,6 +272,7 @@ impl Config {
         self.config.as_ref().map(|config| Gate {
             config: Arc::clone(config),
             timeout: self.timeout,
+            failures: crate::throttle::Throttle::default(),
         })
     }
 }
@@ -370,7 +373,13 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
             registry
                 .failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            log::info!("TLS handshake with {} failed: {why}", req.peer_addr());
+            if let Some(skipped) = gate.failures.allow() {
+                log::info!(
+                    "TLS handshake with {} failed: {why}{}",
+                    req.peer_addr(),
+                    crate::throttle::Throttle::more(skipped)
+                );
+            }
             false
         }
     }
