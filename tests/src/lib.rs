@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use socketserver::{Address, Handler, Server, ShutdownHandle, Strategy, Transport};
 
+pub mod serving;
 pub mod tls;
+
+pub use serving::Serving;
 
 /// The default deadline for one blocking step of a test.
 pub const DEADLINE: Duration = Duration::from_secs(10);

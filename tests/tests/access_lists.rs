@@ -6,13 +6,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::thread;
 
 use socketserver::proxy::ProxyProtocol;
-use socketserver::{
-    Green, IpNet, Pool, Server, Stats, Strategy, StreamRequest, Synchronous, Threading,
-};
+use socketserver::{Green, IpNet, Pool, Server, Strategy, StreamRequest, Synchronous, Threading};
 use socketserver_tests::*;
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
@@ -40,41 +36,6 @@ fn served(mut c: TcpStream, msg: &[u8]) -> bool {
     c.read_exact(&mut back).is_ok() && back == msg
 }
 
-/// A server on its own thread, with its stats at hand.
-struct Serving {
-    addr: SocketAddr,
-    stats: Box<dyn Fn() -> Stats + Send>,
-    stop: socketserver::ShutdownHandle,
-    thread: Option<thread::JoinHandle<io::Result<()>>>,
-}
-
-impl Serving {
-    fn start<S: Strategy>(
-        server: Server<socketserver::transport::Tcp, S, fn(&mut StreamRequest) -> io::Result<()>>,
-    ) -> Serving {
-        let server = Arc::new(server);
-        let addr = server.local_addr().unwrap();
-        let stop = server.shutdown_handle();
-        let for_stats = Arc::clone(&server);
-        let thread = thread::spawn(move || server.serve_forever());
-        Serving {
-            addr,
-            stats: Box::new(move || for_stats.stats()),
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            within(DEADLINE, "serve_forever returns", move || t.join().unwrap()).unwrap();
-        }
-    }
-}
-
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
@@ -84,19 +45,16 @@ fn deny_refuses_a_listed_address_and_serves_the_others(strategy: impl Strategy) 
         .strategy(strategy)
         .allow(net("127.0.0.0/8"))
         .deny(net("127.0.0.3"))
-        .tcp(
-            "127.0.0.1:0",
-            echo as fn(&mut StreamRequest) -> io::Result<()>,
-        )
+        .tcp("127.0.0.1:0", echo)
         .unwrap();
     let s = Serving::start(server);
     assert!(served(client_from("127.0.0.2", s.addr), b"allowed\n"));
     assert!(!served(client_from("127.0.0.3", s.addr), b"denied\n"));
     assert!(served(client_from("127.0.0.1", s.addr), b"allowed too\n"));
     wait_until(DEADLINE, "both served clients finished", || {
-        (s.stats)().completed == 2
+        s.stats().completed == 2
     });
-    let stats = (s.stats)();
+    let stats = s.stats();
     assert_eq!(
         (stats.refused, stats.refused_by.denied),
         (1, 1),
@@ -108,17 +66,14 @@ fn an_allow_list_refuses_every_address_outside_it(strategy: impl Strategy) {
     let server = Server::builder()
         .strategy(strategy)
         .allow(net("127.0.0.2/32"))
-        .tcp(
-            "127.0.0.1:0",
-            echo as fn(&mut StreamRequest) -> io::Result<()>,
-        )
+        .tcp("127.0.0.1:0", echo)
         .unwrap();
     let s = Serving::start(server);
     assert!(served(client_from("127.0.0.2", s.addr), b"in\n"));
     assert!(!served(client_from("127.0.0.3", s.addr), b"out\n"));
     assert!(!served(client_from("127.0.0.1", s.addr), b"out\n"));
     wait_until(DEADLINE, "both refusals counted", || {
-        (s.stats)().refused_by.denied == 2
+        s.stats().refused_by.denied == 2
     });
 }
 
@@ -129,10 +84,7 @@ fn behind_a_proxy_the_lists_apply_to_the_client_its_header_names(strategy: impl 
             trusted: vec![net("127.0.0.1")],
         })
         .deny(net("127.0.0.3"))
-        .tcp(
-            "127.0.0.1:0",
-            echo as fn(&mut StreamRequest) -> io::Result<()>,
-        )
+        .tcp("127.0.0.1:0", echo)
         .unwrap();
     let s = Serving::start(server);
     let proxied = |client: &str, msg: &[u8]| {
@@ -145,10 +97,10 @@ fn behind_a_proxy_the_lists_apply_to_the_client_its_header_names(strategy: impl 
     assert!(!proxied("127.0.0.3", b"denied behind the proxy\n"));
     // The proxy's own address is not what the lists judge.
     wait_until(DEADLINE, "the proxied client finished", || {
-        (s.stats)().completed == 1
+        s.stats().completed == 1
     });
     wait_until(DEADLINE, "the refusal counted", || {
-        (s.stats)().refused_by.denied == 1
+        s.stats().refused_by.denied == 1
     });
 }
 

@@ -8,12 +8,10 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::proxy::ProxyProtocol;
-use socketserver::{Green, Pool, Server, Stats, Strategy, StreamRequest, Threading};
+use socketserver::{Green, Pool, Server, Strategy, StreamRequest, Threading};
 use socketserver_tests::tls::{client_config, make_cert, rustls_client, rustls_echo};
 use socketserver_tests::*;
 
@@ -25,47 +23,6 @@ const FLOOD: usize = 40;
 /// The handshakes' own deadlines: far longer than the test, so only the
 /// budget can free what the flood holds.
 const LONG: Duration = Duration::from_secs(60);
-
-/// A server on its own thread, with its stats at hand; shut down on drop.
-struct Serving {
-    addr: SocketAddr,
-    stats: Box<dyn Fn() -> Stats + Send>,
-    stop: socketserver::ShutdownHandle,
-    thread: Option<thread::JoinHandle<io::Result<()>>>,
-}
-
-impl Serving {
-    fn start<S, H>(server: Server<socketserver::transport::Tcp, S, H>) -> Serving
-    where
-        S: Strategy,
-        H: socketserver::StreamHandler,
-    {
-        let server = Arc::new(server);
-        let addr = server.local_addr().unwrap();
-        let stop = server.shutdown_handle();
-        let for_stats = Arc::clone(&server);
-        let thread = thread::spawn(move || server.serve_forever());
-        Serving {
-            addr,
-            stats: Box::new(move || for_stats.stats()),
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stats(&self) -> Stats {
-        (self.stats)()
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            within(DEADLINE, "serve_forever returns", move || t.join().unwrap()).unwrap();
-        }
-    }
-}
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
     req.echo().map(drop)
