@@ -914,8 +914,11 @@ impl StreamRequest {
 }
 
 impl Drop for StreamRequest {
-    /// Under TLS: a `close_notify`, so the peer sees a clean end.
+    /// Under TLS: a `close_notify`, so the peer sees a clean end. The
+    /// connection leaves the registry first: its place under `max_per_ip`
+    /// and `max_connections` is free before the peer can see the end.
     fn drop(&mut self) {
+        self.registration = None;
         if let Some(tls) = self.tls.as_deref_mut() {
             tls.close(&self.conn);
         }
