@@ -303,14 +303,69 @@ fn write_timed(
     buf: &[u8],
     timeout: Option<Duration>,
 ) -> io::Result<()> {
+    let mut out = WriteWithin::new(conn, timeout);
     let result = match tls {
-        Some(tls) => tls.write_all(conn, buf),
-        None => {
-            let mut conn = conn;
-            conn.write_all(buf)
-        }
+        Some(tls) => tls.write_all(&mut out, buf),
+        None => out.write_all(buf),
     };
     result.map_err(|e| write_timed_out(e, timeout))
+}
+
+/// Writes to a connection with one deadline for a whole `write_all`: the
+/// write timeout. `SO_SNDTIMEO` bounds each `write(2)`, and a client that
+/// reads a little now and then would stretch a loop of them to many
+/// timeouts. The first write is a plain one (one system call when the
+/// socket has room); after a short one, each waits for room until the
+/// deadline, then sends what fits without waiting.
+struct WriteWithin<'a> {
+    conn: &'a Conn,
+    started: Instant,
+    timeout: Option<Duration>,
+    /// Set after the first short write.
+    until: Option<Instant>,
+}
+
+impl<'a> WriteWithin<'a> {
+    fn new(conn: &'a Conn, timeout: Option<Duration>) -> WriteWithin<'a> {
+        WriteWithin {
+            conn,
+            started: Instant::now(),
+            timeout,
+            until: None,
+        }
+    }
+
+    fn timed_out() -> io::Error {
+        io::ErrorKind::TimedOut.into()
+    }
+}
+
+impl Write for WriteWithin<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(until) = self.until else {
+            let n = (&mut &*self.conn).write(buf)?;
+            if n < buf.len() {
+                // No deadline without a write timeout: plain writes on.
+                self.until = self.timeout.and_then(|t| self.started.checked_add(t));
+            }
+            return Ok(n);
+        };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || !wait_writable(self.conn.as_fd(), left)? {
+                return Err(Self::timed_out());
+            }
+            match crate::sys::send_nowait(self.conn.as_raw_fd(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A write timeout (`SO_SNDTIMEO` ran out) as `TimedOut` with a message
@@ -1020,13 +1075,14 @@ impl Write for StreamRequest {
             self.flush()?;
         }
         if buf.len() >= BUF_SIZE {
-            if let Some(tls) = self.tls.as_deref_mut() {
-                write_timed(&self.conn, Some(tls), buf, self.timeouts.write)?;
-                return Ok(buf.len());
-            }
-            return (&self.conn)
-                .write(buf)
-                .map_err(|e| write_timed_out(e, self.timeouts.write));
+            // All of it, within one write timeout.
+            write_timed(
+                &self.conn,
+                self.tls.as_deref_mut(),
+                buf,
+                self.timeouts.write,
+            )?;
+            return Ok(buf.len());
         }
         self.wbuf.extend_from_slice(buf);
         Ok(buf.len())

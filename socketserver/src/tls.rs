@@ -288,7 +288,7 @@ fn tls_error(e: &rustls::Error) -> io::Error {
 impl Session {
     /// Sends what rustls has queued (records, alerts).
     fn send_queued(&mut self, conn: &Conn) -> io::Result<()> {
-        send_all(&mut self.0, conn)
+        send_all(&mut self.0, &mut &*conn)
     }
 
     /// Reads records from `conn` until plaintext (or the end) is there,
@@ -311,15 +311,16 @@ impl Session {
         }
     }
 
-    /// Encrypts and sends all of `buf`.
-    pub(crate) fn write_all(&mut self, conn: &Conn, mut buf: &[u8]) -> io::Result<()> {
+    /// Encrypts all of `buf` and sends it through `out` (the connection,
+    /// or a writer bounding the whole write by a deadline).
+    pub(crate) fn write_all(&mut self, out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let n = self.0.writer().write(buf)?;
             if n == 0 && !self.0.wants_write() {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             buf = &buf[n..];
-            self.send_queued(conn)?;
+            send_all(&mut self.0, out)?;
         }
         Ok(())
     }
@@ -478,7 +479,7 @@ fn drive(
         )
     };
     while tls.is_handshaking() {
-        send_all(tls, req.stream())?;
+        send_all(tls, &mut req.stream())?;
         if !tls.is_handshaking() {
             break;
         }
@@ -526,15 +527,14 @@ fn drive(
             return Err(tls_error(&e).into());
         }
     }
-    send_all(tls, req.stream())?;
+    send_all(tls, &mut req.stream())?;
     Ok(())
 }
 
 /// Writes everything rustls has queued.
-fn send_all(tls: &mut rustls::ServerConnection, conn: &Conn) -> io::Result<()> {
-    let mut io = conn;
+fn send_all(tls: &mut rustls::ServerConnection, out: &mut dyn Write) -> io::Result<()> {
     while tls.wants_write() {
-        if tls.write_tls(&mut io)? == 0 {
+        if tls.write_tls(out)? == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
     }

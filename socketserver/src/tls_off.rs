@@ -13,7 +13,7 @@ impl Session {
     pub(crate) fn read(&mut self, _: &Conn, _: &mut [u8]) -> io::Result<usize> {
         match *self {}
     }
-    pub(crate) fn write_all(&mut self, _: &Conn, _: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_all(&mut self, _: &mut dyn io::Write, _: &[u8]) -> io::Result<()> {
         match *self {}
     }
     pub(crate) fn has_plaintext(&mut self) -> bool {
