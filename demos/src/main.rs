@@ -302,8 +302,11 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             let tcp = server.strategy();
             let udp = datagrams.udp_strategy.unwrap_or(tcp);
             let handler = Echo { upper };
-            let mut builder =
-                Server::builder().strategy(tcp.build_with(server.workers, stack_size, keep_alive));
+            // The drain deadline also bounds a request running inline
+            // (Synchronous) when the stop comes.
+            let mut builder = Server::builder()
+                .strategy(tcp.build_with(server.workers, stack_size, keep_alive))
+                .close_timeout(server.drain_secs);
             if let Some(config) = tls.config("echo serve")? {
                 builder = builder.tls(config);
             }
@@ -383,7 +386,9 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             });
             let closer = room.clone();
             let mut services = vec![stream_service(
-                Server::builder().strategy(tcp.build(server.workers)),
+                Server::builder()
+                    .strategy(tcp.build(server.workers))
+                    .close_timeout(server.drain_secs),
                 &server.listen,
                 room,
                 Some(Box::new(move || closer.close())),

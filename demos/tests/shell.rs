@@ -625,51 +625,67 @@ fn help_has_examples() {
 
 #[test]
 fn sigterm_to_the_server_kills_running_commands_under_threading_and_forking() {
+    for strategy in ["threading", "forking"] {
+        sigterm_kills_the_running_command(strategy, &[], "sleep 30");
+    }
+}
+
+/// Under Synchronous the command runs in the loop's own thread: the stop
+/// still obeys `--drain-secs` (the request is cut at the deadline, which
+/// kills the command's group), instead of waiting for the command.
+#[test]
+fn sigterm_to_a_synchronous_server_kills_the_running_command_at_the_drain_deadline() {
+    sigterm_kills_the_running_command("synchronous", &["--drain-secs", "1"], "sleep 50");
+}
+
+/// Starts `demos shell serve --strategy STRATEGY EXTRA`, runs `command` in a
+/// session, sends SIGTERM: the server exits 0 within 4 s, the command's
+/// process group is gone, and the client is told.
+fn sigterm_kills_the_running_command(strategy: &str, extra: &[&str], command: &str) {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("k");
     std::fs::write(&key_file, "the key").unwrap();
     let key = Key::from_file(&key_file).unwrap();
-    for strategy in ["threading", "forking"] {
-        let mut server = ServerProcess::start(
-            exe(),
-            &[
-                "shell",
-                "serve",
-                "--key-file",
-                key_file.to_str().unwrap(),
-                "--strategy",
-                strategy,
-                "--timeout",
-                "60",
-            ],
-            1,
-        )
-        .unwrap();
-        let pidfile = dir.path().join(format!("pid-{strategy}"));
-        let command = format!("echo $$ > '{}'; sleep 30", pidfile.display());
-        let (addr, k) = (server.address(0).clone(), key.clone());
-        let client = thread::spawn(move || {
-            let mut s = Session::connect(&addr, &k, DEADLINE).unwrap();
-            s.run(&command)
-        });
-        let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
-        assert!(!live_members(pgid).is_empty());
-        let (took, status) = server.terminate(Duration::from_secs(5)).unwrap();
-        assert!(status.success(), "{strategy}: {status}");
-        assert!(took < Duration::from_secs(4), "{strategy}: {took:?}");
-        assert_group_gone(pgid, Duration::from_secs(5));
-        // The client is told: a reply with no exit code, or a closed
-        // connection.
-        match client.join().unwrap() {
-            Ok(reply) => assert_eq!(reply.header.exit_code, None, "{strategy}"),
-            Err(e) => assert!(
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ),
-                "{strategy}: {e}"
+    let mut args = vec![
+        "shell",
+        "serve",
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--strategy",
+        strategy,
+        "--timeout",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    let mut server = ServerProcess::start(exe(), &args, 1).unwrap();
+    let pidfile = dir.path().join(format!("pid-{strategy}"));
+    let script = format!("echo $$ > '{}'; {command}", pidfile.display());
+    let (addr, k) = (server.address(0).clone(), key.clone());
+    let client = thread::spawn(move || {
+        let mut s = Session::connect(&addr, &k, DEADLINE).unwrap();
+        s.run(&script)
+    });
+    let pgid: i32 = wait_for_file(&pidfile, DEADLINE).parse().unwrap();
+    assert!(!live_members(pgid).is_empty());
+    let (took, status) = server.terminate(Duration::from_secs(8)).unwrap();
+    assert!(status.success(), "{strategy}: {status}");
+    assert!(took < Duration::from_secs(4), "{strategy}: {took:?}");
+    eprintln!(
+        "{strategy} {extra:?}: SIGTERM with `{}` running -> exit in {took:?}",
+        command
+    );
+    assert_group_gone(pgid, Duration::from_secs(5));
+    // The client is told: a reply with no exit code, or a closed
+    // connection.
+    match client.join().unwrap() {
+        Ok(reply) => assert_eq!(reply.header.exit_code, None, "{strategy}"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
             ),
-        }
+            "{strategy}: {e}"
+        ),
     }
 }
 

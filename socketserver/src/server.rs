@@ -208,6 +208,16 @@ where
     H: Handler<T::Request>,
 {
     fn serve(&self) -> io::Result<()> {
+        // A request running inline (`Synchronous`) holds the loop: a
+        // watch cuts it at the close deadline once a stop is asked. (Not
+        // in a `PreFork` child, which serves through `serve_in_child`: its
+        // parent's drain bounds it.)
+        let _watch = self
+            .0
+            .strategy
+            .runs_inline()
+            .then(|| InlineDeadline::start(&self.0))
+            .transpose()?;
         self.0.serve_loop()
     }
 
@@ -267,6 +277,52 @@ fn wait_ready(
         return crate::green::poll_read(socket, wake, timeout);
     }
     sys::poll_read(socket, wake, timeout)
+}
+
+/// Under a strategy that runs requests inline in the loop (`Synchronous`),
+/// nothing else runs while a request does: a stop asked meanwhile (a
+/// signal, `shutdown()`) would wait for the request to end on its own,
+/// however long, and `close_gracefully`'s deadline could not start before
+/// the loop returns. This watch, a thread blocked in `poll(2)` on the loop's
+/// wake-up socket (never reading it) and on its own stop socket, sees the
+/// stop, gives the running request the close timeout, then cuts its
+/// connection (a handler blocked on the socket sees end-of-file; one that
+/// watches its socket, as the shell demo's command runner does, stops).
+/// An idle server's watch makes no system call.
+struct InlineDeadline {
+    stop: std::os::unix::net::UnixStream,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InlineDeadline {
+    fn start<T, S, H>(core: &Arc<Core<T, S, H>>) -> io::Result<Self>
+    where
+        T: Transport,
+        S: Strategy,
+        H: Handler<T::Request>,
+    {
+        let (stop, stopped) = std::os::unix::net::UnixStream::pair()?;
+        let core = Arc::clone(core);
+        let thread = std::thread::Builder::new()
+            .name("inline-deadline".into())
+            .spawn(move || core.watch_inline(&stopped))
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("starting the inline-request watch: {e}"))
+            })?;
+        Ok(InlineDeadline {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for InlineDeadline {
+    fn drop(&mut self) {
+        let _ = std::io::Write::write(&mut &self.stop, b"x");
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Exponential backoff after accept errors that a retry cannot fix at once
@@ -623,6 +679,42 @@ where
 }
 
 impl<T: Transport, S: Strategy, H> Core<T, S, H> {
+    /// The inline-request watch's thread (see [`InlineDeadline`]).
+    fn watch_inline(&self, stopped: &std::os::unix::net::UnixStream) {
+        use std::os::fd::AsFd;
+        loop {
+            let Ok(ready) = sys::poll_read(Some(stopped.as_fd()), self.wake.raw_fd(), None) else {
+                return;
+            };
+            if ready.socket {
+                return;
+            }
+            if !self.shutdown.is_shutdown_requested() {
+                // A wake-up that is no stop (a freed slot), left for the
+                // loop to read: look again once it had the chance.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let end = deadline_after(self.close_timeout);
+            while self.registry.running() > 0 && end.is_none_or(|e| Instant::now() < e) {
+                if sys::poll_read(Some(stopped.as_fd()), -1, Some(Duration::from_millis(10)))
+                    .is_ok_and(|r| r.socket)
+                {
+                    return;
+                }
+            }
+            if self.registry.running() > 0 {
+                log::warn!(
+                    "{}: the running request did not end within {:?} of the stop; cutting its connection",
+                    self.url(),
+                    self.close_timeout
+                );
+                self.registry.cut_all();
+            }
+            return;
+        }
+    }
+
     /// `SCHEME://ADDR`, for logs.
     fn url(&self) -> String {
         match self.transport.address() {
