@@ -670,10 +670,7 @@ fn sigterm_kills_the_running_command(strategy: &str, extra: &[&str], command: &s
     let (took, status) = server.terminate(Duration::from_secs(8)).unwrap();
     assert!(status.success(), "{strategy}: {status}");
     assert!(took < Duration::from_secs(4), "{strategy}: {took:?}");
-    eprintln!(
-        "{strategy} {extra:?}: SIGTERM with `{}` running -> exit in {took:?}",
-        command
-    );
+    eprintln!("{strategy} {extra:?}: SIGTERM with `{command}` running -> exit in {took:?}");
     assert_group_gone(pgid, Duration::from_secs(5));
     // The client is told: a reply with no exit code, or a closed
     // connection.
