@@ -463,12 +463,32 @@ pub fn authenticate(
     gate: &socketserver::auth::Gatekeeper,
     req: &mut socketserver::StreamRequest,
 ) -> io::Result<()> {
-    if req.tls_info().is_none() {
-        return gate.server_handshake(&mut req.stream());
-    }
-    req.read_within(gate.deadline(), |r| {
-        gate.server_handshake(&mut ThroughRequest(r))
+    // Counted in the server's pre-handler budget, with the TLS handshakes
+    // and PROXY headers under way (`Builder::max_pre_handler`).
+    req.pre_handler(|req| {
+        if req.tls_info().is_none() {
+            return gate.server_handshake(&mut req.stream());
+        }
+        req.read_within(gate.deadline(), |r| {
+            gate.server_handshake(&mut ThroughRequest(r))
+        })
     })
+}
+
+/// `max` as the builder's pre-handler budget (connections in their PROXY
+/// header, TLS or authentication handshake; the oldest is closed to make
+/// room), where the strategy serves connections side by side: under one
+/// that serves in the loop (`Synchronous`) a handshake holds the loop, and
+/// the budget is refused.
+pub fn with_pre_handler_budget<S: socketserver::Strategy>(
+    builder: socketserver::Builder<S>,
+    max: usize,
+) -> socketserver::Builder<S> {
+    if builder.chosen_strategy().runs_inline() {
+        builder
+    } else {
+        builder.max_pre_handler(Some(max))
+    }
 }
 
 /// A request seen as a stream with a descriptor: reads and writes through

@@ -227,8 +227,9 @@ impl<S: Strategy> Builder<S> {
 
     /// Most stream connections open at once (default: no limit); what
     /// happens at the limit is [`limit_policy`](Self::limit_policy).
-    /// Counted in this process, so it does not apply to `Forking` (use
-    /// `Forking::max_children`).
+    /// Global to the server under every strategy that supports it;
+    /// refused under `Forking` when the server is built (each connection
+    /// is counted in a child of its own: use `Forking::max_children`).
     pub fn max_connections(mut self, max: Option<usize>) -> Self {
         self.limits.max_connections = max;
         self
@@ -236,6 +237,8 @@ impl<S: Strategy> Builder<S> {
 
     /// Most stream connections open at once from one IP address (default:
     /// no limit). Over it, a connection is refused (closed at once).
+    /// Refused under `Forking` when the server is built, as
+    /// [`max_connections`](Self::max_connections) is.
     pub fn max_per_ip(mut self, max: Option<usize>) -> Self {
         self.limits.max_per_ip = max;
         self
@@ -375,6 +378,14 @@ impl<S: Strategy> Builder<S> {
     pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.tls.timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// The strategy chosen so far (to adapt other options to it, e.g.
+    /// [`max_pre_handler`](Self::max_pre_handler), refused under a
+    /// strategy that serves in the loop).
+    #[must_use]
+    pub fn chosen_strategy(&self) -> &S {
+        &self.strategy
     }
 
     /// The socket options collected so far.

@@ -119,6 +119,35 @@ where
 {
     /// The server a [`Builder`] describes, on `transport`.
     pub(crate) fn assemble(builder: Builder<S>, transport: T, handler: H) -> io::Result<Self> {
+        let limited =
+            builder.limits.max_connections.is_some() || builder.limits.max_per_ip.is_some();
+        if limited && builder.strategy.name() == crate::strategy::FORKING {
+            // The parent lets go of each connection once its child runs it:
+            // counted there, the limits would see every connection end at
+            // once.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_connections and max_per_ip cannot be kept under the forking strategy: \
+                 each connection is served and counted in a child process of its own; \
+                 bound it with Forking::max_children, or use PreFork, whose children share \
+                 one count",
+            ));
+        }
+        if builder.limits.max_pre_handler.is_some() && builder.strategy.runs_inline() {
+            // A handshake runs in the loop itself: no other connection is
+            // admitted (or closed to make room) until it ends.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "max_pre_handler cannot be kept under the {} strategy: it serves one \
+                     connection at a time in the server loop, so a handshake under way holds \
+                     the loop and no connection can be closed to make room; bound handshakes \
+                     with proxy_header_timeout and tls_handshake_timeout, or serve with \
+                     Threading, Pool or Green",
+                    builder.strategy.name()
+                ),
+            ));
+        }
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(builder.limits, shutdown.clone()));
         crate::handler::route_panics_to_log();

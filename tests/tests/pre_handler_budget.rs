@@ -189,3 +189,27 @@ fn without_a_budget_nothing_is_closed_to_make_room() {
     assert_eq!(s.stats().refused_by.pre_handler_budget, 0);
     drop(held);
 }
+
+/// Under `Synchronous` (and `PreFork` with `Synchronous` inside) a handshake
+/// holds the server loop: no connection could be closed to make room, so
+/// the budget is refused when the server is built, naming both parts.
+#[test]
+fn the_budget_is_refused_under_strategies_that_serve_in_the_loop() {
+    for strategy in [
+        Box::new(socketserver::Synchronous) as Box<dyn Strategy>,
+        Box::new(socketserver::PreFork::new()),
+    ] {
+        let name = strategy.name();
+        let err = Server::builder()
+            .strategy(strategy)
+            .max_pre_handler(Some(BUDGET))
+            .tcp("127.0.0.1:0", echo)
+            .expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let text = err.to_string();
+        assert!(
+            text.contains("max_pre_handler") && text.contains(name),
+            "{text}"
+        );
+    }
+}

@@ -132,8 +132,12 @@ impl Shell {
     /// Gives `builder` this configuration's timeouts: `idle` as the read
     /// and write timeout of every connection, so that the server's own
     /// message reads (which wait for the next command, and watch for a
-    /// shutdown meanwhile) close a session silent for that long. Build the
-    /// server from the result.
+    /// shutdown meanwhile) close a session silent for that long; and
+    /// `max_unauthenticated` as the server's pre-handler budget, so that
+    /// connections stuck in their TLS or authentication handshake cannot
+    /// keep the key holder out (the oldest is closed to make room; not
+    /// under a strategy that serves in the loop). Build the server from the
+    /// result.
     ///
     /// ```
     /// use demos::shell::{Shell, ShellConfig};
@@ -147,9 +151,10 @@ impl Shell {
         &self,
         builder: socketserver::Builder<S>,
     ) -> socketserver::Builder<S> {
-        builder
+        let builder = builder
             .read_timeout(self.config.idle)
-            .write_timeout(self.config.idle)
+            .write_timeout(self.config.idle);
+        crate::service::with_pre_handler_budget(builder, self.config.max_unauthenticated)
     }
 
     /// Closes the connections still authenticating and refuses new ones:

@@ -225,6 +225,6 @@ impl Strategy for Forking {
     }
 
     fn name(&self) -> &'static str {
-        "forking"
+        super::FORKING
     }
 }

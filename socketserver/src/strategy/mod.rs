@@ -14,6 +14,9 @@
 //! it exactly once, or drop it (which closes the connection).
 
 mod forking;
+
+/// `Forking`'s name ([`Strategy::name`]).
+pub(crate) const FORKING: &str = "forking";
 #[cfg(feature = "green")]
 mod green;
 mod pool;
