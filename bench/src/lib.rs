@@ -53,6 +53,7 @@ mod charts;
 pub mod proc;
 pub mod report;
 pub mod shutdown;
+pub mod timeline;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
