@@ -32,7 +32,8 @@ EXAMPLES:
     cargo run --release -p bench -- --only /shutdown      # shutdown latency only
     cargo run --release -p bench -- --only '/(idle|exit-idle)-10k$' --repeat 3
     cargo run --release -p bench -- --only '^tls-' --repeat 5   # TLS vs tokio-rustls
-    cargo run --release -p bench -- timeline --out docs/pictures  # a picture of each model"
+    cargo run --release -p bench -- timeline --out docs/pictures  # a picture of each model
+    cargo run --release -p bench -- --html target/report  # one page: reports, charts, timelines"
 )]
 struct Cli {
     #[command(flatten)]
