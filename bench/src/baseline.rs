@@ -141,6 +141,15 @@ pub enum BaselineCmd {
         #[arg(long, default_value_t = 0)]
         busy: usize,
     },
+    /// The server of `bench timeline`: answers each line after 20 ms with
+    /// when it accepted the connection, started and ended the request, and
+    /// what ran it (see `bench::timeline`).
+    Timeline {
+        /// The scenario (`synchronous`, `pool`, `prefork-green`, ...).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            crate::timeline::SCENARIOS.map(|s| s.0)))]
+        strategy: String,
+    },
 }
 
 /// Runs a baseline subcommand (never returns for the servers).
@@ -162,6 +171,7 @@ pub fn run(cmd: BaselineCmd) -> io::Result<()> {
             tls_cert.zip(tls_key),
             report_times,
         ),
+        BaselineCmd::Timeline { strategy } => crate::timeline::serve(&strategy),
         BaselineCmd::StdTcp { listen } => std_tcp(listen),
         BaselineCmd::StdUdp { listen } => std_udp(listen),
         BaselineCmd::TokioTcp { listen } => tokio_tcp(listen),

@@ -50,9 +50,11 @@
 pub mod baseline;
 pub mod certs;
 mod charts;
+pub mod html;
 pub mod proc;
 pub mod report;
 pub mod shutdown;
+pub mod timeline;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -109,6 +111,14 @@ pub struct CompareArgs {
     /// Print the server/cell pairs that would run, and exit.
     #[arg(long)]
     pub list: bool,
+    /// Measure nothing: gather the reports and charts of `--docs`'s
+    /// `bench/` and the timelines of its `pictures/` into one
+    /// self-contained page, DIR/index.html.
+    #[arg(long, value_name = "DIR")]
+    pub html: Option<PathBuf>,
+    /// The guide `--html` reads.
+    #[arg(long, value_name = "DIR", default_value = "docs", requires = "html")]
+    pub docs: PathBuf,
     /// Test setting: every cell and every server once, in a few seconds
     /// (see `SMOKE`); the numbers mean nothing.
     #[arg(long, hide = true)]
@@ -554,6 +564,11 @@ fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
 
 /// Runs the comparison; returns whether every cell produced numbers.
 pub fn run(args: CompareArgs) -> io::Result<bool> {
+    if let Some(dir) = &args.html {
+        let path = html::write(dir, &args.docs)?;
+        eprintln!("bench: wrote {}", path.display());
+        return Ok(true);
+    }
     let started = Instant::now();
     let only = match &args.only {
         Some(re) => Some(

@@ -31,7 +31,9 @@ EXAMPLES:
     cargo run --release -p bench -- --only 'threading|std' --repeat 3
     cargo run --release -p bench -- --only /shutdown      # shutdown latency only
     cargo run --release -p bench -- --only '/(idle|exit-idle)-10k$' --repeat 3
-    cargo run --release -p bench -- --only '^tls-' --repeat 5   # TLS vs tokio-rustls"
+    cargo run --release -p bench -- --only '^tls-' --repeat 5   # TLS vs tokio-rustls
+    cargo run --release -p bench -- timeline --out docs/pictures  # a picture of each model
+    cargo run --release -p bench -- --html target/report  # one page: reports, charts, timelines"
 )]
 struct Cli {
     #[command(flatten)]
@@ -45,6 +47,11 @@ enum Hidden {
     /// Servers and probes that a run starts as children.
     #[command(subcommand, hide = true)]
     Baseline(bench::baseline::BaselineCmd),
+    /// A picture of each concurrency model: 8 clients, 5 requests each, a
+    /// handler that answers after 20 ms, under every strategy; one SVG per
+    /// strategy (a lane per thread, process or green worker), all.svg side
+    /// by side, timeline.json. A few seconds.
+    Timeline(bench::timeline::TimelineArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match cli.baseline {
         Some(Hidden::Baseline(cmd)) => bench::baseline::run(cmd).map(|()| true),
+        Some(Hidden::Timeline(args)) => bench::timeline::run(&args).map(|()| true),
         None => bench::run(cli.args),
     };
     match result {

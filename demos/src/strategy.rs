@@ -1,11 +1,11 @@
-//! The five strategies of the library by the names the command line uses,
+//! The six strategies of the library by the names the command line uses,
 //! and how each demo builds them.
 
 use std::time::Duration;
 
 use socketserver::Strategy;
 
-/// The five strategies of the library, by the names the CLI accepts.
+/// The six strategies of the library, by the names the CLI accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum StrategyName {
     /// One request at a time, inline in the server loop.
@@ -16,17 +16,22 @@ pub enum StrategyName {
     Pool,
     /// A child process per connection (or datagram).
     Forking,
+    /// Long-lived child processes that accept on the shared socket, one
+    /// connection at a time each (5 to 50 of them, the library's defaults).
+    #[value(name = "prefork")]
+    PreFork,
     /// A coroutine per connection (or datagram) on one thread per core.
     Green,
 }
 
 impl StrategyName {
     /// Every strategy, in the order the docs list them.
-    pub const ALL: [StrategyName; 5] = [
+    pub const ALL: [StrategyName; 6] = [
         StrategyName::Synchronous,
         StrategyName::Threading,
         StrategyName::Pool,
         StrategyName::Forking,
+        StrategyName::PreFork,
         StrategyName::Green,
     ];
 
@@ -37,6 +42,7 @@ impl StrategyName {
             StrategyName::Threading => "threading",
             StrategyName::Pool => "pool",
             StrategyName::Forking => "forking",
+            StrategyName::PreFork => "prefork",
             StrategyName::Green => "green",
         }
     }
@@ -55,7 +61,7 @@ impl StrategyName {
 impl StrategyName {
     /// Like [`build`](Self::build), tuned: `stack` bytes of stack for every
     /// request thread of `threading` and every worker of `pool` (ignored by
-    /// `synchronous` and `forking`, which start no threads; small stacks let
+    /// `synchronous`, `forking` and `prefork`, which start no threads; small stacks let
     /// thousands of idle connections fit), and `keep_alive` for
     /// `threading`'s threads (see `socketserver::Threading::keep_alive`).
     /// `demos echo serve --stack-size --keep-alive`.

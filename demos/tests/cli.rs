@@ -1,6 +1,6 @@
 //! The `demos` binary end to end, as scripts use it (`docs/demos.md`):
-//! `listening on` lines, echo under all four strategies (forking only ever
-//! runs here, in a server process of its own), chat over TCP and UDP, the
+//! `listening on` lines, echo under all six strategies (forking and prefork
+//! only ever run here, in a server process of their own), chat over TCP and UDP, the
 //! clients, one-line errors, and SIGTERM/SIGINT -> exit 0 within 1 s.
 
 mod common;
@@ -142,6 +142,58 @@ fn echo_green() {
 }
 
 #[test]
+fn echo_prefork() {
+    echo_through_binary("prefork");
+}
+
+/// `demos echo serve --strategy prefork`: connections are served by the
+/// server's long-lived children (at least the library's 5, forked before
+/// any client), several clients in turn by the same few processes, and
+/// SIGTERM leaves no process behind.
+#[test]
+fn prefork_echo_is_served_by_children_and_sigterm_leaves_no_process() {
+    let server = start(
+        &[
+            "echo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--strategy",
+            "prefork",
+        ],
+        1,
+    );
+    let parent = server.id();
+    let tcp = server.address(0).clone();
+    within(DEADLINE, "echo prefork", move || {
+        for seed in 1..=10 {
+            let data = drive::pattern(4096, seed);
+            let back = drive::stream_echo(&tcp, &data, DEADLINE).unwrap();
+            assert!(back == data, "prefork: echo {seed} differs");
+        }
+    });
+    let children = socketserver_tests::children_of(parent);
+    assert!(
+        (5..=50).contains(&children.len()),
+        "the library's 5 to 50 children, found {children:?}"
+    );
+    terminate_quickly(server);
+    let left: Vec<u32> = children
+        .iter()
+        .map(|c| c.0)
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .filter(|pid| {
+            // A pid reused since is not ours: only a process whose parent
+            // is still the server counts.
+            socketserver_tests::children_of(parent)
+                .iter()
+                .any(|c| c.0 == *pid)
+        })
+        .collect();
+    assert!(left.is_empty(), "children left after SIGTERM: {left:?}");
+}
+
+#[test]
 fn echo_upper_and_the_echo_client() {
     let server = start(&["echo", "serve", "--udp", "127.0.0.1:0", "--upper"], 2);
     let tcp = server.address(0).to_string();
@@ -191,8 +243,23 @@ fn clients_fail_with_one_line_when_nobody_listens() {
 }
 
 #[test]
-fn chat_refuses_synchronous_and_forking_with_a_reason() {
+fn chat_refuses_synchronous_forking_and_prefork_with_a_reason() {
     for (args, word) in [
+        (
+            vec!["chat", "serve", "--strategy", "prefork"],
+            "several processes",
+        ),
+        (
+            vec![
+                "chat",
+                "serve",
+                "--udp",
+                "127.0.0.1:0",
+                "--udp-strategy",
+                "prefork",
+            ],
+            "several child processes",
+        ),
         (
             vec!["chat", "serve", "--strategy", "synchronous"],
             "one connection at a time",
