@@ -471,7 +471,10 @@ fn parse_v2_addresses(family: u8, body: &[u8]) -> Result<Said, String> {
         1 => 12,
         2 => 36,
         3 => 216,
-        _ => 0,
+        // UNSPEC: "the receiver should ignore address information", of
+        // whatever form and length it is; nothing in it is read, not even
+        // as TLVs.
+        _ => return Ok(Said::Local),
     };
     if body.len() < size {
         return Err(format!(
@@ -500,9 +503,7 @@ fn parse_v2_addresses(family: u8, body: &[u8]) -> Result<Said, String> {
                 Address::Inet(SocketAddr::new(ip(16), port(34))),
             )
         }
-        3 => (unix_v2(&body[..108]), unix_v2(&body[108..216])),
-        // UNSPEC: "the receiver must ignore the address information".
-        _ => return Ok(Said::Local),
+        _ => (unix_v2(&body[..108]), unix_v2(&body[108..216])),
     };
     Ok(Said::Proxied {
         client,
@@ -737,6 +738,9 @@ pub(crate) fn admit(
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -820,6 +824,16 @@ mod tests {
             parse(&v2(1, 0x00, &[])),
             Parse::Header {
                 said: Said::Local,
+                ..
+            }
+        ));
+        // UNSPEC with address information of its own form (not TLVs):
+        // ignored, not refused.
+        assert!(matches!(
+            parse(&v2(1, 0x00, &[0])),
+            Parse::Header {
+                said: Said::Local,
+                len: 17,
                 ..
             }
         ));
