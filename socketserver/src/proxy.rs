@@ -360,6 +360,28 @@ fn parse(buf: &[u8]) -> Parse {
     Parse::NotProxy
 }
 
+/// The parser alone, for the fuzz targets (built by `cargo fuzz`, which
+/// sets `--cfg fuzzing`): parses `buf` and panics if the answer is unsound.
+/// A header found fits `buf` and the caps, reads the same from its own
+/// bytes alone, and every prefix of it is incomplete.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_parse(buf: &[u8]) {
+    let Parse::Header { version, len, said } = parse(buf) else {
+        return;
+    };
+    assert!(len <= buf.len(), "a header of {len} bytes in {}", buf.len());
+    match version {
+        1 => assert!(len <= MAX_V1_HEADER),
+        2 => assert!((16..=16 + MAX_V2_PAYLOAD).contains(&len)),
+        v => panic!("version {v}"),
+    }
+    assert_eq!(parse(&buf[..len]), Parse::Header { version, len, said });
+    for i in 0..len {
+        assert_eq!(parse(&buf[..i]), Parse::Incomplete, "prefix of {i} bytes");
+    }
+}
+
 fn parse_v1(buf: &[u8]) -> Parse {
     let window = &buf[..buf.len().min(MAX_V1_HEADER)];
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
