@@ -40,13 +40,19 @@ fn frame(len: usize) -> [u8; 4] {
 fuzz_target!(|data: &[u8]| {
     let key = Key::new("fuzzing key").unwrap();
 
-    let mut server = Peer { input: data, sent: Vec::new() };
+    let mut server = Peer {
+        input: data,
+        sent: Vec::new(),
+    };
     let e = auth::server_handshake(&mut server, &key).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert_eq!(server.sent.len(), 4 + CHALLENGE_LEN);
     assert_eq!(server.sent[..4], frame(CHALLENGE_LEN));
 
-    let mut client = Peer { input: data, sent: Vec::new() };
+    let mut client = Peer {
+        input: data,
+        sent: Vec::new(),
+    };
     let result = auth::client_handshake(&mut client, &key);
     let well_formed = data.len() == 4 + CHALLENGE_LEN + 6
         && data[..4] == frame(CHALLENGE_LEN)

@@ -4,8 +4,8 @@
 //! accepted, never a panic), and a name accepted is a plain file name.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use demos::files::{check_name, is_sha256_hex, Request, REQUEST_FRAMING};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // As the server reads it: one frame, then the JSON inside.
