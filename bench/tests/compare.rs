@@ -17,6 +17,8 @@ fn exe() -> &'static Path {
 const LIMIT: Duration = Duration::from_secs(100);
 
 #[test]
+#[ignore = "a whole bench run (every cell, every server) that loads the machine: CI runs it \
+            as a step of its own (`cargo test -p bench --test compare -- --ignored`)"]
 fn smoke_run_fills_every_cell_without_errors() {
     let dir = std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

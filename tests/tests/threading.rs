@@ -29,7 +29,17 @@ fn short_connections(addr: &Address, n: usize) {
 
 // Every thread the library starts is named (`conn PEER`, `pool worker N`),
 // so counting threads by name is exact, whatever the test harness's own
-// threads do meanwhile.
+// threads do meanwhile. A test that counts them first waits until the
+// connection threads of the tests before it are gone: their servers are
+// closed, and closing lets kept-alive threads go, but a thread may still be
+// on its way out (its request counted as ended just before it exits).
+
+/// Waits until no connection thread of an earlier test is left.
+fn no_connection_thread_left() {
+    wait_until(DEADLINE, "connection threads of earlier tests gone", || {
+        threads_named("conn ") == 0
+    });
+}
 
 #[test]
 fn after_200_short_connections_live_threads_return_to_the_baseline() {
@@ -40,7 +50,7 @@ fn after_200_short_connections_live_threads_return_to_the_baseline() {
         .tcp("127.0.0.1:0", echo_stream)
         .unwrap();
     let running = Running::start(server);
-    assert_eq!(threads_named("conn "), 0);
+    no_connection_thread_left();
     // In this thread, not under `within`, which would start one more; every
     // client has 5 s timeouts, so this cannot hang.
     short_connections(&running.address, 200);
@@ -54,6 +64,7 @@ fn after_200_short_connections_live_threads_return_to_the_baseline() {
 #[test]
 fn a_pool_keeps_its_worker_count_and_closing_joins_the_workers() {
     let _exclusive = PROCESS.write();
+    no_connection_thread_left();
     let server = Server::builder()
         .strategy(Pool::new(3))
         .tcp("127.0.0.1:0", echo_stream)

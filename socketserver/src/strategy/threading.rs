@@ -60,8 +60,15 @@ pub struct Threading {
 }
 
 /// Kept-alive threads waiting for a request: an id and the sender of the
-/// channel each waits on.
-type IdleList = Mutex<Vec<(u64, Sender<Job>)>>;
+/// channel each waits on; and whether the server closed, after which a
+/// thread whose request ends exits instead of waiting.
+type IdleList = Mutex<Idle>;
+
+#[derive(Debug, Default)]
+struct Idle {
+    waiting: Vec<(u64, Sender<Job>)>,
+    closed: bool,
+}
 
 /// Ids of kept-alive threads.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -136,13 +143,20 @@ impl Threading {
 
     /// Threads kept alive and waiting for a request now.
     pub fn idle_threads(&self) -> usize {
-        self.idle.lock().len()
+        self.idle.lock().waiting.len()
     }
 
     /// Gives `job` to a waiting thread; hands it back if none takes it.
     fn hand_to_idle(&self, mut job: Job) -> Result<(), Job> {
         loop {
-            let Some((_, sender)) = self.idle.lock().pop() else {
+            let next = {
+                let mut idle = self.idle.lock();
+                // In use again (a strategy may serve a new server after
+                // closing): finished threads may wait again.
+                idle.closed = false;
+                idle.waiting.pop()
+            };
+            let Some((_, sender)) = next else {
                 return Err(job);
             };
             self.active.increment();
@@ -171,13 +185,20 @@ fn keep_serving(wait: Duration, idle: &IdleList, active: &Arc<ActiveCount>) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     loop {
         let (sender, receiver): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(1);
-        idle.lock().push((id, sender));
+        {
+            let mut idle = idle.lock();
+            if idle.closed {
+                // Closed while this request ran: nothing more will come.
+                return;
+            }
+            idle.waiting.push((id, sender));
+        }
         let job = match receiver.recv_timeout(wait) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
                 let mut list = idle.lock();
-                if let Some(i) = list.iter().position(|(k, _)| *k == id) {
-                    list.remove(i);
+                if let Some(i) = list.waiting.iter().position(|(k, _)| *k == id) {
+                    list.waiting.remove(i);
                     return;
                 }
                 drop(list);
@@ -234,8 +255,12 @@ impl Strategy for Threading {
     }
 
     fn close(&self) {
-        // Kept-alive threads waiting for a request exit now.
-        self.idle.lock().clear();
+        // Kept-alive threads waiting for a request exit now, and those
+        // whose request is still running exit when it ends (they would
+        // otherwise wait out the keep-alive for a request that never comes).
+        let mut idle = self.idle.lock();
+        idle.closed = true;
+        idle.waiting.clear();
     }
 
     fn blocks_on_close(&self) -> bool {
@@ -304,6 +329,40 @@ mod tests {
         assert_ne!(ids[20], ids[0]);
         t.close();
         assert_eq!(t.idle_threads(), 0, "close lets waiting threads go");
+    }
+
+    /// Threads of this process whose (kernel, 15-byte) name starts with
+    /// `prefix`.
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task").map_or(0, |dir| {
+            dir.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|name| name.starts_with(prefix))
+                })
+                .count()
+        })
+    }
+
+    #[test]
+    fn a_thread_whose_request_ends_after_close_exits_instead_of_waiting() {
+        let t = Threading::new().keep_alive(Duration::from_secs(60));
+        let (release, released) = crossbeam_channel::bounded::<()>(0);
+        let (running_tx, running) = crossbeam_channel::bounded::<()>(1);
+        // A peer no other test uses: the thread is `conn 127.0.0.7:7`.
+        let job = Job::new(Address::Inet("127.0.0.7:7".parse().unwrap()), move || {
+            let _ = running_tx.send(());
+            let _ = released.recv_timeout(Duration::from_secs(10));
+            true
+        });
+        t.execute(job, &handle()).unwrap();
+        running.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(threads_named("conn 127.0.0.7"), 1);
+        t.close();
+        release.send(()).unwrap();
+        // It exits, instead of waiting 60 s for a request.
+        wait_for("the thread exited", || threads_named("conn 127.0.0.7") == 0);
+        assert_eq!((t.active(), t.idle_threads()), (0, 0));
     }
 
     #[test]
