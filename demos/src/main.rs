@@ -302,8 +302,11 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             let tcp = server.strategy();
             let udp = datagrams.udp_strategy.unwrap_or(tcp);
             let handler = Echo { upper };
-            let mut builder =
-                Server::builder().strategy(tcp.build_with(server.workers, stack_size, keep_alive));
+            let mut builder = server.configure(Server::builder().strategy(tcp.build_with(
+                server.workers,
+                stack_size,
+                keep_alive,
+            )));
             if let Some(config) = tls.config("echo serve")? {
                 builder = builder.tls(config);
             }
@@ -383,7 +386,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             });
             let closer = room.clone();
             let mut services = vec![stream_service(
-                Server::builder().strategy(tcp.build(server.workers)),
+                server.configure(Server::builder().strategy(tcp.build(server.workers))),
                 &server.listen,
                 room,
                 Some(Box::new(move || closer.close())),

@@ -303,7 +303,7 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
 ) -> io::Result<()> {
     let mut builder = configure(
         &handler,
-        Server::builder().strategy(server.strategy().build(server.workers)),
+        server.configure(Server::builder().strategy(server.strategy().build(server.workers))),
     );
     if let Some(tls) = tls {
         builder = builder.tls(tls);

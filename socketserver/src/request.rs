@@ -225,6 +225,8 @@ pub struct StreamRequest {
     /// The client has just completed a TLS handshake: its first message is
     /// on its way (see [`FIRST_MESSAGE_GRACE`]).
     awaits_first: bool,
+    /// The peer vanished (a read or write said so): counted once.
+    gone: bool,
 }
 
 /// Per-connection values, one per type (see [`StreamRequest::state`]).
@@ -383,6 +385,7 @@ impl StreamRequest {
             proxied: None,
             tls: None,
             awaits_first: false,
+            gone: false,
         }
     }
 
@@ -644,7 +647,23 @@ impl StreamRequest {
                         format!("read timed out after {t:?} (read_timeout)"),
                     ));
                 }
+                Err(e) => {
+                    self.note_gone(&e);
+                    return Err(e);
+                }
                 r => return r,
+            }
+        }
+    }
+
+    /// Counts the peer as gone (once) when `e`, from a read or write on
+    /// the connection, says it vanished (see
+    /// [`Stats::peer_gone`](crate::Stats::peer_gone)).
+    fn note_gone(&mut self, e: &io::Error) {
+        if !self.gone && crate::transport::is_peer_gone(e) {
+            self.gone = true;
+            if let Some(registry) = &self.registry {
+                registry.peer_gone(&self.peer, e);
             }
         }
     }
@@ -1005,13 +1024,15 @@ impl Write for StreamRequest {
             self.flush()?;
         }
         if buf.len() >= BUF_SIZE {
-            if let Some(tls) = self.tls.as_deref_mut() {
-                write_timed(&self.conn, Some(tls), buf, self.timeouts.write)?;
-                return Ok(buf.len());
-            }
-            return (&self.conn)
-                .write(buf)
-                .map_err(|e| write_timed_out(e, self.timeouts.write));
+            let written = match self.tls.as_deref_mut() {
+                Some(tls) => {
+                    write_timed(&self.conn, Some(tls), buf, self.timeouts.write).map(|()| buf.len())
+                }
+                None => (&self.conn)
+                    .write(buf)
+                    .map_err(|e| write_timed_out(e, self.timeouts.write)),
+            };
+            return written.inspect_err(|e| self.note_gone(e));
         }
         self.wbuf.extend_from_slice(buf);
         Ok(buf.len())
@@ -1026,7 +1047,7 @@ impl Write for StreamRequest {
                 self.timeouts.write,
             );
             self.wbuf.clear();
-            result?;
+            result.inspect_err(|e| self.note_gone(e))?;
         }
         Ok(())
     }
