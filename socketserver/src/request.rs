@@ -357,12 +357,14 @@ fn write_timed_out(e: io::Error, timeout: Option<Duration>) -> io::Error {
 /// counts as idle and is closed.
 const FIRST_MESSAGE_GRACE: Duration = Duration::from_millis(250);
 
-/// Whether an error is a socket read timeout (`SO_RCVTIMEO` ran out).
+/// Whether an error is a socket timeout of the server's own (`SO_RCVTIMEO`
+/// or `SO_SNDTIMEO` ran out), not the kernel ending the connection with
+/// `ETIMEDOUT` because the peer vanished (keepalive, `TCP_USER_TIMEOUT`).
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    ) && !crate::transport::is_peer_gone(e)
 }
 
 impl StreamRequest {

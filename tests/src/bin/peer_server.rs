@@ -6,19 +6,22 @@
 //!
 //! ```text
 //! peer_server ADDR --strategy=NAME [--keepalive=SECS] [--user-timeout=SECS]
-//!                  [--write-timeout=SECS]
+//!                  [--write-timeout=SECS] [--proxy-from=IP]
 //! ```
 //!
 //! `--keepalive=0` turns keepalive off; `SECS` is the idle time, with
 //! probes every `SECS/3` (at least 1 s), 3 of them. `--user-timeout=0`
 //! turns `TCP_USER_TIMEOUT` off. Unset flags keep the library's defaults.
+//! `--proxy-from=IP` requires a PROXY protocol header from that proxy.
 //!
 //! Each connection is served line by line: `ping` answers `pong`; `opts`
 //! answers the TCP options of this connection as the serving process reads
 //! them back (`keepalive=0|1 idle=S interval=S count=N user_timeout_ms=MS
-//! nodelay=0|1`); `big N` writes N bytes of `x` then `done`; `pid` answers
-//! the serving process's pid; anything else is echoed. When a connection's
-//! handler ends it prints, on stderr, `END peer=ADDR error=KIND/ERRNO
+//! nodelay=0|1`); `big N` writes N bytes of `x` then `done`; `sleep MS`
+//! answers `pong` after MS milliseconds; `pid` answers the serving
+//! process's pid; anything else is echoed. When a connection's handler
+//! starts it prints, on stderr, `START peer=ADDR pid=PID`; when it ends,
+//! `END peer=ADDR error=KIND/ERRNO
 //! peer_gone=N pid=PID` (`error=none` when it ended cleanly), `N` being
 //! the serving process's [`Stats::peer_gone`](socketserver::Stats). Prints
 //! `listening on URL`, serves until SIGTERM or SIGINT. Logs go to stderr
@@ -51,6 +54,9 @@ impl PeerServer {
             } else if text == "opts" {
                 let opts = options(req.stream().as_tcp().expect("a TCP connection"))?;
                 writeln!(req, "{opts}")?;
+            } else if let Some(ms) = text.strip_prefix("sleep ") {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                writeln!(req, "pong")?;
             } else if text == "pid" {
                 writeln!(req, "{}", std::process::id())?;
             } else if let Some(n) = text.strip_prefix("big ") {
@@ -72,6 +78,11 @@ impl PeerServer {
 }
 
 impl StreamHandler for PeerServer {
+    fn setup(&self, req: &mut StreamRequest) -> io::Result<()> {
+        eprintln!("START peer={} pid={}", req.peer_addr(), std::process::id());
+        Ok(())
+    }
+
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let result = PeerServer::serve(req);
         req.state::<Ended>().0 = Some(match &result {
@@ -131,7 +142,7 @@ fn main() -> ExitCode {
         args.iter().find(|a| !a.starts_with("--")),
         flag(&args, "--strategy"),
     ) else {
-        eprintln!("usage: peer_server ADDR --strategy=NAME [--keepalive=SECS] [--user-timeout=SECS] [--write-timeout=SECS]");
+        eprintln!("usage: peer_server ADDR --strategy=NAME [--keepalive=SECS] [--user-timeout=SECS] [--write-timeout=SECS] [--proxy-from=IP]");
         return ExitCode::from(2);
     };
     let strategy = match socketserver::strategy::from_name(&strategy) {
@@ -152,6 +163,16 @@ fn main() -> ExitCode {
     }
     if let Some(timeout) = secs(&args, "--user-timeout") {
         builder = builder.user_timeout(Some(timeout));
+    }
+    if let Some(proxy) = flag(&args, "--proxy-from") {
+        let trusted = match proxy.parse() {
+            Ok(t) => vec![t],
+            Err(e) => {
+                eprintln!("peer_server: --proxy-from={proxy}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        builder = builder.proxy_protocol(socketserver::proxy::ProxyProtocol::Required { trusted });
     }
     let result = builder
         .tcp(addr.as_str(), PeerServer)
