@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver_tests::netns::{host_or_skip, Host, Process};
-use socketserver_tests::{ServerProcess, TempDir};
+use socketserver_tests::{LogCapture, ServerProcess, TempDir};
 
 /// The bound on noticing a vanished peer with the default keepalive
 /// (about 30 s after its last packet).
@@ -320,6 +320,7 @@ fn a_chat_member_whose_link_is_cut_leaves_the_room_within_45_s() {
     let Some(host) = host_or_skip("a_chat_member_whose_link_is_cut_leaves_the_room") else {
         return;
     };
+    let logs = LogCapture::install();
     let room = demos::chat::Room::new(demos::chat::RoomConfig::default());
     let server = Arc::new(
         socketserver::Server::builder()
@@ -364,6 +365,10 @@ fn a_chat_member_whose_link_is_cut_leaves_the_room_within_45_s() {
         left.as_secs_f64()
     );
     assert_eq!(stats.peer_gone, 1);
+    // Logged once, at info, by the server (the handler's own report of the
+    // error is at debug: a disconnect).
+    let line = logs.wait_for(log::Level::Info, &["is gone", "1 vanished peers so far"]);
+    assert!(line.contains(&host.there().to_string()), "{line}");
     server.shutdown();
     serving.join().unwrap().unwrap();
 }

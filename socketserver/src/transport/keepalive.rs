@@ -166,3 +166,52 @@ pub(crate) fn is_peer_gone(e: &io::Error) -> bool {
         Some(libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestError;
+
+    #[test]
+    fn a_kernel_etimedout_is_a_vanished_peer_not_a_timeout_of_the_servers() {
+        let gone = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+        assert!(is_peer_gone(&gone));
+        let gone = RequestError::Io(gone);
+        assert!(gone.is_disconnect() && !gone.is_timeout());
+        let unreachable = RequestError::Io(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+        assert!(unreachable.is_disconnect());
+        let ours = io::Error::new(io::ErrorKind::TimedOut, "read timed out after 1s");
+        assert!(!is_peer_gone(&ours));
+        let ours = RequestError::Io(ours);
+        assert!(ours.is_timeout() && !ours.is_disconnect());
+        assert!(!is_peer_gone(&io::Error::from_raw_os_error(libc::EAGAIN)));
+    }
+
+    #[test]
+    fn settings_are_clamped_to_what_the_kernel_takes() {
+        let k = Keepalive::default()
+            .idle(Duration::ZERO)
+            .interval(Duration::from_millis(10))
+            .count(0);
+        assert_eq!(
+            (k.idle_time(), k.interval_time(), k.probe_count()),
+            (Duration::from_secs(1), Duration::from_secs(1), 1)
+        );
+        assert_eq!(k.time_to_notice(), Duration::from_secs(2));
+        assert_eq!(
+            Keepalive::default().time_to_notice(),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn the_default_user_timeout_is_the_write_timeout_capped_at_the_keepalive() {
+        use super::super::default_user_timeout;
+        let k = Some(Keepalive::default());
+        let s = Duration::from_secs;
+        assert_eq!(default_user_timeout(Some(s(60)), k), Some(s(30)));
+        assert_eq!(default_user_timeout(Some(s(10)), k), Some(s(10)));
+        assert_eq!(default_user_timeout(Some(s(60)), None), Some(s(60)));
+        assert_eq!(default_user_timeout(None, k), None);
+    }
+}
