@@ -8,7 +8,8 @@ use std::io;
 use std::time::Duration;
 
 use clap::Args;
-use socketserver::Address;
+use socketserver::transport::Keepalive;
+use socketserver::{Address, Builder, Strategy};
 
 use crate::strategy::StrategyName;
 
@@ -27,7 +28,7 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
 }
 
 /// Options every server takes: `--listen`, `--strategy`, `--workers`,
-/// `--drain-secs`.
+/// `--drain-secs`, `--keepalive`.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
@@ -44,12 +45,50 @@ pub struct ServerArgs {
     /// waiting between two messages are closed at once).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub drain_secs: Duration,
+    /// TCP keepalive: seconds of silence before a connection is probed,
+    /// then a probe every SECS/3 (at least 1 s), 3 of them, so a client
+    /// that vanished without a word (link cut, machine off) is noticed
+    /// within about 2 x SECS; 0 turns it off. (Not `--keep-alive`, the
+    /// threading strategy's idle threads.)
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_secs)]
+    pub keepalive: Duration,
 }
 
 impl ServerArgs {
     /// The strategy of the stream server: `--strategy`, or threading.
     pub fn strategy(&self) -> StrategyName {
         self.strategy.unwrap_or(StrategyName::Threading)
+    }
+
+    /// The TCP keepalive `--keepalive` asks for (`None` for 0).
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Parser)]
+    /// struct Cli {
+    ///     #[command(flatten)]
+    ///     server: demos::cli::ServerArgs,
+    /// }
+    /// let k = Cli::parse_from(["x"]).server.keepalive().unwrap();
+    /// assert_eq!(k, socketserver::transport::Keepalive::default());
+    /// let k = Cli::parse_from(["x", "--keepalive", "6"]).server.keepalive().unwrap();
+    /// assert_eq!(k.time_to_notice(), Duration::from_secs(12));
+    /// assert!(Cli::parse_from(["x", "--keepalive", "0"]).server.keepalive().is_none());
+    /// ```
+    pub fn keepalive(&self) -> Option<Keepalive> {
+        (!self.keepalive.is_zero()).then(|| {
+            Keepalive::default()
+                .idle(self.keepalive)
+                .interval(self.keepalive / 3)
+                .count(3)
+        })
+    }
+
+    /// Gives `builder` the options of accepted connections: `--keepalive`.
+    pub fn configure<S: Strategy>(&self, builder: Builder<S>) -> Builder<S> {
+        builder.keepalive(self.keepalive())
     }
 }
 

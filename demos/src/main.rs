@@ -304,8 +304,12 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             let handler = Echo { upper };
             // The drain deadline also bounds a request running inline
             // (Synchronous) when the stop comes.
-            let mut builder = Server::builder()
-                .strategy(tcp.build_with(server.workers, stack_size, keep_alive))
+            let mut builder = server
+                .configure(Server::builder().strategy(tcp.build_with(
+                    server.workers,
+                    stack_size,
+                    keep_alive,
+                )))
                 .close_timeout(server.drain_secs);
             if let Some(config) = tls.config("echo serve")? {
                 builder = builder.tls(config);
@@ -386,8 +390,8 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             });
             let closer = room.clone();
             let mut services = vec![stream_service(
-                Server::builder()
-                    .strategy(tcp.build(server.workers))
+                server
+                    .configure(Server::builder().strategy(tcp.build(server.workers)))
                     .close_timeout(server.drain_secs),
                 &server.listen,
                 room,

@@ -303,8 +303,8 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
 ) -> io::Result<()> {
     let mut builder = configure(
         &handler,
-        Server::builder()
-            .strategy(server.strategy().build(server.workers))
+        server
+            .configure(Server::builder().strategy(server.strategy().build(server.workers)))
             .close_timeout(server.drain_secs),
     );
     if let Some(tls) = tls {

@@ -34,6 +34,8 @@ use crate::{DatagramHandler, IpNet, LimitPolicy, Server, StreamHandler, DEFAULT_
 pub struct Builder<S = Synchronous> {
     pub(crate) strategy: S,
     pub(crate) options: SocketOptions,
+    /// `user_timeout` was set: it no longer follows the write timeout.
+    pub(crate) user_timeout_set: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) service_interval: Option<Duration>,
     pub(crate) timeouts: Timeouts,
@@ -50,6 +52,7 @@ impl Default for Builder<Synchronous> {
         Builder {
             strategy: Synchronous,
             options: SocketOptions::default(),
+            user_timeout_set: false,
             timeout: None,
             service_interval: None,
             timeouts: Timeouts::default(),
@@ -65,7 +68,8 @@ impl Default for Builder<Synchronous> {
 
 impl Builder<Synchronous> {
     /// Defaults: [`Synchronous`], `SO_REUSEADDR` on, backlog `SOMAXCONN`,
-    /// `TCP_NODELAY` on, datagrams up to 65,507 bytes, `handle_request`
+    /// `TCP_NODELAY` on, TCP keepalive 15 s + 3 x 5 s and `TCP_USER_TIMEOUT`
+    /// 30 s on accepted connections, datagrams up to 65,507 bytes, `handle_request`
     /// waits forever; connections: read timeout
     /// [`DEFAULT_READ_TIMEOUT`](crate::DEFAULT_READ_TIMEOUT) (10 min), write timeout
     /// [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT) (60 s), message deadline
@@ -84,6 +88,7 @@ impl<S: Strategy> Builder<S> {
         Builder {
             strategy,
             options: self.options,
+            user_timeout_set: self.user_timeout_set,
             timeout: self.timeout,
             service_interval: self.service_interval,
             timeouts: self.timeouts,
@@ -118,6 +123,56 @@ impl<S: Strategy> Builder<S> {
     pub fn nodelay(mut self, on: bool) -> Self {
         self.options.nodelay = on;
         self
+    }
+
+    /// TCP keepalive on accepted connections (default
+    /// [`Keepalive::default()`](crate::transport::Keepalive): 15 s idle,
+    /// probes every 5 s, 3 probes): a client that vanishes without a word
+    /// (its link cut, its machine off) is noticed within about 30 s instead
+    /// of holding its connection (and its thread, worker or process) until
+    /// the read timeout. `None`: off. Such a connection's next read or write
+    /// fails with `ETIMEDOUT`, counted in
+    /// [`Stats::peer_gone`](crate::Stats::peer_gone).
+    ///
+    /// ```
+    /// use socketserver::transport::Keepalive;
+    /// use socketserver::{Server, StreamRequest, Threading};
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .strategy(Threading::new())
+    ///     .keepalive(Some(Keepalive::default().idle(Duration::from_secs(60))))
+    ///     .tcp("127.0.0.1:0", |r: &mut StreamRequest| r.echo().map(drop))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn keepalive(mut self, keepalive: Option<crate::transport::Keepalive>) -> Self {
+        self.options.keepalive = keepalive;
+        self.follow_write_timeout();
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` on accepted connections: data the peer has not
+    /// acknowledged for this long ends the connection, e.g. a client that
+    /// vanished while a large reply was being written to it. Default: the
+    /// [`write_timeout`](Self::write_timeout), capped at the keepalive's
+    /// [`time_to_notice`](crate::transport::Keepalive::time_to_notice) (30 s
+    /// with the defaults): on Linux, once set, it is also the limit for
+    /// unanswered keepalive probes, so a longer one delays noticing an idle
+    /// vanished peer to it. `None`: the OS default (retransmissions for
+    /// about 15 minutes).
+    pub fn user_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.user_timeout = timeout.filter(|t| !t.is_zero());
+        self.user_timeout_set = true;
+        self
+    }
+
+    /// The default user timeout follows the write timeout and keepalive
+    /// until `user_timeout` is set.
+    fn follow_write_timeout(&mut self) {
+        if !self.user_timeout_set {
+            self.options.user_timeout =
+                crate::transport::default_user_timeout(self.timeouts.write, self.options.keepalive);
+        }
     }
 
     /// `IPV6_V6ONLY` for IPv6 addresses (default: the OS's, dual stack on
@@ -166,6 +221,7 @@ impl<S: Strategy> Builder<S> {
     /// per-operation timer, like the read timeout.
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeouts.write = timeout.filter(|t| !t.is_zero());
+        self.follow_write_timeout();
         self
     }
 
@@ -447,11 +503,12 @@ impl<S: Strategy> Builder<S> {
     /// assert_ne!(server.port(), Some(0));
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn build<T, H>(self, transport: T, handler: H) -> io::Result<Server<T, S, H>>
+    pub fn build<T, H>(self, mut transport: T, handler: H) -> io::Result<Server<T, S, H>>
     where
         T: Transport,
         H: Handler<T::Request>,
     {
+        transport.adopt_options(&self.options);
         Server::assemble(self, transport, handler)
     }
 }

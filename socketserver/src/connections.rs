@@ -66,6 +66,13 @@ pub struct Stats {
     /// Datagrams dropped unread because they were larger than
     /// `max_datagram_size` (not counted in `accepted`).
     pub oversized: u64,
+    /// Connections that ended because the peer vanished without a word:
+    /// keepalive probes or sent data went unanswered (`ETIMEDOUT`,
+    /// see [`Builder::keepalive`](crate::Builder::keepalive)) or the
+    /// network said it is unreachable (`EHOSTUNREACH`). Counted in the
+    /// process that served the connection (not under `Forking` or
+    /// `PreFork`).
+    pub peer_gone: u64,
 }
 
 /// Limits on stream connections.
@@ -144,6 +151,9 @@ pub(crate) struct Registry {
     pub(crate) failed: AtomicU64,
     /// Datagrams dropped for being larger than `max_datagram_size`.
     pub(crate) oversized: AtomicU64,
+    /// Connections whose peer vanished (see [`Stats::peer_gone`]).
+    peer_gone: AtomicU64,
+    last_peer_gone_log: Mutex<Option<Instant>>,
     /// Requests running in this process now.
     running: AtomicUsize,
     /// Connections closed by the drain while idle.
@@ -256,6 +266,8 @@ impl Registry {
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
+            peer_gone: AtomicU64::new(0),
+            last_peer_gone_log: Mutex::new(None),
             running: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
             refusal_log: crate::throttle::Throttle::default(),
@@ -291,6 +303,7 @@ impl Registry {
             completed: self.completed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
+            peer_gone: self.peer_gone.load(Relaxed),
         }
     }
 
@@ -469,6 +482,17 @@ impl Registry {
     /// Whether a graceful close has begun.
     pub(crate) fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Counts a connection whose peer vanished (`error` ended it) and logs
+    /// it at info level, at most once a second.
+    pub(crate) fn peer_gone(&self, peer: &Address, error: &std::io::Error) {
+        let total = self.peer_gone.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_peer_gone_log.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            log::info!("{peer} is gone: {error} ({total} vanished peers so far)");
+        }
     }
 
     /// Begins a graceful close: every connection waiting for a new message

@@ -34,17 +34,22 @@ pub enum RequestError {
 impl RequestError {
     /// Whether a read or write timeout of the connection ran out (the peer
     /// went quiet, or stopped reading): logged at info level by the default
-    /// `handle_error`.
+    /// `handle_error`. Not a peer that vanished (the kernel's `ETIMEDOUT`
+    /// after unanswered keepalive probes): that is a
+    /// [disconnect](Self::is_disconnect).
     pub fn is_timeout(&self) -> bool {
         matches!(self, RequestError::Io(e) if matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ))
+        ) && !crate::transport::is_peer_gone(e))
     }
 
     /// Whether this is the peer going away (reset, broken pipe, EOF in the
-    /// middle of a message): routine for a server, logged at debug level by
-    /// the default `handle_error`.
+    /// middle of a message) or vanishing without a word (keepalive or the
+    /// user timeout gave up on it: `ETIMEDOUT`, `EHOSTUNREACH`, counted in
+    /// [`Stats::peer_gone`](crate::Stats::peer_gone) and logged by the
+    /// server at info level, throttled): routine for a server, logged at
+    /// debug level by the default `handle_error`.
     pub fn is_disconnect(&self) -> bool {
         matches!(self, RequestError::Io(e) if matches!(
             e.kind(),
@@ -52,7 +57,7 @@ impl RequestError {
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
-        ))
+        ) || crate::transport::is_peer_gone(e))
     }
 }
 

@@ -226,6 +226,8 @@ pub struct StreamRequest {
     /// The client has just completed a TLS handshake: its first message is
     /// on its way (see [`FIRST_MESSAGE_GRACE`]).
     awaits_first: bool,
+    /// The peer vanished (a read or write said so): counted once.
+    gone: bool,
 }
 
 /// Per-connection values, one per type (see [`StreamRequest::state`]).
@@ -385,12 +387,14 @@ fn write_timed_out(e: io::Error, timeout: Option<Duration>) -> io::Error {
 /// counts as idle and is closed.
 const FIRST_MESSAGE_GRACE: Duration = Duration::from_millis(250);
 
-/// Whether an error is a socket read timeout (`SO_RCVTIMEO` ran out).
+/// Whether an error is a socket timeout of the server's own (`SO_RCVTIMEO`
+/// or `SO_SNDTIMEO` ran out), not the kernel ending the connection with
+/// `ETIMEDOUT` because the peer vanished (keepalive, `TCP_USER_TIMEOUT`).
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    ) && !crate::transport::is_peer_gone(e)
 }
 
 impl StreamRequest {
@@ -413,6 +417,7 @@ impl StreamRequest {
             proxied: None,
             tls: None,
             awaits_first: false,
+            gone: false,
         }
     }
 
@@ -711,7 +716,23 @@ impl StreamRequest {
                         format!("read timed out after {t:?} (read_timeout)"),
                     ));
                 }
+                Err(e) => {
+                    self.note_gone(&e);
+                    return Err(e);
+                }
                 r => return r,
+            }
+        }
+    }
+
+    /// Counts the peer as gone (once) when `e`, from a read or write on
+    /// the connection, says it vanished (see
+    /// [`Stats::peer_gone`](crate::Stats::peer_gone)).
+    fn note_gone(&mut self, e: &io::Error) {
+        if !self.gone && crate::transport::is_peer_gone(e) {
+            self.gone = true;
+            if let Some(registry) = &self.registry {
+                registry.peer_gone(&self.peer, e);
             }
         }
     }
@@ -1076,13 +1097,14 @@ impl Write for StreamRequest {
         }
         if buf.len() >= BUF_SIZE {
             // All of it, within one write timeout.
-            write_timed(
+            return write_timed(
                 &self.conn,
                 self.tls.as_deref_mut(),
                 buf,
                 self.timeouts.write,
-            )?;
-            return Ok(buf.len());
+            )
+            .map(|()| buf.len())
+            .inspect_err(|e| self.note_gone(e));
         }
         self.wbuf.extend_from_slice(buf);
         Ok(buf.len())
@@ -1097,7 +1119,7 @@ impl Write for StreamRequest {
                 self.timeouts.write,
             );
             self.wbuf.clear();
-            result?;
+            result.inspect_err(|e| self.note_gone(e))?;
         }
         Ok(())
     }

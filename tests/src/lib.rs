@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use socketserver::{Address, Handler, Server, ShutdownHandle, Strategy, Transport};
 
+pub mod netns;
 pub mod serving;
 pub mod tls;
 

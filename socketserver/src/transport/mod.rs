@@ -12,16 +12,22 @@
 //! socket and its wake-up fd together) and close-on-exec; accepted
 //! connections are blocking, which is what handler code expects.
 
+mod keepalive;
 mod tcp;
 mod udp;
 mod unix;
 
+pub(crate) use keepalive::{is_peer_gone, AcceptOptions};
+pub use keepalive::{
+    Keepalive, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL,
+};
 pub use tcp::Tcp;
 pub use udp::Udp;
 pub use unix::{Unix, Unixgram};
 
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::time::Duration;
 
 use crate::{Address, ShutdownHandle};
 
@@ -58,6 +64,33 @@ pub struct SocketOptions {
     /// Largest datagram accepted whole (default 65,507, the IPv4 UDP
     /// maximum). A larger one is dropped and reported, never truncated.
     pub max_datagram_size: usize,
+    /// TCP keepalive on accepted connections (default
+    /// [`Keepalive::default()`]: 15 s idle, probes every 5 s, 3 probes, so
+    /// a vanished idle peer is noticed within about 30 s); `None` leaves
+    /// the OS default (off). See [`Keepalive`].
+    pub keepalive: Option<Keepalive>,
+    /// `TCP_USER_TIMEOUT` on accepted connections: data left unacknowledged
+    /// this long ends the connection (a peer that vanished while the server
+    /// wrote to it). Default: the default write timeout (60 s) capped at the
+    /// default keepalive's time to notice (30 s), since on Linux it also
+    /// replaces the keepalive probe count; `None` leaves the OS default
+    /// (retransmissions for about 15 minutes).
+    pub user_timeout: Option<Duration>,
+}
+
+/// The default `TCP_USER_TIMEOUT` for a write timeout and keepalive: the
+/// write timeout, capped at the keepalive's time to notice a vanished peer
+/// (the user timeout, once set, is also the keepalive's limit on Linux);
+/// none when writes may wait forever.
+pub(crate) fn default_user_timeout(
+    write_timeout: Option<Duration>,
+    keepalive: Option<Keepalive>,
+) -> Option<Duration> {
+    match (write_timeout, keepalive) {
+        (Some(w), Some(k)) => Some(w.min(k.time_to_notice())),
+        (Some(w), None) => Some(w),
+        (None, _) => None,
+    }
 }
 
 impl Default for SocketOptions {
@@ -69,6 +102,11 @@ impl Default for SocketOptions {
             nodelay: true,
             only_v6: None,
             max_datagram_size: 65_507,
+            keepalive: Some(Keepalive::default()),
+            user_timeout: default_user_timeout(
+                Some(crate::DEFAULT_WRITE_TIMEOUT),
+                Some(Keepalive::default()),
+            ),
         }
     }
 }
@@ -126,6 +164,10 @@ pub(crate) mod sealed {
         /// upgrade): from now on closing neither stops it listening nor
         /// removes its file.
         fn hand_over(&self) {}
+        /// The [`Builder`](crate::Builder)'s options, for a transport made
+        /// without any (`from_std`): what it gives accepted connections.
+        /// A transport bound with options of its own keeps them.
+        fn adopt_options(&mut self, _opts: &SocketOptions) {}
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Protocol, Type};
 
-use super::{Next, SocketOptions, Source, Transport};
+use super::{AcceptOptions, Next, SocketOptions, Source, Transport};
 use crate::error::at;
 use crate::{Address, Conn, ShutdownHandle, StreamRequest};
 
@@ -14,7 +14,11 @@ use crate::{Address, Conn, ShutdownHandle, StreamRequest};
 pub struct Tcp {
     listener: TcpListener,
     address: Address,
-    nodelay: bool,
+    /// What every accepted connection is given (`TCP_NODELAY`, keepalive,
+    /// `TCP_USER_TIMEOUT`).
+    accept: AcceptOptions,
+    /// Made by `from_std`, without options: takes the `Builder`'s.
+    default_options: bool,
     /// Bound here (not inherited): closing it to new clients is ours to do.
     owned: bool,
     /// Handed over to a successor process: left listening on close.
@@ -36,24 +40,28 @@ impl Tcp {
         socket
             .set_nonblocking(true)
             .map_err(at("set_nonblocking", &target))?;
-        let mut tcp = Tcp::from_std_with(socket.into(), opts.nodelay)?;
+        let mut tcp = Tcp::from_std_with(socket.into(), opts)?;
         tcp.owned = true;
+        tcp.default_options = false;
         Ok(tcp)
     }
 
     /// Serves an already listening socket (e.g. inherited from a parent
-    /// process or systemd). It is made non-blocking.
+    /// process or systemd). It is made non-blocking. Accepted connections
+    /// get the options of the [`Builder`](crate::Builder) that serves it
+    /// (`nodelay`, `keepalive`, `user_timeout`), or the defaults.
     pub fn from_std(listener: TcpListener) -> io::Result<Tcp> {
-        Tcp::from_std_with(listener, true)
+        Tcp::from_std_with(listener, &SocketOptions::default())
     }
 
-    fn from_std_with(listener: TcpListener, nodelay: bool) -> io::Result<Tcp> {
+    fn from_std_with(listener: TcpListener, opts: &SocketOptions) -> io::Result<Tcp> {
         listener.set_nonblocking(true)?;
         let address = Address::Inet(listener.local_addr()?);
         Ok(Tcp {
             listener,
             address,
-            nodelay,
+            accept: AcceptOptions::from(opts),
+            default_options: true,
             owned: false,
             handed_over: AtomicBool::new(false),
         })
@@ -85,9 +93,10 @@ impl Source for Tcp {
     fn next(&self, _buf: &mut [u8], shutdown: &ShutdownHandle) -> io::Result<Next<StreamRequest>> {
         match self.listener.accept() {
             Ok((stream, peer)) => {
-                if self.nodelay {
-                    // Best effort: a connection reset already is noticed by the handler.
-                    let _ = stream.set_nodelay(true);
+                // Best effort: a connection reset already is noticed by
+                // the handler.
+                if let Err(e) = self.accept.apply(&stream) {
+                    log::debug!("{peer}: cannot set the connection's TCP options: {e}");
                 }
                 Ok(Next::Request(StreamRequest::new(
                     Conn::Tcp(stream),
@@ -109,5 +118,10 @@ impl Source for Tcp {
     }
     fn hand_over(&self) {
         self.handed_over.store(true, Ordering::SeqCst);
+    }
+    fn adopt_options(&mut self, opts: &SocketOptions) {
+        if self.default_options {
+            self.accept = AcceptOptions::from(opts);
+        }
     }
 }

@@ -1,0 +1,217 @@
+//! Noticing peers that vanish: TCP keepalive and `TCP_USER_TIMEOUT` on
+//! accepted connections.
+//!
+//! A client whose machine loses power, or whose link is cut, sends nothing:
+//! no FIN, no reset. Without help its server-side connection waits for the
+//! read timeout (10 minutes by default), holding a thread, a pool worker or a
+//! process. Keepalive probes an idle connection after
+//! [`Keepalive::idle`] of silence, every [`Keepalive::interval`], and ends it
+//! after [`Keepalive::count`] unanswered probes: with the defaults (15 s,
+//! 5 s, 3), a vanished idle peer is noticed within about 30 s. The user
+//! timeout bounds how long sent data may stay unacknowledged (a peer that
+//! vanished while the server was writing to it).
+//!
+//! A connection ended this way fails its next read or write with
+//! `ETIMEDOUT` (or `EHOSTUNREACH` when the network said so): counted in
+//! [`Stats::peer_gone`](crate::Stats::peer_gone) and logged at info level,
+//! at most once a second.
+//!
+//! On Linux, once `TCP_USER_TIMEOUT` is set it also replaces the probe
+//! count as the keepalive limit: an idle connection ends when probes have
+//! gone unanswered for the user timeout. That is why the
+//! [`Builder`](crate::Builder)'s default user timeout is the write timeout
+//! capped at the keepalive's [`Keepalive::time_to_notice`].
+
+use std::io;
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// TCP keepalive settings of accepted connections (`SO_KEEPALIVE`,
+/// `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`); see
+/// [`Builder::keepalive`](crate::Builder::keepalive).
+///
+/// ```
+/// use socketserver::transport::Keepalive;
+/// use std::time::Duration;
+///
+/// let keepalive = Keepalive::default().idle(Duration::from_secs(60));
+/// assert_eq!(keepalive.time_to_notice(), Duration::from_secs(75));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    idle: Duration,
+    interval: Duration,
+    count: u32,
+}
+
+/// Default silence before the first keepalive probe: 15 s.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+/// Default time between keepalive probes: 5 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default unanswered probes that end a connection: 3.
+pub const DEFAULT_KEEPALIVE_COUNT: u32 = 3;
+
+impl Default for Keepalive {
+    /// 15 s idle, probes every 5 s, 3 probes: a vanished peer is noticed
+    /// within about 30 s.
+    fn default() -> Self {
+        Keepalive {
+            idle: DEFAULT_KEEPALIVE_IDLE,
+            interval: DEFAULT_KEEPALIVE_INTERVAL,
+            count: DEFAULT_KEEPALIVE_COUNT,
+        }
+    }
+}
+
+impl Keepalive {
+    /// Silence before the first probe (`TCP_KEEPIDLE`, at least 1 s).
+    #[must_use]
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.idle = idle.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Time between probes (`TCP_KEEPINTVL`, at least 1 s).
+    #[must_use]
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Unanswered probes that end the connection (`TCP_KEEPCNT`, at least
+    /// 1).
+    #[must_use]
+    pub fn count(mut self, count: u32) -> Self {
+        self.count = count.max(1);
+        self
+    }
+
+    /// The silence before the first probe.
+    #[must_use]
+    pub fn idle_time(&self) -> Duration {
+        self.idle
+    }
+
+    /// The time between probes.
+    #[must_use]
+    pub fn interval_time(&self) -> Duration {
+        self.interval
+    }
+
+    /// The number of unanswered probes that end a connection.
+    #[must_use]
+    pub fn probe_count(&self) -> u32 {
+        self.count
+    }
+
+    /// How long after its last sign of life a vanished idle peer is
+    /// noticed: `idle + interval × count`.
+    #[must_use]
+    pub fn time_to_notice(&self) -> Duration {
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.count))
+    }
+
+    fn to_socket2(self) -> socket2::TcpKeepalive {
+        socket2::TcpKeepalive::new()
+            .with_time(self.idle)
+            .with_interval(self.interval)
+            .with_retries(self.count)
+    }
+}
+
+/// What an accepted TCP connection is given, taken from
+/// [`SocketOptions`](super::SocketOptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AcceptOptions {
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) user_timeout: Option<Duration>,
+}
+
+impl AcceptOptions {
+    pub(crate) fn from(opts: &super::SocketOptions) -> AcceptOptions {
+        AcceptOptions {
+            nodelay: opts.nodelay,
+            keepalive: opts.keepalive,
+            user_timeout: opts.user_timeout,
+        }
+    }
+
+    /// Sets the options on a just accepted connection. A failure (the
+    /// connection was reset meanwhile) is returned for a debug log: the
+    /// handler notices a broken connection itself.
+    pub(crate) fn apply(&self, stream: &TcpStream) -> io::Result<()> {
+        let socket = socket2::SockRef::from(stream);
+        if self.nodelay {
+            socket.set_nodelay(true)?;
+        }
+        if let Some(keepalive) = self.keepalive {
+            socket.set_tcp_keepalive(&keepalive.to_socket2())?;
+        }
+        if let Some(timeout) = self.user_timeout {
+            socket.set_tcp_user_timeout(Some(timeout))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e`, from a read or write on a connection, says the peer is gone
+/// without a word: keepalive probes or sent data went unanswered
+/// (`ETIMEDOUT` from the kernel, not a timeout of the server's own), or the
+/// network reported the host or net unreachable.
+pub(crate) fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestError;
+
+    #[test]
+    fn a_kernel_etimedout_is_a_vanished_peer_not_a_timeout_of_the_servers() {
+        let gone = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+        assert!(is_peer_gone(&gone));
+        let gone = RequestError::Io(gone);
+        assert!(gone.is_disconnect() && !gone.is_timeout());
+        let unreachable = RequestError::Io(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+        assert!(unreachable.is_disconnect());
+        let ours = io::Error::new(io::ErrorKind::TimedOut, "read timed out after 1s");
+        assert!(!is_peer_gone(&ours));
+        let ours = RequestError::Io(ours);
+        assert!(ours.is_timeout() && !ours.is_disconnect());
+        assert!(!is_peer_gone(&io::Error::from_raw_os_error(libc::EAGAIN)));
+    }
+
+    #[test]
+    fn settings_are_clamped_to_what_the_kernel_takes() {
+        let k = Keepalive::default()
+            .idle(Duration::ZERO)
+            .interval(Duration::from_millis(10))
+            .count(0);
+        assert_eq!(
+            (k.idle_time(), k.interval_time(), k.probe_count()),
+            (Duration::from_secs(1), Duration::from_secs(1), 1)
+        );
+        assert_eq!(k.time_to_notice(), Duration::from_secs(2));
+        assert_eq!(
+            Keepalive::default().time_to_notice(),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn the_default_user_timeout_is_the_write_timeout_capped_at_the_keepalive() {
+        use super::super::default_user_timeout;
+        let k = Some(Keepalive::default());
+        let s = Duration::from_secs;
+        assert_eq!(default_user_timeout(Some(s(60)), k), Some(s(30)));
+        assert_eq!(default_user_timeout(Some(s(10)), k), Some(s(10)));
+        assert_eq!(default_user_timeout(Some(s(60)), None), Some(s(60)));
+        assert_eq!(default_user_timeout(None, k), None);
+    }
+}
