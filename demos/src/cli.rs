@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::Address;
 
+use crate::ops::OpsArgs;
 use crate::strategy::StrategyName;
 
 /// Where servers listen unless told otherwise: loopback, a free port.
@@ -27,7 +28,7 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
 }
 
 /// Options every server takes: `--listen`, `--strategy`, `--workers`,
-/// `--drain-secs`.
+/// `--drain-secs`, and the operator's ([`OpsArgs`]).
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
@@ -44,6 +45,9 @@ pub struct ServerArgs {
     /// waiting between two messages are closed at once).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub drain_secs: Duration,
+    /// Pid file, privileges, metrics, log target.
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 impl ServerArgs {

@@ -316,7 +316,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 ));
                 services.push(datagram_service(builder, addr, handler)?);
             }
-            serve(services, server.drain_secs)
+            serve(services, &server)
         }
         Demo::Echo(EchoCmd::Client {
             connect,
@@ -404,7 +404,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 });
                 services.push(datagram_service(builder, addr, relay)?);
             }
-            serve(services, server.drain_secs)
+            serve(services, &server)
         }
         Demo::Chat(ChatCmd::Client {
             connect,
@@ -431,7 +431,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
     }
 }
 
-fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<u8, CliError> {
-    serve_all(services, drain)?;
+fn serve(services: Vec<Box<dyn Service>>, server: &ServerArgs) -> Result<u8, CliError> {
+    serve_all(services, server)?;
     Ok(0)
 }

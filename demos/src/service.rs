@@ -27,8 +27,11 @@ use socketserver::{
     StreamHandler, Transport,
 };
 
-use crate::cli::ServerArgs;
+use socketserver::pidfile::PidFile;
+
+use crate::cli::{CliError, ServerArgs};
 use crate::listening::print_listening;
+use crate::ops::Prepared;
 
 /// How long a server lets running handlers finish after SIGINT/SIGTERM
 /// before it cuts their connections: 1 s, part of the command-line
@@ -62,9 +65,16 @@ pub struct Upgrading {
 }
 
 impl Upgrading {
-    /// Starts watching for `SIGUSR2` on behalf of `services`.
-    pub fn start(services: &[Box<dyn Service>]) -> io::Result<Upgrading> {
-        let upgrade = Upgrade::new()?;
+    /// Starts watching for `SIGUSR2` on behalf of `services`; the new
+    /// process takes `pid_file` over.
+    pub fn start(
+        services: &[Box<dyn Service>],
+        pid_file: Option<&PidFile>,
+    ) -> io::Result<Upgrading> {
+        let mut upgrade = Upgrade::new()?;
+        if let Some(p) = pid_file {
+            upgrade = upgrade.pid_file(p)?;
+        }
         let watch = upgrade.watch(services.iter().map(|s| s.upgradable()).collect())?;
         Ok(Upgrading { upgrade, watch })
     }
@@ -245,7 +255,21 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
 /// sockets of all the services (its services adopt them), and once it
 /// serves, this one stops accepting, lets its connections finish and
 /// returns (`socketserver::reload`).
-pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Result<()> {
+///
+/// The operator's options ([`OpsArgs`](crate::ops::OpsArgs) in `server`)
+/// apply once the services are bound, before the `listening on` lines: the
+/// pid file is written and locked (and removed on return).
+pub fn serve_all(services: Vec<Box<dyn Service>>, server: &ServerArgs) -> Result<(), CliError> {
+    let prepared = server.ops.prepare()?;
+    serve_prepared(services, server.drain_secs, &prepared)?;
+    Ok(())
+}
+
+fn serve_prepared(
+    mut services: Vec<Box<dyn Service>>,
+    drain: Duration,
+    prepared: &Prepared,
+) -> io::Result<()> {
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
     // Before the `listening on` lines: a script may signal as soon as it has
     // read them.
@@ -256,7 +280,7 @@ pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Re
     if services.is_empty() {
         return Ok(());
     }
-    let upgrading = Arc::new(Upgrading::start(&services)?);
+    let upgrading = Arc::new(Upgrading::start(&services, prepared.pid_file.as_ref())?);
     let Some(last) = services.pop() else {
         return Ok(());
     };
@@ -300,7 +324,7 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
     handler: H,
     configure: impl FnOnce(&H, Builder<Box<dyn Strategy>>) -> Builder<Box<dyn Strategy>>,
     close_handshakes: impl FnOnce(&H) + Send + 'static,
-) -> io::Result<()> {
+) -> Result<(), CliError> {
     let mut builder = configure(
         &handler,
         Server::builder().strategy(server.strategy().build(server.workers)),
@@ -315,7 +339,7 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
         handler,
         Some(Box::new(move || close_handshakes(&closer))),
     )?;
-    serve_all(vec![service], server.drain_secs)
+    serve_all(vec![service], server)
 }
 
 /// Servers running on background threads in this process (for the showcase

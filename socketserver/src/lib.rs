@@ -128,6 +128,8 @@ pub mod framing;
 #[cfg(feature = "green")]
 pub mod green;
 mod handler;
+#[allow(unsafe_code)] // flock(2); see its docs
+pub mod pidfile;
 pub mod proxy;
 pub mod reload;
 mod request;
