@@ -1,6 +1,6 @@
 //! What an operator sets on every demo server besides its own options
 //! ([`OpsArgs`], flattened into [`ServerArgs`](crate::cli::ServerArgs)):
-//! the pid file, and what [`serve_all`](crate::service::serve_all) does
+//! the pid file, the user to run as, and what [`serve_all`](crate::service::serve_all) does
 //! with it before serving ([`Prepared`]).
 
 use std::io;
@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use socketserver::pidfile::PidFile;
+use socketserver::privilege;
 
 use crate::cli::CliError;
 
@@ -20,6 +21,15 @@ pub struct OpsArgs {
     /// upgrade's new process takes it over.
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+    /// Once the sockets are bound (and keys and certificates read), run as
+    /// this user: supplementary groups cleared, then its group (or
+    /// --group), then its uid; a failure stops the server before it
+    /// serves. Forked children run as that user too. Needs root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The group to run as with --user [default: the user's primary group].
+    #[arg(long, value_name = "NAME", requires = "user")]
+    pub group: Option<String>,
 }
 
 /// What [`OpsArgs::prepare`] set up; held while the servers run.
@@ -31,7 +41,7 @@ pub struct Prepared {
 
 impl OpsArgs {
     /// Runs once the sockets are bound, before serving: writes and locks
-    /// the pid file. A pid file held by another process is a usage error
+    /// the pid file, then drops to `--user`. A pid file held by another process is a usage error
     /// (exit status 2) naming the path and that process.
     pub fn prepare(&self) -> Result<Prepared, CliError> {
         let pid_file = match &self.pid_file {
@@ -44,6 +54,21 @@ impl OpsArgs {
                 }
             })?),
         };
+        if let Some(user) = &self.user {
+            privilege::drop_to(user, self.group.as_deref())
+                .map_err(|e| CliError::usage(format!("--user {user}: {e}")))?;
+        }
         Ok(Prepared { pid_file })
+    }
+
+    /// The uid the server's requests will run as: `--user`'s, else this
+    /// process's effective uid.
+    pub fn serving_uid(&self) -> Result<u32, CliError> {
+        match &self.user {
+            Some(user) => privilege::lookup(user, self.group.as_deref())
+                .map(|a| a.uid)
+                .map_err(|e| CliError::usage(format!("--user {user}: {e}"))),
+            None => Ok(rustix::process::geteuid().as_raw()),
+        }
     }
 }

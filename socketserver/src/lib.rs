@@ -130,6 +130,8 @@ pub mod green;
 mod handler;
 #[allow(unsafe_code)] // flock(2); see its docs
 pub mod pidfile;
+#[allow(unsafe_code)] // setgroups, setgid, setuid, getpwnam_r; see its docs
+pub mod privilege;
 pub mod proxy;
 pub mod reload;
 mod request;
