@@ -49,6 +49,8 @@ pub trait Service: Send {
     fn shutdown_handle(&self) -> ShutdownHandle;
     /// The server, for an upgrade to hand over.
     fn upgradable(&self) -> Arc<dyn Upgradable>;
+    /// The server, for its metrics.
+    fn metrics_source(&self) -> Arc<dyn socketserver::metrics::Source>;
     /// Serves until shutdown, runs the stop hooks (e.g. the chat room says
     /// goodbye to its members), then closes gracefully: running handlers get
     /// up to `drain` to finish, the rest are cut. After an upgrade (when
@@ -158,6 +160,10 @@ where
         self.server.clone()
     }
 
+    fn metrics_source(&self) -> Arc<dyn socketserver::metrics::Source> {
+        self.server.clone()
+    }
+
     fn run(self: Box<Self>, drain: Duration, upgrading: Option<&Upgrading>) -> io::Result<()> {
         let Bound { server, on_stop } = *self;
         let served = server.serve_forever();
@@ -257,30 +263,52 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
 /// returns (`socketserver::reload`).
 ///
 /// The operator's options ([`OpsArgs`](crate::ops::OpsArgs) in `server`)
-/// apply once the services are bound, before the `listening on` lines: the
-/// pid file is written and locked (and removed on return).
+/// apply once the services are bound, before the `listening on` lines:
+/// the metrics endpoint is bound (`--metrics`; its `metrics on` line
+/// follows the `listening on` lines), the pid file written and locked (and
+/// removed on return), and the process becomes `--user`.
 pub fn serve_all(services: Vec<Box<dyn Service>>, server: &ServerArgs) -> Result<(), CliError> {
-    let prepared = server.ops.prepare()?;
-    serve_prepared(services, server.drain_secs, &prepared)?;
+    let prepared = server.ops.prepare(&services)?;
+    serve_prepared(services, server.drain_secs, prepared)?;
     Ok(())
 }
 
 fn serve_prepared(
     mut services: Vec<Box<dyn Service>>,
     drain: Duration,
-    prepared: &Prepared,
+    prepared: Prepared,
 ) -> io::Result<()> {
+    let Prepared { pid_file, metrics } = prepared;
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
     // Before the `listening on` lines: a script may signal as soon as it has
     // read them.
     for h in &handles {
         h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     }
-    print_listening(&mut io::stdout().lock(), &services)?;
+    if let Some(m) = &metrics {
+        m.shutdown_handle()
+            .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
+    }
+    {
+        let mut out = io::stdout().lock();
+        print_listening(&mut out, &services)?;
+        if let Some(m) = &metrics {
+            crate::listening::print_metrics(&mut out, &m.address())?;
+        }
+    }
     if services.is_empty() {
         return Ok(());
     }
-    let upgrading = Arc::new(Upgrading::start(&services, prepared.pid_file.as_ref())?);
+    // Served, stopped and handed over in an upgrade as the others are (its
+    // socket last, as the new process binds it last).
+    let with_metrics = metrics.is_some();
+    services.extend(metrics);
+    let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
+    let upgrading = Arc::new(Upgrading::start(&services, pid_file.as_ref())?);
+    if with_metrics {
+        // The demo's own last service stays the one on this thread.
+        services.rotate_right(1);
+    }
     let Some(last) = services.pop() else {
         return Ok(());
     };
@@ -475,7 +503,8 @@ impl Drop for HandshakeGuard {
 }
 
 /// Runs the server side of the HMAC authentication ([`Gatekeeper`]) on a
-/// request, within the gate's deadline. Without TLS, straight on the
+/// request, within the gate's deadline; a failure is counted in the
+/// server's metrics (`socketserver_handshake_failures_total{stage="auth"}`). Without TLS, straight on the
 /// socket (nothing was read through `req` yet). Under TLS, through the
 /// session (the socket carries ciphertext), with the request's reads held
 /// to the gate's deadline by `StreamRequest::read_within`.
@@ -485,12 +514,17 @@ pub fn authenticate(
     gate: &socketserver::auth::Gatekeeper,
     req: &mut socketserver::StreamRequest,
 ) -> io::Result<()> {
-    if req.tls_info().is_none() {
-        return gate.server_handshake(&mut req.stream());
+    let result = if req.tls_info().is_none() {
+        gate.server_handshake(&mut req.stream())
+    } else {
+        req.read_within(gate.deadline(), |r| {
+            gate.server_handshake(&mut ThroughRequest(r))
+        })
+    };
+    if result.is_err() {
+        req.count_handshake_failure(socketserver::counters::HandshakeStage::Auth);
     }
-    req.read_within(gate.deadline(), |r| {
-        gate.server_handshake(&mut ThroughRequest(r))
-    })
+    result
 }
 
 /// A request seen as a stream with a descriptor: reads and writes through

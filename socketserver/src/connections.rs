@@ -117,6 +117,16 @@ pub(crate) enum Refusal {
     TooManyFromIp(usize),
 }
 
+impl Refusal {
+    /// The reason counted in the metrics.
+    pub(crate) fn reason(self) -> crate::counters::RefusedReason {
+        match self {
+            Refusal::TooManyConnections(_) => crate::counters::RefusedReason::Limit,
+            Refusal::TooManyFromIp(_) => crate::counters::RefusedReason::PerIp,
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -149,6 +159,8 @@ pub(crate) struct Registry {
     /// A graceful close has begun: idle connections are closed, and those
     /// that become idle later close at once.
     draining: AtomicBool,
+    /// Refusals by reason, outcomes, bytes, durations (`counters`).
+    pub(crate) counters: crate::counters::Counters,
 }
 
 /// A registered connection; dropping it deregisters. Must be dropped before
@@ -230,6 +242,7 @@ impl Registry {
             idle_closed: AtomicUsize::new(0),
             last_refusal_log: Mutex::new(None),
             draining: AtomicBool::new(false),
+            counters: crate::counters::Counters::default(),
         }
     }
 
@@ -261,6 +274,20 @@ impl Registry {
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
         }
+    }
+
+    /// Open connections waiting for a new message now.
+    pub(crate) fn idle_connections(&self) -> usize {
+        let live = self.live.lock();
+        live.fds
+            .values()
+            .filter(|w| w.idle.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Whether a graceful close has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The connection lifetime limit, if any.
@@ -425,6 +452,7 @@ impl Registry {
                 cut += 1;
             }
         }
+        self.counters.cut(cut);
         cut
     }
 

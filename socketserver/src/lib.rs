@@ -96,6 +96,7 @@
 //! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
 //! | `green` | yes | the `Green` strategy (`green`): coroutines over epoll | `corosensei`, `mio` |
 //! | `tls` | no | TLS on stream servers (`Builder::tls`, `tls`) | `rustls` (with `ring`), `rustls-pki-types` |
+//! | `metrics` | no | Prometheus text exposition of the servers' counters, and a `GET /metrics` endpoint (`metrics`) | none |
 //!
 //! With the defaults the library builds in 17 crates (itself included);
 //! without `green` (`default-features = false, features = ["framing"]`) in
@@ -122,12 +123,15 @@ pub mod aliases;
 #[cfg(feature = "auth")]
 pub mod auth;
 mod connections;
+pub mod counters;
 mod error;
 #[cfg(feature = "framing")]
 pub mod framing;
 #[cfg(feature = "green")]
 pub mod green;
 mod handler;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[allow(unsafe_code)] // flock(2); see its docs
 pub mod pidfile;
 #[allow(unsafe_code)] // setgroups, setgid, setuid, getpwnam_r; see its docs

@@ -87,6 +87,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::connections::Registry;
+use crate::counters::{HandshakeStage, RefusedReason};
 use crate::request::Conn;
 use crate::{Address, StreamRequest};
 
@@ -651,6 +652,7 @@ pub(crate) fn admit(
     let required = matches!(mode, ProxyProtocol::Required { .. });
     if !mode.trusts(&socket_peer) {
         if required {
+            registry.counters.handshake_failed(HandshakeStage::Proxy);
             registry.refused(&socket_peer, &"PROXY header from an untrusted address");
             return false;
         }
@@ -691,6 +693,7 @@ pub(crate) fn admit(
             }
             Read0::NotProxy(bytes) if !required => req.unread(&bytes),
             Read0::NotProxy(_) => {
+                registry.counters.handshake_failed(HandshakeStage::Proxy);
                 registry.refused(&socket_peer, &"no PROXY header (other bytes came first)");
                 return false;
             }
@@ -706,10 +709,12 @@ pub(crate) fn admit(
             Read0::Nothing { eof: false } if !required => req.unread(&[]),
             Read0::Nothing { eof: false } => {
                 let t = gate.config.timeout;
+                registry.counters.handshake_failed(HandshakeStage::Proxy);
                 registry.refused(&socket_peer, &format!("no PROXY header within {t:?}"));
                 return false;
             }
             Read0::Failed(why) => {
+                registry.counters.handshake_failed(HandshakeStage::Proxy);
                 registry.refused(&socket_peer, &format!("bad PROXY header: {why}"));
                 return false;
             }
@@ -722,6 +727,7 @@ pub(crate) fn admit(
                 let _ =
                     crate::sys::send_nowait(std::os::fd::AsRawFd::as_raw_fd(req.stream()), message);
             }
+            registry.counters.refused(why.reason());
             registry.refused(&client, &why);
             return false;
         }
@@ -730,6 +736,7 @@ pub(crate) fn admit(
         registry
             .refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        registry.counters.refused(RefusedReason::Verify);
         log::debug!("{client} refused by verify_request");
         return false;
     }

@@ -780,6 +780,11 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         stats
     }
 
+    /// The registry of connections and counters (for `counters`).
+    pub(crate) fn registry(&self) -> &crate::connections::Registry {
+        &self.core.registry
+    }
+
     /// Requests running now: the strategy's count, or the requests running
     /// inline in the loop (`Synchronous`).
     fn running_requests(&self) -> usize {
@@ -877,6 +882,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         if !idle {
             let still = self.running_requests();
             report.cut = still;
+            self.core.registry.counters.cut(still);
             self.core.registry.cut_all();
             self.core.strategy.terminate();
             let grace = (deadline / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -1166,12 +1172,16 @@ where
                         let _ = sys::send_nowait(conn.as_raw_fd(), message);
                         let _ = (&*conn).flush();
                     }
+                    self.registry.counters.refused(why.reason());
                     return self.registry.refused(&peer, &why);
                 }
             }
         }
         if proxy.is_none() && !self.handler.verify(&peer) {
             self.registry.refused.fetch_add(1, Relaxed);
+            self.registry
+                .counters
+                .refused(crate::counters::RefusedReason::Verify);
             log::debug!("{peer} refused by verify_request");
             return;
         }
@@ -1215,7 +1225,10 @@ where
                     return false;
                 }
             }
-            let ok = handler.serve_request(req);
+            let started = Instant::now();
+            let outcome = handler.serve_request(req);
+            registry.counters.request(outcome, started.elapsed());
+            let ok = outcome == crate::counters::Outcome::Finished;
             let counter = if ok {
                 &registry.completed
             } else {

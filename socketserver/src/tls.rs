@@ -362,6 +362,9 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
             true
         }
         Err(Failed::Drained) => {
+            registry
+                .counters
+                .refused(crate::counters::RefusedReason::Draining);
             log::debug!(
                 "{}: closed before its TLS handshake began (the server is closing)",
                 req.peer_addr()
@@ -372,6 +375,9 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
             registry
                 .failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            registry
+                .counters
+                .handshake_failed(crate::counters::HandshakeStage::Tls);
             log::info!("TLS handshake with {} failed: {why}", req.peer_addr());
             false
         }
@@ -394,6 +400,9 @@ pub(crate) fn verified(
     registry
         .refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    registry
+        .counters
+        .refused(crate::counters::RefusedReason::Verify);
     log::debug!("{} refused by verify_tls", req.peer_addr());
     false
 }
