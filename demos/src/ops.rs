@@ -1,6 +1,7 @@
 //! What an operator sets on every demo server besides its own options
 //! ([`OpsArgs`], flattened into [`ServerArgs`](crate::cli::ServerArgs)):
-//! the pid file, the user to run as, the metrics endpoint, and what [`serve_all`](crate::service::serve_all) does
+//! the pid file, the user to run as, the metrics endpoint, the log
+//! target, and what [`serve_all`](crate::service::serve_all) does
 //! with it before serving ([`Prepared`]).
 
 use std::io;
@@ -15,6 +16,7 @@ use socketserver::privilege;
 use socketserver::{Address, Server, Strategy, Threading};
 
 use crate::cli::CliError;
+use crate::logging::LogTarget;
 use crate::service::{stream_service, Service};
 
 /// Operator options of every `demos ... serve`.
@@ -40,6 +42,10 @@ pub struct OpsArgs {
     /// line after the `listening on` lines).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_address)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where log records go: stderr, syslog (/dev/log) or journald (the
+    /// systemd journal), filtered as on stderr (`RUST_LOG`).
+    #[arg(long, value_enum, value_name = "TARGET", default_value_t = LogTarget::Stderr)]
+    pub log: LogTarget,
 }
 
 /// A `--metrics` address: HOST:PORT (TCP).
