@@ -11,6 +11,7 @@ use clap::Args;
 use socketserver::transport::Keepalive;
 use socketserver::{Address, Builder, Strategy};
 
+use crate::ops::OpsArgs;
 use crate::strategy::StrategyName;
 
 /// Where servers listen unless told otherwise: loopback, a free port.
@@ -28,7 +29,7 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
 }
 
 /// Options every server takes: `--listen`, `--strategy`, `--workers`,
-/// `--drain-secs`, `--keepalive`.
+/// `--drain-secs`, `--keepalive`, and the operator's ([`OpsArgs`]).
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
@@ -52,6 +53,9 @@ pub struct ServerArgs {
     /// threading strategy's idle threads.)
     #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_secs)]
     pub keepalive: Duration,
+    /// Pid file, privileges, metrics, log target.
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 impl ServerArgs {

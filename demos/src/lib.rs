@@ -24,7 +24,7 @@
 //! server takes, parsing flags, the one error type), [`strategy`] (the
 //! strategy names), [`service`] (a server's life: serving, signals, the
 //! graceful close), [`listening`] (the `listening on` lines), [`net`]
-//! (client sockets), [`tls`] (the TLS flags, the client side of TLS,
+//! (client sockets), [`ops`] (pid file, privileges, metrics, log target), [`tls`] (the TLS flags, the client side of TLS,
 //! `demos tls gen`), [`logging`] and [`text`] (what may reach a
 //! terminal). [`showcase::drive`] holds the clients that check the
 //! servers, for the showcase and the tests.
@@ -53,6 +53,7 @@ pub mod files;
 pub mod listening;
 pub mod logging;
 pub mod net;
+pub mod ops;
 pub mod service;
 pub mod shell;
 pub mod showcase;

@@ -1,6 +1,6 @@
 //! The `listening on SCHEME://ADDR` lines, part of the command-line
 //! contract (`docs/demos.md`): a server prints one per socket before it
-//! serves; scripts, the showcase and the tests read them back with
+//! serves, then `metrics on http://HOST:PORT/metrics` with `--metrics`; scripts, the showcase and the tests read them back with
 //! [`parse_listening_line`], the one parser of that format.
 
 use std::io::{self, Write};
@@ -20,6 +20,26 @@ pub fn print_listening(out: &mut impl Write, services: &[Box<dyn Service>]) -> i
     }
     out.flush()
 }
+
+/// Prints `metrics on http://HOST:PORT/metrics` for the metrics endpoint
+/// bound at `addr`, and flushes.
+pub fn print_metrics(out: &mut impl Write, addr: &Address) -> io::Result<()> {
+    writeln!(out, "{METRICS_PREFIX}http://{addr}/metrics")?;
+    out.flush()
+}
+
+/// Reads a `metrics on http://HOST:PORT/metrics` line back: the endpoint's
+/// address.
+pub fn parse_metrics_line(line: &str) -> Option<std::net::SocketAddr> {
+    line.trim_end()
+        .strip_prefix(METRICS_PREFIX)?
+        .strip_prefix("http://")?
+        .strip_suffix("/metrics")?
+        .parse()
+        .ok()
+}
+
+const METRICS_PREFIX: &str = "metrics on ";
 
 /// The line a server prints for one socket: `listening on SCHEME://ADDR`.
 pub fn listening_line(url: &str) -> String {
@@ -61,6 +81,20 @@ mod tests {
         assert_eq!(a.as_path().unwrap(), Path::new("/tmp/x.sock"));
         assert!(parse_listening_line("listening on ftp://1.2.3.4:5").is_none());
         assert!(parse_listening_line("hello").is_none());
+    }
+
+    #[test]
+    fn a_metrics_line_parses_back() {
+        let mut out = Vec::new();
+        let addr = Address::Inet("127.0.0.1:9100".parse().unwrap());
+        print_metrics(&mut out, &addr).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(line, "metrics on http://127.0.0.1:9100/metrics\n");
+        assert_eq!(
+            parse_metrics_line(&line),
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert!(parse_metrics_line("listening on tcp://127.0.0.1:1").is_none());
     }
 
     #[test]

@@ -42,8 +42,10 @@ SERVERS:
     The first lines a server prints on stdout are one `listening on SCHEME://ADDR`
     per socket (scheme tcp, udp, unix or unixgram). SIGINT or SIGTERM stops it:
     it stops accepting, lets running requests finish for up to --drain-secs
-    (1 s), cuts the rest and exits 0. Logs go to stderr; set RUST_LOG (e.g.
-    RUST_LOG=debug) to see more or less. See docs/demos.md for sessions."
+    (1 s), cuts the rest and exits 0. Logs go to stderr (or --log syslog,
+    --log journald); set RUST_LOG (e.g. RUST_LOG=debug) to see more or less.
+    See docs/demos.md for sessions and docs/deploy.md for running as a service
+    (--user, --pid-file, --metrics)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -201,6 +203,7 @@ EXAMPLES:
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up, never moved in a loop
 enum ChatCmd {
     /// Run a chat server: a TCP room, and with --udp a UDP relay.
     #[command(after_help = "\
@@ -281,7 +284,17 @@ fn main() -> ExitCode {
         | Demo::Files(demos::files::cli::FilesCmd::Serve(_)) => "info",
         _ => "warn",
     };
-    demos::logging::init(default_log);
+    let target = match &cli.demo {
+        Demo::Echo(EchoCmd::Serve { server, .. }) | Demo::Chat(ChatCmd::Serve { server, .. }) => {
+            server.ops.log
+        }
+        Demo::Shell(demos::shell::cli::ShellCmd::Serve(a)) => a.server.ops.log,
+        Demo::Files(demos::files::cli::FilesCmd::Serve(a)) => a.server.ops.log,
+        _ => demos::logging::LogTarget::Stderr,
+    };
+    if let Err(e) = demos::logging::init_target(default_log, target) {
+        return ExitCode::from(report(Err(CliError::usage(format!("--log: {e}")))));
+    }
     ExitCode::from(report(run(cli.demo)))
 }
 
@@ -323,7 +336,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 ));
                 services.push(datagram_service(builder, addr, handler)?);
             }
-            serve(services, server.drain_secs)
+            serve(services, &server)
         }
         Demo::Echo(EchoCmd::Client {
             connect,
@@ -413,7 +426,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 });
                 services.push(datagram_service(builder, addr, relay)?);
             }
-            serve(services, server.drain_secs)
+            serve(services, &server)
         }
         Demo::Chat(ChatCmd::Client {
             connect,
@@ -440,7 +453,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
     }
 }
 
-fn serve(services: Vec<Box<dyn Service>>, drain: Duration) -> Result<u8, CliError> {
-    serve_all(services, drain)?;
+fn serve(services: Vec<Box<dyn Service>>, server: &ServerArgs) -> Result<u8, CliError> {
+    serve_all(services, server)?;
     Ok(0)
 }

@@ -27,8 +27,11 @@ use socketserver::{
     StreamHandler, Transport,
 };
 
-use crate::cli::ServerArgs;
+use socketserver::pidfile::PidFile;
+
+use crate::cli::{CliError, ServerArgs};
 use crate::listening::print_listening;
+use crate::ops::Prepared;
 
 /// How long a server lets running handlers finish after SIGINT/SIGTERM
 /// before it cuts their connections: 1 s, part of the command-line
@@ -46,6 +49,8 @@ pub trait Service: Send {
     fn shutdown_handle(&self) -> ShutdownHandle;
     /// The server, for an upgrade to hand over.
     fn upgradable(&self) -> Arc<dyn Upgradable>;
+    /// The server, for its metrics.
+    fn metrics_source(&self) -> Arc<dyn socketserver::metrics::Source>;
     /// Serves until shutdown, runs the stop hooks (e.g. the chat room says
     /// goodbye to its members), then closes gracefully: running handlers get
     /// up to `drain` to finish, the rest are cut. After an upgrade (when
@@ -62,9 +67,16 @@ pub struct Upgrading {
 }
 
 impl Upgrading {
-    /// Starts watching for `SIGUSR2` on behalf of `services`.
-    pub fn start(services: &[Box<dyn Service>]) -> io::Result<Upgrading> {
-        let upgrade = Upgrade::new()?;
+    /// Starts watching for `SIGUSR2` on behalf of `services`; the new
+    /// process takes `pid_file` over.
+    pub fn start(
+        services: &[Box<dyn Service>],
+        pid_file: Option<&PidFile>,
+    ) -> io::Result<Upgrading> {
+        let mut upgrade = Upgrade::new()?;
+        if let Some(p) = pid_file {
+            upgrade = upgrade.pid_file(p)?;
+        }
         let watch = upgrade.watch(services.iter().map(|s| s.upgradable()).collect())?;
         Ok(Upgrading { upgrade, watch })
     }
@@ -145,6 +157,10 @@ where
     }
 
     fn upgradable(&self) -> Arc<dyn Upgradable> {
+        self.server.clone()
+    }
+
+    fn metrics_source(&self) -> Arc<dyn socketserver::metrics::Source> {
         self.server.clone()
     }
 
@@ -245,18 +261,54 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
 /// sockets of all the services (its services adopt them), and once it
 /// serves, this one stops accepting, lets its connections finish and
 /// returns (`socketserver::reload`).
-pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Result<()> {
+///
+/// The operator's options ([`OpsArgs`](crate::ops::OpsArgs) in `server`)
+/// apply once the services are bound, before the `listening on` lines:
+/// the metrics endpoint is bound (`--metrics`; its `metrics on` line
+/// follows the `listening on` lines), the pid file written and locked (and
+/// removed on return), and the process becomes `--user`.
+pub fn serve_all(services: Vec<Box<dyn Service>>, server: &ServerArgs) -> Result<(), CliError> {
+    let prepared = server.ops.prepare(&services)?;
+    serve_prepared(services, server.drain_secs, prepared)?;
+    Ok(())
+}
+
+fn serve_prepared(
+    mut services: Vec<Box<dyn Service>>,
+    drain: Duration,
+    prepared: Prepared,
+) -> io::Result<()> {
+    let Prepared { pid_file, metrics } = prepared;
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
     // Before the `listening on` lines: a script may signal as soon as it has
     // read them.
     for h in &handles {
         h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     }
-    print_listening(&mut io::stdout().lock(), &services)?;
+    if let Some(m) = &metrics {
+        m.shutdown_handle()
+            .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
+    }
+    {
+        let mut out = io::stdout().lock();
+        print_listening(&mut out, &services)?;
+        if let Some(m) = &metrics {
+            crate::listening::print_metrics(&mut out, &m.address())?;
+        }
+    }
     if services.is_empty() {
         return Ok(());
     }
-    let upgrading = Arc::new(Upgrading::start(&services)?);
+    // Served, stopped and handed over in an upgrade as the others are (its
+    // socket last, as the new process binds it last).
+    let with_metrics = metrics.is_some();
+    services.extend(metrics);
+    let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
+    let upgrading = Arc::new(Upgrading::start(&services, pid_file.as_ref())?);
+    if with_metrics {
+        // The demo's own last service stays the one on this thread.
+        services.rotate_right(1);
+    }
     let Some(last) = services.pop() else {
         return Ok(());
     };
@@ -300,7 +352,7 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
     handler: H,
     configure: impl FnOnce(&H, Builder<Box<dyn Strategy>>) -> Builder<Box<dyn Strategy>>,
     close_handshakes: impl FnOnce(&H) + Send + 'static,
-) -> io::Result<()> {
+) -> Result<(), CliError> {
     let mut builder = configure(
         &handler,
         server
@@ -317,7 +369,7 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
         handler,
         Some(Box::new(move || close_handshakes(&closer))),
     )?;
-    serve_all(vec![service], server.drain_secs)
+    serve_all(vec![service], server)
 }
 
 /// Servers running on background threads in this process (for the showcase
@@ -453,7 +505,8 @@ impl Drop for HandshakeGuard {
 }
 
 /// Runs the server side of the HMAC authentication ([`Gatekeeper`]) on a
-/// request, within the gate's deadline. Without TLS, straight on the
+/// request, within the gate's deadline; a failure is counted in the
+/// server's metrics (`socketserver_handshake_failures_total{stage="auth"}`). Without TLS, straight on the
 /// socket (nothing was read through `req` yet). Under TLS, through the
 /// session (the socket carries ciphertext), with the request's reads held
 /// to the gate's deadline by `StreamRequest::read_within`.
@@ -465,14 +518,18 @@ pub fn authenticate(
 ) -> io::Result<()> {
     // Counted in the server's pre-handler budget, with the TLS handshakes
     // and PROXY headers under way (`Builder::max_pre_handler`).
-    req.pre_handler(|req| {
+    let result = req.pre_handler(|req| {
         if req.tls_info().is_none() {
             return gate.server_handshake(&mut req.stream());
         }
         req.read_within(gate.deadline(), |r| {
             gate.server_handshake(&mut ThroughRequest(r))
         })
-    })
+    });
+    if result.is_err() {
+        req.count_handshake_failure(socketserver::counters::HandshakeStage::Auth);
+    }
+    result
 }
 
 /// `max` as the builder's pre-handler budget (connections in their PROXY

@@ -539,13 +539,16 @@ fn every_duration_flag_rejects_huge_negative_nan_and_infinite_values() {
             &["chat", "client", "--connect", "127.0.0.1:9", "--nick", "a"],
             "--timeout",
         ),
-        (&["shell", "serve", "--key-file", "/dev/null"], "--timeout"),
         (
-            &["shell", "serve", "--key-file", "/dev/null"],
+            &["shell", "serve", "--allow-root", "--key-file", "/dev/null"],
+            "--timeout",
+        ),
+        (
+            &["shell", "serve", "--allow-root", "--key-file", "/dev/null"],
             "--idle-secs",
         ),
         (
-            &["shell", "serve", "--key-file", "/dev/null"],
+            &["shell", "serve", "--allow-root", "--key-file", "/dev/null"],
             "--drain-secs",
         ),
         (

@@ -549,7 +549,15 @@ fn a_non_loopback_address_is_refused_without_allow_remote() {
     let key = key.to_str().unwrap();
     for addr in ["0.0.0.0:0", "[::]:0"] {
         let (code, out, err) = demos_bytes(
-            &["shell", "serve", "--listen", addr, "--key-file", key],
+            &[
+                "shell",
+                "serve",
+                "--allow-root",
+                "--listen",
+                addr,
+                "--key-file",
+                key,
+            ],
             b"",
         );
         assert_eq!(code, 2, "{addr}: {err}");
@@ -559,7 +567,15 @@ fn a_non_loopback_address_is_refused_without_allow_remote() {
     }
     // A bad --max-output is refused too, before binding.
     let (code, _, err) = demos_bytes(
-        &["shell", "serve", "--key-file", key, "--max-output", "1G"],
+        &[
+            "shell",
+            "serve",
+            "--allow-root",
+            "--key-file",
+            key,
+            "--max-output",
+            "1G",
+        ],
         b"",
     );
     assert_eq!(code, 2, "{err}");
@@ -577,6 +593,7 @@ fn the_binary_serves_with_threading_forking_and_green() {
             &[
                 "shell",
                 "serve",
+                "--allow-root",
                 "--listen",
                 "127.0.0.1:0",
                 "--key-file",
@@ -649,6 +666,7 @@ fn sigterm_kills_the_running_command(strategy: &str, extra: &[&str], command: &s
     let mut args = vec![
         "shell",
         "serve",
+        "--allow-root",
         "--key-file",
         key_file.to_str().unwrap(),
         "--strategy",

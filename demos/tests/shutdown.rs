@@ -155,6 +155,7 @@ fn shell_with_idle_sessions(strategy: &str) {
         &[
             "shell",
             "serve",
+            "--allow-root",
             "--key-file",
             key_arg,
             "--strategy",

@@ -64,6 +64,7 @@ fn shell_server(c: &Certs, mutual: bool) -> ServerProcess {
     let mut args = vec![
         "shell",
         "serve",
+        "--allow-root",
         "--key-file",
         &k,
         "--tls-cert",
@@ -405,7 +406,15 @@ fn non_loopback_listening_needs_tls_and_client_authentication_or_allow_remote() 
     // Refused: the shell without TLS; files without TLS, or with TLS and
     // neither a client CA nor a key.
     for addr in ["0.0.0.0:0", "[::]:0"] {
-        let out = check(&["shell", "serve", "--listen", addr, "--key-file", &k]);
+        let out = check(&[
+            "shell",
+            "serve",
+            "--allow-root",
+            "--listen",
+            addr,
+            "--key-file",
+            &k,
+        ]);
         assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
         assert!(
             out.stderr.contains("in clear") && out.stderr.contains("--tls-cert"),
@@ -424,7 +433,15 @@ fn non_loopback_listening_needs_tls_and_client_authentication_or_allow_remote() 
     // Accepted (checked only, never bound): TLS with the shell's key,
     // files with TLS and a client CA or a key, and --allow-remote.
     let mut accepted: Vec<Vec<&str>> = Vec::new();
-    let mut v = vec!["shell", "serve", "--listen", "0.0.0.0:0", "--key-file", &k];
+    let mut v = vec![
+        "shell",
+        "serve",
+        "--allow-root",
+        "--listen",
+        "0.0.0.0:0",
+        "--key-file",
+        &k,
+    ];
     v.extend(tls);
     accepted.push(v);
     let mut v = vec!["files", "serve", "--listen", "0.0.0.0:0", "--root", root];
@@ -455,6 +472,7 @@ fn non_loopback_listening_needs_tls_and_client_authentication_or_allow_remote() 
     accepted.push(vec![
         "shell",
         "serve",
+        "--allow-root",
         "--listen",
         "0.0.0.0:0",
         "--key-file",

@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::connections::{Registration, Registry};
+use crate::counters::{HandshakeStage, RefusedReason, Snapshot};
 use crate::request::Conn;
 use crate::{Address, IpNet, StreamRequest};
 
@@ -91,49 +92,42 @@ pub struct Refusals {
     pub protocol: u64,
 }
 
-/// Which of the counters of [`Refusals`] a refusal goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reason {
-    Limit,
-    PerIp,
-    Denied,
-    Draining,
-    PreHandlerBudget,
-    Verify,
-    Protocol,
+impl Refusal {
+    /// The reason it is counted under; `None` for a bad PROXY header, which
+    /// counts as a failed handshake (stage `proxy`).
+    pub(crate) fn reason(&self) -> Option<RefusedReason> {
+        Some(match self {
+            Refusal::Draining => RefusedReason::Draining,
+            Refusal::Denied(_) => RefusedReason::Denied,
+            Refusal::TooManyConnections(_) => RefusedReason::Limit,
+            Refusal::TooManyFromIp(_) => RefusedReason::PerIp,
+            Refusal::Verify(_) => RefusedReason::Verify,
+            Refusal::Protocol(_) => return None,
+        })
+    }
 }
 
-impl Reason {
-    /// How many reasons there are.
-    pub(crate) const COUNT: usize = 7;
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The counters in [`Refusals`] order, from an array indexed by reason.
-    pub(crate) fn refusals(counts: [u64; Reason::COUNT]) -> Refusals {
+impl From<&Snapshot> for Refusals {
+    fn from(s: &Snapshot) -> Refusals {
+        let refused = |r: RefusedReason| {
+            s.refused
+                .iter()
+                .find(|(reason, _)| *reason == r)
+                .map_or(0, |(_, n)| *n)
+        };
+        let proxy = s
+            .handshake_failures
+            .iter()
+            .find(|(stage, _)| *stage == HandshakeStage::Proxy)
+            .map_or(0, |(_, n)| *n);
         Refusals {
-            limit: counts[Reason::Limit.index()],
-            per_ip: counts[Reason::PerIp.index()],
-            denied: counts[Reason::Denied.index()],
-            draining: counts[Reason::Draining.index()],
-            pre_handler_budget: counts[Reason::PreHandlerBudget.index()],
-            verify: counts[Reason::Verify.index()],
-            protocol: counts[Reason::Protocol.index()],
-        }
-    }
-}
-
-impl From<&Refusal> for Reason {
-    fn from(r: &Refusal) -> Reason {
-        match r {
-            Refusal::Draining => Reason::Draining,
-            Refusal::Denied(_) => Reason::Denied,
-            Refusal::TooManyConnections(_) => Reason::Limit,
-            Refusal::TooManyFromIp(_) => Reason::PerIp,
-            Refusal::Verify(_) => Reason::Verify,
-            Refusal::Protocol(_) => Reason::Protocol,
+            limit: refused(RefusedReason::Limit),
+            per_ip: refused(RefusedReason::PerIp),
+            denied: refused(RefusedReason::Denied),
+            draining: refused(RefusedReason::Draining),
+            pre_handler_budget: refused(RefusedReason::PreHandlerBudget),
+            verify: refused(RefusedReason::Verify),
+            protocol: proxy,
         }
     }
 }
@@ -268,7 +262,7 @@ mod tests {
 
     #[test]
     fn reasons_fill_their_own_counters() {
-        let mut counts = [0; Reason::COUNT];
+        let counters = crate::counters::Counters::default();
         for r in [
             Refusal::Draining,
             Refusal::Denied("127.0.0.1".parse().unwrap()),
@@ -277,10 +271,13 @@ mod tests {
             Refusal::Verify("verify_request"),
             Refusal::Protocol("bad".into()),
         ] {
-            counts[Reason::from(&r).index()] += 1;
+            match r.reason() {
+                Some(reason) => counters.refused(reason),
+                None => counters.handshake_failed(HandshakeStage::Proxy),
+            }
         }
-        counts[Reason::PreHandlerBudget.index()] += 1;
-        let r = Reason::refusals(counts);
+        counters.refused(RefusedReason::PreHandlerBudget);
+        let r = Refusals::from(&counters.read());
         assert_eq!((r.limit, r.per_ip, r.denied, r.draining), (1, 1, 1, 1));
         assert_eq!((r.pre_handler_budget, r.verify, r.protocol), (1, 1, 1));
     }

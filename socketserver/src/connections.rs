@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::admission::{Reason, Refusal, Refusals};
+use crate::admission::{Refusal, Refusals};
+use crate::counters::{HandshakeStage, RefusedReason};
 use crate::{Address, ShutdownHandle};
 
 /// What the server does when `max_connections` is reached.
@@ -145,8 +146,6 @@ pub(crate) struct Registry {
     waker: ShutdownHandle,
     pub(crate) accepted: AtomicU64,
     pub(crate) refused: AtomicU64,
-    /// `refused`, by [`Reason`].
-    refused_by: [AtomicU64; Reason::COUNT],
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     /// Datagrams dropped for being larger than `max_datagram_size`.
@@ -162,6 +161,8 @@ pub(crate) struct Registry {
     /// A graceful close has begun: idle connections are closed, and those
     /// that become idle later close at once.
     draining: AtomicBool,
+    /// Refusals by reason, outcomes, bytes, durations (`counters`).
+    pub(crate) counters: crate::counters::Counters,
 }
 
 /// A registered connection; dropping it deregisters. Must be dropped before
@@ -262,7 +263,6 @@ impl Registry {
             waker,
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            refused_by: Default::default(),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
@@ -272,6 +272,7 @@ impl Registry {
             idle_closed: AtomicUsize::new(0),
             refusal_log: crate::throttle::Throttle::default(),
             draining: AtomicBool::new(false),
+            counters: crate::counters::Counters::default(),
         }
     }
 
@@ -299,12 +300,26 @@ impl Registry {
             active: self.running(),
             accepted: self.accepted.load(Relaxed),
             refused: self.refused.load(Relaxed),
-            refused_by: Reason::refusals(self.refused_by.each_ref().map(|n| n.load(Relaxed))),
+            refused_by: Refusals::from(&self.counters.read()),
             completed: self.completed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
             peer_gone: self.peer_gone.load(Relaxed),
         }
+    }
+
+    /// Open connections waiting for a new message now.
+    pub(crate) fn idle_connections(&self) -> usize {
+        let live = self.live.lock();
+        live.fds
+            .values()
+            .filter(|w| w.idle.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Whether a graceful close has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The connection lifetime limit, if any.
@@ -425,7 +440,10 @@ impl Registry {
             live.pre_handler = keep;
         }
         if evicted > 0 {
-            self.count_refusal(Reason::PreHandlerBudget, evicted);
+            self.refused.fetch_add(evicted as u64, Ordering::Relaxed);
+            for _ in 0..evicted {
+                self.counters.refused(RefusedReason::PreHandlerBudget);
+            }
             self.log_refusal(&format!(
                 "closed {evicted} connection(s) that had not reached the handler: \
                  max_pre_handler ({max}) reached, the oldest made room"
@@ -458,17 +476,16 @@ impl Registry {
     /// (`verify_request` and `verify_tls` refusals at debug, each: they
     /// are the application's own decision).
     pub(crate) fn refused(&self, peer: &Address, why: &Refusal) {
-        self.count_refusal(Reason::from(why), 1);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        match why.reason() {
+            Some(reason) => self.counters.refused(reason),
+            None => self.counters.handshake_failed(HandshakeStage::Proxy),
+        }
         if let Refusal::Verify(_) = why {
             log::debug!("{peer} {why}");
             return;
         }
         self.log_refusal(&format!("refused {peer}: {why}"));
-    }
-
-    fn count_refusal(&self, reason: Reason, n: u64) {
-        self.refused.fetch_add(n, Ordering::Relaxed);
-        self.refused_by[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Logs a refusal at warn, at most once a second, with the total.
@@ -556,6 +573,7 @@ impl Registry {
                 cut += 1;
             }
         }
+        self.counters.cut(cut);
         cut
     }
 

@@ -15,6 +15,8 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::counters::Outcome;
 use std::sync::Once;
 
 use crate::{Address, DatagramRequest, StreamRequest};
@@ -306,8 +308,8 @@ mod sealed {
 pub trait Handler<R>: sealed::Sealed<R> + Send + Sync + 'static {
     /// Runs the whole request: setup, handle, finish, the final flush or
     /// reply; catches panics; reports failures through `report_error`.
-    /// Returns whether everything succeeded.
-    fn serve_request(&self, req: R) -> bool;
+    /// Returns how it ended.
+    fn serve_request(&self, req: R) -> Outcome;
     /// `verify_request`.
     fn verify(&self, peer: &Address) -> bool;
     /// `verify_tls` (always `true` for datagram handlers).
@@ -408,10 +410,16 @@ fn run_request<R>(
     handle: impl FnOnce(&mut R) -> io::Result<()>,
     finish: impl FnOnce(&mut R) -> io::Result<()>,
     complete: impl FnOnce(&mut R) -> io::Result<()>,
-) -> bool {
-    if let Err(e) = guarded(req, setup) {
-        report(peer(req), &e);
-        return false;
+) -> Outcome {
+    match guarded(req, setup) {
+        Ok(()) => {}
+        Err(e) => {
+            report(peer(req), &e);
+            return match e {
+                RequestError::Panic(_) => Outcome::Panicked,
+                RequestError::Io(_) => Outcome::Errored,
+            };
+        }
     }
     let handled = guarded(req, handle);
     let finished = guarded(req, finish);
@@ -434,11 +442,15 @@ fn run_request<R>(
             ok = false;
         }
     }
-    ok
+    match (panicked, ok) {
+        (true, _) => Outcome::Panicked,
+        (false, true) => Outcome::Finished,
+        (false, false) => Outcome::Errored,
+    }
 }
 
 impl<H: StreamHandler> Handler<StreamRequest> for H {
-    fn serve_request(&self, mut req: StreamRequest) -> bool {
+    fn serve_request(&self, mut req: StreamRequest) -> Outcome {
         use std::io::Write;
         run_request(
             &mut req,
@@ -469,7 +481,7 @@ impl<H: StreamHandler> Handler<StreamRequest> for H {
 }
 
 impl<H: DatagramHandler> Handler<DatagramRequest> for H {
-    fn serve_request(&self, mut req: DatagramRequest) -> bool {
+    fn serve_request(&self, mut req: DatagramRequest) -> Outcome {
         run_request(
             &mut req,
             |r| r.peer_addr(),

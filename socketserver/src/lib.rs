@@ -96,6 +96,7 @@
 //! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
 //! | `green` | yes | the `Green` strategy (`green`): coroutines over epoll | `corosensei`, `mio` |
 //! | `tls` | no | TLS on stream servers (`Builder::tls`, `tls`) | `rustls` (with `ring`), `rustls-pki-types` |
+//! | `metrics` | no | Prometheus text exposition of the servers' counters, and a `GET /metrics` endpoint (`metrics`) | none |
 //!
 //! With the defaults the library builds in 17 crates (itself included);
 //! without `green` (`default-features = false, features = ["framing"]`) in
@@ -124,6 +125,7 @@ pub mod aliases;
 pub mod auth;
 mod builder;
 mod connections;
+pub mod counters;
 mod error;
 #[cfg(feature = "framing")]
 pub mod framing;
@@ -131,7 +133,13 @@ pub mod framing;
 pub mod green;
 mod handler;
 mod ipnet;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[allow(unsafe_code)] // flock(2); see its docs
+pub mod pidfile;
 pub mod pipeline;
+#[allow(unsafe_code)] // setgroups, setgid, setuid, getpwnam_r; see its docs
+pub mod privilege;
 pub mod proxy;
 pub mod reload;
 mod request;

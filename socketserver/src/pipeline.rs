@@ -62,7 +62,10 @@ impl Pipeline {
                 return false;
             }
         }
-        let ok = handler.serve_request(req);
+        let started = std::time::Instant::now();
+        let outcome = handler.serve_request(req);
+        registry.counters.request(outcome, started.elapsed());
+        let ok = outcome == crate::counters::Outcome::Finished;
         let counter = if ok {
             &registry.completed
         } else {

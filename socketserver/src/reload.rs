@@ -71,7 +71,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -103,6 +103,9 @@ pub struct Upgrade {
     signal: Signal,
     ready_timeout: Duration,
     drain_timeout: Duration,
+    /// Descriptors handed to the new process besides the sockets, each
+    /// with the variable that names its number there.
+    passed: Vec<(&'static str, Arc<OwnedFd>)>,
 }
 
 /// How [`Upgrade::serve`] ended.
@@ -145,7 +148,19 @@ impl Upgrade {
             signal: Signal::Usr2,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            passed: Vec::new(),
         })
+    }
+
+    /// Hands `pid_file` to the new process too: it inherits a descriptor
+    /// sharing the lock, and its [`PidFile::create`] with the same path
+    /// takes it over and writes its own pid (see [`crate::pidfile`]).
+    ///
+    /// [`PidFile::create`]: crate::pidfile::PidFile::create
+    pub fn pid_file(mut self, pid_file: &crate::pidfile::PidFile) -> io::Result<Self> {
+        self.passed
+            .push((crate::pidfile::PID_FILE_FD_VAR, Arc::new(pid_file.share()?)));
+        Ok(self)
     }
 
     /// The program to start (default: this process's executable).
@@ -323,6 +338,8 @@ impl Upgrade {
         fds.push(ready_writer.as_fd());
         let ready_fd = crate::activation::LISTEN_FDS_START
             + i32::try_from(listeners.len()).map_err(|_| io::Error::other("too many listeners"))?;
+        // The passed descriptors follow the readiness socket.
+        fds.extend(self.passed.iter().map(|(_, fd)| fd.as_fd()));
         let mut env = Vec::new();
         for (name, value) in std::env::vars_os() {
             let skip = [
@@ -332,7 +349,8 @@ impl Upgrade {
                 READY_FD_VAR,
                 READY_PID_VAR,
             ];
-            if !skip.iter().any(|s| name == *s) {
+            let passed = self.passed.iter().any(|(var, _)| name == *var);
+            if !passed && !skip.iter().any(|s| name == *s) {
                 let mut entry = name.into_vec();
                 entry.push(b'=');
                 entry.extend_from_slice(value.as_bytes());
@@ -343,6 +361,10 @@ impl Upgrade {
         }
         env.push(CString::new(format!("LISTEN_FDS={}", listeners.len())).expect("no NUL"));
         env.push(CString::new(format!("{READY_FD_VAR}={ready_fd}")).expect("no NUL"));
+        for (i, (var, _)) in self.passed.iter().enumerate() {
+            let fd = ready_fd + 1 + i as i32;
+            env.push(CString::new(format!("{var}={fd}")).expect("no NUL"));
+        }
         let pid = crate::sys::spawn_with_fds(&crate::sys::Spawn {
             program: &program,
             argv: &argv,

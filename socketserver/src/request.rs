@@ -720,7 +720,12 @@ impl StreamRequest {
                     self.note_gone(&e);
                     return Err(e);
                 }
-                r => return r,
+                Ok(n) => {
+                    if let Some(r) = &self.registry {
+                        r.counters.bytes_in(n);
+                    }
+                    return Ok(n);
+                }
             }
         }
     }
@@ -872,6 +877,23 @@ impl StreamRequest {
         }
     }
 
+    /// Counts `n` bytes sent in the server's counters.
+    fn count_out(&self, n: usize) {
+        if let Some(r) = &self.registry {
+            r.counters.bytes_out(n);
+        }
+    }
+
+    /// Counts a failed handshake of this connection at `stage` in the
+    /// server's counters (`socketserver_handshake_failures_total`): for an
+    /// application's own authentication, such as [`auth`](crate::auth)'s
+    /// HMAC handshake run by the handler, which the server cannot see fail.
+    pub fn count_handshake_failure(&self, stage: crate::counters::HandshakeStage) {
+        if let Some(r) = &self.registry {
+            r.counters.handshake_failed(stage);
+        }
+    }
+
     /// The registry entry, to count the client against `max_per_ip`.
     pub(crate) fn registration_mut(&mut self) -> Option<&mut Registration> {
         self.registration.as_mut()
@@ -930,6 +952,7 @@ impl StreamRequest {
                 self.timeouts.write,
             )?;
             total += (self.rfilled - self.rpos) as u64;
+            self.count_out(self.rfilled - self.rpos);
             self.rpos = self.rfilled;
         }
         // Small first, on the stack: a connection that sits idle or sends
@@ -955,6 +978,7 @@ impl StreamRequest {
                 self.timeouts.write,
             )?;
             total += n as u64;
+            self.count_out(n);
             if n == buf.len() && n < MAX_ECHO_BUF {
                 big = vec![0u8; (n * 8).min(MAX_ECHO_BUF)];
             }
@@ -1097,14 +1121,15 @@ impl Write for StreamRequest {
         }
         if buf.len() >= BUF_SIZE {
             // All of it, within one write timeout.
-            return write_timed(
+            write_timed(
                 &self.conn,
                 self.tls.as_deref_mut(),
                 buf,
                 self.timeouts.write,
             )
-            .map(|()| buf.len())
-            .inspect_err(|e| self.note_gone(e));
+            .inspect_err(|e| self.note_gone(e))?;
+            self.count_out(buf.len());
+            return Ok(buf.len());
         }
         self.wbuf.extend_from_slice(buf);
         Ok(buf.len())
@@ -1118,6 +1143,9 @@ impl Write for StreamRequest {
                 &self.wbuf,
                 self.timeouts.write,
             );
+            if result.is_ok() {
+                self.count_out(self.wbuf.len());
+            }
             self.wbuf.clear();
             result.inspect_err(|e| self.note_gone(e))?;
         }
@@ -1305,7 +1333,11 @@ impl DatagramRequest {
             ));
         }
         self.replied = true;
-        self.socket.send_to(data, &self.peer).map(drop)
+        self.socket.send_to(data, &self.peer)?;
+        if let Some(r) = &self.registry {
+            r.counters.bytes_out(data.len());
+        }
+        Ok(())
     }
 
     /// Whether a reply was sent.
@@ -1375,6 +1407,7 @@ impl sealed::Tracked for DatagramRequest {
         None
     }
     fn attach(&mut self, a: Attachment) -> io::Result<()> {
+        a.registry.counters.bytes_in(self.data.len());
         self.registry = Some(a.registry);
         Ok(())
     }

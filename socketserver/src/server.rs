@@ -482,6 +482,11 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         stats
     }
 
+    /// The registry of connections and counters (for `counters`).
+    pub(crate) fn registry(&self) -> &crate::connections::Registry {
+        &self.core.registry
+    }
+
     /// Requests running now: the strategy's count, or the requests running
     /// inline in the loop (`Synchronous`).
     fn running_requests(&self) -> usize {
@@ -579,6 +584,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         if !idle {
             let still = self.running_requests();
             report.cut = still;
+            self.core.registry.counters.cut(still);
             self.core.registry.cut_all();
             self.core.strategy.terminate();
             let grace = (deadline / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));

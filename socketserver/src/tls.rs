@@ -364,6 +364,9 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
             true
         }
         Err(Failed::Drained) => {
+            registry
+                .counters
+                .refused(crate::counters::RefusedReason::Draining);
             log::debug!(
                 "{}: closed before its TLS handshake began (the server is closing)",
                 req.peer_addr()
@@ -374,6 +377,9 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
             registry
                 .failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            registry
+                .counters
+                .handshake_failed(crate::counters::HandshakeStage::Tls);
             if let Some(skipped) = gate.failures.allow() {
                 log::info!(
                     "TLS handshake with {} failed: {why}{}",

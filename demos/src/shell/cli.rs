@@ -25,7 +25,7 @@ pub enum ShellCmd {
 Clients must prove they hold the key in --key-file (HMAC-SHA256 challenge-
 response; the key is the file's bytes less one trailing newline). Each
 command then runs as `/bin/sh -c COMMAND` in the session's directory, as this
-server's user, in a process group of its own; `cd DIR` changes the session's
+server's user (--user; as root only with --allow-root), in a process group of its own; `cd DIR` changes the session's
 directory (each connection has its own, starting in the server's current
 directory). At --timeout the whole process group is killed; each of stdout
 and stderr keeps its first --max-output bytes (the rest is read and
@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// Allow a non-loopback --listen address without TLS.
     #[arg(long)]
     pub allow_remote: bool,
+    /// Run clients' commands as root when the server runs as root (without
+    /// it, a server that would run them as root refuses to start: pass
+    /// --user).
+    #[arg(long)]
+    pub allow_root: bool,
     /// TLS: certificate, key, client CA.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
@@ -180,6 +185,13 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let key = Key::from_file(&a.key_file)
         .map_err(|e| CliError::usage(format!("shell serve --key-file: {e}")))?;
     let tls = a.tls.config("shell serve")?;
+    if a.server.ops.serving_uid()? == 0 && !a.allow_root {
+        return Err(CliError::usage(
+            "shell serve: refusing to run clients' commands as root: pass --user NAME \
+             (e.g. --user nobody) to run them as that user, or --allow-root to run them as \
+             root anyway",
+        ));
+    }
     if a.check {
         println!("ok");
         return Ok(0);

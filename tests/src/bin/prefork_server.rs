@@ -5,8 +5,11 @@
 //! ```text
 //! prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N]
 //!                     [--max-requests=N] [--forks-per-second=N] [--threading | --green]
-//!                     [--tls-cert=PEM --tls-key=PEM]
+//!                     [--tls-cert=PEM --tls-key=PEM] [--user=NAME]
 //! ```
+//!
+//! With `--user`, the server drops to that user (and its primary group)
+//! once bound, before serving (`socketserver::privilege::drop_to`).
 //!
 //! With `--tls-cert` and `--tls-key`, connections speak TLS (the handshake
 //! runs in the child that accepted the connection).
@@ -48,6 +51,19 @@ fn flag(args: &[String], name: &str) -> Option<u64> {
     args.iter()
         .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
         .map(|v| v.parse().expect("a number"))
+}
+
+/// Drops to `--user=NAME` if given, then serves until signalled.
+fn serve_as<T, S, H>(args: &[String], server: Server<T, S, H>) -> io::Result<()>
+where
+    T: socketserver::Transport,
+    S: socketserver::Strategy,
+    H: socketserver::Handler<T::Request>,
+{
+    if let Some(user) = args.iter().find_map(|a| a.strip_prefix("--user=")) {
+        socketserver::privilege::drop_to(user, None)?;
+    }
+    socketserver_tests::serve_until_signalled(server)
 }
 
 fn main() -> ExitCode {
@@ -92,17 +108,17 @@ fn main() -> ExitCode {
         builder
             .strategy(prefork.inner(Threading::new()))
             .tcp(addr.as_str(), serve)
-            .and_then(socketserver_tests::serve_until_signalled)
+            .and_then(|s| serve_as(&args, s))
     } else if args.iter().any(|a| a == "--green") {
         builder
             .strategy(prefork.inner(socketserver::Green::new().threads(1)))
             .tcp(addr.as_str(), serve)
-            .and_then(socketserver_tests::serve_until_signalled)
+            .and_then(|s| serve_as(&args, s))
     } else {
         builder
             .strategy(prefork)
             .tcp(addr.as_str(), serve)
-            .and_then(socketserver_tests::serve_until_signalled)
+            .and_then(|s| serve_as(&args, s))
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
