@@ -127,6 +127,9 @@ mod error;
 pub mod framing;
 #[cfg(feature = "green")]
 pub mod green;
+#[cfg(not(feature = "green"))]
+#[path = "green_off.rs"]
+mod green;
 mod handler;
 pub mod proxy;
 pub mod reload;

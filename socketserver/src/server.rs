@@ -631,10 +631,7 @@ where
 /// The graceful close's pause between looks at the loop: in a green
 /// coroutine (a handler closing a server) only that coroutine waits.
 fn nap() {
-    #[cfg(feature = "green")]
     crate::green::sleep(Duration::from_millis(1));
-    #[cfg(not(feature = "green"))]
-    std::thread::sleep(Duration::from_millis(1));
 }
 
 /// The server loop's wait for its socket or its wake-up socket (see
@@ -645,7 +642,6 @@ fn wait_ready(
     wake: std::os::fd::RawFd,
     timeout: Option<Duration>,
 ) -> io::Result<sys::Ready> {
-    #[cfg(feature = "green")]
     if crate::green::is_green() {
         return crate::green::poll_read(socket, wake, timeout);
     }

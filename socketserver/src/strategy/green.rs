@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::{ActiveCount, Job, ServerLoop, Strategy};
-use crate::green::runtime::{self, Config, Msg, Shared};
+use crate::green::inbox::{Inbox, Msg};
+use crate::green::worker::{self, Config};
 use crate::ShutdownHandle;
 
 /// Green threads: every request is a stackful coroutine on one of a few
@@ -56,27 +57,27 @@ pub struct Green {
     threads: Option<usize>,
     stack_size: usize,
     active: Arc<ActiveCount>,
-    runtime: Arc<OnceLock<io::Result<Runtime>>>,
+    workers: Arc<OnceLock<io::Result<Workers>>>,
 }
 
 /// The worker threads, started by the first request.
-struct Runtime {
-    workers: Vec<Arc<Shared>>,
+struct Workers {
+    inboxes: Vec<Arc<Inbox>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     next: AtomicUsize,
 }
 
-impl std::fmt::Debug for Runtime {
+impl std::fmt::Debug for Workers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("workers", &self.workers.len())
+        f.debug_struct("Workers")
+            .field("threads", &self.inboxes.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for Runtime {
+impl Drop for Workers {
     fn drop(&mut self) {
-        for w in &self.workers {
+        for w in &self.inboxes {
             w.stop();
         }
     }
@@ -88,7 +89,7 @@ impl Default for Green {
             threads: None,
             stack_size: Green::DEFAULT_STACK_SIZE,
             active: Arc::default(),
-            runtime: Arc::default(),
+            workers: Arc::default(),
         }
     }
 }
@@ -125,40 +126,44 @@ impl Green {
         })
     }
 
-    fn runtime(&self) -> io::Result<&Runtime> {
-        let runtime = self.runtime.get_or_init(|| {
+    fn workers(&self) -> io::Result<&Workers> {
+        let workers = self.workers.get_or_init(|| {
             let config = Config {
                 stack_size: self.stack_size,
             };
-            let mut workers = Vec::new();
+            let mut inboxes = Vec::new();
             let mut handles = Vec::new();
             for i in 0..self.thread_count() {
-                let (shared, handle) =
-                    runtime::spawn(format!("green {i}"), config, Arc::clone(&self.active))?;
-                workers.push(shared);
+                let active = Arc::clone(&self.active);
+                let (inbox, handle) = worker::spawn(
+                    format!("green {i}"),
+                    config,
+                    Arc::new(move || active.decrement()),
+                )?;
+                inboxes.push(inbox);
                 handles.push(handle);
             }
-            Ok(Runtime {
-                workers,
+            Ok(Workers {
+                inboxes,
                 handles: Mutex::new(handles),
                 next: AtomicUsize::new(0),
             })
         });
-        runtime
+        workers
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
     }
 }
 
-impl Runtime {
+impl Workers {
     /// The least loaded worker; on a tie the calling thread's own worker
     /// (the server loop runs on one: a request it accepts starts right
     /// there, without waking another thread), else round-robin.
-    fn pick(&self) -> &Arc<Shared> {
-        let n = self.workers.len();
+    fn pick(&self) -> &Arc<Inbox> {
+        let n = self.inboxes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .map(|i| &self.workers[(start + i) % n])
+            .map(|i| &self.inboxes[(start + i) % n])
             .min_by_key(|w| (w.load.load(Ordering::Relaxed), !w.is_current()))
             .expect("at least one worker")
     }
@@ -166,10 +171,11 @@ impl Runtime {
 
 impl Strategy for Green {
     fn execute(&self, job: Job, _shutdown: &ShutdownHandle) -> io::Result<()> {
-        let worker = self.runtime()?.pick();
+        let worker = self.workers()?.pick();
         worker.load.fetch_add(1, Ordering::SeqCst);
         self.active.increment();
-        worker.send(Msg::Job(job));
+        let Job { peer, run, .. } = job;
+        worker.send(Msg::Request { peer, run });
         Ok(())
     }
 
@@ -187,7 +193,7 @@ impl Strategy for Green {
         let Some(owned) = server.detach() else {
             return server.serve();
         };
-        let worker = self.runtime()?.pick();
+        let worker = self.workers()?.pick();
         let (done, result) = std::sync::mpsc::sync_channel(1);
         worker.load.fetch_add(1, Ordering::SeqCst);
         worker.send(Msg::Loop {
@@ -210,24 +216,24 @@ impl Strategy for Green {
     }
 
     fn close(&self) {
-        let Some(Ok(runtime)) = self.runtime.get() else {
+        let Some(Ok(workers)) = self.workers.get() else {
             return;
         };
-        for w in &runtime.workers {
+        for w in &workers.inboxes {
             w.stop();
         }
         // Workers exit once their last coroutine ended; wait for them only
         // when none runs (a close after requests were given up on returns).
         if self.active.wait_zero_for(Duration::from_millis(100)) {
-            for handle in runtime.handles.lock().drain(..) {
+            for handle in workers.handles.lock().drain(..) {
                 let _ = handle.join();
             }
         }
     }
 
     fn begin_drain(&self) {
-        if let Some(Ok(runtime)) = self.runtime.get() {
-            for w in &runtime.workers {
+        if let Some(Ok(workers)) = self.workers.get() {
+            for w in &workers.inboxes {
                 w.closing();
             }
         }

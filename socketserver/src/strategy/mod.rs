@@ -347,7 +347,6 @@ impl ActiveCount {
     /// goes on serving its other connections meanwhile.
     pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
         let end = deadline_after(timeout);
-        #[cfg(feature = "green")]
         if crate::green::is_green() {
             while self.get() > 0 {
                 if end.is_some_and(|e| Instant::now() >= e) {
