@@ -298,8 +298,8 @@ fn a_coroutine_that_holds_its_thread_is_reported_with_its_peer() {
     running.stop();
 }
 
-/// About 200 KiB of stack (100 frames of 2 KiB): more than the 64 KiB
-/// default holds.
+/// About 200 KiB of stack (100 frames of 2 KiB): more than a 64 KiB
+/// stack holds.
 #[inline(never)]
 fn deep(n: u32) -> u64 {
     let frame = std::hint::black_box([n as u8; 2048]);
@@ -340,7 +340,7 @@ const OVERFLOW_CHILD: &str = "SOCKETSERVER_TEST_GREEN_OVERFLOW";
 fn a_stack_overflow_hits_the_guard_page_and_ends_the_process_with_sigsegv() {
     if std::env::var_os(OVERFLOW_CHILD).is_some() {
         // The child: a handler that needs 200 KiB on a 64 KiB stack.
-        let running = deep_server(Green::DEFAULT_STACK_SIZE);
+        let running = deep_server(64 * 1024);
         let mut c = tcp_client(&running.address);
         let mut reply = String::new();
         let _ = BufReader::new(&mut c).read_line(&mut reply);

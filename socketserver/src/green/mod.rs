@@ -41,6 +41,7 @@ mod pool;
 mod reactor;
 #[allow(unsafe_code)] // coroutine stacks carved out of mmap'd slabs
 mod stacks;
+mod throttle;
 mod timers;
 pub(crate) mod worker;
 

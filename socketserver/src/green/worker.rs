@@ -17,6 +17,7 @@ use super::current;
 use super::inbox::{Inbox, Msg, Owned, RequestEnded};
 use super::reactor::{Hit, Reactor, Watch};
 use super::stacks::Slabs;
+use super::throttle::Throttle;
 use super::timers::{Key, Timers};
 use crate::Address;
 
@@ -32,6 +33,10 @@ const SHARED_FD_POLL: Duration = Duration::from_millis(1);
 /// are kept mapped while their slab is in use, but their pages go back).
 const STACK_CACHE: usize = 256;
 
+/// At most one "no stack" error per this period (each held back is counted
+/// in the next).
+const NO_STACK_LOG: Duration = Duration::from_secs(10);
+
 /// Settings of a worker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Config {
@@ -44,6 +49,7 @@ pub(crate) fn spawn(
     config: Config,
     request_ended: RequestEnded,
 ) -> io::Result<(Arc<Inbox>, std::thread::JoinHandle<()>)> {
+    super::stacks::report_guards();
     let (reactor, waker) = Reactor::new()?;
     let inbox = Arc::new(Inbox::new(waker, request_ended));
     let handle = Arc::clone(&inbox);
@@ -56,6 +62,7 @@ pub(crate) fn spawn(
             ready: VecDeque::new(),
             timers: Timers::default(),
             slabs: Slabs::new(config.stack_size, STACK_CACHE),
+            no_stack: Throttle::new(NO_STACK_LOG),
         }
         .run();
     })?;
@@ -104,6 +111,8 @@ struct Worker {
     free: Vec<(usize, u32)>,
     ready: VecDeque<(Token, Resume)>,
     timers: Timers,
+    /// "no stack" errors (one per connection closed for want of a stack).
+    no_stack: Throttle,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -234,7 +243,12 @@ impl Worker {
         let stack = match self.slabs.take() {
             Ok(s) => s,
             Err(e) => {
-                log::error!("cannot start the green {who}: no stack: {e}");
+                if let Some(held) = self.no_stack.pass() {
+                    log::error!(
+                        "cannot start the green {who}: no stack: {e} (closing it; {held} more \
+                         since the last such error; see vm.max_map_count and Green::stack_size)"
+                    );
+                }
                 self.inbox.finished(matches!(who, Who::Peer(_)));
                 return; // a job drops: its connection closes
             }

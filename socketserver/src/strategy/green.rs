@@ -35,10 +35,10 @@ use crate::ShutdownHandle;
 /// `docs/green.md`.
 ///
 /// **Stacks**: [`stack_size`](Self::stack_size) bytes each
-/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 64 KiB), with a
-/// guard (four pages) below: a handler that overflows it hits the guard and the
-/// process dies of `SIGSEGV` (as a thread's stack overflow kills the
-/// process); it never writes past its stack into other memory.
+/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 2 MiB as a thread's;
+/// address space: only the pages a request touches cost memory), with a
+/// guard (four pages) below: a handler that overflows it hits the guard and
+/// never writes past its stack into other memory.
 ///
 /// ```
 /// use socketserver::{Green, Server, StreamRequest};
@@ -95,11 +95,13 @@ impl Default for Green {
 }
 
 impl Green {
-    /// Default usable stack of a coroutine: 64 KiB (plus its guard;
-    /// only touched pages cost memory).
-    pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
+    /// Default usable stack of a coroutine: 2 MiB, what `Threading`'s
+    /// threads get (plus its guard). Address space: only touched pages cost
+    /// memory, and a stack that comes back gives back the pages below its
+    /// top 32 KiB that a deep request touched.
+    pub const DEFAULT_STACK_SIZE: usize = 2 * 1024 * 1024;
 
-    /// Default settings: one worker per available core, 64 KiB stacks.
+    /// Default settings: one worker per available core, 2 MiB stacks.
     pub fn new() -> Green {
         Green::default()
     }
@@ -111,8 +113,9 @@ impl Green {
         self
     }
 
-    /// Usable stack of each coroutine in bytes (default 64 KiB; at least
-    /// 16 KiB). Deep recursion or large local arrays in a handler need more.
+    /// Usable stack of each coroutine in bytes (default 2 MiB; at least
+    /// 16 KiB). Deep recursion or large local arrays in a handler need more;
+    /// a smaller one saves address space, not memory.
     #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Green {
         self.stack_size = bytes.max(16 * 1024);
