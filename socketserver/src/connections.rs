@@ -60,6 +60,9 @@ pub struct Stats {
     /// Datagrams dropped unread because they were larger than
     /// `max_datagram_size` (not counted in `accepted`).
     pub oversized: u64,
+    /// Requests whose handler overflowed its stack under `Green` (each
+    /// ended alone, its connection closed; also counted in `failed`).
+    pub stack_overflows: u64,
 }
 
 /// Limits on stream connections.
@@ -82,6 +85,9 @@ pub(crate) struct Watch {
     idle: AtomicBool,
     /// Shut down by `max_lifetime` already (cut and logged once).
     expired: AtomicBool,
+    /// The address counted against `max_per_ip` for it, if any (as the
+    /// registration's, for [`Registration::on_abandon`]).
+    ip: Mutex<Option<IpAddr>>,
 }
 
 impl Watch {
@@ -141,6 +147,8 @@ pub(crate) struct Registry {
     pub(crate) failed: AtomicU64,
     /// Datagrams dropped for being larger than `max_datagram_size`.
     pub(crate) oversized: AtomicU64,
+    /// Requests abandoned after a stack overflow (`Green`).
+    stack_overflows: AtomicU64,
     /// Requests running in this process now.
     running: AtomicUsize,
     /// Connections closed by the drain while idle.
@@ -179,6 +187,7 @@ impl Registration {
         }
         live.per_ip.insert(ip, n + 1);
         self.ip = Some(ip);
+        *self.watch.ip.lock() = Some(ip);
         Ok(())
     }
 
@@ -195,6 +204,23 @@ impl Registration {
     /// Counts this connection as closed by the drain while idle.
     pub(crate) fn count_idle_closed(&self) {
         self.registry.idle_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What gives this connection's place back if its running request is
+    /// abandoned where it stands (a stack overflow under `Green`: this
+    /// registration is leaked, never dropped): its socket, and a closure
+    /// that deregisters it, ends the request's count as running and counts
+    /// it as failed and overflowed.
+    pub(crate) fn on_abandon(&self) -> (RawFd, impl FnOnce() + Send + 'static) {
+        let registry = Arc::clone(&self.registry);
+        let watch = Arc::clone(&self.watch);
+        let id = self.id;
+        (self.watch.fd, move || {
+            registry.deregister(id, *watch.ip.lock());
+            registry.running.fetch_sub(1, Ordering::SeqCst);
+            registry.failed.fetch_add(1, Ordering::Relaxed);
+            registry.stack_overflows.fetch_add(1, Ordering::Relaxed);
+        })
     }
 }
 
@@ -226,6 +252,7 @@ impl Registry {
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
+            stack_overflows: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
             last_refusal_log: Mutex::new(None),
@@ -260,6 +287,7 @@ impl Registry {
             completed: self.completed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
+            stack_overflows: self.stack_overflows.load(Relaxed),
         }
     }
 
@@ -324,6 +352,7 @@ impl Registry {
             since: Instant::now(),
             idle: AtomicBool::new(false),
             expired: AtomicBool::new(false),
+            ip: Mutex::new(ip.filter(|_| self.limits.max_per_ip.is_some())),
         });
         live.fds.insert(id, Arc::clone(&watch));
         if live.cut {

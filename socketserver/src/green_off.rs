@@ -50,3 +50,12 @@ pub(crate) fn poll_read(
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     crate::sys::wait_writable(fd, timeout)
 }
+
+/// Nothing is ever abandoned without the feature.
+#[must_use]
+pub(crate) struct Abandon;
+
+/// Nothing to register without the feature.
+pub(crate) fn on_abandon(_fd: RawFd, _release: impl FnOnce() + 'static) -> Abandon {
+    Abandon
+}

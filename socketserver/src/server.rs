@@ -1171,6 +1171,11 @@ where
             log::debug!("{peer} refused by verify_request");
             return;
         }
+        // Should the request's coroutine be abandoned (a stack overflow
+        // under `Green`), its worker closes the socket and releases this.
+        let abandon = registration
+            .as_ref()
+            .map(crate::connections::Registration::on_abandon);
         let stop = self.strategy.runs_inline().then(|| Stop::Server {
             wake: self.wake.clone(),
             handle: self.shutdown.clone(),
@@ -1197,6 +1202,7 @@ where
         let tls = self.tls.clone();
         let job = Job::new(peer, move || {
             let _running = registry.start_request();
+            let _abandon = abandon.map(|(fd, release)| crate::green::on_abandon(fd, release));
             if let (Some(gate), Some(stream)) = (&proxy, req.as_stream()) {
                 if !crate::proxy::admit(stream, gate, &registry, |a| handler.verify(a)) {
                     return false;

@@ -38,6 +38,9 @@ pub(crate) enum Resume {
 pub(crate) enum Ended {
     /// Its body returned.
     Returned,
+    /// It ran into the guard below its stack: its body was abandoned where
+    /// it stood, its stack reset (see `overflow`).
+    Overflowed,
 }
 
 /// The yielder of a worker's coroutines.

@@ -32,11 +32,15 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+#[allow(unsafe_code)] // closes an abandoned request's socket
+mod abandon;
 mod coroutine;
 #[allow(unsafe_code)] // a pointer to the running coroutine's yielder, kept in a thread-local
 mod current;
 pub(crate) mod inbox;
 mod io;
+#[allow(unsafe_code)] // the fault handler that ends an overflowing coroutine alone
+mod overflow;
 mod pool;
 mod reactor;
 #[allow(unsafe_code)] // coroutine stacks carved out of mmap'd slabs
@@ -54,6 +58,7 @@ use parking_lot::Mutex;
 use coroutine::Suspend;
 use current as green_current;
 
+pub(crate) use abandon::on_abandon;
 pub(crate) use io::{poll_read, read, timeout_set, wait_writable, write};
 
 pub use pool::MAX_HELPERS;

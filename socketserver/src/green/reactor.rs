@@ -70,6 +70,12 @@ fn with_own_fd<R>(fd: RawFd, f: impl FnOnce(&mut FdState) -> R) -> Option<R> {
     with_fd(fd, |s| (s.owner == me).then(|| f(s))).flatten()
 }
 
+/// Whether this thread's table of descriptors can be used: `false` when a
+/// coroutine was abandoned (a stack overflow) while it held it borrowed.
+pub(crate) fn consistent() -> bool {
+    FDS.with(|fds| fds.try_borrow_mut().is_ok())
+}
+
 /// Whether the running coroutine knows that `fd` has nothing to read (or no
 /// room to write) since its last read (write): then it waits for the
 /// reactor's event without trying the call first.

@@ -104,6 +104,8 @@ pub(crate) fn report_guards() {
 pub(crate) struct SlabStack {
     base: StackPointer,
     limit: StackPointer,
+    /// Bytes of its guard, at `limit`.
+    guard: usize,
     slab: usize,
     slot: usize,
 }
@@ -141,7 +143,7 @@ struct Slab {
 /// the system whole.
 pub(crate) struct Slabs {
     /// Usable bytes of a stack (whole pages).
-    size: usize,
+    pub(crate) size: usize,
     /// Bytes of the guard below each stack (whole pages).
     guard: usize,
     slabs: Vec<Option<Slab>>,
@@ -175,6 +177,13 @@ fn page_size() -> usize {
         .ok()
         .filter(|p| p.is_power_of_two())
         .unwrap_or(4096)
+}
+
+impl SlabStack {
+    /// Its guard: `[lo, hi)`.
+    pub(crate) fn guard(&self) -> (usize, usize) {
+        (self.limit.get(), self.limit.get() + self.guard)
+    }
 }
 
 impl Slabs {
@@ -257,6 +266,7 @@ impl Slabs {
         Ok(SlabStack {
             base: pointer(start + guard + size)?,
             limit: pointer(start)?,
+            guard,
             slab: index,
             slot,
         })

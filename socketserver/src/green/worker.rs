@@ -19,6 +19,7 @@ use super::reactor::{Hit, Reactor, Watch};
 use super::stacks::Slabs;
 use super::throttle::Throttle;
 use super::timers::{Key, Timers};
+use super::{abandon, overflow, reactor};
 use crate::Address;
 
 /// A coroutine that runs longer than this without suspending is reported:
@@ -37,6 +38,9 @@ const STACK_CACHE: usize = 256;
 /// in the next).
 const NO_STACK_LOG: Duration = Duration::from_secs(10);
 
+/// At most one stack overflow report per this period per worker.
+const OVERFLOW_LOG: Duration = Duration::from_secs(1);
+
 /// Settings of a worker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Config {
@@ -54,6 +58,7 @@ pub(crate) fn spawn(
     let inbox = Arc::new(Inbox::new(waker, request_ended));
     let handle = Arc::clone(&inbox);
     let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let _alt_stack = overflow::prepare_thread();
         Worker {
             inbox: Owned::new(handle),
             reactor,
@@ -63,6 +68,7 @@ pub(crate) fn spawn(
             timers: Timers::default(),
             slabs: Slabs::new(config.stack_size, STACK_CACHE),
             no_stack: Throttle::new(NO_STACK_LOG),
+            overflows: Throttle::new(OVERFLOW_LOG),
         }
         .run();
     })?;
@@ -90,6 +96,8 @@ enum State {
 /// A coroutine of this worker and what the worker knows of it.
 struct Task {
     co: Co,
+    /// Its stack's guard, `[lo, hi)`.
+    guard: (usize, usize),
     who: Who,
     generation: u32,
     state: State,
@@ -113,6 +121,8 @@ struct Worker {
     timers: Timers,
     /// "no stack" errors (one per connection closed for want of a stack).
     no_stack: Throttle,
+    /// Stack overflow reports.
+    overflows: Throttle,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -253,6 +263,7 @@ impl Worker {
                 return; // a job drops: its connection closes
             }
         };
+        let guard = stack.guard();
         let co = Co::with_stack(stack, move |yielder: &Yielder, _first: Resume| {
             let _current = current::enter(yielder);
             run();
@@ -267,6 +278,7 @@ impl Worker {
         };
         self.tasks[index] = Some(Task {
             co,
+            guard,
             who,
             generation,
             state: State::Runnable,
@@ -295,7 +307,9 @@ impl Worker {
         };
         let started = Instant::now();
         current::set_running(token);
+        overflow::arm(&task.co, task.guard);
         let result = task.co.resume(why);
+        overflow::disarm();
         current::set_running(current::NOBODY);
         let ran = started.elapsed();
         if ran > SLOW_RESUME {
@@ -441,7 +455,7 @@ impl Worker {
     }
 
     /// A coroutine ended: its stack goes back to the slabs.
-    fn end(&mut self, token: Token, _ended: Ended) {
+    fn end(&mut self, token: Token, ended: Ended) {
         let (index, generation) = split(token);
         let Some(task) = self.tasks.get_mut(index).and_then(Option::take) else {
             return;
@@ -449,16 +463,62 @@ impl Worker {
         if let Some(key) = task.timer {
             self.timers.remove(&key);
         }
+        let overflowed = ended == Ended::Overflowed;
+        if overflowed {
+            self.overflowed(&task);
+        }
         // A server loop's descriptors stay open (the listening and wake-up
         // sockets): they leave this epoll, or every new connection would
-        // wake this worker for nothing.
+        // wake this worker for nothing. So do those of an abandoned
+        // request, which may live on in a copy (`try_clone`).
         let is_loop = matches!(task.who, Who::Loop(_));
-        self.reactor.forget(token, &task.fds, is_loop);
+        self.reactor.forget(token, &task.fds, is_loop || overflowed);
+        if overflowed {
+            // The request's socket closes, its place in the registry goes.
+            abandon::release(token);
+        }
         self.free.push((index, generation));
         // A closing worker keeps the touched pages: its slabs all go soon,
         // in a few `munmap`s rather than one `madvise` per stack.
         let closing = self.inbox.is_closing();
         self.slabs.give(task.co.into_stack(), !closing);
         self.inbox.finished(matches!(task.who, Who::Peer(_)));
+    }
+
+    /// Coroutine `token` ran into its stack's guard and was abandoned (see
+    /// `overflow`): this worker goes on if its own state is sound, and
+    /// reports it.
+    fn overflowed(&mut self, task: &Task) {
+        // Its body never reached the end of `current::enter`'s guard.
+        current::forget();
+        if !reactor::consistent() || !abandon::consistent() {
+            // Abandoned in the middle of the worker's own bookkeeping.
+            log::error!(
+                "green {}: stack overflow (stack_size {}) inside the worker's own state: \
+                 aborting the process",
+                task.who,
+                self.slabs.size
+            );
+            std::process::abort();
+        }
+        if let Who::Loop(_) = task.who {
+            // `serve_forever` waits for a reply that lived on that stack.
+            log::error!(
+                "green {}: stack overflow (stack_size {}) in the server loop (verify_request, \
+                 service_actions): aborting the process",
+                task.who,
+                self.slabs.size
+            );
+            std::process::abort();
+        }
+        if let Some(held) = self.overflows.pass() {
+            log::error!(
+                "green {}: stack overflow (stack_size {}): its connection is closed, what it \
+                 held on its stack is leaked ({held} more overflows since the last report); \
+                 raise Green::stack_size",
+                task.who,
+                self.slabs.size
+            );
+        }
     }
 }
