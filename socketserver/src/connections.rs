@@ -63,6 +63,10 @@ pub struct Stats {
     /// Requests whose handler overflowed its stack under `Green` (each
     /// ended alone, its connection closed; also counted in `failed`).
     pub stack_overflows: u64,
+    /// Milliseconds `Green`'s workers were held by requests that ran 1 ms
+    /// or more without yielding (a blocking call in a handler), summed over
+    /// the workers; 0 under the other strategies.
+    pub green_blocked_ms: u64,
 }
 
 /// Limits on stream connections.
@@ -288,6 +292,7 @@ impl Registry {
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
             stack_overflows: self.stack_overflows.load(Relaxed),
+            green_blocked_ms: 0,
         }
     }
 

@@ -773,6 +773,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         let mut stats = self.core.registry.stats();
         stats.active = self.running_requests();
         stats.accepted += self.core.strategy.accepted_elsewhere();
+        stats.green_blocked_ms = self.core.strategy.blocked_ms();
         stats
     }
 

@@ -37,6 +37,7 @@ mod abandon;
 mod coroutine;
 #[allow(unsafe_code)] // a pointer to the running coroutine's yielder, kept in a thread-local
 mod current;
+mod detector;
 pub(crate) mod inbox;
 mod io;
 #[allow(unsafe_code)] // the fault handler that ends an overflowing coroutine alone

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use mio::Token;
 
 use super::coroutine::{Co, Ended, Resume, Suspend, Who, Yielder};
 use super::current;
+use super::detector::Detector;
 use super::inbox::{Inbox, Msg, Owned, RequestEnded};
 use super::reactor::{Hit, Reactor, Watch};
 use super::stacks::Slabs;
@@ -42,9 +44,12 @@ const NO_STACK_LOG: Duration = Duration::from_secs(10);
 const OVERFLOW_LOG: Duration = Duration::from_secs(1);
 
 /// Settings of a worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) stack_size: usize,
+    /// Microseconds the workers were blocked by coroutines that did not
+    /// yield (see `detector`).
+    pub(crate) blocked_us: Arc<AtomicU64>,
 }
 
 /// Starts a worker thread named `name`; returns its inbox.
@@ -69,6 +74,7 @@ pub(crate) fn spawn(
             slabs: Slabs::new(config.stack_size, STACK_CACHE),
             no_stack: Throttle::new(NO_STACK_LOG),
             overflows: Throttle::new(OVERFLOW_LOG),
+            detector: Detector::new(config.blocked_us),
         }
         .run();
     })?;
@@ -123,6 +129,7 @@ struct Worker {
     no_stack: Throttle,
     /// Stack overflow reports.
     overflows: Throttle,
+    detector: Detector,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -302,7 +309,13 @@ impl Worker {
     }
 
     fn resume(&mut self, token: Token, why: Resume) {
-        let Some(task) = self.task_mut(token) else {
+        let (index, generation) = split(token);
+        let Some(task) = self
+            .tasks
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|t| t.generation == generation)
+        else {
             return;
         };
         let started = Instant::now();
@@ -311,7 +324,10 @@ impl Worker {
         let result = task.co.resume(why);
         overflow::disarm();
         current::set_running(current::NOBODY);
-        let ran = started.elapsed();
+        let now = Instant::now();
+        let ran = now.saturating_duration_since(started);
+        self.detector.ran(ran, &task.who);
+        self.detector.tick(now);
         if ran > SLOW_RESUME {
             log::warn!(
                 "green {} ran {} ms without yielding, stalling every other \

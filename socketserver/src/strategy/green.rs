@@ -1,5 +1,5 @@
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -57,6 +57,8 @@ pub struct Green {
     threads: Option<usize>,
     stack_size: usize,
     active: Arc<ActiveCount>,
+    /// Microseconds its workers were blocked (see `blocked_ms`).
+    blocked_us: Arc<AtomicU64>,
     workers: Arc<OnceLock<io::Result<Workers>>>,
 }
 
@@ -89,6 +91,7 @@ impl Default for Green {
             threads: None,
             stack_size: Green::DEFAULT_STACK_SIZE,
             active: Arc::default(),
+            blocked_us: Arc::default(),
             workers: Arc::default(),
         }
     }
@@ -133,6 +136,7 @@ impl Green {
         let workers = self.workers.get_or_init(|| {
             let config = Config {
                 stack_size: self.stack_size,
+                blocked_us: Arc::clone(&self.blocked_us),
             };
             let mut inboxes = Vec::new();
             let mut handles = Vec::new();
@@ -140,7 +144,7 @@ impl Green {
                 let active = Arc::clone(&self.active);
                 let (inbox, handle) = worker::spawn(
                     format!("green {i}"),
-                    config,
+                    config.clone(),
                     Arc::new(move || active.decrement()),
                 )?;
                 inboxes.push(inbox);
@@ -252,5 +256,9 @@ impl Strategy for Green {
 
     fn name(&self) -> &'static str {
         "green"
+    }
+
+    fn blocked_ms(&self) -> u64 {
+        self.blocked_us.load(Ordering::Relaxed) / 1000
     }
 }

@@ -176,6 +176,15 @@ pub trait Strategy: Send + Sync + 'static {
         self.active() == 0
     }
 
+    /// Milliseconds the strategy's threads were held by requests that did
+    /// not let the others run (`Green`: coroutines that ran 1 ms or more
+    /// without yielding); reported as
+    /// [`Stats::green_blocked_ms`](crate::Stats::green_blocked_ms).
+    /// Default: 0.
+    fn blocked_ms(&self) -> u64 {
+        0
+    }
+
     /// The drain deadline passed: stop running requests that the server
     /// cannot reach through their sockets (Forking: SIGKILL to the
     /// children). Default: nothing.
@@ -262,6 +271,9 @@ impl Strategy for Box<dyn Strategy> {
     }
     fn wait_idle(&self, timeout: Duration) -> bool {
         (**self).wait_idle(timeout)
+    }
+    fn blocked_ms(&self) -> u64 {
+        (**self).blocked_ms()
     }
     fn terminate(&self) {
         (**self).terminate()
