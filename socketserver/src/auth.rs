@@ -314,7 +314,6 @@ impl<'a, S: Read + Write + AsFd> Deadline<'a, S> {
         } else {
             socket.set_read_timeout(t)?;
         }
-        #[cfg(feature = "green")]
         crate::green::timeout_set(
             std::os::fd::AsRawFd::as_raw_fd(&self.stream.as_fd()),
             write,

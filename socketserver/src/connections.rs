@@ -74,6 +74,13 @@ pub struct Stats {
     /// process that served the connection (not under `Forking` or
     /// `PreFork`).
     pub peer_gone: u64,
+    /// Requests whose handler overflowed its stack under `Green` (each
+    /// ended alone, its connection closed; also counted in `failed`).
+    pub stack_overflows: u64,
+    /// Milliseconds `Green`'s workers were held by requests that ran 1 ms
+    /// or more without yielding (a blocking call in a handler), summed over
+    /// the workers; 0 under the other strategies.
+    pub green_blocked_ms: u64,
 }
 
 /// Limits on stream connections.
@@ -102,6 +109,9 @@ pub(crate) struct Watch {
     expired: AtomicBool,
     /// Holds a place in the pre-handler budget.
     pre_handler: AtomicBool,
+    /// The address counted against `max_per_ip` for it, if any (as the
+    /// registration's, for [`Registration::on_abandon`]).
+    ip: Mutex<Option<IpAddr>>,
 }
 
 impl Watch {
@@ -153,6 +163,8 @@ pub(crate) struct Registry {
     /// Connections whose peer vanished (see [`Stats::peer_gone`]).
     peer_gone: AtomicU64,
     last_peer_gone_log: Mutex<Option<Instant>>,
+    /// Requests abandoned after a stack overflow (`Green`).
+    stack_overflows: AtomicU64,
     /// Requests running in this process now.
     running: AtomicUsize,
     /// Connections closed by the drain while idle.
@@ -193,6 +205,7 @@ impl Registration {
         }
         live.per_ip.insert(ip, n + 1);
         self.ip = Some(ip);
+        *self.watch.ip.lock() = Some(ip);
         Ok(())
     }
 
@@ -236,6 +249,23 @@ impl Registration {
             self.registry.evict_over(&mut live, max);
         }
     }
+
+    /// What gives this connection's place back if its running request is
+    /// abandoned where it stands (a stack overflow under `Green`: this
+    /// registration is leaked, never dropped): its socket, and a closure
+    /// that deregisters it, ends the request's count as running and counts
+    /// it as failed and overflowed.
+    pub(crate) fn on_abandon(&self) -> (RawFd, impl FnOnce() + Send + 'static) {
+        let registry = Arc::clone(&self.registry);
+        let watch = Arc::clone(&self.watch);
+        let id = self.id;
+        (self.watch.fd, move || {
+            registry.deregister(id, *watch.ip.lock());
+            registry.running.fetch_sub(1, Ordering::SeqCst);
+            registry.failed.fetch_add(1, Ordering::Relaxed);
+            registry.stack_overflows.fetch_add(1, Ordering::Relaxed);
+        })
+    }
 }
 
 /// Counts a request as running while it lives.
@@ -268,6 +298,7 @@ impl Registry {
             oversized: AtomicU64::new(0),
             peer_gone: AtomicU64::new(0),
             last_peer_gone_log: Mutex::new(None),
+            stack_overflows: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
             refusal_log: crate::throttle::Throttle::default(),
@@ -305,6 +336,8 @@ impl Registry {
             failed: self.failed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
             peer_gone: self.peer_gone.load(Relaxed),
+            stack_overflows: self.stack_overflows.load(Relaxed),
+            green_blocked_ms: 0,
         }
     }
 
@@ -385,6 +418,7 @@ impl Registry {
             idle: AtomicBool::new(false),
             expired: AtomicBool::new(false),
             pre_handler: AtomicBool::new(budget.is_some()),
+            ip: Mutex::new(ip.filter(|_| self.limits.max_per_ip.is_some())),
         });
         live.fds.insert(id, Arc::clone(&watch));
         if live.cut {

@@ -372,10 +372,7 @@ pub(crate) fn route_panics_to_log() {
 /// whose panics are all caught and logged. (`IN_HANDLER` is per thread, and
 /// coroutines of one thread interleave, so it cannot tell for them.)
 fn in_green_request() -> bool {
-    #[cfg(feature = "green")]
-    return crate::green::is_green();
-    #[cfg(not(feature = "green"))]
-    false
+    crate::green::is_green()
 }
 
 /// Runs `f`, turning an error or a panic into a [`RequestError`].

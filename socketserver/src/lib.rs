@@ -131,6 +131,9 @@ mod error;
 pub mod framing;
 #[cfg(feature = "green")]
 pub mod green;
+#[cfg(not(feature = "green"))]
+#[path = "green_off.rs"]
+mod green;
 mod handler;
 mod ipnet;
 #[cfg(feature = "metrics")]

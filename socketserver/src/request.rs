@@ -53,7 +53,6 @@ impl Conn {
     /// Sets the read timeout (`None` = block forever).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_new_read_timeout(t)?;
-        #[cfg(feature = "green")]
         crate::green::timeout_set(std::os::fd::AsRawFd::as_raw_fd(self), false, t);
         Ok(())
     }
@@ -61,7 +60,6 @@ impl Conn {
     /// Sets the write timeout (`None` = block forever).
     pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_new_write_timeout(t)?;
-        #[cfg(feature = "green")]
         crate::green::timeout_set(std::os::fd::AsRawFd::as_raw_fd(self), true, t);
         Ok(())
     }
@@ -90,14 +88,12 @@ impl Conn {
 impl Read for &Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Under `Green`: wait in the reactor, not in the kernel.
-        #[cfg(feature = "green")]
         if crate::green::is_green() {
             return crate::green::read(self, buf);
         }
         both!(*self, s => (&*s).read(buf))
     }
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        #[cfg(feature = "green")]
         if crate::green::is_green() {
             return match bufs.iter_mut().find(|b| !b.is_empty()) {
                 Some(buf) => crate::green::read(self, buf),
@@ -110,14 +106,12 @@ impl Read for &Conn {
 
 impl Write for &Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        #[cfg(feature = "green")]
         if crate::green::is_green() {
             return crate::green::write(self, buf);
         }
         both!(*self, s => (&*s).write(buf))
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        #[cfg(feature = "green")]
         if crate::green::is_green() {
             let buf = bufs
                 .iter()
@@ -1155,10 +1149,7 @@ impl Write for StreamRequest {
 
 // `poll(2)` for room in a socket's send buffer, or the reactor's in a green
 // coroutine.
-#[cfg(feature = "green")]
 use crate::green::wait_writable;
-#[cfg(not(feature = "green"))]
-use crate::sys::wait_writable;
 
 /// A datagram socket of the server: UDP or Unix datagram. Shared by every
 /// request of the server, so a handler can send to any peer (a chat relay).

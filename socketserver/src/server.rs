@@ -287,10 +287,7 @@ where
 /// The graceful close's pause between looks at the loop: in a green
 /// coroutine (a handler closing a server) only that coroutine waits.
 fn nap() {
-    #[cfg(feature = "green")]
     crate::green::sleep(Duration::from_millis(1));
-    #[cfg(not(feature = "green"))]
-    std::thread::sleep(Duration::from_millis(1));
 }
 
 /// The server loop's wait for its socket or its wake-up socket (see
@@ -301,7 +298,6 @@ fn wait_ready(
     wake: std::os::fd::RawFd,
     timeout: Option<Duration>,
 ) -> io::Result<sys::Ready> {
-    #[cfg(feature = "green")]
     if crate::green::is_green() {
         return crate::green::poll_read(socket, wake, timeout);
     }
@@ -479,6 +475,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         let mut stats = self.core.registry.stats();
         stats.active = self.running_requests();
         stats.accepted += self.core.strategy.accepted_elsewhere();
+        stats.green_blocked_ms = self.core.strategy.blocked_ms();
         stats
     }
 
@@ -904,6 +901,11 @@ where
         {
             return;
         }
+        // Should the request's coroutine be abandoned (a stack overflow
+        // under `Green`), its worker closes the socket and releases this.
+        let abandon = registration
+            .as_ref()
+            .map(crate::connections::Registration::on_abandon);
         let stop = self.strategy.runs_inline().then(|| Stop::Server {
             wake: self.wake.clone(),
             handle: self.shutdown.clone(),
@@ -928,8 +930,11 @@ where
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
         let pipeline = Arc::clone(&self.pipeline);
-        let job = Job::new(peer, move || pipeline.run(req, &*handler, &registry))
-            .with_server_fds(server_fds);
+        let job = Job::new(peer, move || {
+            let _abandon = abandon.map(|(fd, release)| crate::green::on_abandon(fd, release));
+            pipeline.run(req, &*handler, &registry)
+        })
+        .with_server_fds(server_fds);
         let peer_for_log = job.peer().clone();
         if let Err(e) = self.strategy.execute(job, &self.shutdown) {
             log::error!(

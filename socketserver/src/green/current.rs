@@ -1,5 +1,6 @@
-//! The coroutine running on this thread under the `Green` strategy, as
-//! far as blocking calls need it: a way to suspend it.
+//! The coroutine running on this thread under the `Green` strategy: its
+//! token in the worker's table (for the reactor's bookkeeping), and a way
+//! to suspend it (for blocking calls).
 //!
 //! Only a pointer to its `Yielder` can be kept in a thread-local (the
 //! yielder lives on the coroutine's own stack, borrowed by its body), hence
@@ -7,10 +8,28 @@
 
 use std::cell::Cell;
 
-use crate::green::runtime::{Resume, Suspend, Yielder};
+use mio::Token;
+
+use super::coroutine::{Resume, Suspend, Yielder};
+
+/// No coroutine (the owner of an unregistered descriptor, the current
+/// coroutine while the scheduler runs).
+pub(crate) const NOBODY: Token = Token(usize::MAX - 1);
 
 thread_local! {
     static CURRENT: Cell<*const Yielder> = const { Cell::new(std::ptr::null()) };
+    /// The coroutine running now on this thread (`NOBODY` in the scheduler).
+    static RUNNING: Cell<Token> = const { Cell::new(NOBODY) };
+}
+
+/// The token of the coroutine running on this thread (`NOBODY` outside one).
+pub(crate) fn running() -> Token {
+    RUNNING.with(Cell::get)
+}
+
+/// The worker is about to resume (`NOBODY`: has resumed) coroutine `token`.
+pub(crate) fn set_running(token: Token) {
+    RUNNING.with(|r| r.set(token));
 }
 
 /// Marks `yielder` as the coroutine running on this thread, until the
@@ -26,8 +45,14 @@ pub(crate) struct Entered;
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.set(std::ptr::null()));
+        forget();
     }
+}
+
+/// Clears the mark: the body ended, or was abandoned on its stack (a stack
+/// overflow: its `Entered` guard never drops).
+pub(crate) fn forget() {
+    CURRENT.with(|c| c.set(std::ptr::null()));
 }
 
 /// Whether code runs in a green coroutine on this thread.
@@ -46,13 +71,14 @@ pub(crate) fn suspend(why: Suspend) -> Option<Resume> {
     // coroutines, which must not see this one as current.
     CURRENT.with(|c| c.set(std::ptr::null()));
     // SAFETY: `ptr` is non-null only between `enter` and the drop of its
-    // guard, i.e. while the body of the coroutine that owns the yielder
-    // runs, on this thread (coroutines never move between threads: the
-    // `Coroutine` is not `Send`). It is cleared before every suspension
-    // (just above) and set again only when that same coroutine is
-    // resumed (just below, on its own stack), so whenever it is read
-    // here it points at the yielder of the coroutine executing this
-    // very code, which outlives the call.
+    // guard (or `forget`, when the worker abandons a coroutine after a
+    // stack overflow), i.e. while the body of the coroutine that owns the
+    // yielder runs, on this thread (coroutines never move between threads:
+    // the `Coroutine` is not `Send`). It is cleared before every
+    // suspension (just above) and set again only when that same coroutine
+    // is resumed (just below, on its own stack), so whenever it is read
+    // here it points at the yielder of the coroutine executing this very
+    // code, which outlives the call.
     let resumed = unsafe { (*ptr).suspend(why) };
     CURRENT.with(|c| c.set(ptr));
     Some(resumed)

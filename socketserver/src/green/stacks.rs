@@ -2,6 +2,13 @@
 //! ("slabs") of [`PER_SLAB`] stacks each, every
 //! stack with its own guard page below it.
 //!
+//! The guards are guard regions (`madvise(MADV_GUARD_INSTALL)`, Linux
+//! 6.13) where the kernel has them: a slab stays one mapping, so that
+//! `vm.max_map_count` (65,530 by default) does not cap the connections.
+//! Elsewhere they are `PROT_NONE` pages (`mprotect`), which split the slab
+//! into two mappings per stack in use: about 32,000 connections at most
+//! under the default `vm.max_map_count`, which is logged at start-up.
+//!
 //! One mapping per stack (corosensei's `DefaultStack`) costs an `mmap`, an
 //! `mprotect` and a `munmap` per stack; tearing down 10,000 connections
 //! then spends a third of its time unmapping (each `munmap` also flushes
@@ -13,6 +20,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::num::NonZeroUsize;
+use std::sync::OnceLock;
 
 use corosensei::stack::{Stack, StackPointer};
 
@@ -26,20 +34,86 @@ pub(crate) const PER_SLAB: usize = 64;
 /// memory.
 const GUARD_PAGES: usize = 4;
 
+/// Pages at the top of a stack that keep their memory when the stack goes
+/// back to its slab (what a plain request touches: the handler's frames,
+/// its buffers on the stack). Pages below them, touched by a deep request,
+/// are given back then (one `madvise`), so that one deep request does not
+/// hold its memory for as long as the stack is cached.
+const KEPT_PAGES: usize = 8;
+
+/// `madvise` advice that installs guard regions (Linux 6.13; not in every
+/// libc yet).
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Whether this kernel installs guard regions with `madvise`: tried once,
+/// on a page of its own.
+pub(crate) fn guard_regions() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let page = page_size();
+        // SAFETY: a fresh anonymous private page at an address of the
+        // kernel's choosing, unmapped before the block ends: nothing else
+        // can use it.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if addr == libc::MAP_FAILED {
+                return false;
+            }
+            let supported = libc::madvise(addr, page, MADV_GUARD_INSTALL) == 0;
+            libc::munmap(addr, page);
+            supported
+        }
+    })
+}
+
+/// Logs, once per process, how the guards are made, and when they cost a
+/// mapping each, how many connections `vm.max_map_count` allows.
+pub(crate) fn report_guards() {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        if guard_regions() {
+            log::debug!("green stacks: guard regions by madvise: one mapping per 64 stacks");
+            return;
+        }
+        let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok());
+        let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
+        match max {
+            Some(max) => log::warn!(
+                "green stacks: this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13):                  each connection's stack costs 2 memory mappings, so vm.max_map_count ({max},                  {used} in use) caps this process near {} connections; past it new                  connections are closed at once",
+                max.saturating_sub(used) / 2
+            ),
+            None => log::warn!(
+                "green stacks: this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13):                  each connection's stack costs 2 memory mappings, limited by vm.max_map_count"
+            ),
+        }
+    });
+}
+
 /// A coroutine stack: one slot of a slab, with a guard below it.
 /// Plain data; it must go back to the [`Slabs`] it came from.
 #[derive(Debug)]
 pub(crate) struct SlabStack {
     base: StackPointer,
     limit: StackPointer,
+    /// Bytes of its guard, at `limit`.
+    guard: usize,
     slab: usize,
     slot: usize,
 }
 
-// SAFETY: `limit..base` is one slot: its guard (`PROT_NONE` pages at
-// `limit`: the stack grows down into them) and above it the readable and
-// writable stack (made so by `Slabs::take` before it hands the stack
-// out), at least `MIN_STACK_SIZE` bytes. Corosensei wants the guard
+// SAFETY: `limit..base` is one slot: its guard (a guard region or
+// `PROT_NONE` pages at `limit`: the stack grows down into them) and above
+// it the readable and writable stack (made so by `Slabs::take` before it
+// hands the stack out), at least `MIN_STACK_SIZE` bytes. Corosensei wants the guard
 // counted in `limit`. Both are page aligned, so 16-byte aligned.
 // The range stays mapped as long as the stack is in use: a slab is only
 // unmapped once every slot of it was given back, or when the `Slabs`
@@ -59,7 +133,8 @@ struct Slab {
     addr: usize,
     /// Slots not handed out (bit i: slot i).
     free: u64,
-    /// Slots made readable and writable once already.
+    /// Slots made usable once already (their guard installed, their
+    /// stack made readable and writable).
     usable: u64,
 }
 
@@ -68,7 +143,7 @@ struct Slab {
 /// the system whole.
 pub(crate) struct Slabs {
     /// Usable bytes of a stack (whole pages).
-    size: usize,
+    pub(crate) size: usize,
     /// Bytes of the guard below each stack (whole pages).
     guard: usize,
     slabs: Vec<Option<Slab>>,
@@ -78,6 +153,11 @@ pub(crate) struct Slabs {
     spare: usize,
     /// Spare stacks to keep mapped (with their touched pages).
     keep: usize,
+    /// Bytes at the top of a stack that keep their pages when it comes back.
+    kept: usize,
+    /// Guards are guard regions in a readable and writable slab (else
+    /// `PROT_NONE` pages, the stacks made usable by `mprotect`).
+    guard_regions: bool,
 }
 
 impl std::fmt::Debug for Slabs {
@@ -99,6 +179,13 @@ fn page_size() -> usize {
         .unwrap_or(4096)
 }
 
+impl SlabStack {
+    /// Its guard: `[lo, hi)`.
+    pub(crate) fn guard(&self) -> (usize, usize) {
+        (self.limit.get(), self.limit.get() + self.guard)
+    }
+}
+
 impl Slabs {
     /// Stacks of at least `size` usable bytes; about `keep` spare ones
     /// stay mapped for reuse.
@@ -111,6 +198,8 @@ impl Slabs {
                 .checked_next_multiple_of(page)
                 .unwrap_or(usize::MAX),
             guard: page * GUARD_PAGES,
+            kept: page * KEPT_PAGES,
+            guard_regions: guard_regions(),
             slabs: Vec::new(),
             open: BTreeSet::new(),
             spare: 0,
@@ -145,16 +234,21 @@ impl Slabs {
         let slot = slab.free.trailing_zeros() as usize;
         let start = slab.addr + slot * slot_len;
         if slab.usable & (1 << slot) == 0 {
-            // SAFETY: `start + guard .. start + guard + size` lies inside
-            // this slab's mapping (slot < PER_SLAB, each slot_len long),
-            // which no stack uses yet: the slot is free and was never
-            // made usable, so nothing can alias it.
+            // SAFETY: `start .. start + guard + size` (the slot: its guard,
+            // then its stack) lies inside this slab's mapping (slot <
+            // PER_SLAB, each slot_len long), which no stack uses yet: the
+            // slot is free and was never made usable, so nothing can alias
+            // it.
             let r = unsafe {
-                libc::mprotect(
-                    (start + guard) as *mut libc::c_void,
-                    size,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                )
+                if self.guard_regions {
+                    libc::madvise(start as *mut libc::c_void, guard, MADV_GUARD_INSTALL)
+                } else {
+                    libc::mprotect(
+                        (start + guard) as *mut libc::c_void,
+                        size,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                    )
+                }
             };
             if r != 0 {
                 return Err(io::Error::last_os_error());
@@ -172,12 +266,15 @@ impl Slabs {
         Ok(SlabStack {
             base: pointer(start + guard + size)?,
             limit: pointer(start)?,
+            guard,
             slab: index,
             slot,
         })
     }
 
-    /// Maps a new slab (all guard pages until a slot is first used).
+    /// Maps a new slab: readable and writable with guard regions (each
+    /// installed when its slot is first used), else all `PROT_NONE` until
+    /// a slot is first used.
     fn map_slab(&mut self) -> io::Result<usize> {
         let len = self.slab_len().ok_or_else(|| {
             io::Error::new(
@@ -187,11 +284,16 @@ impl Slabs {
         })?;
         // SAFETY: a fresh anonymous private mapping at an address of the
         // kernel's choosing: it cannot overlap anything of ours.
+        let protection = if self.guard_regions {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_NONE,
+                protection,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
@@ -222,11 +324,14 @@ impl Slabs {
 
     /// Takes `stack` back. Its slab is unmapped when none of its stacks
     /// is in use any more and more than `keep` others are spare. With
-    /// `trim`, a stack kept mapped beyond those `keep` gives its touched
-    /// pages back to the system (one `madvise`); a worker that is closing
-    /// skips that, as its slabs are all about to go.
+    /// `trim`, the stack gives back to the system the pages below its top
+    /// [`KEPT_PAGES`] (those only a deep request touched), and all of
+    /// them when it is spare beyond those `keep` (one `madvise` either
+    /// way); a worker that is closing skips that, as its slabs are all
+    /// about to go.
     pub(crate) fn give(&mut self, stack: SlabStack, trim: bool) {
         let (slot_len, size, guard, keep) = (self.slot_len(), self.size, self.guard, self.keep);
+        let kept = self.kept.min(size);
         let Some(slab) = self.slabs.get_mut(stack.slab).and_then(Option::as_mut) else {
             return;
         };
@@ -239,13 +344,18 @@ impl Slabs {
             self.open.remove(&stack.slab);
             self.spare -= PER_SLAB;
             unmap(addr, slot_len * PER_SLAB);
-        } else if trim && self.spare > keep {
+        } else if trim {
             let start = slab.addr + stack.slot * slot_len + guard;
-            // SAFETY: the slot's usable range, inside the slab's mapping,
-            // given back just now: no coroutine runs on it. Its pages read
-            // as zeros afterwards, which a fresh stack needs no better.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, size, libc::MADV_DONTNEED);
+            let len = if self.spare > keep { size } else { size - kept };
+            if len > 0 {
+                // SAFETY: `start..start + len` is the slot's usable range
+                // (or its part below the top `kept` bytes), inside the
+                // slab's mapping, given back just now: no coroutine runs
+                // on it. Its pages read as zeros afterwards, which a fresh
+                // stack needs no better.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+                }
             }
         }
     }
@@ -278,6 +388,24 @@ mod tests {
         fn mapped(&self) -> usize {
             self.slabs.iter().flatten().count()
         }
+    }
+
+    /// Whether the byte at `addr` of this process can be read (without
+    /// faulting: `process_vm_readv` reports `EFAULT`).
+    fn readable(addr: usize) -> bool {
+        let mut byte = 0u8;
+        let local = libc::iovec {
+            iov_base: std::ptr::from_mut(&mut byte).cast(),
+            iov_len: 1,
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: 1,
+        };
+        // SAFETY: reads one byte of this process into `byte`; a bad address
+        // is reported as an error, never a fault.
+        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        n == 1
     }
 
     /// Writes the whole usable range of `stack` (above its guard) and
@@ -330,20 +458,32 @@ mod tests {
             a.base().get(),
             "b's guard page is just above a"
         );
-        // The guard page is not accessible (its mapping's protections).
+        // The guard pages cannot be read, the stack can.
+        assert!(!readable(a.limit().get()), "a's guard");
+        assert!(
+            !readable(a.limit().get() + slabs.guard - 1),
+            "a's guard, top"
+        );
+        assert!(readable(a.limit().get() + slabs.guard), "a's stack");
+        assert!(!readable(b.limit().get()), "b's guard");
+        // With guard regions, the slab stays one mapping.
         let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-        let guard = a.limit().get();
-        let line = maps
-            .lines()
-            .find(|l| {
+        let mapping_of = |addr: usize| {
+            maps.lines().position(|l| {
                 let range = l.split(' ').next().unwrap_or("");
                 let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
                 let lo = usize::from_str_radix(lo, 16).unwrap_or(0);
                 let hi = usize::from_str_radix(hi, 16).unwrap_or(0);
-                lo <= guard && guard < hi
+                lo <= addr && addr < hi
             })
-            .expect("the guard page is mapped");
-        assert!(line.contains(" ---p "), "guard page not PROT_NONE: {line}");
+        };
+        let (guard, stack) = (mapping_of(a.limit().get()), mapping_of(b.base().get() - 1));
+        assert!(guard.is_some() && stack.is_some(), "both mapped");
+        assert_eq!(
+            guard == stack,
+            guard_regions(),
+            "one mapping iff guard regions"
+        );
         slabs.give(a, true);
         slabs.give(b, true);
     }

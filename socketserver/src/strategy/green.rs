@@ -1,5 +1,5 @@
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::{ActiveCount, Job, ServerLoop, Strategy};
-use crate::green::runtime::{self, Config, Msg, Shared};
+use crate::green::inbox::{Inbox, Msg};
+use crate::green::worker::{self, Config};
 use crate::ShutdownHandle;
 
 /// Green threads: every request is a stackful coroutine on one of a few
@@ -34,10 +35,10 @@ use crate::ShutdownHandle;
 /// `docs/green.md`.
 ///
 /// **Stacks**: [`stack_size`](Self::stack_size) bytes each
-/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 64 KiB), with a
-/// guard (four pages) below: a handler that overflows it hits the guard and the
-/// process dies of `SIGSEGV` (as a thread's stack overflow kills the
-/// process); it never writes past its stack into other memory.
+/// ([`DEFAULT_STACK_SIZE`](Self::DEFAULT_STACK_SIZE), 2 MiB as a thread's;
+/// address space: only the pages a request touches cost memory), with a
+/// guard (four pages) below: a handler that overflows it hits the guard and
+/// never writes past its stack into other memory.
 ///
 /// ```
 /// use socketserver::{Green, Server, StreamRequest};
@@ -56,27 +57,29 @@ pub struct Green {
     threads: Option<usize>,
     stack_size: usize,
     active: Arc<ActiveCount>,
-    runtime: Arc<OnceLock<io::Result<Runtime>>>,
+    /// Microseconds its workers were blocked (see `blocked_ms`).
+    blocked_us: Arc<AtomicU64>,
+    workers: Arc<OnceLock<io::Result<Workers>>>,
 }
 
 /// The worker threads, started by the first request.
-struct Runtime {
-    workers: Vec<Arc<Shared>>,
+struct Workers {
+    inboxes: Vec<Arc<Inbox>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     next: AtomicUsize,
 }
 
-impl std::fmt::Debug for Runtime {
+impl std::fmt::Debug for Workers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("workers", &self.workers.len())
+        f.debug_struct("Workers")
+            .field("threads", &self.inboxes.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for Runtime {
+impl Drop for Workers {
     fn drop(&mut self) {
-        for w in &self.workers {
+        for w in &self.inboxes {
             w.stop();
         }
     }
@@ -88,17 +91,20 @@ impl Default for Green {
             threads: None,
             stack_size: Green::DEFAULT_STACK_SIZE,
             active: Arc::default(),
-            runtime: Arc::default(),
+            blocked_us: Arc::default(),
+            workers: Arc::default(),
         }
     }
 }
 
 impl Green {
-    /// Default usable stack of a coroutine: 64 KiB (plus its guard;
-    /// only touched pages cost memory).
-    pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
+    /// Default usable stack of a coroutine: 2 MiB, what `Threading`'s
+    /// threads get (plus its guard). Address space: only touched pages cost
+    /// memory, and a stack that comes back gives back the pages below its
+    /// top 32 KiB that a deep request touched.
+    pub const DEFAULT_STACK_SIZE: usize = 2 * 1024 * 1024;
 
-    /// Default settings: one worker per available core, 64 KiB stacks.
+    /// Default settings: one worker per available core, 2 MiB stacks.
     pub fn new() -> Green {
         Green::default()
     }
@@ -110,8 +116,9 @@ impl Green {
         self
     }
 
-    /// Usable stack of each coroutine in bytes (default 64 KiB; at least
-    /// 16 KiB). Deep recursion or large local arrays in a handler need more.
+    /// Usable stack of each coroutine in bytes (default 2 MiB; at least
+    /// 16 KiB). Deep recursion or large local arrays in a handler need more;
+    /// a smaller one saves address space, not memory.
     #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Green {
         self.stack_size = bytes.max(16 * 1024);
@@ -125,40 +132,45 @@ impl Green {
         })
     }
 
-    fn runtime(&self) -> io::Result<&Runtime> {
-        let runtime = self.runtime.get_or_init(|| {
+    fn workers(&self) -> io::Result<&Workers> {
+        let workers = self.workers.get_or_init(|| {
             let config = Config {
                 stack_size: self.stack_size,
+                blocked_us: Arc::clone(&self.blocked_us),
             };
-            let mut workers = Vec::new();
+            let mut inboxes = Vec::new();
             let mut handles = Vec::new();
             for i in 0..self.thread_count() {
-                let (shared, handle) =
-                    runtime::spawn(format!("green {i}"), config, Arc::clone(&self.active))?;
-                workers.push(shared);
+                let active = Arc::clone(&self.active);
+                let (inbox, handle) = worker::spawn(
+                    format!("green {i}"),
+                    config.clone(),
+                    Arc::new(move || active.decrement()),
+                )?;
+                inboxes.push(inbox);
                 handles.push(handle);
             }
-            Ok(Runtime {
-                workers,
+            Ok(Workers {
+                inboxes,
                 handles: Mutex::new(handles),
                 next: AtomicUsize::new(0),
             })
         });
-        runtime
+        workers
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
     }
 }
 
-impl Runtime {
+impl Workers {
     /// The least loaded worker; on a tie the calling thread's own worker
     /// (the server loop runs on one: a request it accepts starts right
     /// there, without waking another thread), else round-robin.
-    fn pick(&self) -> &Arc<Shared> {
-        let n = self.workers.len();
+    fn pick(&self) -> &Arc<Inbox> {
+        let n = self.inboxes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .map(|i| &self.workers[(start + i) % n])
+            .map(|i| &self.inboxes[(start + i) % n])
             .min_by_key(|w| (w.load.load(Ordering::Relaxed), !w.is_current()))
             .expect("at least one worker")
     }
@@ -166,10 +178,11 @@ impl Runtime {
 
 impl Strategy for Green {
     fn execute(&self, job: Job, _shutdown: &ShutdownHandle) -> io::Result<()> {
-        let worker = self.runtime()?.pick();
+        let worker = self.workers()?.pick();
         worker.load.fetch_add(1, Ordering::SeqCst);
         self.active.increment();
-        worker.send(Msg::Job(job));
+        let Job { peer, run, .. } = job;
+        worker.send(Msg::Request { peer, run });
         Ok(())
     }
 
@@ -187,7 +200,7 @@ impl Strategy for Green {
         let Some(owned) = server.detach() else {
             return server.serve();
         };
-        let worker = self.runtime()?.pick();
+        let worker = self.workers()?.pick();
         let (done, result) = std::sync::mpsc::sync_channel(1);
         worker.load.fetch_add(1, Ordering::SeqCst);
         worker.send(Msg::Loop {
@@ -210,24 +223,24 @@ impl Strategy for Green {
     }
 
     fn close(&self) {
-        let Some(Ok(runtime)) = self.runtime.get() else {
+        let Some(Ok(workers)) = self.workers.get() else {
             return;
         };
-        for w in &runtime.workers {
+        for w in &workers.inboxes {
             w.stop();
         }
         // Workers exit once their last coroutine ended; wait for them only
         // when none runs (a close after requests were given up on returns).
         if self.active.wait_zero_for(Duration::from_millis(100)) {
-            for handle in runtime.handles.lock().drain(..) {
+            for handle in workers.handles.lock().drain(..) {
                 let _ = handle.join();
             }
         }
     }
 
     fn begin_drain(&self) {
-        if let Some(Ok(runtime)) = self.runtime.get() {
-            for w in &runtime.workers {
+        if let Some(Ok(workers)) = self.workers.get() {
+            for w in &workers.inboxes {
                 w.closing();
             }
         }
@@ -243,5 +256,9 @@ impl Strategy for Green {
 
     fn name(&self) -> &'static str {
         "green"
+    }
+
+    fn blocked_ms(&self) -> u64 {
+        self.blocked_us.load(Ordering::Relaxed) / 1000
     }
 }

@@ -179,6 +179,15 @@ pub trait Strategy: Send + Sync + 'static {
         self.active() == 0
     }
 
+    /// Milliseconds the strategy's threads were held by requests that did
+    /// not let the others run (`Green`: coroutines that ran 1 ms or more
+    /// without yielding); reported as
+    /// [`Stats::green_blocked_ms`](crate::Stats::green_blocked_ms).
+    /// Default: 0.
+    fn blocked_ms(&self) -> u64 {
+        0
+    }
+
     /// The drain deadline passed: stop running requests that the server
     /// cannot reach through their sockets (Forking: SIGKILL to the
     /// children). Default: nothing.
@@ -266,6 +275,9 @@ impl Strategy for Box<dyn Strategy> {
     fn wait_idle(&self, timeout: Duration) -> bool {
         (**self).wait_idle(timeout)
     }
+    fn blocked_ms(&self) -> u64 {
+        (**self).blocked_ms()
+    }
     fn terminate(&self) {
         (**self).terminate()
     }
@@ -350,7 +362,6 @@ impl ActiveCount {
     /// goes on serving its other connections meanwhile.
     pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
         let end = deadline_after(timeout);
-        #[cfg(feature = "green")]
         if crate::green::is_green() {
             while self.get() > 0 {
                 if end.is_some_and(|e| Instant::now() >= e) {

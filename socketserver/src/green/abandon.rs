@@ -1,0 +1,76 @@
+//! What a request leaves to its worker in case it is abandoned where it
+//! stands (a stack overflow: nothing on its stack is dropped): its
+//! connection's descriptor, to close, and a closure that releases what the
+//! server counted for it (its place in the registry).
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use mio::Token;
+
+use super::current::{self, NOBODY};
+
+/// What to release for one request.
+type Release = Box<dyn FnOnce()>;
+
+thread_local! {
+    /// The releases registered by the coroutines of this worker, by token
+    /// and id; a handful at most per coroutine, so a plain list.
+    static REGISTERED: RefCell<Vec<(Token, u64, RawFd, Release)>> = const { RefCell::new(Vec::new()) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Until the guard drops (the request ended normally), the socket `fd` and
+/// `release` are this coroutine's to give back should it be abandoned. Does
+/// nothing outside a green coroutine.
+pub(crate) fn on_abandon(fd: RawFd, release: impl FnOnce() + 'static) -> Abandon {
+    let token = current::running();
+    if token == NOBODY || !current::active() {
+        return Abandon(None);
+    }
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    REGISTERED.with(|r| r.borrow_mut().push((token, id, fd, Box::new(release))));
+    Abandon(Some(id))
+}
+
+/// Withdraws a registration of [`on_abandon`] when dropped.
+#[must_use]
+pub(crate) struct Abandon(Option<u64>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            REGISTERED.with(|r| r.borrow_mut().retain(|(_, i, _, _)| *i != id));
+        }
+    }
+}
+
+/// Whether the registrations can be read: `false` when a coroutine was
+/// abandoned while it held them borrowed.
+pub(crate) fn consistent() -> bool {
+    REGISTERED.with(|r| r.try_borrow_mut().is_ok())
+}
+
+/// Releases what the abandoned coroutine `token` registered: each closure
+/// runs, then its socket is closed.
+pub(crate) fn release(token: Token) {
+    let mine: Vec<(RawFd, Release)> = REGISTERED.with(|r| {
+        let mut r = r.borrow_mut();
+        let (mine, rest): (Vec<_>, Vec<_>) = r.drain(..).partition(|(t, ..)| *t == token);
+        *r = rest;
+        mine.into_iter().map(|(_, _, fd, f)| (fd, f)).collect()
+    });
+    for (fd, release) in mine {
+        release();
+        // SAFETY: `fd` is the request's socket, owned by its `Conn` on the
+        // abandoned coroutine's stack, which will never run again: that
+        // owner is leaked, never dropped, so nothing else closes `fd` or
+        // uses it from now on. Closing it here is the owner's close, done
+        // once (the registration was just taken out of the list).
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
