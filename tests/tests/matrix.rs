@@ -132,6 +132,15 @@ impl Cell {
     }
 }
 
+impl Drop for Cell {
+    /// A failing promise shows what the server said.
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("{} server stderr:\n{}", self.name(), self.server.stderr());
+        }
+    }
+}
+
 /// A PROXY v2 header naming `client` (port 40000) and `server`.
 fn proxy_v2(client: IpAddr, server: SocketAddr) -> Vec<u8> {
     let IpAddr::V4(c) = client else {
