@@ -393,9 +393,22 @@ impl Upgrade {
     /// left of [`drain_timeout`](Self::drain_timeout) (at least 100 ms).
     /// [`serve`](Self::serve) calls it; after a [`watch`](Self::watch),
     /// call it for each server once [`Watch::upgraded`] says so.
+    ///
+    /// A stop signal (SIGTERM or SIGINT, as given to
+    /// [`ShutdownHandle::shutdown_on_signals`](crate::ShutdownHandle::shutdown_on_signals))
+    /// before or during this wait ends it: the server closes gracefully at
+    /// once, with its own close timeout, as it would have without the
+    /// upgrade (a supervisor's stop is not held up by the drain timeout).
     pub fn drain(&self, server: &dyn Upgradable) -> DrainReport {
         let end = Instant::now() + self.drain_timeout;
         while !server.is_idle() && Instant::now() < end {
+            if server.stop_signalled() {
+                log::info!(
+                    "{}: stop signal during the upgrade's drain; closing gracefully",
+                    server.url()
+                );
+                return server.close_gracefully(server.close_timeout());
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
         let left = end.saturating_duration_since(Instant::now());
@@ -418,6 +431,20 @@ pub trait Upgradable: Send + Sync {
     fn is_idle(&self) -> bool;
     /// [`Server::close_gracefully`].
     fn close_gracefully(&self, deadline: Duration) -> DrainReport;
+    /// Whether a stop signal (SIGTERM, SIGINT: those given to
+    /// [`ShutdownHandle::shutdown_on_signals`](crate::ShutdownHandle::shutdown_on_signals))
+    /// reached the process: [`Upgrade::drain`] then stops waiting for the
+    /// connections to end on their own and closes gracefully at once.
+    /// Default `false`.
+    fn stop_signalled(&self) -> bool {
+        false
+    }
+    /// The deadline of the graceful close a stop signal switches the drain
+    /// to (a [`Server`]: its [`close_timeout`](crate::Builder::close_timeout)).
+    /// Default [`DEFAULT_CLOSE_TIMEOUT`](crate::DEFAULT_CLOSE_TIMEOUT).
+    fn close_timeout(&self) -> Duration {
+        crate::DEFAULT_CLOSE_TIMEOUT
+    }
 }
 
 impl<T, S, H> Upgradable for Server<T, S, H>
@@ -430,10 +457,7 @@ where
         self.transport().fd()
     }
     fn hand_over_and_stop(&self) {
-        // First the mark, then the loop's end: the close that follows must
-        // not stop the socket listening.
-        self.transport().hand_over();
-        self.shutdown_handle().shutdown();
+        Server::hand_over(self);
     }
     fn url(&self) -> String {
         Server::url(self)
@@ -444,6 +468,12 @@ where
     }
     fn close_gracefully(&self, deadline: Duration) -> DrainReport {
         Server::close_gracefully(self, deadline)
+    }
+    fn stop_signalled(&self) -> bool {
+        Server::stop_signalled(self)
+    }
+    fn close_timeout(&self) -> Duration {
+        self.configured_close_timeout()
     }
 }
 

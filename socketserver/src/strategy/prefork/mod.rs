@@ -106,6 +106,10 @@ pub struct PreFork<S: Strategy = Synchronous> {
     children: Mutex<Vec<Kid>>,
     /// Requests served by children already reaped.
     served_gone: AtomicU64,
+    /// A graceful close began: a child forked from now on gets SIGTERM.
+    draining: AtomicBool,
+    /// The server handed its socket over: the children leave quietly.
+    handed_over: AtomicBool,
     warned: AtomicBool,
 }
 
@@ -153,6 +157,8 @@ impl<S: Strategy> PreFork<S> {
             my_shutdown: OnceLock::new(),
             children: Mutex::new(Vec::new()),
             served_gone: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             warned: AtomicBool::new(false),
         }
     }
@@ -361,17 +367,26 @@ impl<S: Strategy> PreFork<S> {
         let threads = sys::thread_count().unwrap_or(1);
         self.warn_if_threaded(threads);
         let parent = sys::getpid();
+        // SIGTERM waits, in the child, until its own handler is in place:
+        // a drain that begins as it is forked reaches it all the same.
+        let term_blocked = sys::block_term();
         match sys::fork()? {
             Fork::Child => {
                 // Nothing here may take a lock another thread of the parent
                 // could have held at fork time.
                 sys::set_second_term_exits(false);
                 if sys::install_child_stop().is_err()
+                    || sys::install_child_leave(crate::shutdown::POKE).is_err()
                     || !sys::die_with_parent(libc::SIGTERM, parent)
                 {
                     sys::exit_immediately(1);
                 }
+                drop(term_blocked);
                 sys::ignore_sigint();
+                // The upgrade signal sent to the whole process group is the
+                // parent's business (it hands the socket over, then tells
+                // its children to leave quietly).
+                sys::ignore_signal(libc::SIGUSR2);
                 if threads > 1 {
                     log::set_max_level(log::LevelFilter::Off);
                 }
@@ -380,7 +395,12 @@ impl<S: Strategy> PreFork<S> {
                 }
                 let _ = self.my_shutdown.set(server.shutdown_handle());
                 self.my_slot.store(slot, Ordering::Relaxed);
-                let code = match server.serve_in_child() {
+                let close_timeout = server.close_timeout();
+                // Recycled or retired: up to the close timeout for the
+                // connections to end on their own; after a hand-over, until
+                // the parent's SIGTERM (at the upgrade's drain timeout).
+                let linger = || (!sys::child_leave_requested()).then_some(close_timeout);
+                let code = match server.serve_in_child(&linger) {
                     Ok(()) => 0,
                     Err(e) => {
                         log::error!("prefork: child serving {}: {e}", server.url());
@@ -390,11 +410,19 @@ impl<S: Strategy> PreFork<S> {
                 sys::exit_immediately(code)
             }
             Fork::Parent(pid) => {
+                drop(term_blocked);
                 s.pid.store(pid, Ordering::Release);
-                self.children.lock().push(Kid {
+                let mut kids = self.children.lock();
+                // Under the lock `signal_all` signals the children with:
+                // either it saw this one, or the flag is set by now.
+                let term_sent = self.draining.load(Ordering::SeqCst);
+                if term_sent {
+                    sys::kill(pid, libc::SIGTERM);
+                }
+                kids.push(Kid {
                     pid,
                     slot,
-                    term_sent: false,
+                    term_sent,
                 });
                 Ok(())
             }
@@ -405,6 +433,7 @@ impl<S: Strategy> PreFork<S> {
     /// SIGTERM from elsewhere too, e.g. sent to the process group, still
     /// drains).
     fn signal_all(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         for kid in self.children.lock().iter_mut() {
             if !kid.term_sent {
                 kid.term_sent = true;
@@ -436,6 +465,16 @@ impl<S: Strategy> PreFork<S> {
         self.reap(true, true);
     }
 
+    /// After a hand-over: every child stops accepting and leaves once its
+    /// connections have ended on their own (or at SIGTERM, which the
+    /// upgrade's drain sends at its deadline).
+    fn leave_all(&self, table: &SharedSlots) {
+        for kid in self.children.lock().iter() {
+            table.slots()[kid.slot].retire.store(1, Ordering::Relaxed);
+            sys::kill(kid.pid, sys::child_leave_signal());
+        }
+    }
+
     /// In a child that just went busy: wakes the parent if too few
     /// children are idle now.
     fn nudge_parent(&self, table: &SharedSlots) {
@@ -455,12 +494,15 @@ impl<S: Strategy> PreFork<S> {
         }
     }
 
-    /// In a child, between requests: leave if retired or worn out.
+    /// In a child, between requests: leave if told to (the server handed
+    /// over), or if retired or worn out and serving nothing.
     fn leave_if_done(&self, slot: &Slot) {
         let retired = slot.retire.load(Ordering::Relaxed) != 0;
         let worn =
             self.max_requests > 0 && slot.served.load(Ordering::Relaxed) >= self.max_requests;
-        if (retired || worn) && slot.active.load(Ordering::Relaxed) == 0 {
+        if sys::child_leave_requested()
+            || ((retired || worn) && slot.active.load(Ordering::Relaxed) == 0)
+        {
             if let Some(handle) = self.my_shutdown.get() {
                 handle.shutdown_flag_only();
             }
@@ -671,6 +713,12 @@ impl<S: Strategy> Strategy for PreFork<S> {
         if self.my_slot().is_some() {
             return self.inner.active();
         }
+        if self.handed_over.load(Ordering::SeqCst) {
+            // Each child left holds connections, idle ones included, or is
+            // on its way out: the upgrade's drain waits for them all.
+            self.reap(false, true);
+            return self.children.lock().len();
+        }
         let Some(table) = self.table.get() else {
             return 0;
         };
@@ -769,6 +817,20 @@ impl<S: Strategy> Strategy for PreFork<S> {
                 Err(e) => break Err(e),
             }
         };
+        if server.handed_over() {
+            // An upgrade: the successor accepts now. The children finish
+            // their connections on their own terms, as a Threading server's
+            // would; the upgrade's drain waits for them (`active`) and sends
+            // SIGTERM at its deadline (`begin_drain`).
+            self.handed_over.store(true, Ordering::SeqCst);
+            self.leave_all(&table);
+            log::info!(
+                "prefork: {} handed over; {} children finish their connections",
+                server.url(),
+                self.children.lock().len()
+            );
+            return result;
+        }
         self.drain_children(server.close_timeout());
         log::info!(
             "prefork: all children of {} gone, {} requests served",
