@@ -1,3 +1,4 @@
+mod limits;
 #[allow(unsafe_code)] // the status table lives in shared memory (mmap)
 mod table;
 
@@ -13,6 +14,7 @@ use parking_lot::Mutex;
 use super::{Job, ServerLoop, Strategy, Synchronous};
 use crate::sys::{self, ChildExit, Fork};
 use crate::ShutdownHandle;
+use limits::SharedAdmission;
 use table::{SharedSlots, Slot};
 
 /// A set of long-lived child processes that each accept on the shared
@@ -58,6 +60,21 @@ use table::{SharedSlots, Slot};
 ///   gets SIGTERM if the parent dies (`PR_SET_PDEATHSIG`), so a killed
 ///   parent leaves no child serving.
 ///
+/// # Limits are the whole server's
+///
+/// [`max_connections`](crate::Builder::max_connections) and
+/// [`max_per_ip`](crate::Builder::max_per_ip) count the connections of
+/// every child: each child admits a connection through tables in shared
+/// memory (one lock, an atomic holding its holder's pid; no system call).
+/// The per-IP table holds [`PER_IP_ADDRESSES`](Self::PER_IP_ADDRESSES)
+/// (4096) client addresses at once; when that many distinct addresses have
+/// connections open, a connection from yet another one is admitted without
+/// a per-IP count (`max_connections` still applies) and a warning is
+/// logged. Each count is kept per child as well, so that the parent takes
+/// back the counts of a child that dies holding connections (a crash, a
+/// SIGKILL) when it reaps it. `limit_policy(Wait)` still waits on the
+/// child's own count.
+///
 /// # State is per child
 ///
 /// As with `Forking`, the handler's shared state is each child's own copy.
@@ -96,6 +113,8 @@ pub struct PreFork<S: Strategy = Synchronous> {
     fork_rate: u32,
     /// The status table, made when `serve_forever` first runs.
     table: OnceLock<Arc<SharedSlots>>,
+    /// The server-wide connection limits' tables, made with the table.
+    admission: OnceLock<Arc<SharedAdmission>>,
     /// Children wake the parent here: (parent's end, children's end).
     notify: OnceLock<(UnixStream, UnixStream)>,
     /// In a child: its slot (`usize::MAX` in the parent).
@@ -134,6 +153,10 @@ impl Default for PreFork {
 }
 
 impl PreFork {
+    /// Client addresses the server-wide `max_per_ip` table holds at once
+    /// (see "Limits are the whole server's" above).
+    pub const PER_IP_ADDRESSES: usize = limits::PER_IP_ENTRIES;
+
     /// 5 to 50 children, 2 to 10 of them idle, 1000 requests each, one
     /// request at a time in each ([`Synchronous`]).
     pub fn new() -> PreFork {
@@ -152,6 +175,7 @@ impl<S: Strategy> PreFork<S> {
             max_requests: 1000,
             fork_rate: 50,
             table: OnceLock::new(),
+            admission: OnceLock::new(),
             notify: OnceLock::new(),
             my_slot: AtomicUsize::new(usize::MAX),
             my_shutdown: OnceLock::new(),
@@ -222,6 +246,14 @@ impl<S: Strategy> PreFork<S> {
         self
     }
 
+    /// Connections open in all children now, as the server-wide
+    /// `max_connections` counts them (0 before `serve_forever`).
+    pub fn connections(&self) -> usize {
+        self.admission
+            .get()
+            .map_or(0, |a| usize::try_from(a.total()).unwrap_or(usize::MAX))
+    }
+
     /// Pids of the children alive now (in the parent).
     pub fn children(&self) -> Vec<libc::pid_t> {
         self.children.lock().iter().map(|k| k.pid).collect()
@@ -280,6 +312,9 @@ impl<S: Strategy> PreFork<S> {
                 // ECHILD: reaped elsewhere (SIGCHLD ignored).
                 Err(_) => None,
             };
+            if let Some(admission) = self.admission.get() {
+                admission.reclaim(kid.slot, kid.pid);
+            }
             let slot = &table.slots()[kid.slot];
             let served = slot.served.load(Ordering::Relaxed);
             self.served_gone.fetch_add(served, Ordering::Relaxed);
@@ -395,6 +430,10 @@ impl<S: Strategy> PreFork<S> {
                 }
                 let _ = self.my_shutdown.set(server.shutdown_handle());
                 self.my_slot.store(slot, Ordering::Relaxed);
+                if let Some(admission) = self.admission.get() {
+                    admission.enter_child(slot, sys::getpid());
+                    crate::connections::admit_through(Arc::clone(admission) as _);
+                }
                 let close_timeout = server.close_timeout();
                 // Recycled or retired: up to the close timeout for the
                 // connections to end on their own; after a hand-over, until
@@ -767,6 +806,10 @@ impl<S: Strategy> Strategy for PreFork<S> {
         let (min, max, min_spare, max_spare) = self.limits();
         if self.table.get().is_none() {
             let _ = self.table.set(Arc::new(SharedSlots::new(max)?));
+        }
+        if self.admission.get().is_none() {
+            let slots = Arc::clone(self.table.get().expect("set above"));
+            let _ = self.admission.set(Arc::new(SharedAdmission::new(slots)?));
         }
         if self.notify.get().is_none() {
             let (a, b) = UnixStream::pair()?;
