@@ -46,6 +46,9 @@ pub trait Service: Send {
     fn shutdown_handle(&self) -> ShutdownHandle;
     /// The server, for an upgrade to hand over.
     fn upgradable(&self) -> Arc<dyn Upgradable>;
+    /// Whether its strategy forks (`forking`, `prefork`): its process must
+    /// then have no other thread, an upgrade watcher's included.
+    fn forks(&self) -> bool;
     /// Serves until shutdown, runs the stop hooks (e.g. the chat room says
     /// goodbye to its members), then closes gracefully: running handlers get
     /// up to `drain` to finish, the rest are cut. After an upgrade (when
@@ -148,6 +151,10 @@ where
         self.server.clone()
     }
 
+    fn forks(&self) -> bool {
+        matches!(self.server.strategy().name(), "forking" | "prefork")
+    }
+
     fn run(self: Box<Self>, drain: Duration, upgrading: Option<&Upgrading>) -> io::Result<()> {
         let Bound { server, on_stop } = *self;
         let served = server.serve_forever();
@@ -244,19 +251,34 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
 /// `SIGUSR2` upgrades the process: this program starts again with the
 /// sockets of all the services (its services adopt them), and once it
 /// serves, this one stops accepting, lets its connections finish and
-/// returns (`socketserver::reload`).
+/// returns (`socketserver::reload`). The upgrade watches the signal on a
+/// thread of its own, so a process with a forking service (`forking`,
+/// `prefork`), which must fork from a single thread, has no upgrade:
+/// there `SIGUSR2` stops the servers gracefully, as SIGTERM does.
 pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Result<()> {
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
     // Before the `listening on` lines: a script may signal as soon as it has
     // read them.
+    let forking = services.iter().any(|s| s.forks());
     for h in &handles {
         h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
+        if forking {
+            h.shutdown_on_signals(&[socketserver::Signal::Usr2])?;
+        }
     }
     print_listening(&mut io::stdout().lock(), &services)?;
     if services.is_empty() {
         return Ok(());
     }
-    let upgrading = Arc::new(Upgrading::start(&services)?);
+    let upgrading = if forking {
+        log::info!(
+            "SIGUSR2 upgrades are off: a forking server forks from a single thread, and the \
+             upgrade watches for the signal on a thread of its own"
+        );
+        None
+    } else {
+        Some(Arc::new(Upgrading::start(&services)?))
+    };
     let Some(last) = services.pop() else {
         return Ok(());
     };
@@ -267,15 +289,15 @@ pub fn serve_all(mut services: Vec<Box<dyn Service>>, drain: Duration) -> io::Re
     let mut threads = Vec::new();
     for s in services {
         let stop_all = stop_all.clone();
-        let upgrading = Arc::clone(&upgrading);
+        let upgrading = upgrading.clone();
         let name = format!("serve {}", s.url());
         threads.push(thread::Builder::new().name(name).spawn(move || {
-            let r = s.run(drain, Some(&upgrading));
+            let r = s.run(drain, upgrading.as_deref());
             stop_all();
             r
         })?);
     }
-    let mut result = last.run(drain, Some(&upgrading));
+    let mut result = last.run(drain, upgrading.as_deref());
     stop_all();
     for t in threads {
         let r = t
