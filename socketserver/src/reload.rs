@@ -57,8 +57,11 @@
 //!    down, which would stop the new process's accepts too, nor removes a
 //!    Unix socket file), its loop returns, and its open connections end on
 //!    their own terms: nothing is closed for being idle, since a client of
-//!    a long-lived connection cannot know it should go elsewhere. After
-//!    [`Upgrade::drain_timeout`] what is left is closed gracefully.
+//!    a long-lived connection cannot know it should go elsewhere (a
+//!    `PreFork` parent tells its children to stop accepting and do the
+//!    same). After [`Upgrade::drain_timeout`] what is left is closed
+//!    gracefully; SIGTERM or SIGINT meanwhile closes gracefully at once,
+//!    with the server's close timeout.
 //!
 //! If the new process exits before it is ready, or is not ready within
 //! [`Upgrade::ready_timeout`] (it is killed then), the old one logs why and

@@ -360,14 +360,17 @@ impl<S: Strategy> Builder<S> {
     /// Most stream connections open at once (default: no limit); what
     /// happens at the limit is [`limit_policy`](Self::limit_policy).
     /// Counted in this process, so it does not apply to `Forking` (use
-    /// `Forking::max_children`).
+    /// `Forking::max_children`); under `PreFork` the children count
+    /// together, through the parent's shared table.
     pub fn max_connections(mut self, max: Option<usize>) -> Self {
         self.limits.max_connections = max;
         self
     }
 
     /// Most stream connections open at once from one IP address (default:
-    /// no limit). Over it, a connection is refused (closed at once).
+    /// no limit). Over it, a connection is refused (closed at once). Under
+    /// `PreFork` the children count together (see
+    /// [`PreFork`](crate::PreFork), "Limits are the whole server's").
     pub fn max_per_ip(mut self, max: Option<usize>) -> Self {
         self.limits.max_per_ip = max;
         self

@@ -42,8 +42,10 @@ use table::{SharedSlots, Slot};
 ///   pool grows within a fork's time.
 /// * A child leaves after [`max_requests`](Self::max_requests) (1000)
 ///   requests, at a point where it serves none (a leak in a handler cannot
-///   grow forever), and a retired child leaves when idle; neither cuts a
-///   connection.
+///   grow forever), and a retired child leaves when idle. Leaving, a child
+///   stops accepting, then lets the connections it accepted end on their
+///   own (up to the close timeout) before its graceful close: neither cuts
+///   a connection nor drops a request it accepted.
 /// * A child that dies is reaped within 100 ms and replaced as needed; one
 ///   killed by a signal is logged at warn level with the signal's name.
 /// * Forks are rate limited: at most
@@ -58,7 +60,14 @@ use table::{SharedSlots, Slot};
 ///   reaped. Children left at the close timeout get SIGKILL. A child ignores
 ///   SIGINT (^C reaches the whole process group; the parent drains them) and
 ///   gets SIGTERM if the parent dies (`PR_SET_PDEATHSIG`), so a killed
-///   parent leaves no child serving.
+///   parent leaves no child serving. SIGTERM is blocked across `fork`, so a
+///   child forked as the drain begins gets it all the same.
+/// * An upgrade ([`reload`](crate::reload), SIGUSR2): once the successor
+///   serves, the parent tells each child to leave quietly (`SIGRTMIN+1`):
+///   it stops accepting and serves its connections, idle ones included,
+///   until their clients leave; the upgrade's drain waits for the children
+///   and sends SIGTERM at its deadline (or at once on SIGTERM/SIGINT).
+///   Children ignore SIGUSR2.
 ///
 /// # Limits are the whole server's
 ///
@@ -189,8 +198,9 @@ impl<S: Strategy> PreFork<S> {
 
     /// The strategy each child serves its requests with (default
     /// [`Synchronous`]; `Threading` works too: a child is busy while any of
-    /// its requests runs, and recycling it closes its other connections at
-    /// their next message boundary).
+    /// its requests runs, and a recycled child lets its other connections
+    /// end on their own, up to the close timeout, before closing what is
+    /// left at its next message boundary).
     pub fn inner<S2: Strategy>(self, inner: S2) -> PreFork<S2> {
         let mut p = PreFork::with_inner(inner);
         p.min_servers = self.min_servers;
