@@ -3,8 +3,9 @@
 //! limits count the connections of every child, not each child's own.
 //!
 //! * The server's count and a per-child count (the child's [`Slot`]).
-//! * A per-IP table of [`PER_IP_ENTRIES`] addresses (open addressing,
-//!   linear probing, backward-shift deletion), with a per-child count of
+//! * A per-IP table of [`PER_IP_ENTRIES`] addresses (open addressing over
+//!   twice as many slots, so that probes stay short; linear probing,
+//!   backward-shift deletion), with a per-child count of
 //!   each address next to it, so that the parent can take back the counts
 //!   of a child that died holding connections ([`SharedAdmission::reclaim`]).
 //! * One lock over all of it: an atomic holding the pid of the process in
@@ -28,6 +29,8 @@ use crate::connections::{AdmissionCounter, Refusal};
 
 /// Client addresses the shared per-IP table holds at once.
 pub const PER_IP_ENTRIES: usize = 4096;
+/// Slots of the table: at most half of them used.
+const TABLE_SLOTS: usize = 2 * PER_IP_ENTRIES;
 
 /// The admission tables of one `PreFork` server.
 #[derive(Debug)]
@@ -82,7 +85,7 @@ fn home(k: &(u32, [u32; 4])) -> usize {
         h ^= u64::from(w);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    usize::try_from(h % PER_IP_ENTRIES as u64).expect("below the table size")
+    usize::try_from(h % TABLE_SLOTS as u64).expect("below the table size")
 }
 
 impl SharedAdmission {
@@ -92,8 +95,8 @@ impl SharedAdmission {
         let children = slots.slots().len();
         Ok(SharedAdmission {
             header: Shared::new(1)?,
-            entries: Shared::new(PER_IP_ENTRIES)?,
-            counts: Shared::new(PER_IP_ENTRIES * children)?,
+            entries: Shared::new(TABLE_SLOTS)?,
+            counts: Shared::new(TABLE_SLOTS * children)?,
             children,
             slots,
             my_slot: AtomicUsize::new(usize::MAX),
@@ -138,8 +141,8 @@ impl SharedAdmission {
     fn find(&self, k: &(u32, [u32; 4])) -> Result<usize, Option<usize>> {
         let entries = self.entries.items();
         let start = home(k);
-        for step in 0..PER_IP_ENTRIES {
-            let i = (start + step) % PER_IP_ENTRIES;
+        for step in 0..TABLE_SLOTS {
+            let i = (start + step) % TABLE_SLOTS;
             let e = &entries[i];
             let family = e.family.load(Ordering::Relaxed);
             if family == 0 {
@@ -163,7 +166,7 @@ impl SharedAdmission {
         let entries = self.entries.items();
         let mut next = hole;
         loop {
-            next = (next + 1) % PER_IP_ENTRIES;
+            next = (next + 1) % TABLE_SLOTS;
             let entry = &entries[next];
             let family = entry.family.load(Ordering::Relaxed);
             if family == 0 {
@@ -198,6 +201,11 @@ impl SharedAdmission {
             }
             hole = next;
         }
+        let used = &self.header().used;
+        used.store(
+            used.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
         let entry = &entries[hole];
         entry.family.store(0, Ordering::Relaxed);
         entry.total.store(0, Ordering::Relaxed);
@@ -229,7 +237,7 @@ impl SharedAdmission {
         }
         let entries = self.entries.items();
         let mut i = 0;
-        while i < PER_IP_ENTRIES {
+        while i < TABLE_SLOTS {
             let c = self.count(i, slot);
             let n = c.load(Ordering::Relaxed);
             if entries[i].family.load(Ordering::Relaxed) != 0 && n > 0 {
@@ -264,7 +272,7 @@ impl SharedAdmission {
                 Ok(true)
             }
             Err(Some(_)) if max == 0 => Err(Refusal::TooManyFromIp(max)),
-            Err(Some(i)) => {
+            Err(Some(i)) if self.header().used.load(Ordering::Relaxed) < limit(PER_IP_ENTRIES) => {
                 let entry = &self.entries.items()[i];
                 for w in 0..4 {
                     entry.addr[w].store(wanted.1[w], Ordering::Relaxed);
@@ -272,9 +280,11 @@ impl SharedAdmission {
                 entry.total.store(1, Ordering::Relaxed);
                 entry.family.store(wanted.0, Ordering::Relaxed);
                 self.count(i, slot).store(1, Ordering::Relaxed);
+                let used = &self.header().used;
+                used.store(used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 Ok(true)
             }
-            Err(None) => {
+            Err(_) => {
                 let n = self.header().overflowed.fetch_add(1, Ordering::Relaxed);
                 if n.is_multiple_of(1000) {
                     log::warn!(
@@ -371,6 +381,89 @@ impl AdmissionCounter for SharedAdmission {
                     self.delete(i);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    fn tables(children: usize) -> SharedAdmission {
+        let slots = Arc::new(SharedSlots::new(children).unwrap());
+        SharedAdmission::new(slots).unwrap()
+    }
+
+    #[test]
+    fn per_ip_counts_survive_deletions_in_the_middle_of_clusters() {
+        let t = tables(2);
+        t.enter_child(0, 100);
+        for n in 0..3000 {
+            assert_eq!(t.admit(Some(ip(n)), None, Some(1)), Ok(true));
+        }
+        assert_eq!(t.total(), 3000);
+        // Every other address leaves: the table shifts entries back.
+        for n in (0..3000).step_by(2) {
+            t.release(Some(ip(n)), true);
+        }
+        for n in 0..3000 {
+            let r = t.admit(Some(ip(n)), None, Some(1));
+            if n % 2 == 0 {
+                assert_eq!(r, Ok(true), "{n} left, so it is admitted again");
+            } else {
+                assert_eq!(r, Err(Refusal::TooManyFromIp(1)), "{n} is still counted");
+            }
+        }
+        assert_eq!(t.total(), 3000);
+    }
+
+    #[test]
+    fn a_full_table_admits_without_a_per_ip_count_and_max_connections_still_holds() {
+        let t = tables(1);
+        t.enter_child(0, 100);
+        for n in 0..u32::try_from(PER_IP_ENTRIES).unwrap() {
+            assert_eq!(t.admit(Some(ip(n)), None, Some(1)), Ok(true));
+        }
+        let extra = ip(1 << 20);
+        assert_eq!(t.admit(Some(extra), None, Some(1)), Ok(false));
+        assert_eq!(t.admit(Some(extra), None, Some(1)), Ok(false));
+        let total = usize::try_from(t.total()).unwrap();
+        assert_eq!(
+            t.admit(Some(extra), Some(total), Some(1)),
+            Err(Refusal::TooManyConnections(total))
+        );
+    }
+
+    #[test]
+    fn the_counts_of_a_dead_child_are_taken_back_and_the_others_kept() {
+        let t = tables(2);
+        t.enter_child(1, 200);
+        for n in 0..50 {
+            assert_eq!(t.admit(Some(ip(n % 5)), Some(100), Some(10)), Ok(true));
+        }
+        t.enter_child(0, 100);
+        assert_eq!(t.admit(Some(ip(0)), Some(100), Some(11)), Ok(true));
+        assert_eq!(
+            t.admit(Some(ip(0)), Some(100), Some(11)),
+            Err(Refusal::TooManyFromIp(11))
+        );
+        assert_eq!(t.total(), 51);
+        // The child of slot 1 dies holding the lock and 50 connections.
+        t.header().lock.store(200, Ordering::SeqCst);
+        t.reclaim(1, 200);
+        assert_eq!(t.total(), 1);
+        assert_eq!(t.admit(Some(ip(0)), Some(100), Some(2)), Ok(true));
+        assert_eq!(
+            t.admit(Some(ip(0)), Some(100), Some(2)),
+            Err(Refusal::TooManyFromIp(2))
+        );
+        for n in 1..5 {
+            assert_eq!(t.admit(Some(ip(n)), Some(100), Some(1)), Ok(true));
         }
     }
 }

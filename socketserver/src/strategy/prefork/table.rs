@@ -130,6 +130,8 @@ pub(crate) struct AdmissionHeader {
     pub(crate) lock: AtomicI32,
     /// Connections open in all children.
     pub(crate) total: AtomicU32,
+    /// Addresses in the per-IP table.
+    pub(crate) used: AtomicU32,
     /// Per-IP admissions not counted because the table was full.
     pub(crate) overflowed: AtomicU64,
 }
