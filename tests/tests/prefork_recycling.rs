@@ -20,13 +20,13 @@ const CLIENTS: usize = 8;
 const THINK: Duration = Duration::from_millis(2);
 
 /// Connect, a pause, one line out, the same line back, close.
-fn one_request(addr: SocketAddr, n: u64) -> std::io::Result<()> {
+fn one_request(addr: SocketAddr, n: u64, think: Duration) -> std::io::Result<()> {
     let stream = TcpStream::connect_timeout(&addr, DEADLINE)?;
     stream.set_read_timeout(Some(DEADLINE))?;
     stream.set_write_timeout(Some(DEADLINE))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let line = format!("request {n}\n");
-    thread::sleep(THINK);
+    thread::sleep(think);
     (&stream).write_all(line.as_bytes())?;
     let mut back = String::new();
     reader.read_line(&mut back)?;
@@ -56,7 +56,7 @@ fn recycling_under_load_loses_nothing(args: &[&str]) {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    match one_request(addr, n) {
+                    match one_request(addr, n, THINK) {
                         Ok(()) => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
@@ -116,4 +116,35 @@ fn recycling_threading_children_under_load_loses_no_request() {
 #[test]
 fn recycling_synchronous_children_under_load_loses_no_request() {
     recycling_under_load_loses_nothing(&["--max-requests=10", "--min=2"]);
+}
+
+/// One child (`max_servers` 1), `Threading` inside, recycled after every
+/// request: each connection after the first reaches a child that is worn
+/// out but still accepting (it learns so at its next wake-up), which must
+/// serve it before it leaves, though the client takes 50 ms to speak.
+#[test]
+fn a_worn_out_child_serves_the_connection_it_accepted_last() {
+    let mut server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_prefork_server"),
+        &[
+            "127.0.0.1:0",
+            "--threading",
+            "--min=1",
+            "--max=1",
+            "--min-spare=0",
+            "--max-requests=1",
+        ],
+    );
+    server.wait_children("start", |n| n == 1);
+    let addr = server.inet();
+    for n in 0..5 {
+        one_request(addr, n, Duration::from_millis(50))
+            .unwrap_or_else(|e| panic!("request {n} lost: {e}; stderr: {}", server.stderr()));
+    }
+    let (status, _) = server.terminate(DEADLINE);
+    assert!(status.success(), "exit {status}");
+    assert!(
+        group_members(server.pid()).is_empty(),
+        "processes left in the group"
+    );
 }
