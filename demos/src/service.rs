@@ -51,6 +51,9 @@ pub trait Service: Send {
     fn upgradable(&self) -> Arc<dyn Upgradable>;
     /// The server, for its metrics.
     fn metrics_source(&self) -> Arc<dyn socketserver::metrics::Source>;
+    /// Whether its strategy forks (`forking`, `prefork`): its process must
+    /// then have no other thread, an upgrade watcher's included.
+    fn forks(&self) -> bool;
     /// Serves until shutdown, runs the stop hooks (e.g. the chat room says
     /// goodbye to its members), then closes gracefully: running handlers get
     /// up to `drain` to finish, the rest are cut. After an upgrade (when
@@ -164,6 +167,10 @@ where
         self.server.clone()
     }
 
+    fn forks(&self) -> bool {
+        matches!(self.server.strategy().name(), "forking" | "prefork")
+    }
+
     fn run(self: Box<Self>, drain: Duration, upgrading: Option<&Upgrading>) -> io::Result<()> {
         let Bound { server, on_stop } = *self;
         let served = server.serve_forever();
@@ -260,7 +267,10 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
 /// `SIGUSR2` upgrades the process: this program starts again with the
 /// sockets of all the services (its services adopt them), and once it
 /// serves, this one stops accepting, lets its connections finish and
-/// returns (`socketserver::reload`).
+/// returns (`socketserver::reload`). The upgrade watches the signal on a
+/// thread of its own, so a process with a forking service (`forking`,
+/// `prefork`), which must fork from a single thread, has no upgrade:
+/// there `SIGUSR2` stops the servers gracefully, as SIGTERM does.
 ///
 /// The operator's options ([`OpsArgs`](crate::ops::OpsArgs) in `server`)
 /// apply once the services are bound, before the `listening on` lines:
@@ -282,8 +292,12 @@ fn serve_prepared(
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
     // Before the `listening on` lines: a script may signal as soon as it has
     // read them.
+    let forking = services.iter().any(|s| s.forks());
     for h in &handles {
         h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
+        if forking {
+            h.shutdown_on_signals(&[socketserver::Signal::Usr2])?;
+        }
     }
     if let Some(m) = &metrics {
         m.shutdown_handle()
@@ -304,7 +318,15 @@ fn serve_prepared(
     let with_metrics = metrics.is_some();
     services.extend(metrics);
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
-    let upgrading = Arc::new(Upgrading::start(&services, pid_file.as_ref())?);
+    let upgrading = if forking {
+        log::info!(
+            "SIGUSR2 upgrades are off: a forking server forks from a single thread, and the \
+             upgrade watches for the signal on a thread of its own"
+        );
+        None
+    } else {
+        Some(Arc::new(Upgrading::start(&services, pid_file.as_ref())?))
+    };
     if with_metrics {
         // The demo's own last service stays the one on this thread.
         services.rotate_right(1);
@@ -319,15 +341,15 @@ fn serve_prepared(
     let mut threads = Vec::new();
     for s in services {
         let stop_all = stop_all.clone();
-        let upgrading = Arc::clone(&upgrading);
+        let upgrading = upgrading.clone();
         let name = format!("serve {}", s.url());
         threads.push(thread::Builder::new().name(name).spawn(move || {
-            let r = s.run(drain, Some(&upgrading));
+            let r = s.run(drain, upgrading.as_deref());
             stop_all();
             r
         })?);
     }
-    let mut result = last.run(drain, Some(&upgrading));
+    let mut result = last.run(drain, upgrading.as_deref());
     stop_all();
     for t in threads {
         let r = t

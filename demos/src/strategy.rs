@@ -1,11 +1,12 @@
-//! The six strategies of the library by the names the command line uses,
-//! and how each demo builds them.
+//! The strategies of the library by the names the command line uses, and
+//! how each demo builds them.
 
 use std::time::Duration;
 
 use socketserver::Strategy;
 
-/// The six strategies of the library, by the names the CLI accepts.
+/// The strategies of the library, by the names the CLI accepts (`PreFork`
+/// three times: with `Synchronous`, `Threading` or `Green` in each child).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum StrategyName {
     /// One request at a time, inline in the server loop.
@@ -16,23 +17,29 @@ pub enum StrategyName {
     Pool,
     /// A child process per connection (or datagram).
     Forking,
-    /// Long-lived child processes that accept on the shared socket, one
-    /// connection at a time each (5 to 50 of them, the library's defaults).
-    #[value(name = "prefork")]
-    PreFork,
     /// A coroutine per connection (or datagram) on one thread per core.
     Green,
+    /// Long-lived child processes that accept themselves, one connection at
+    /// a time each.
+    Prefork,
+    /// `prefork`, with a thread per connection in each child.
+    PreforkThreading,
+    /// `prefork`, with a coroutine per connection in each child (one
+    /// reactor thread each).
+    PreforkGreen,
 }
 
 impl StrategyName {
     /// Every strategy, in the order the docs list them.
-    pub const ALL: [StrategyName; 6] = [
+    pub const ALL: [StrategyName; 8] = [
         StrategyName::Synchronous,
         StrategyName::Threading,
         StrategyName::Pool,
         StrategyName::Forking,
-        StrategyName::PreFork,
         StrategyName::Green,
+        StrategyName::Prefork,
+        StrategyName::PreforkThreading,
+        StrategyName::PreforkGreen,
     ];
 
     /// The CLI name, e.g. `threading`.
@@ -42,9 +49,23 @@ impl StrategyName {
             StrategyName::Threading => "threading",
             StrategyName::Pool => "pool",
             StrategyName::Forking => "forking",
-            StrategyName::PreFork => "prefork",
             StrategyName::Green => "green",
+            StrategyName::Prefork => "prefork",
+            StrategyName::PreforkThreading => "prefork-threading",
+            StrategyName::PreforkGreen => "prefork-green",
         }
+    }
+
+    /// Whether it forks (a child per connection, or long-lived children):
+    /// the process must then have no other thread when it serves.
+    pub fn forks(self) -> bool {
+        matches!(
+            self,
+            StrategyName::Forking
+                | StrategyName::Prefork
+                | StrategyName::PreforkThreading
+                | StrategyName::PreforkGreen
+        )
     }
 
     /// The strategy with the library's defaults; `workers` sizes a pool
@@ -52,6 +73,12 @@ impl StrategyName {
     pub fn build(self, workers: Option<usize>) -> Box<dyn Strategy> {
         match (self, workers) {
             (StrategyName::Pool, Some(n)) => Box::new(socketserver::Pool::new(n.max(2))),
+            (StrategyName::PreforkThreading, _) => {
+                Box::new(socketserver::PreFork::new().inner(socketserver::Threading::new()))
+            }
+            (StrategyName::PreforkGreen, _) => {
+                Box::new(socketserver::PreFork::new().inner(socketserver::Green::new().threads(1)))
+            }
             _ => socketserver::strategy::from_name(self.as_str())
                 .expect("every StrategyName is a library strategy name"),
         }

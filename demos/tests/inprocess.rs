@@ -180,8 +180,8 @@ fn chat_pool() {
 fn chat_strategies_that_cannot_host_a_room_say_why() {
     assert!(chat::tcp_strategy_problem(StrategyName::Synchronous).is_some());
     assert!(chat::tcp_strategy_problem(StrategyName::Forking).is_some());
-    assert!(chat::tcp_strategy_problem(StrategyName::PreFork).is_some());
-    assert!(chat::udp_strategy_problem(StrategyName::PreFork).is_some());
+    assert!(chat::tcp_strategy_problem(StrategyName::Prefork).is_some());
+    assert!(chat::udp_strategy_problem(StrategyName::Prefork).is_some());
     assert!(chat::tcp_strategy_problem(StrategyName::Threading).is_none());
     assert!(chat::tcp_strategy_problem(StrategyName::Pool).is_none());
     assert!(chat::udp_strategy_problem(StrategyName::Forking).is_some());

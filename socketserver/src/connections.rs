@@ -145,6 +145,46 @@ struct Live {
     pre_handler_count: usize,
 }
 
+/// Counts connections beyond this process, consulted by [`Registry::admit`]
+/// after its own limits when `max_connections` or `max_per_ip` is set: a
+/// `PreFork` child admits through its parent's shared-memory table, so
+/// that the limits hold for the whole server (`strategy/prefork/limits.rs`).
+pub(crate) trait AdmissionCounter: Send + Sync + std::fmt::Debug {
+    /// Counts one more connection (from `ip`, under `max_per_ip`), or
+    /// refuses it. `Ok(true)`: `ip` was counted (release it with the
+    /// connection).
+    fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        max_connections: Option<usize>,
+        max_per_ip: Option<usize>,
+    ) -> Result<bool, Refusal>;
+    /// Counts `ip` for a connection admitted without it (the PROXY
+    /// protocol names the client later). `Ok(true)`: counted.
+    fn admit_ip(&self, ip: IpAddr, max_per_ip: usize) -> Result<bool, Refusal>;
+    /// A connection ends: `connection` if it was admitted through
+    /// [`admit`](Self::admit), `ip` if that was counted.
+    fn release(&self, ip: Option<IpAddr>, connection: bool);
+}
+
+/// The counter of this process, set once in a `PreFork` child right after
+/// the fork (the one server that process serves).
+static SHARED_COUNTER: std::sync::OnceLock<Arc<dyn AdmissionCounter>> = std::sync::OnceLock::new();
+
+/// From now on every registry of this process admits through `counter` too
+/// (a `PreFork` child; it serves one server). Set once.
+pub(crate) fn admit_through(counter: Arc<dyn AdmissionCounter>) {
+    let _ = SHARED_COUNTER.set(counter);
+}
+
+/// The shared counter, when this process has one and `limits` need it.
+fn shared_counter(limits: &Limits) -> Option<&'static Arc<dyn AdmissionCounter>> {
+    if limits.max_connections.is_none() && limits.max_per_ip.is_none() {
+        return None;
+    }
+    SHARED_COUNTER.get()
+}
+
 /// The registry shared by the server loop and every open stream request.
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -184,6 +224,8 @@ pub struct Registration {
     registry: Arc<Registry>,
     id: u64,
     ip: Option<IpAddr>,
+    /// What the shared counter counted for it: the connection, its address.
+    shared: (bool, Option<IpAddr>),
     watch: Arc<Watch>,
 }
 
@@ -202,6 +244,11 @@ impl Registration {
         let n = live.per_ip.get(&ip).copied().unwrap_or(0);
         if n >= max {
             return Err(Refusal::TooManyFromIp(max));
+        }
+        if let Some(counter) = shared_counter(&self.registry.limits) {
+            if counter.admit_ip(ip, max)? {
+                self.shared.1 = Some(ip);
+            }
         }
         live.per_ip.insert(ip, n + 1);
         self.ip = Some(ip);
@@ -281,6 +328,11 @@ impl Drop for Running<'_> {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.deregister(self.id, self.ip);
+        if self.shared.0 || self.shared.1.is_some() {
+            if let Some(counter) = SHARED_COUNTER.get() {
+                counter.release(self.shared.1, self.shared.0);
+            }
+        }
     }
 }
 
@@ -407,6 +459,21 @@ impl Registry {
             if live.per_ip.get(&ip).copied().unwrap_or(0) >= max {
                 return Err(Refusal::TooManyFromIp(max));
             }
+        }
+        // The whole server's count (a `PreFork` child), once this
+        // process's own allows the connection.
+        let mut shared = (false, None);
+        if let Some(counter) = shared_counter(&self.limits) {
+            let per_ip = ip.and(self.limits.max_per_ip);
+            shared = (
+                true,
+                counter
+                    .admit(ip, self.limits.max_connections, per_ip)?
+                    .then_some(ip)
+                    .flatten(),
+            );
+        }
+        if let (Some(_), Some(ip)) = (self.limits.max_per_ip, ip) {
             *live.per_ip.entry(ip).or_insert(0) += 1;
         }
         let id = live.next_id;
@@ -433,6 +500,7 @@ impl Registry {
             registry: Arc::clone(self),
             id,
             ip: ip.filter(|_| self.limits.max_per_ip.is_some()),
+            shared,
             watch,
         })
     }

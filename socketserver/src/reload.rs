@@ -57,8 +57,11 @@
 //!    down, which would stop the new process's accepts too, nor removes a
 //!    Unix socket file), its loop returns, and its open connections end on
 //!    their own terms: nothing is closed for being idle, since a client of
-//!    a long-lived connection cannot know it should go elsewhere. After
-//!    [`Upgrade::drain_timeout`] what is left is closed gracefully.
+//!    a long-lived connection cannot know it should go elsewhere (a
+//!    `PreFork` parent tells its children to stop accepting and do the
+//!    same). After [`Upgrade::drain_timeout`] what is left is closed
+//!    gracefully; SIGTERM or SIGINT meanwhile closes gracefully at once,
+//!    with the server's close timeout.
 //!
 //! If the new process exits before it is ready, or is not ready within
 //! [`Upgrade::ready_timeout`] (it is killed then), the old one logs why and
@@ -415,9 +418,22 @@ impl Upgrade {
     /// left of [`drain_timeout`](Self::drain_timeout) (at least 100 ms).
     /// [`serve`](Self::serve) calls it; after a [`watch`](Self::watch),
     /// call it for each server once [`Watch::upgraded`] says so.
+    ///
+    /// A stop signal (SIGTERM or SIGINT, as given to
+    /// [`ShutdownHandle::shutdown_on_signals`](crate::ShutdownHandle::shutdown_on_signals))
+    /// before or during this wait ends it: the server closes gracefully at
+    /// once, with its own close timeout, as it would have without the
+    /// upgrade (a supervisor's stop is not held up by the drain timeout).
     pub fn drain(&self, server: &dyn Upgradable) -> DrainReport {
         let end = Instant::now() + self.drain_timeout;
         while !server.is_idle() && Instant::now() < end {
+            if server.stop_signalled() {
+                log::info!(
+                    "{}: stop signal during the upgrade's drain; closing gracefully",
+                    server.url()
+                );
+                return server.close_gracefully(server.close_timeout());
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
         let left = end.saturating_duration_since(Instant::now());
@@ -440,6 +456,20 @@ pub trait Upgradable: Send + Sync {
     fn is_idle(&self) -> bool;
     /// [`Server::close_gracefully`].
     fn close_gracefully(&self, deadline: Duration) -> DrainReport;
+    /// Whether a stop signal (SIGTERM, SIGINT: those given to
+    /// [`ShutdownHandle::shutdown_on_signals`](crate::ShutdownHandle::shutdown_on_signals))
+    /// reached the process: [`Upgrade::drain`] then stops waiting for the
+    /// connections to end on their own and closes gracefully at once.
+    /// Default `false`.
+    fn stop_signalled(&self) -> bool {
+        false
+    }
+    /// The deadline of the graceful close a stop signal switches the drain
+    /// to (a [`Server`]: its [`close_timeout`](crate::Builder::close_timeout)).
+    /// Default [`DEFAULT_CLOSE_TIMEOUT`](crate::DEFAULT_CLOSE_TIMEOUT).
+    fn close_timeout(&self) -> Duration {
+        crate::DEFAULT_CLOSE_TIMEOUT
+    }
 }
 
 impl<T, S, H> Upgradable for Server<T, S, H>
@@ -452,10 +482,7 @@ where
         self.transport().fd()
     }
     fn hand_over_and_stop(&self) {
-        // First the mark, then the loop's end: the close that follows must
-        // not stop the socket listening.
-        self.transport().hand_over();
-        self.shutdown_handle().shutdown();
+        Server::hand_over(self);
     }
     fn url(&self) -> String {
         Server::url(self)
@@ -466,6 +493,12 @@ where
     }
     fn close_gracefully(&self, deadline: Duration) -> DrainReport {
         Server::close_gracefully(self, deadline)
+    }
+    fn stop_signalled(&self) -> bool {
+        Server::stop_signalled(self)
+    }
+    fn close_timeout(&self) -> Duration {
+        self.configured_close_timeout()
     }
 }
 

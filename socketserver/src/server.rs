@@ -41,6 +41,10 @@ const BATCH: usize = 64;
 /// request (vDSO), nothing next to an accept or a `recvfrom`.
 const BATCH_TIME: Duration = Duration::from_millis(1);
 
+/// How often a forked child that stopped accepting looks whether its last
+/// connection ended (see `Core::linger_in_child`).
+const LINGER_LOOK: Duration = Duration::from_millis(5);
+
 /// A server: a [`Transport`] (where requests come from), a [`Strategy`]
 /// (how each runs) and a handler `H` (what it does). Python: `BaseServer`.
 ///
@@ -94,6 +98,8 @@ struct Core<T: Transport, S: Strategy, H> {
     closed: AtomicBool,
     /// Set when a graceful close gave up on requests that would not stop.
     skip_strategy_close: AtomicBool,
+    /// The socket was handed over to a successor process (an upgrade).
+    handed_over: AtomicBool,
     /// Oversized datagrams since the last report to `handle_error`, and when
     /// that was.
     oversized_reported: Mutex<Option<Instant>>,
@@ -178,6 +184,7 @@ where
             running: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             skip_strategy_close: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             oversized_reported: Mutex::new(None),
         };
         Ok(Server {
@@ -250,8 +257,12 @@ where
         self.0.serve_loop()
     }
 
-    fn serve_in_child(&self) -> io::Result<()> {
-        self.0.serve_in_child()
+    fn serve_in_child(&self, linger: &dyn Fn() -> Option<Duration>) -> io::Result<()> {
+        self.0.serve_in_child(linger)
+    }
+
+    fn handed_over(&self) -> bool {
+        self.0.handed_over.load(Ordering::SeqCst)
     }
 
     fn wait(
@@ -450,6 +461,31 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     /// [`ShutdownHandle::shutdown`]). Python: `shutdown()`.
     pub fn shutdown(&self) {
         self.core.shutdown.shutdown()
+    }
+
+    /// The socket serves a successor process now (an upgrade): marks it
+    /// handed over (closing no longer stops it listening nor removes its
+    /// file) and stops `serve_forever`, whose strategy lets the
+    /// connections end on their own terms.
+    pub(crate) fn hand_over(&self) {
+        // First the marks, then the loop's end: the close that follows must
+        // not stop the socket listening, and a strategy that takes the loop
+        // over (`PreFork`) must know why it ended.
+        self.core.transport.hand_over();
+        self.core.handed_over.store(true, Ordering::SeqCst);
+        self.core.shutdown.shutdown();
+    }
+
+    /// Whether SIGTERM (or another signal given to
+    /// [`ShutdownHandle::shutdown_on_signals`]) reached this process since
+    /// the server was built.
+    pub(crate) fn stop_signalled(&self) -> bool {
+        self.core.shutdown.stop_signalled()
+    }
+
+    /// The builder's [`close_timeout`](Builder::close_timeout).
+    pub(crate) fn configured_close_timeout(&self) -> Duration {
+        self.core.close_timeout
     }
 
     /// The handler (and the state it shares between requests).
@@ -765,10 +801,13 @@ where
     /// In a forked child that serves (`PreFork`): the loop with the child's
     /// SIGTERM as its stop, then this process's own graceful close (the
     /// shared listening socket stays open, a Unix socket file stays).
-    fn serve_in_child(&self) -> io::Result<()> {
+    fn serve_in_child(&self, linger: &dyn Fn() -> Option<Duration>) -> io::Result<()> {
         sys::child_stop_onto(self.wake.raw_fd())?;
         let result = self.serve_loop();
         self.shutdown.shutdown_flag_only();
+        if !sys::child_stop_requested() {
+            self.linger_in_child(linger());
+        }
         self.registry.begin_drain();
         self.strategy.begin_drain();
         if !self.strategy.wait_idle(self.close_timeout) {
@@ -777,6 +816,36 @@ where
             self.strategy.wait_idle(Duration::from_millis(100));
         }
         result
+    }
+
+    /// In a forked child whose loop ended without SIGTERM: waits, accepting
+    /// nothing and closing nothing, until no connection is open and no
+    /// request runs, SIGTERM comes, or `limit` passes.
+    fn linger_in_child(&self, limit: Option<Duration>) {
+        let end = limit.and_then(deadline_after);
+        while !sys::child_stop_requested() {
+            if self.registry.connections() == 0
+                && self.registry.running() == 0
+                && self.strategy.active() == 0
+            {
+                return;
+            }
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                log::debug!(
+                    "{}: connections still open after {limit:?}; closing them gracefully",
+                    self.url()
+                );
+                return;
+            }
+            let nap = left.map_or(LINGER_LOOK, |l| l.min(LINGER_LOOK));
+            // The stop pipe sits where the wake-up socket was: SIGTERM ends
+            // the wait at once.
+            if sys::poll_read(None, self.wake.raw_fd(), Some(nap)).is_ok_and(|r| r.wake) {
+                self.wake.drain();
+            }
+            self.strategy.service();
+        }
     }
 
     fn serve_loop(&self) -> io::Result<()> {

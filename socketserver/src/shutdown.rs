@@ -56,6 +56,9 @@ struct Inner {
     /// Shared with the signal handlers of `shutdown_on_signals` (hence the
     /// `Arc`), which set it too.
     requested: Arc<AtomicBool>,
+    /// Set by those signal handlers only, never cleared: a stop signal
+    /// reached this process (an upgrade's drain watches it).
+    signalled: Arc<AtomicBool>,
     writer: UnixStream,
 }
 
@@ -86,7 +89,7 @@ pub struct ShutdownHandle {
 /// (signal-hook writes its own).
 const SHUTDOWN: u8 = b'S';
 /// The byte that only wakes the loop.
-const POKE: u8 = b'+';
+pub(crate) const POKE: u8 = b'+';
 
 /// What the loop found on its wake-up socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,6 +112,7 @@ pub(crate) fn wake_pair() -> io::Result<(ShutdownHandle, WakeReceiver)> {
         ShutdownHandle {
             inner: Arc::new(Inner {
                 requested: Arc::new(AtomicBool::new(false)),
+                signalled: Arc::new(AtomicBool::new(false)),
                 writer,
             }),
         },
@@ -159,11 +163,18 @@ impl ShutdownHandle {
             // children hold idle connections went unnoticed until a child
             // exited. Setting an AtomicBool is async-signal-safe.
             signal_hook::flag::register(sig, Arc::clone(&self.inner.requested))?;
+            signal_hook::flag::register(sig, Arc::clone(&self.inner.signalled))?;
             let writer = self.inner.writer.try_clone()?;
             signal_hook::low_level::pipe::register(sig, writer)?;
         }
         SIGNAL_HANDLERS_INSTALLED.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether one of the signals given to
+    /// [`shutdown_on_signals`](Self::shutdown_on_signals) arrived (ever).
+    pub(crate) fn stop_signalled(&self) -> bool {
+        self.inner.signalled.load(Ordering::SeqCst)
     }
 
     /// Wakes the loop without asking it to stop (a connection slot freed).

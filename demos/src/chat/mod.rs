@@ -64,11 +64,12 @@ pub fn tcp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
             "forking serves each member in its own process with its own copy of the room, \
              so members would never see each other; use threading, pool or green",
         ),
-        StrategyName::PreFork => Some(
-            "prefork serves members in several processes, each with its own copy of the room, \
-             so members in different processes would never see each other; use threading, pool \
-             or green",
-        ),
+        StrategyName::Prefork | StrategyName::PreforkThreading | StrategyName::PreforkGreen => {
+            Some(
+                "prefork serves members in several processes, each with its own copy of the \
+                 room, so members would not all see each other; use threading, pool or green",
+            )
+        }
         StrategyName::Threading | StrategyName::Pool | StrategyName::Green => None,
     }
 }
@@ -76,14 +77,12 @@ pub fn tcp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
 /// Why `strategy` cannot host a UDP chat room, if it cannot.
 pub fn udp_strategy_problem(strategy: StrategyName) -> Option<&'static str> {
     match strategy {
-        StrategyName::Forking => Some(
-            "forking handles each datagram in a child process, so a /nick would register \
+        StrategyName::Forking
+        | StrategyName::Prefork
+        | StrategyName::PreforkThreading
+        | StrategyName::PreforkGreen => Some(
+            "forking and prefork handle datagrams in child processes, so a /nick would register \
              the peer in a copy of the peer table that vanishes with the child; use \
-             synchronous (the default), threading, pool or green",
-        ),
-        StrategyName::PreFork => Some(
-            "prefork handles datagrams in several child processes, each with its own copy of \
-             the peer table, so a /nick registered in one would be unknown to the others; use \
              synchronous (the default), threading, pool or green",
         ),
         _ => None,

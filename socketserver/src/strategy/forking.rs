@@ -64,6 +64,8 @@ use crate::ShutdownHandle;
 pub struct Forking {
     max_children: usize,
     children: Mutex<Vec<libc::pid_t>>,
+    /// A graceful close began: a child forked from now on is told at once.
+    draining: AtomicBool,
     warned: AtomicBool,
 }
 
@@ -82,6 +84,7 @@ impl Forking {
         Forking {
             max_children: 40,
             children: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
             warned: AtomicBool::new(false),
         }
     }
@@ -150,6 +153,9 @@ impl Strategy for Forking {
         }
         let threads = sys::thread_count().unwrap_or(1);
         self.warn_if_threaded(threads);
+        // SIGTERM waits, in the child, until its own handler is in place:
+        // a drain that begins as it is forked reaches it all the same.
+        let term_blocked = sys::block_term();
         match sys::fork()? {
             Fork::Child => {
                 // Nothing here may take a lock another thread of the parent
@@ -170,13 +176,23 @@ impl Strategy for Forking {
                 // Without a stop pipe the child would still serve; SIGTERM
                 // then just ends it (the default) at the drain deadline.
                 let _ = sys::install_child_stop();
+                // A SIGTERM sent meanwhile (the parent's drain, or one to
+                // the process group) runs the handler just installed.
+                drop(term_blocked);
                 let ok = job.run();
                 sys::exit_immediately(if ok { 0 } else { 1 })
             }
             Fork::Parent(pid) => {
+                drop(term_blocked);
                 // Closes the parent's copy of the connection.
                 drop(job);
-                self.children.lock().push(pid);
+                let mut children = self.children.lock();
+                children.push(pid);
+                // Under the lock `begin_drain` signals the children with:
+                // either it saw this one, or the flag is set by now.
+                if self.draining.load(Ordering::SeqCst) {
+                    sys::kill(pid, libc::SIGTERM);
+                }
                 Ok(())
             }
         }
@@ -213,6 +229,7 @@ impl Strategy for Forking {
     }
 
     fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         for &pid in self.children.lock().iter() {
             sys::kill(pid, libc::SIGTERM);
         }

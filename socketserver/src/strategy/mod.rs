@@ -218,7 +218,21 @@ pub trait ServerLoop {
     /// stop, then a graceful close of this process's own connections within
     /// the server's close timeout. The listening socket stays open (it is
     /// shared). Returns when the child should leave.
-    fn serve_in_child(&self) -> io::Result<()>;
+    ///
+    /// A loop that ended otherwise than by SIGTERM (the strategy asked the
+    /// child to leave: recycled, retired, or the server handed over to a
+    /// successor) first lets the connections it accepted end on their own
+    /// terms, for at most `linger()` (`None`: until they end or SIGTERM
+    /// comes), without closing idle ones; SIGTERM meanwhile switches to the
+    /// graceful close at once.
+    fn serve_in_child(&self, linger: &dyn Fn() -> Option<Duration>) -> io::Result<()>;
+
+    /// Whether the loop ended because the server handed its socket over to
+    /// a successor process (a zero-downtime upgrade): its connections are
+    /// to end on their own terms, not be closed. Default `false`.
+    fn handed_over(&self) -> bool {
+        false
+    }
 
     /// Waits until a shutdown is asked (returns `true`), `also` is readable
     /// or `timeout` passes (`false`).

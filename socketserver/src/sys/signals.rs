@@ -185,3 +185,108 @@ pub(crate) fn child_stop_onto(target: RawFd) -> io::Result<()> {
     CHILD_RUNS_LOOP.store(true, Ordering::SeqCst);
     Ok(())
 }
+
+/// SIGTERM blocked in the calling thread while this lives; dropping it
+/// restores the mask it replaced. Held across `fork`: the child starts with
+/// SIGTERM blocked, so one sent before it installs its own handler
+/// ([`install_child_stop`]) waits for that handler instead of running the
+/// parent's (which would take it for the parent's and leave the child
+/// serving on).
+pub(crate) struct TermBlocked {
+    previous: libc::sigset_t,
+}
+
+/// Blocks SIGTERM in the calling thread until the guard drops.
+pub(crate) fn block_term() -> TermBlocked {
+    // SAFETY: an all-zero sigset_t is a valid value to fill (plain data).
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset, sigaddset and pthread_sigmask write only to the
+    // sigset_t values passed, which live on this stack frame during the
+    // calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
+    }
+    TermBlocked { previous }
+}
+
+impl Drop for TermBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `block_term`; `previous` is
+        // initialised. A SIGTERM that came meanwhile is delivered now, to
+        // the handler in place now.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Makes `signal` ignored in this process (a `PreFork` child and the
+/// parent's upgrade signal: sent to the whole process group, it is the
+/// parent's business).
+pub(crate) fn ignore_signal(signal: i32) {
+    // SAFETY: SIG_IGN is a valid disposition for any catchable signal (the
+    // callers pass SIGUSR2 or another user signal); `signal` only changes
+    // process state.
+    unsafe {
+        libc::signal(signal, libc::SIG_IGN);
+    }
+}
+
+/// The signal a `PreFork` parent sends a child to make it leave quietly:
+/// stop accepting, let its connections end on their own, exit (see
+/// [`install_child_leave`]). A real-time signal, which nothing sends by
+/// accident (the first one past those the C library keeps).
+pub(crate) fn child_leave_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+/// The quiet leave was asked of this forked child.
+static CHILD_LEAVE: AtomicBool = AtomicBool::new(false);
+/// The byte the leave signal writes to the stop pipe: one that wakes the
+/// server loop without stopping it (its poke).
+static CHILD_LEAVE_BYTE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+extern "C" fn on_child_leave(_signal: libc::c_int) {
+    CHILD_LEAVE.store(true, Ordering::SeqCst);
+    let fd = CHILD_STOP_WRITE.load(Ordering::SeqCst);
+    let byte = [CHILD_LEAVE_BYTE.load(Ordering::SeqCst)];
+    // SAFETY: write is async-signal-safe; the buffer is on this frame;
+    // errno is saved and restored around it.
+    unsafe {
+        let errno = *libc::__errno_location();
+        if fd >= 0 {
+            libc::write(fd, byte.as_ptr().cast(), 1);
+        }
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// In a forked child, after [`install_child_stop`]: the signal
+/// [`child_leave_signal`] sets the flag [`child_leave_requested`] reads and
+/// writes `wake_byte` to the child's stop pipe, which wakes the server loop
+/// (the byte must be one the loop takes for a mere wake-up). Installed
+/// without allocating or locking.
+pub(crate) fn install_child_leave(wake_byte: u8) -> io::Result<()> {
+    CHILD_LEAVE_BYTE.store(wake_byte, Ordering::SeqCst);
+    // SAFETY: as in `install_child_stop`: a zeroed sigaction filled with an
+    // `extern "C" fn(c_int)` handler that touches atomics and calls write.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_child_leave as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(child_leave_signal(), &action, std::ptr::null_mut()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether this forked child was asked to leave quietly.
+pub(crate) fn child_leave_requested() -> bool {
+    CHILD_LEAVE.load(Ordering::SeqCst)
+}

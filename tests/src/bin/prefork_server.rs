@@ -5,6 +5,7 @@
 //! ```text
 //! prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N]
 //!                     [--max-requests=N] [--forks-per-second=N] [--threading | --green]
+//!                     [--max-per-ip=N] [--max-connections=N]
 //!                     [--tls-cert=PEM --tls-key=PEM] [--user=NAME]
 //! ```
 //!
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(addr) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green] [--tls-cert=PEM --tls-key=PEM]");
+        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green] [--max-per-ip=N] [--max-connections=N] [--tls-cert=PEM --tls-key=PEM]");
         return ExitCode::from(2);
     };
     let tls = match socketserver_tests::tls::config_from_args(&args) {
@@ -83,6 +84,12 @@ fn main() -> ExitCode {
     let mut builder = Server::builder();
     if let Some(config) = tls {
         builder = builder.tls(config);
+    }
+    if let Some(n) = flag(&args, "--max-per-ip") {
+        builder = builder.max_per_ip(Some(usize::try_from(n).expect("a count")));
+    }
+    if let Some(n) = flag(&args, "--max-connections") {
+        builder = builder.max_connections(Some(usize::try_from(n).expect("a count")));
     }
     let mut prefork = PreFork::new();
     let size = |n: u64| usize::try_from(n).expect("a size");

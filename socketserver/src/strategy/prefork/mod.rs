@@ -1,3 +1,4 @@
+mod limits;
 #[allow(unsafe_code)] // the status table lives in shared memory (mmap)
 mod table;
 
@@ -13,6 +14,7 @@ use parking_lot::Mutex;
 use super::{Job, ServerLoop, Strategy, Synchronous};
 use crate::sys::{self, ChildExit, Fork};
 use crate::ShutdownHandle;
+use limits::SharedAdmission;
 use table::{SharedSlots, Slot};
 
 /// A set of long-lived child processes that each accept on the shared
@@ -40,8 +42,10 @@ use table::{SharedSlots, Slot};
 ///   pool grows within a fork's time.
 /// * A child leaves after [`max_requests`](Self::max_requests) (1000)
 ///   requests, at a point where it serves none (a leak in a handler cannot
-///   grow forever), and a retired child leaves when idle; neither cuts a
-///   connection.
+///   grow forever), and a retired child leaves when idle. Leaving, a child
+///   stops accepting, then lets the connections it accepted end on their
+///   own (up to the close timeout) before its graceful close: neither cuts
+///   a connection nor drops a request it accepted.
 /// * A child that dies is reaped within 100 ms and replaced as needed; one
 ///   killed by a signal is logged at warn level with the signal's name.
 /// * Forks are rate limited: at most
@@ -56,7 +60,29 @@ use table::{SharedSlots, Slot};
 ///   reaped. Children left at the close timeout get SIGKILL. A child ignores
 ///   SIGINT (^C reaches the whole process group; the parent drains them) and
 ///   gets SIGTERM if the parent dies (`PR_SET_PDEATHSIG`), so a killed
-///   parent leaves no child serving.
+///   parent leaves no child serving. SIGTERM is blocked across `fork`, so a
+///   child forked as the drain begins gets it all the same.
+/// * An upgrade ([`reload`](crate::reload), SIGUSR2): once the successor
+///   serves, the parent tells each child to leave quietly (`SIGRTMIN+1`):
+///   it stops accepting and serves its connections, idle ones included,
+///   until their clients leave; the upgrade's drain waits for the children
+///   and sends SIGTERM at its deadline (or at once on SIGTERM/SIGINT).
+///   Children ignore SIGUSR2.
+///
+/// # Limits are the whole server's
+///
+/// [`max_connections`](crate::Builder::max_connections) and
+/// [`max_per_ip`](crate::Builder::max_per_ip) count the connections of
+/// every child: each child admits a connection through tables in shared
+/// memory (one lock, an atomic holding its holder's pid; no system call).
+/// The per-IP table holds [`PER_IP_ADDRESSES`](Self::PER_IP_ADDRESSES)
+/// (4096) client addresses at once; when that many distinct addresses have
+/// connections open, a connection from yet another one is admitted without
+/// a per-IP count (`max_connections` still applies) and a warning is
+/// logged. Each count is kept per child as well, so that the parent takes
+/// back the counts of a child that dies holding connections (a crash, a
+/// SIGKILL) when it reaps it. `limit_policy(Wait)` still waits on the
+/// child's own count.
 ///
 /// # State is per child
 ///
@@ -96,6 +122,8 @@ pub struct PreFork<S: Strategy = Synchronous> {
     fork_rate: u32,
     /// The status table, made when `serve_forever` first runs.
     table: OnceLock<Arc<SharedSlots>>,
+    /// The server-wide connection limits' tables, made with the table.
+    admission: OnceLock<Arc<SharedAdmission>>,
     /// Children wake the parent here: (parent's end, children's end).
     notify: OnceLock<(UnixStream, UnixStream)>,
     /// In a child: its slot (`usize::MAX` in the parent).
@@ -106,6 +134,10 @@ pub struct PreFork<S: Strategy = Synchronous> {
     children: Mutex<Vec<Kid>>,
     /// Requests served by children already reaped.
     served_gone: AtomicU64,
+    /// A graceful close began: a child forked from now on gets SIGTERM.
+    draining: AtomicBool,
+    /// The server handed its socket over: the children leave quietly.
+    handed_over: AtomicBool,
     warned: AtomicBool,
 }
 
@@ -130,6 +162,10 @@ impl Default for PreFork {
 }
 
 impl PreFork {
+    /// Client addresses the server-wide `max_per_ip` table holds at once
+    /// (see "Limits are the whole server's" above).
+    pub const PER_IP_ADDRESSES: usize = limits::PER_IP_ENTRIES;
+
     /// 5 to 50 children, 2 to 10 of them idle, 1000 requests each, one
     /// request at a time in each ([`Synchronous`]).
     pub fn new() -> PreFork {
@@ -148,19 +184,23 @@ impl<S: Strategy> PreFork<S> {
             max_requests: 1000,
             fork_rate: 50,
             table: OnceLock::new(),
+            admission: OnceLock::new(),
             notify: OnceLock::new(),
             my_slot: AtomicUsize::new(usize::MAX),
             my_shutdown: OnceLock::new(),
             children: Mutex::new(Vec::new()),
             served_gone: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             warned: AtomicBool::new(false),
         }
     }
 
     /// The strategy each child serves its requests with (default
     /// [`Synchronous`]; `Threading` works too: a child is busy while any of
-    /// its requests runs, and recycling it closes its other connections at
-    /// their next message boundary).
+    /// its requests runs, and a recycled child lets its other connections
+    /// end on their own, up to the close timeout, before closing what is
+    /// left at its next message boundary).
     pub fn inner<S2: Strategy>(self, inner: S2) -> PreFork<S2> {
         let mut p = PreFork::with_inner(inner);
         p.min_servers = self.min_servers;
@@ -214,6 +254,14 @@ impl<S: Strategy> PreFork<S> {
     pub fn max_forks_per_second(mut self, n: u32) -> Self {
         self.fork_rate = n.max(1);
         self
+    }
+
+    /// Connections open in all children now, as the server-wide
+    /// `max_connections` counts them (0 before `serve_forever`).
+    pub fn connections(&self) -> usize {
+        self.admission
+            .get()
+            .map_or(0, |a| usize::try_from(a.total()).unwrap_or(usize::MAX))
     }
 
     /// Pids of the children alive now (in the parent).
@@ -274,6 +322,9 @@ impl<S: Strategy> PreFork<S> {
                 // ECHILD: reaped elsewhere (SIGCHLD ignored).
                 Err(_) => None,
             };
+            if let Some(admission) = self.admission.get() {
+                admission.reclaim(kid.slot, kid.pid);
+            }
             let slot = &table.slots()[kid.slot];
             let served = slot.served.load(Ordering::Relaxed);
             self.served_gone.fetch_add(served, Ordering::Relaxed);
@@ -361,17 +412,26 @@ impl<S: Strategy> PreFork<S> {
         let threads = sys::thread_count().unwrap_or(1);
         self.warn_if_threaded(threads);
         let parent = sys::getpid();
+        // SIGTERM waits, in the child, until its own handler is in place:
+        // a drain that begins as it is forked reaches it all the same.
+        let term_blocked = sys::block_term();
         match sys::fork()? {
             Fork::Child => {
                 // Nothing here may take a lock another thread of the parent
                 // could have held at fork time.
                 sys::set_second_term_exits(false);
                 if sys::install_child_stop().is_err()
+                    || sys::install_child_leave(crate::shutdown::POKE).is_err()
                     || !sys::die_with_parent(libc::SIGTERM, parent)
                 {
                     sys::exit_immediately(1);
                 }
+                drop(term_blocked);
                 sys::ignore_sigint();
+                // The upgrade signal sent to the whole process group is the
+                // parent's business (it hands the socket over, then tells
+                // its children to leave quietly).
+                sys::ignore_signal(libc::SIGUSR2);
                 if threads > 1 {
                     log::set_max_level(log::LevelFilter::Off);
                 }
@@ -380,7 +440,16 @@ impl<S: Strategy> PreFork<S> {
                 }
                 let _ = self.my_shutdown.set(server.shutdown_handle());
                 self.my_slot.store(slot, Ordering::Relaxed);
-                let code = match server.serve_in_child() {
+                if let Some(admission) = self.admission.get() {
+                    admission.enter_child(slot, sys::getpid());
+                    crate::connections::admit_through(Arc::clone(admission) as _);
+                }
+                let close_timeout = server.close_timeout();
+                // Recycled or retired: up to the close timeout for the
+                // connections to end on their own; after a hand-over, until
+                // the parent's SIGTERM (at the upgrade's drain timeout).
+                let linger = || (!sys::child_leave_requested()).then_some(close_timeout);
+                let code = match server.serve_in_child(&linger) {
                     Ok(()) => 0,
                     Err(e) => {
                         log::error!("prefork: child serving {}: {e}", server.url());
@@ -390,11 +459,19 @@ impl<S: Strategy> PreFork<S> {
                 sys::exit_immediately(code)
             }
             Fork::Parent(pid) => {
+                drop(term_blocked);
                 s.pid.store(pid, Ordering::Release);
-                self.children.lock().push(Kid {
+                let mut kids = self.children.lock();
+                // Under the lock `signal_all` signals the children with:
+                // either it saw this one, or the flag is set by now.
+                let term_sent = self.draining.load(Ordering::SeqCst);
+                if term_sent {
+                    sys::kill(pid, libc::SIGTERM);
+                }
+                kids.push(Kid {
                     pid,
                     slot,
-                    term_sent: false,
+                    term_sent,
                 });
                 Ok(())
             }
@@ -405,6 +482,7 @@ impl<S: Strategy> PreFork<S> {
     /// SIGTERM from elsewhere too, e.g. sent to the process group, still
     /// drains).
     fn signal_all(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         for kid in self.children.lock().iter_mut() {
             if !kid.term_sent {
                 kid.term_sent = true;
@@ -436,6 +514,16 @@ impl<S: Strategy> PreFork<S> {
         self.reap(true, true);
     }
 
+    /// After a hand-over: every child stops accepting and leaves once its
+    /// connections have ended on their own (or at SIGTERM, which the
+    /// upgrade's drain sends at its deadline).
+    fn leave_all(&self, table: &SharedSlots) {
+        for kid in self.children.lock().iter() {
+            table.slots()[kid.slot].retire.store(1, Ordering::Relaxed);
+            sys::kill(kid.pid, sys::child_leave_signal());
+        }
+    }
+
     /// In a child that just went busy: wakes the parent if too few
     /// children are idle now.
     fn nudge_parent(&self, table: &SharedSlots) {
@@ -455,12 +543,15 @@ impl<S: Strategy> PreFork<S> {
         }
     }
 
-    /// In a child, between requests: leave if retired or worn out.
+    /// In a child, between requests: leave if told to (the server handed
+    /// over), or if retired or worn out and serving nothing.
     fn leave_if_done(&self, slot: &Slot) {
         let retired = slot.retire.load(Ordering::Relaxed) != 0;
         let worn =
             self.max_requests > 0 && slot.served.load(Ordering::Relaxed) >= self.max_requests;
-        if (retired || worn) && slot.active.load(Ordering::Relaxed) == 0 {
+        if sys::child_leave_requested()
+            || ((retired || worn) && slot.active.load(Ordering::Relaxed) == 0)
+        {
             if let Some(handle) = self.my_shutdown.get() {
                 handle.shutdown_flag_only();
             }
@@ -671,6 +762,12 @@ impl<S: Strategy> Strategy for PreFork<S> {
         if self.my_slot().is_some() {
             return self.inner.active();
         }
+        if self.handed_over.load(Ordering::SeqCst) {
+            // Each child left holds connections, idle ones included, or is
+            // on its way out: the upgrade's drain waits for them all.
+            self.reap(false, true);
+            return self.children.lock().len();
+        }
         let Some(table) = self.table.get() else {
             return 0;
         };
@@ -719,6 +816,10 @@ impl<S: Strategy> Strategy for PreFork<S> {
         let (min, max, min_spare, max_spare) = self.limits();
         if self.table.get().is_none() {
             let _ = self.table.set(Arc::new(SharedSlots::new(max)?));
+        }
+        if self.admission.get().is_none() {
+            let slots = Arc::clone(self.table.get().expect("set above"));
+            let _ = self.admission.set(Arc::new(SharedAdmission::new(slots)?));
         }
         if self.notify.get().is_none() {
             let (a, b) = UnixStream::pair()?;
@@ -769,6 +870,20 @@ impl<S: Strategy> Strategy for PreFork<S> {
                 Err(e) => break Err(e),
             }
         };
+        if server.handed_over() {
+            // An upgrade: the successor accepts now. The children finish
+            // their connections on their own terms, as a Threading server's
+            // would; the upgrade's drain waits for them (`active`) and sends
+            // SIGTERM at its deadline (`begin_drain`).
+            self.handed_over.store(true, Ordering::SeqCst);
+            self.leave_all(&table);
+            log::info!(
+                "prefork: {} handed over; {} children finish their connections",
+                server.url(),
+                self.children.lock().len()
+            );
+            return result;
+        }
         self.drain_children(server.close_timeout());
         log::info!(
             "prefork: all children of {} gone, {} requests served",
