@@ -9,14 +9,14 @@
 //!
 //! * **accept**: the server loop takes the connection off the socket
 //!   (`Server::serve_forever`).
-//! * **admission** ([`crate::admission`]): the drain, the allow and deny
+//! * **admission** (`admission.rs`): the drain, the allow and deny
 //!   lists, `max_connections`, `max_per_ip`, the pre-handler budget; then
 //!   `verify_request` when the socket's peer is the client. Runs in the
 //!   loop, before a thread, child or coroutine is spent on the connection.
 //! * **PROXY header** ([`crate::proxy`]): behind a proxy the client is
 //!   known here; admission's lists and `max_per_ip`, and `verify_request`,
 //!   then apply to it.
-//! * **TLS handshake** ([`crate::tls`]), then `verify_tls`.
+//! * **TLS handshake** (`tls.rs`, feature `tls`), then `verify_tls`.
 //! * **handler**: the connection leaves the pre-handler budget and the
 //!   handler runs.
 //!
