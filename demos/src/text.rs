@@ -131,13 +131,17 @@ pub fn script(c: char) -> Option<Script> {
 /// What a name looks like, for telling apart names a reader could mistake
 /// for each other (a small part of Unicode's confusable skeletons, UTS
 /// #39): lowercase; Cyrillic and Greek letters that look like Latin ones
-/// become those; `0` is `o`; `1`, `I` and `|` are `l`; `rn` is `m`, `vv`
-/// is `w`. Two names with the same skeleton are the same name.
+/// become those; `0` is `o`; `1`, `I`, `|` and `i` are `l` (`i` too,
+/// because it is `I` in capitals: otherwise `ALICE` would pass for a name
+/// other than `alice`); `rn` is `m`, `vv` is `w`. Two names with the same
+/// skeleton are the same name.
 ///
 /// ```
 /// use demos::text::skeleton;
 /// assert_eq!(skeleton("Alice"), skeleton("alice"));
 /// assert_eq!(skeleton("aIice"), skeleton("alice")); // capital I
+/// assert_eq!(skeleton("ALICE"), skeleton("alice"));
+/// assert_eq!(skeleton("alIce"), skeleton("alice"));
 /// assert_eq!(skeleton("асе"), skeleton("ace")); // Cyrillic а с е
 /// assert_eq!(skeleton("rnary"), skeleton("mary"));
 /// assert_ne!(skeleton("bob"), skeleton("rob"));
@@ -173,7 +177,8 @@ pub fn skeleton(name: &str) -> String {
                 'ԁ' => 'd',
                 'е' => 'e',
                 'һ' => 'h',
-                'і' | 'ι' => 'i',
+                // Lowercase i is I's, and I looks like l.
+                'i' | 'і' | 'ι' => 'l',
                 'ј' | 'ϳ' => 'j',
                 'κ' => 'k',
                 'р' | 'ρ' => 'p',
@@ -194,6 +199,20 @@ pub fn skeleton(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_never_hides_a_lookalike() {
+        for (a, b) in [
+            ("ALICE", "alice"),
+            ("alIce", "alice"),
+            ("MIKE", "mike"),
+            ("Mike", "mIke"),
+            ("b1ll", "BILL"),
+        ] {
+            assert_eq!(skeleton(a), skeleton(b), "{a} / {b}");
+        }
+        assert_ne!(skeleton("alice"), skeleton("bob"));
+    }
 
     #[test]
     fn hidden_and_unsafe_characters() {

@@ -65,6 +65,8 @@ fn chat_nicknames_with_hidden_blank_or_lookalike_characters_are_refused() {
             ("\u{430}lice".to_owned(), "mixes"), // Cyrillic а + Latin
             ("\u{430}\u{441}\u{435}".to_owned(), "taken"), // Cyrillic асе
             ("aIice".to_owned(), "taken"),       // a capital I
+            ("ALICE".to_owned(), "taken"),       // case alone
+            ("alIce".to_owned(), "taken"),       // a capital I for i
             ("a\u{2215}b".to_owned(), "only letters"),
         ];
         for c in HIDDEN.chars() {
