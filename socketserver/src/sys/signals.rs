@@ -290,3 +290,34 @@ pub(crate) fn install_child_leave(wake_byte: u8) -> io::Result<()> {
 pub(crate) fn child_leave_requested() -> bool {
     CHILD_LEAVE.load(Ordering::SeqCst)
 }
+
+/// On `signal`: sets `flag`, then writes `byte` to `writer` without waiting
+/// (a full socket means a wake-up is pending already). The writer is kept
+/// open by the registration. Returns it, to unregister.
+pub(crate) fn on_signal_flag_and_byte(
+    signal: i32,
+    flag: std::sync::Arc<AtomicBool>,
+    writer: std::os::unix::net::UnixStream,
+    byte: u8,
+) -> io::Result<signal_hook::SigId> {
+    let action = move || {
+        flag.store(true, Ordering::SeqCst);
+        let fd = writer.as_raw_fd();
+        // SAFETY: send with MSG_DONTWAIT on a descriptor this closure owns
+        // (open while registered), from a byte on this frame; errno is
+        // saved and restored around it.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::send(
+                fd,
+                std::ptr::from_ref(&byte).cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+            *libc::__errno_location() = errno;
+        }
+    };
+    // SAFETY: the action is async-signal-safe: it stores to an atomic and
+    // calls send(2) (see above); it allocates nothing and takes no lock.
+    unsafe { signal_hook::low_level::register(signal, action) }
+}
