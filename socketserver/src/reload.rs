@@ -40,7 +40,11 @@
 //! ## The hand-over, step by step
 //!
 //! 1. The signal arrives; a thread of [`Upgrade::serve`] wakes (the handler
-//!    only writes a byte to a socket pair).
+//!    only writes a byte to a socket pair). Under `Forking` and `PreFork`,
+//!    which must fork from a single thread, there is no such thread: the
+//!    byte wakes the server loop, which returns, and the thread that called
+//!    [`Upgrade::serve`] goes on from step 2 (serving again if the upgrade
+//!    fails).
 //! 2. It starts the program (default: this process's executable path, as
 //!    [`std::env::current_exe`] saw it at [`Upgrade::new`], with the same
 //!    arguments) with the listening socket as fd 3, `LISTEN_FDS=1` and
