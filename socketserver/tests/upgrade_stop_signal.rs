@@ -79,6 +79,7 @@ fn sigterm_during_an_upgrade_drain_closes_gracefully_at_once_prefork() {
     stop_during_the_drain("prefork", "TERM");
 }
 
+#[cfg(feature = "green")]
 #[test]
 fn sigterm_during_an_upgrade_drain_closes_gracefully_at_once_green() {
     stop_during_the_drain("green", "TERM");
