@@ -186,12 +186,13 @@ pub(crate) fn child_stop_onto(target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// SIGTERM blocked in the calling thread while this lives; dropping it
-/// restores the mask it replaced. Held across `fork`: the child starts with
-/// SIGTERM blocked, so one sent before it installs its own handler
-/// ([`install_child_stop`]) waits for that handler instead of running the
-/// parent's (which would take it for the parent's and leave the child
-/// serving on).
+/// SIGTERM (and [`child_leave_signal`]) blocked in the calling thread
+/// while this lives; dropping it restores the mask it replaced. Held across
+/// `fork`: the child starts with both blocked, so one sent before it
+/// installs its own handlers ([`install_child_stop`],
+/// [`install_child_leave`]) waits for them instead of running the parent's
+/// (which would take a SIGTERM for the parent's and leave the child serving
+/// on) or the default action (the leave signal's ends the process).
 pub(crate) struct TermBlocked {
     previous: libc::sigset_t,
 }
@@ -208,6 +209,7 @@ pub(crate) fn block_term() -> TermBlocked {
     unsafe {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, child_leave_signal());
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
     }
     TermBlocked { previous }
