@@ -40,7 +40,11 @@
 //! ## The hand-over, step by step
 //!
 //! 1. The signal arrives; a thread of [`Upgrade::serve`] wakes (the handler
-//!    only writes a byte to a socket pair).
+//!    only writes a byte to a socket pair). Under `Forking` and `PreFork`,
+//!    which must fork from a single thread, there is no such thread: the
+//!    byte wakes the server loop, which returns, and the thread that called
+//!    [`Upgrade::serve`] goes on from step 2 (serving again if the upgrade
+//!    fails).
 //! 2. It starts the program (default: this process's executable path, as
 //!    [`std::env::current_exe`] saw it at [`Upgrade::new`], with the same
 //!    arguments) with the listening socket as fd 3, `LISTEN_FDS=1` and
@@ -210,12 +214,23 @@ impl Upgrade {
     /// process that started this one, if any ([`notify_ready`]), once the
     /// signal's handler is in place. For several servers in one process
     /// (a TCP and a UDP port, say), see [`watch`](Self::watch).
+    ///
+    /// Under a strategy that forks (`Forking`, `PreFork`), which must fork
+    /// from a process with no other thread, no thread watches for the
+    /// signal: it makes the server loop return, the calling thread starts
+    /// the successor (new connections wait in the listen backlog meanwhile;
+    /// running requests go on in their children) and serves again if the
+    /// upgrade fails. Other strategies keep serving while a watcher thread
+    /// starts the successor.
     pub fn serve<T, S, H>(&self, server: &Server<T, S, H>) -> io::Result<Served>
     where
         T: Transport,
         S: Strategy,
         H: Handler<T::Request>,
     {
+        if matches!(server.strategy().name(), "forking" | "prefork") {
+            return self.serve_on_this_thread(server);
+        }
         let watch = self.watch_servers(vec![server as &dyn Upgradable])?;
         let served = std::thread::scope(|scope| {
             let watcher = std::thread::Builder::new()
@@ -234,6 +249,61 @@ impl Upgrade {
                 handover,
                 report: self.drain(server),
             }),
+        }
+    }
+
+    /// [`serve`](Self::serve) with no watcher thread: the signal ends the
+    /// server loop, and this thread starts the successor.
+    fn serve_on_this_thread<T, S, H>(&self, server: &Server<T, S, H>) -> io::Result<Served>
+    where
+        T: Transport,
+        S: Strategy,
+        H: Handler<T::Request>,
+    {
+        let _unregister = Unregister(server.return_on_signal(self.signal.number())?);
+        if let Err(e) = notify_ready() {
+            log::warn!(
+                "{}: cannot tell the previous process we are ready: {e}",
+                server.url()
+            );
+        }
+        let url = server.url();
+        loop {
+            server.serve_forever()?;
+            if !server.take_upgrade_request() {
+                return Ok(Served::Stopped);
+            }
+            let started = Instant::now();
+            log::info!(
+                "{url}: {:?}: starting {}",
+                self.signal,
+                self.program.display()
+            );
+            let stop = Stop {
+                fd: server.wake_fd(),
+                asked: &|| server.shutdown_pending(),
+            };
+            match self.start_successor(&[server.listener()], &stop) {
+                Ok(Some(pid)) => {
+                    let handover = started.elapsed();
+                    server.hand_over();
+                    // A strategy that took the loop over (`PreFork`) hands
+                    // its children over as its loop ends.
+                    server.serve_forever()?;
+                    log::info!(
+                        "{url}: process {pid} serves now (ready after {} ms); finishing the \
+                         connections of this one",
+                        handover.as_millis()
+                    );
+                    return Ok(Served::Upgraded {
+                        successor: pid,
+                        handover,
+                        report: self.drain(server),
+                    });
+                }
+                Ok(None) => return Ok(Served::Stopped),
+                Err(e) => log::error!("{url}: upgrade failed: {e}; serving on"),
+            }
         }
     }
 
@@ -317,7 +387,7 @@ impl Upgrade {
     fn start_successor(
         &self,
         listeners: &[BorrowedFd<'_>],
-        stop: &UnixStream,
+        stop: &Stop<'_>,
     ) -> io::Result<Option<u32>> {
         let (ready, ready_writer) = UnixStream::pair()?;
         let cstring = |s: &std::ffi::OsStr| {
@@ -394,8 +464,8 @@ impl Upgrade {
                     self.ready_timeout.as_millis()
                 ));
             }
-            let r = crate::sys::poll_read(Some(ready.as_fd()), stop.as_raw_fd(), Some(left))?;
-            if r.wake {
+            let r = crate::sys::poll_read(Some(ready.as_fd()), stop.fd, Some(left))?;
+            if r.wake && (stop.asked)() {
                 crate::sys::kill(pid, libc::SIGKILL);
                 crate::sys::waitpid(pid, true)?;
                 log::info!("upgrade abandoned: this server is shutting down; process {pid} killed");
@@ -439,6 +509,14 @@ impl Upgrade {
         let left = end.saturating_duration_since(Instant::now());
         server.close_gracefully(left.max(Duration::from_millis(100)))
     }
+}
+
+/// What ends the wait for a successor: `fd` readable and `asked()` true
+/// (the watcher's stop socket; or the server's wake-up socket, which a mere
+/// poke also makes readable).
+struct Stop<'a> {
+    fd: std::os::fd::RawFd,
+    asked: &'a dyn Fn() -> bool,
 }
 
 /// What an [`Upgrade`] needs of a server: implemented by every
@@ -570,7 +648,11 @@ impl<U: AsUpgradable> Watcher<U> {
             );
             let listeners: Vec<BorrowedFd<'_>> =
                 self.servers.iter().map(|s| s.get().listener()).collect();
-            match upgrade.start_successor(&listeners, &self.stop) {
+            let stop = Stop {
+                fd: self.stop.as_raw_fd(),
+                asked: &|| true,
+            };
+            match upgrade.start_successor(&listeners, &stop) {
                 Ok(Some(pid)) => {
                     let took = started.elapsed();
                     *self

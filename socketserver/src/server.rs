@@ -100,6 +100,10 @@ struct Core<T: Transport, S: Strategy, H> {
     skip_strategy_close: AtomicBool,
     /// The socket was handed over to a successor process (an upgrade).
     handed_over: AtomicBool,
+    /// The upgrade signal arrived (an upgrade watched without a thread,
+    /// `reload::Upgrade::serve` under a forking strategy): the loop returns
+    /// so that the caller starts the successor.
+    upgrade_requested: Arc<AtomicBool>,
     /// Oversized datagrams since the last report to `handle_error`, and when
     /// that was.
     oversized_reported: Mutex<Option<Instant>>,
@@ -185,6 +189,7 @@ where
             closed: AtomicBool::new(false),
             skip_strategy_close: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            upgrade_requested: Arc::new(AtomicBool::new(false)),
             oversized_reported: Mutex::new(None),
         };
         Ok(Server {
@@ -271,11 +276,17 @@ where
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
         let server = &*self.0;
-        if server.shutdown.is_shutdown_requested() {
+        if server.shutdown.is_shutdown_requested() || self.upgrade_requested() {
             return Ok(true);
         }
         let ready = sys::poll_read(also, server.wake.raw_fd(), timeout)?;
-        Ok((ready.wake && server.wake.drain().shutdown) || server.shutdown.is_shutdown_requested())
+        Ok((ready.wake && server.wake.drain().shutdown)
+            || server.shutdown.is_shutdown_requested()
+            || self.upgrade_requested())
+    }
+
+    fn upgrade_requested(&self) -> bool {
+        self.0.upgrade_requested.load(Ordering::SeqCst)
     }
 
     fn shutdown_handle(&self) -> ShutdownHandle {
@@ -481,6 +492,37 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     /// the server was built.
     pub(crate) fn stop_signalled(&self) -> bool {
         self.core.shutdown.stop_signalled()
+    }
+
+    /// On `signal`, the loop returns (without a shutdown) so that the caller
+    /// can start an upgrade: no thread watches for the signal. See
+    /// [`take_upgrade_request`](Self::take_upgrade_request).
+    pub(crate) fn return_on_signal(&self, signal: i32) -> io::Result<signal_hook::SigId> {
+        sys::on_signal_flag_and_byte(
+            signal,
+            Arc::clone(&self.core.upgrade_requested),
+            self.core.shutdown.wake_writer()?,
+            crate::shutdown::POKE,
+        )
+    }
+
+    /// Whether the loop returned for the signal of
+    /// [`return_on_signal`](Self::return_on_signal) (and forgets it).
+    pub(crate) fn take_upgrade_request(&self) -> bool {
+        self.core.upgrade_requested.swap(false, Ordering::SeqCst)
+    }
+
+    /// While an upgrade started from the loop's thread waits for the
+    /// successor: whether a shutdown was asked meanwhile (a byte on the
+    /// wake-up socket other than a poke, or a stop signal). Reads the
+    /// socket.
+    pub(crate) fn shutdown_pending(&self) -> bool {
+        self.core.wake.drain().shutdown || self.core.shutdown.stop_signalled()
+    }
+
+    /// The loop's wake-up socket (readable when a shutdown is asked).
+    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.core.wake.raw_fd()
     }
 
     /// The builder's [`close_timeout`](Builder::close_timeout).
@@ -858,6 +900,9 @@ where
             // consume it, or it would end the next `serve_forever` at once.
             if self.shutdown.is_shutdown_requested() {
                 self.wake.drain();
+                return Ok(());
+            }
+            if self.upgrade_requested.load(Ordering::SeqCst) {
                 return Ok(());
             }
             let pause = backoff.remaining();

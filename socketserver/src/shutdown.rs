@@ -177,6 +177,11 @@ impl ShutdownHandle {
         self.inner.signalled.load(Ordering::SeqCst)
     }
 
+    /// A second writer on the wake-up socket (for a signal's action).
+    pub(crate) fn wake_writer(&self) -> io::Result<UnixStream> {
+        self.inner.writer.try_clone()
+    }
+
     /// Wakes the loop without asking it to stop (a connection slot freed).
     pub(crate) fn poke(&self) {
         let _ = (&self.inner.writer).write(&[POKE]);

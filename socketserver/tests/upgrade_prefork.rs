@@ -23,7 +23,7 @@ fn upgrade_keeps_idle_connections(to_group: bool) {
     } else {
         group.signal("USR2");
     }
-    let mut fresh = wait_for_successor(&group, &old_children);
+    let mut fresh = wait_for_successor(&group);
     fresh.exchange("new\n").expect("the successor echoes");
     // The held connections stay open, idle, for well over a second, and
     // the old parent waits for them.

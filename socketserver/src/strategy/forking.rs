@@ -211,6 +211,9 @@ impl Strategy for Forking {
     }
 
     fn active(&self) -> usize {
+        // Reaped here too: once the loop has returned (an upgrade's drain
+        // waiting for the children to finish) nothing else reaps them.
+        self.reap(false);
         self.children.lock().len()
     }
 

@@ -234,6 +234,15 @@ pub trait ServerLoop {
         false
     }
 
+    /// Whether the loop ended for an upgrade to start (the signal of an
+    /// upgrade watched without a thread; see `reload::Upgrade::serve`):
+    /// `serve_forever` is called again afterwards, so a strategy that took
+    /// the loop over keeps what it runs (`PreFork`: its children). Default
+    /// `false`.
+    fn upgrade_requested(&self) -> bool {
+        false
+    }
+
     /// Waits until a shutdown is asked (returns `true`), `also` is readable
     /// or `timeout` passes (`false`).
     fn wait(&self, also: Option<BorrowedFd<'_>>, timeout: Option<Duration>) -> io::Result<bool>;

@@ -23,8 +23,8 @@ pub(crate) use process::{
 pub(crate) use signals::{
     block_term, child_leave_requested, child_leave_signal, child_runs_loop, child_stop_fd,
     child_stop_onto, child_stop_requested, drain_child_stop, ignore_sigint, ignore_signal,
-    install_child_leave, install_child_stop, reset_signal_dispositions, set_second_term_exits,
-    IdleRead,
+    install_child_leave, install_child_stop, on_signal_flag_and_byte, reset_signal_dispositions,
+    set_second_term_exits, IdleRead,
 };
 #[cfg(feature = "green")]
 pub(crate) use socket::recv_nowait;

@@ -186,12 +186,13 @@ pub(crate) fn child_stop_onto(target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// SIGTERM blocked in the calling thread while this lives; dropping it
-/// restores the mask it replaced. Held across `fork`: the child starts with
-/// SIGTERM blocked, so one sent before it installs its own handler
-/// ([`install_child_stop`]) waits for that handler instead of running the
-/// parent's (which would take it for the parent's and leave the child
-/// serving on).
+/// SIGTERM (and [`child_leave_signal`]) blocked in the calling thread
+/// while this lives; dropping it restores the mask it replaced. Held across
+/// `fork`: the child starts with both blocked, so one sent before it
+/// installs its own handlers ([`install_child_stop`],
+/// [`install_child_leave`]) waits for them instead of running the parent's
+/// (which would take a SIGTERM for the parent's and leave the child serving
+/// on) or the default action (the leave signal's ends the process).
 pub(crate) struct TermBlocked {
     previous: libc::sigset_t,
 }
@@ -208,6 +209,7 @@ pub(crate) fn block_term() -> TermBlocked {
     unsafe {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, child_leave_signal());
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
     }
     TermBlocked { previous }
@@ -289,4 +291,35 @@ pub(crate) fn install_child_leave(wake_byte: u8) -> io::Result<()> {
 /// Whether this forked child was asked to leave quietly.
 pub(crate) fn child_leave_requested() -> bool {
     CHILD_LEAVE.load(Ordering::SeqCst)
+}
+
+/// On `signal`: sets `flag`, then writes `byte` to `writer` without waiting
+/// (a full socket means a wake-up is pending already). The writer is kept
+/// open by the registration. Returns it, to unregister.
+pub(crate) fn on_signal_flag_and_byte(
+    signal: i32,
+    flag: std::sync::Arc<AtomicBool>,
+    writer: std::os::unix::net::UnixStream,
+    byte: u8,
+) -> io::Result<signal_hook::SigId> {
+    let action = move || {
+        flag.store(true, Ordering::SeqCst);
+        let fd = writer.as_raw_fd();
+        // SAFETY: send with MSG_DONTWAIT on a descriptor this closure owns
+        // (open while registered), from a byte on this frame; errno is
+        // saved and restored around it.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::send(
+                fd,
+                std::ptr::from_ref(&byte).cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+            *libc::__errno_location() = errno;
+        }
+    };
+    // SAFETY: the action is async-signal-safe: it stores to an atomic and
+    // calls send(2) (see above); it allocates nothing and takes no lock.
+    unsafe { signal_hook::low_level::register(signal, action) }
 }

@@ -139,6 +139,20 @@ impl Group {
         }
     }
 
+    /// Whether the group writes `needle` to stderr within `limit` (its
+    /// lines are read on a thread: one written just before a process exits
+    /// may come a moment later).
+    pub fn stderr_shows(&self, needle: &str, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while !self.stderr().contains(needle) {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+
     /// What the group wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr
@@ -249,16 +263,39 @@ impl Client {
     }
 }
 
+/// The parent of `pid`, if it runs.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The successor the first process of `group` started on SIGUSR2: its
+/// child that inherited a socket (`LISTEN_FDS` in its environment).
+pub fn successor_of(group: &Group) -> Option<u32> {
+    children_of(group.pid()).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+            env.split(|&b| b == 0)
+                .any(|v| v.starts_with(b"LISTEN_FDS="))
+        })
+    })
+}
+
 /// After SIGUSR2 to the first process of `group` (or its whole group):
-/// waits (at most 10 s) until a new connection is served by a process
-/// that is neither in `old` nor the first process; returns that
-/// connection.
-pub fn wait_for_successor(group: &Group, old: &[u32]) -> Client {
+/// waits (at most 10 s) until a new connection is served by its successor
+/// or one of the successor's children; returns that connection.
+pub fn wait_for_successor(group: &Group) -> Client {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if let Ok(c) = Client::connect(group.port) {
-            if c.pid != group.pid() && !old.contains(&c.pid) {
-                return c;
+        if let Some(successor) = successor_of(group) {
+            if let Ok(c) = Client::connect(group.port) {
+                if c.pid == successor || parent_of(c.pid) == Some(successor) {
+                    return c;
+                }
             }
         }
         assert!(

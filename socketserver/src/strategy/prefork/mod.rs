@@ -870,6 +870,11 @@ impl<S: Strategy> Strategy for PreFork<S> {
                 Err(e) => break Err(e),
             }
         };
+        if server.upgrade_requested() && !server.handed_over() {
+            // The caller starts a successor, then serves again (this loop
+            // goes on with the same children) or hands over.
+            return result;
+        }
         if server.handed_over() {
             // An upgrade: the successor accepts now. The children finish
             // their connections on their own terms, as a Threading server's
