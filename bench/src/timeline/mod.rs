@@ -11,7 +11,7 @@
 //! they sent each request. All times are `CLOCK_MONOTONIC`, the same clock
 //! in every process.
 //!
-//! [`layout`] turns the records into lanes and bars, [`svg`] draws them:
+//! [`layout`](mod@layout) turns the records into lanes and bars, [`svg`] draws them:
 //! one SVG per strategy and `all.svg` with every strategy on one time
 //! axis, plus `timeline.json` with the records. A run takes a few seconds;
 //! the shapes (how many lanes, which requests wait, which overlap) are the
