@@ -85,30 +85,37 @@ fn timeline_draws_every_strategy_with_the_shape_of_its_model() {
         shapes.insert(id, (per_lane, pids.len()));
     }
     eprintln!("{shapes:?}");
+    // What each model guarantees, whatever the machine's load (on a quiet
+    // machine the shapes are exact: threading 8 x 1, pool and prefork 4 x 2,
+    // green 2 x 4; a worker delayed by 100 ms could take a second
+    // connection, so only the bounds are asserted).
+    let lanes = |id: &str| shapes[id].0.len();
+    let processes = |id: &str| shapes[id].1;
     assert_eq!(shapes["synchronous"], (vec![8], 1), "one loop serves all");
-    assert_eq!(
-        shapes["threading"],
-        (vec![1; 8], 1),
-        "a thread per connection"
+    assert_eq!(processes("threading"), 1);
+    assert!(
+        lanes("threading") >= 4,
+        "a thread per connection: {shapes:?}"
     );
-    assert_eq!(
-        shapes["pool"],
-        (vec![2; 4], 1),
-        "four workers, two connections each"
-    );
+    assert_eq!(processes("pool"), 1);
+    assert!(lanes("pool") <= 4, "four workers: {shapes:?}");
     assert_eq!(
         shapes["forking"],
         (vec![1; 8], 8),
         "a process per connection"
     );
+    assert!(processes("prefork") <= 4, "four children: {shapes:?}");
     assert_eq!(
-        shapes["prefork"],
-        (vec![2; 4], 4),
-        "four children, two each"
+        lanes("prefork"),
+        processes("prefork"),
+        "one thread per child"
     );
-    assert_eq!(shapes["green"].1, 1);
-    assert_eq!(shapes["green"].0.iter().sum::<usize>(), 8);
-    assert!(shapes["green"].0.len() <= 2, "two green workers");
-    assert!(shapes["prefork-green"].1 <= 2, "at most two children");
+    assert_eq!(processes("green"), 1);
+    assert!(lanes("green") <= 2, "two green workers: {shapes:?}");
+    assert!(processes("prefork-green") <= 2, "two children: {shapes:?}");
+    assert!(lanes("prefork-green") <= 4, "two workers each: {shapes:?}");
+    for (id, (per_lane, _)) in &shapes {
+        assert_eq!(per_lane.iter().sum::<usize>(), 8, "{id}: 8 connections");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

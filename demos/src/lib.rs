@@ -4,7 +4,7 @@
 //! command-line tool, `demos` (see `demos --help` and `docs/demos.md`):
 //!
 //! * [`echo`]: the classic echo server over TCP, UDP or Unix sockets, under
-//!   any of the five strategies, with `--upper`;
+//!   any of the six strategies, with `--upper`;
 //! * [`chat`]: a TCP chat room where a slow member never blocks the others,
 //!   and the classic two-person UDP chat made into a relay between many peers;
 //! * [`shell`]: a remote command runner, behind HMAC
