@@ -158,8 +158,10 @@ impl<S: Strategy> Builder<S> {
     /// [`time_to_notice`](crate::transport::Keepalive::time_to_notice) (30 s
     /// with the defaults): on Linux, once set, it is also the limit for
     /// unanswered keepalive probes, so a longer one delays noticing an idle
-    /// vanished peer to it. `None`: the OS default (retransmissions for
-    /// about 15 minutes).
+    /// vanished peer to it. It also ends the connection of a client that is
+    /// there but reads nothing for this long (its receive window stays
+    /// shut), as the write timeout does: whichever is shorter cuts it.
+    /// `None`: the OS default (retransmissions for about 15 minutes).
     pub fn user_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.user_timeout = timeout.filter(|t| !t.is_zero());
         self.user_timeout_set = true;

@@ -70,9 +70,10 @@ pub struct Stats {
     /// Connections that ended because the peer vanished without a word:
     /// keepalive probes or sent data went unanswered (`ETIMEDOUT`,
     /// see [`Builder::keepalive`](crate::Builder::keepalive)) or the
-    /// network said it is unreachable (`EHOSTUNREACH`). Counted in the
-    /// process that served the connection (not under `Forking` or
-    /// `PreFork`).
+    /// network said it is unreachable (`EHOSTUNREACH`). A client that is
+    /// there but read nothing for the user timeout ends the same way, and
+    /// counts here too. Counted in the process that served the connection
+    /// (not under `Forking` or `PreFork`).
     pub peer_gone: u64,
     /// Requests whose handler overflowed its stack under `Green` (each
     /// ended alone, its connection closed; also counted in `failed`).

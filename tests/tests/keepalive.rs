@@ -147,3 +147,40 @@ fn a_transport_bound_with_its_own_options_keeps_them() {
     assert_eq!(ask(&addr, "?"), "idle=0 user_timeout_ms=0");
     running.stop();
 }
+
+/// The `END` line `server` printed for the connection from `peer`.
+fn end_of(server: &ServerProcess, peer: &str) -> Option<String> {
+    let needle = format!("END peer={peer} ");
+    server
+        .stderr()
+        .lines()
+        .find(|l| l.starts_with(&needle))
+        .map(str::to_owned)
+}
+
+#[test]
+fn a_live_client_that_stops_reading_is_cut_at_the_user_timeout_when_shorter_than_the_write_timeout()
+{
+    // On Linux the user timeout also bounds zero-window probing: a client
+    // that is there (it acknowledges the probes) but reads nothing is cut
+    // after it, as by a write timeout.
+    let server = peer_server(&["--strategy=threading", "--user-timeout=2"]);
+    let mut stream = tcp_client(&server.address());
+    let me = stream.local_addr().unwrap().to_string();
+    let asked = std::time::Instant::now();
+    writeln!(stream, "big 1000000000").unwrap();
+    let end = loop {
+        if let Some(line) = end_of(&server, &me) {
+            break line;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "not cut within 30 s (write timeout 60 s, user timeout 2 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = asked.elapsed();
+    println!("a client reading nothing: cut after {took:?}: {end}");
+    assert!(end.contains(" error=TimedOut/110 "), "{end}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+}
