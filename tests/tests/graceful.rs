@@ -390,16 +390,36 @@ fn handlers_see_the_server_stopping_and_can_finish_early(strategy: impl Strategy
     assert_eq!(lines.next().unwrap().unwrap(), "stopping early");
 }
 
+/// Echoes, counting the connections the server accepted (`verify_request`
+/// runs in the loop, as it takes a connection).
+#[derive(Clone, Default)]
+struct CountingEcho(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamHandler for CountingEcho {
+    fn verify_request(&self, _peer: &socketserver::Address) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        echo(req)
+    }
+}
+
 #[test]
 fn a_queued_pool_request_whose_client_has_spoken_is_served_during_the_drain() {
-    let serving = serve(Pool::new(1).queue(4), echo);
+    let handler = CountingEcho::default();
+    let accepted = std::sync::Arc::clone(&handler.0);
+    let serving = serve(Pool::new(1).queue(4), handler);
     let mut first = tcp_client(&serving.addr);
     assert_eq!(stream_roundtrip(&mut first, b"a").unwrap(), b"a");
     // The one worker serves `first`; this one waits in the queue, its
-    // message already sent.
+    // message already sent. (Taken by the loop before it stops: one still
+    // in the listen backlog would be reset when the listener closes.)
     let mut queued = tcp_client(&serving.addr);
     queued.write_all(b"hello").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until(DEADLINE, "the second connection accepted", || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) == 2
+    });
     let server = serving.stop();
     let report = within(DEADLINE, "close_gracefully", move || {
         server.close_gracefully(Duration::from_secs(5))
