@@ -204,6 +204,15 @@ fn a_real_prometheus_scrapes_a_demo_server_and_answers_the_accepted_count() {
     )
     .unwrap();
     assert!(shipped.contains("127.0.0.1:9464") && shipped.contains("scrape_interval: 15s"));
+    // docs/deploy.md shows this same configuration.
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"))
+            .unwrap();
+    let body = &shipped[shipped.find("global:").unwrap()..];
+    assert!(
+        guide.contains(body),
+        "docs/deploy.md does not show docs/deploy/prometheus.yml"
+    );
     let config = shipped
         .replace("127.0.0.1:9464", &metrics.to_string())
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
