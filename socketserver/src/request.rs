@@ -799,7 +799,7 @@ impl StreamRequest {
 
     /// Counts a failed handshake of this connection at `stage` in the
     /// server's counters (`socketserver_handshake_failures_total`): for an
-    /// application's own authentication, such as [`auth`](crate::auth)'s
+    /// application's own authentication, such as the `auth` module's
     /// HMAC handshake run by the handler, which the server cannot see fail.
     pub fn count_handshake_failure(&self, stage: crate::counters::HandshakeStage) {
         if let Some(r) = &self.registry {
