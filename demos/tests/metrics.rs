@@ -204,6 +204,15 @@ fn a_real_prometheus_scrapes_a_demo_server_and_answers_the_accepted_count() {
     )
     .unwrap();
     assert!(shipped.contains("127.0.0.1:9464") && shipped.contains("scrape_interval: 15s"));
+    // docs/deploy.md shows this same configuration.
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"))
+            .unwrap();
+    let body = &shipped[shipped.find("global:").unwrap()..];
+    assert!(
+        guide.contains(body),
+        "docs/deploy.md does not show docs/deploy/prometheus.yml"
+    );
     let config = shipped
         .replace("127.0.0.1:9464", &metrics.to_string())
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
@@ -269,4 +278,33 @@ fn a_real_prometheus_scrapes_a_demo_server_and_answers_the_accepted_count() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn an_upgrade_hands_the_metrics_socket_over_with_the_others() {
+    let server = ServerProcess::start(&["echo", "serve", "--metrics", "127.0.0.1:0"], &[]);
+    let Address::Inet(tcp) = server.next_listening() else {
+        panic!("not TCP")
+    };
+    let metrics = parse_metrics_line(&server.next_line()).expect("a metrics line");
+    let first = server.child.id();
+    ServerProcess::signal(first, "USR2");
+    // The new process serves the same sockets and says so.
+    assert_eq!(server.next_listening(), Address::Inet(tcp));
+    assert_eq!(parse_metrics_line(&server.next_line()), Some(metrics));
+    // Once the old one is gone, the endpoint is the new process's: it
+    // counts the connections made from now on.
+    common::wait_until(DEADLINE, "the first process exits", || {
+        !common::process_alive(first)
+    });
+    echo_once(tcp);
+    let label = format!("tcp://{tcp}");
+    common::wait_until(DEADLINE, "the new process counts the connection", || {
+        let (status, body) = http_get(metrics, "/metrics").unwrap();
+        status == "HTTP/1.1 200 OK"
+            && sample(
+                &body,
+                &format!("socketserver_accepted_total{{server=\"{label}\"}}"),
+            ) == 1.0
+    });
 }

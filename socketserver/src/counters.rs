@@ -2,7 +2,8 @@
 //! does not hold: refusals by reason, requests by outcome, handshake
 //! failures by stage, bytes in and out, and a histogram of request
 //! durations. Each is a relaxed atomic increment where the event happens;
-//! [`Server::counters`](crate::Server::counters) takes a [`Snapshot`] of them all.
+//! [`Server::counters`](crate::Server::counters) takes a [`Snapshot`] of
+//! them all.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

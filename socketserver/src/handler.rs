@@ -15,10 +15,9 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-use crate::counters::Outcome;
 use std::sync::Once;
 
+use crate::counters::Outcome;
 use crate::{Address, DatagramRequest, StreamRequest};
 
 /// Why a request failed: the handler returned an error, or it panicked.

@@ -95,7 +95,7 @@
 //! | `json` | no | JSON frames (`framing::read_json`, `write_json`) | `serde`, `serde_json` |
 //! | `auth` | no | HMAC-SHA256 challenge-response (`auth`) | `hmac`, `sha2`, `getrandom` |
 //! | `green` | yes | the `Green` strategy (`green`): coroutines over epoll | `corosensei`, `mio` |
-//! | `tls` | no | TLS on stream servers (`Builder::tls`, `tls`) | `rustls` (with `ring`), `rustls-pki-types` |
+//! | `tls` | no | TLS on stream servers (`Builder::tls`, `tls`), the names of client certificates | `rustls` (with `ring`), `rustls-pki-types`, `x509-parser` |
 //! | `metrics` | no | Prometheus text exposition of the servers' counters, and a `GET /metrics` endpoint (`metrics`) | none |
 //!
 //! With the defaults the library builds in 17 crates (itself included);
@@ -138,6 +138,8 @@ mod handler;
 mod ipnet;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "tls")]
+mod peer_names;
 #[allow(unsafe_code)] // flock(2); see its docs
 pub mod pidfile;
 pub mod pipeline;

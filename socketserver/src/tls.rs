@@ -68,6 +68,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use rustls::server::WebPkiClientVerifier;
 pub use rustls::{RootCertStore, ServerConfig};
 
+pub use crate::peer_names::PeerNames;
+
 use crate::connections::Registry;
 use crate::request::Conn;
 use crate::StreamRequest;
@@ -393,7 +395,9 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
 }
 
 /// Asks `verify` (the handler's `verify_tls`) about the session of `req`;
-/// a refusal is counted and logged at debug, as `verify_request`'s are.
+/// a refusal is counted (`refused`, and the metrics' `verify` reason) and
+/// logged at info, at most once a second for the process, with the count
+/// of refusals not shown and the names in the client's certificate.
 pub(crate) fn verified(
     req: &StreamRequest,
     registry: &Registry,
@@ -409,7 +413,44 @@ pub(crate) fn verified(
         req.peer_addr(),
         &crate::admission::Refusal::Verify("verify_tls"),
     );
+    if let Some(not_shown) = allow_refusal_log(Instant::now()) {
+        let names = info.peer_names().map_or_else(
+            || "no client certificate".to_owned(),
+            |n| {
+                format!(
+                    "certificate CN {:?}, DNS {:?}, IP {:?}",
+                    n.common_name.as_deref().unwrap_or(""),
+                    n.dns_names,
+                    n.ip_addresses
+                )
+            },
+        );
+        let more = match not_shown {
+            0 => String::new(),
+            n => format!(" ({n} more refusals in the last second not shown)"),
+        };
+        log::info!("{} refused by verify_tls: {names}{more}", req.peer_addr());
+    }
     false
+}
+
+/// `Some(refusals not shown since the last line)` when a refusal may be
+/// logged now: one line a second at most, for the whole process, so that
+/// no client can flood the log.
+fn allow_refusal_log(now: Instant) -> Option<u64> {
+    static LAST: parking_lot::Mutex<(Option<Instant>, u64)> = parking_lot::const_mutex((None, 0));
+    let mut state = LAST.lock();
+    let (last, not_shown) = &mut *state;
+    match last {
+        Some(t) if now.saturating_duration_since(*t) < Duration::from_secs(1) => {
+            *not_shown += 1;
+            None
+        }
+        _ => {
+            *last = Some(now);
+            Some(std::mem::take(not_shown))
+        }
+    }
 }
 
 /// How a handshake ended without a session.

@@ -131,14 +131,26 @@ impl Ca {
     /// A certificate for `/CN=cn` signed by this CA, its files named after
     /// `name`.
     pub fn issue(&self, name: &str, cn: &str, role: Role, validity: Validity) -> Cert {
-        let p = |f: &str| self.dir.join(format!("{name}-{f}"));
-        let (cert, key, csr, ext) = (p("cert.pem"), p("key.pem"), p("csr.pem"), p("ext.cnf"));
         let ext_text = match role {
             Role::Server => {
                 "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
             }
             Role::Client => "extendedKeyUsage=clientAuth\n",
         };
+        self.issue_with(name, cn, ext_text, validity)
+    }
+
+    /// A client certificate for `/CN=cn` with the subject alternative
+    /// names `san` (OpenSSL's syntax: `DNS:a.example,IP:127.0.0.2`), valid
+    /// one day.
+    pub fn issue_client_with_names(&self, name: &str, cn: &str, san: &str) -> Cert {
+        let ext = format!("subjectAltName={san}\nextendedKeyUsage=clientAuth\n");
+        self.issue_with(name, cn, &ext, Validity::OneDay)
+    }
+
+    fn issue_with(&self, name: &str, cn: &str, ext_text: &str, validity: Validity) -> Cert {
+        let p = |f: &str| self.dir.join(format!("{name}-{f}"));
+        let (cert, key, csr, ext) = (p("cert.pem"), p("key.pem"), p("csr.pem"), p("ext.cnf"));
         std::fs::write(
             &ext,
             format!("{ext_text}basicConstraints=critical,CA:FALSE\n"),
@@ -415,6 +427,7 @@ pub struct TlsServer {
     /// What its handler saw.
     pub seen: Arc<Seen>,
     stats: Box<dyn Fn() -> Stats>,
+    counters: Box<dyn Fn() -> socketserver::counters::Snapshot>,
     handle: socketserver::ShutdownHandle,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
 }
@@ -448,11 +461,13 @@ impl TlsServer {
         let handle = server.shutdown_handle();
         let server = Arc::new(server);
         let for_stats = Arc::clone(&server);
+        let for_counters = Arc::clone(&server);
         let thread = thread::spawn(move || server.serve_forever());
         TlsServer {
             address,
             seen,
             stats: Box::new(move || for_stats.stats()),
+            counters: Box::new(move || for_counters.counters()),
             handle,
             thread: Some(thread),
         }
@@ -466,6 +481,11 @@ impl TlsServer {
     /// Its counters now.
     pub fn stats(&self) -> Stats {
         (self.stats)()
+    }
+
+    /// Its metrics' counters now.
+    pub fn counters(&self) -> socketserver::counters::Snapshot {
+        (self.counters)()
     }
 
     /// How many times the handler ran.
