@@ -1,8 +1,9 @@
 //! Green threads: what the [`Green`](crate::Green) strategy runs requests
 //! on, and the calls a handler uses to wait without stalling its thread.
 //!
-//! Under `Green` every request is a stackful coroutine (its own small stack,
-//! with a guard page) on one of a few worker threads, each with an epoll
+//! Under `Green` every request is a stackful coroutine (its own stack, 2 MiB
+//! of address space as a thread's, with a guard below: an overflow costs
+//! that connection only) on one of a few worker threads, each with an epoll
 //! reactor. A handler's reads and writes of its connection look blocking,
 //! as under `Threading`; when the socket has nothing to give (or no room),
 //! the coroutine is suspended and its worker runs other coroutines until
@@ -14,7 +15,10 @@
 //! worker thread, and every connection on it. Wrap such calls in
 //! [`blocking`], and sleep with [`sleep`]. Both work outside `Green` too
 //! (they just call the closure, or sleep). A coroutine that runs more than
-//! 100 ms without suspending is logged (a warning naming the peer).
+//! 100 ms without suspending is logged (a warning naming the peer), and so
+//! is a worker that such coroutines hold half of the time or more, even 1 ms
+//! at a time (see `Stats::green_blocked_ms`). [`spawn`] starts work beside
+//! a request on its worker.
 //!
 //! ```
 //! use socketserver::{green, Green, Server, StreamRequest};
