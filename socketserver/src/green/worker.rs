@@ -75,6 +75,7 @@ pub(crate) fn spawn(
             no_stack: Throttle::new(NO_STACK_LOG),
             overflows: Throttle::new(OVERFLOW_LOG),
             detector: Detector::new(config.blocked_us),
+            hits: Vec::with_capacity(1024),
         }
         .run();
     })?;
@@ -136,6 +137,8 @@ struct Worker {
     /// Stack overflow reports.
     overflows: Throttle,
     detector: Detector,
+    /// The events of the last wait in the reactor.
+    hits: Vec<Hit>,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -167,17 +170,21 @@ impl Worker {
             } else {
                 Some(Duration::ZERO)
             };
-            let mut hits = Vec::new();
+            // One list of events, kept between turns (no allocation per turn).
+            let mut hits = std::mem::take(&mut self.hits);
+            hits.clear();
             if let Err(e) = self.reactor.wait(timeout, |hit| hits.push(hit)) {
+                self.hits = hits;
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("green worker: epoll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
             }
-            for hit in hits {
-                self.event(&hit);
+            for hit in &hits {
+                self.event(hit);
             }
+            self.hits = hits;
             self.fire_timers();
         }
     }
