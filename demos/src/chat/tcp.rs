@@ -1,22 +1,28 @@
 //! The TCP chat room: one [`Room`] value shared by every connection.
 //!
 //! Each member's connection is served by the server's strategy (a thread,
-//! or a pool worker) that reads the member's lines; what the member
-//! receives goes through a bounded outbox drained by a writer thread of its
-//! own. Broadcasting only `try_send`s into outboxes, under one lock, so
-//! every member sees messages in the same order and a slow or stuck member
-//! never blocks the room: when its outbox is full, it is dropped.
+//! a pool worker, or a green coroutine) that reads the member's lines; what
+//! the member receives goes through a bounded outbox drained by a writer of
+//! its own, started with `socketserver::green::spawn`: a companion
+//! coroutine on the member's worker under `Green` (a room of thousands of
+//! members runs on the workers' few threads), a thread elsewhere.
+//! Broadcasting only `try_send`s into outboxes and rings the writer's
+//! doorbell (a byte on a socket pair, which the writer waits on as it would
+//! on its connection), under one lock, so every member sees messages in
+//! the same order and a slow or stuck member never blocks the room: when
+//! its outbox is full, it is dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use parking_lot::Mutex;
+use socketserver::green::{self, JoinHandle};
 use socketserver::{Address, Conn, StreamHandler, StreamRequest};
 
 use super::{check_nick, read_line_capped, Line, MAX_LINE};
@@ -82,7 +88,26 @@ struct Member {
     /// What the nickname looks like ([`skeleton`]), to tell lookalikes.
     look: String,
     peer: Address,
-    outbox: Sender<Arc<str>>,
+    outbox: Outbox,
+}
+
+/// A member's outbox: a bounded queue, and the doorbell its writer waits
+/// on. When every copy is gone the queue is closed and the doorbell reads
+/// end-of-file: the writer sends what is left and ends.
+#[derive(Debug, Clone)]
+struct Outbox {
+    queue: Sender<Arc<str>>,
+    bell: Arc<UnixStream>,
+}
+
+impl Outbox {
+    /// Queues `msg` without blocking and rings the doorbell.
+    fn try_send(&self, msg: Arc<str>) -> Result<(), TrySendError<Arc<str>>> {
+        self.queue.try_send(msg)?;
+        // Non-blocking: a full doorbell already holds a ring.
+        let _ = (&*self.bell).write(&[1]);
+        Ok(())
+    }
 }
 
 impl StreamHandler for Room {
@@ -267,8 +292,14 @@ impl Room {
         nick: &str,
         req: &StreamRequest,
     ) -> Result<Membership<'_>, String> {
-        let (outbox, queued) = crossbeam_channel::bounded(self.inner.config.outbox.max(2));
-        let (done_tx, done) = crossbeam_channel::bounded(0);
+        let (queue, queued) = crossbeam_channel::bounded(self.inner.config.outbox.max(2));
+        let (bell, doorbell) = UnixStream::pair().map_err(|e| e.to_string())?;
+        bell.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let outbox = Outbox {
+            queue,
+            bell: Arc::new(bell),
+        };
+        let doorbell = Conn::Unix(doorbell);
         let conn = req.stream().try_clone().map_err(|e| e.to_string())?;
         let mut state = self.inner.state.lock();
         if state.closing {
@@ -278,10 +309,7 @@ impl Room {
         if let Some(m) = state.members.values().find(|m| m.look == look) {
             return Err(format!("nickname {} is taken", m.nick));
         }
-        let writer = thread::Builder::new()
-            .name(format!("chat writer {nick}"))
-            .spawn(move || write_loop(conn, queued, done_tx))
-            .map_err(|e| format!("cannot start a writer: {e}"))?;
+        let writer = green::spawn(move || write_loop(&conn, &queued, &doorbell));
         let mut names: Vec<&str> = state.members.values().map(|m| m.nick.as_str()).collect();
         names.push(nick);
         let welcome = format!(
@@ -302,28 +330,47 @@ impl Room {
             id,
             nick: nick.to_owned(),
             outbox: Some(outbox),
-            writer: Some((writer, done)),
+            writer: Some(writer),
         })
     }
 }
 
-/// Writes what is queued for one member, in batches, until the outbox is
-/// closed or the connection fails (then shuts it down, which ends the
+/// Writes what is queued for one member, in batches, waiting on its
+/// doorbell in between, until the outbox is closed (then it sends what is
+/// left) or the connection fails (then it shuts it down, which ends the
 /// member's handler too).
-fn write_loop(conn: Conn, queued: Receiver<Arc<str>>, _done: Sender<()>) {
-    let mut out = io::BufWriter::with_capacity(16 * 1024, &conn);
-    while let Ok(first) = queued.recv() {
-        let mut result = out.write_all(first.as_bytes());
+fn write_loop(conn: &Conn, queued: &Receiver<Arc<str>>, doorbell: &Conn) {
+    let mut out = io::BufWriter::with_capacity(16 * 1024, conn);
+    let mut rings = [0u8; 256];
+    loop {
+        let mut result = Ok(());
+        let mut closed = false;
         while result.is_ok() {
             match queued.try_recv() {
                 Ok(msg) => result = out.write_all(msg.as_bytes()),
-                Err(_) => break,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
         }
         if let Err(e) = result.and_then(|()| out.flush()) {
             log::debug!("chat: writing to a member: {e}");
             let _ = conn.shutdown(Shutdown::Both);
             return;
+        }
+        if closed {
+            return;
+        }
+        match (&*doorbell).read(&mut rings) {
+            // A ring, or every bell gone (end-of-file): look at the queue.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::debug!("chat: a member's doorbell: {e}");
+                return;
+            }
         }
     }
 }
@@ -348,8 +395,8 @@ struct Membership<'a> {
     room: &'a Room,
     id: u64,
     nick: String,
-    outbox: Option<Sender<Arc<str>>>,
-    writer: Option<(JoinHandle<()>, Receiver<()>)>,
+    outbox: Option<Outbox>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl Membership<'_> {
@@ -376,20 +423,24 @@ impl Drop for Membership<'_> {
         };
         // Closing the outbox lets the writer finish.
         drop(self.outbox.take());
-        if let Some((writer, done)) = self.writer.take() {
+        if let Some(writer) = self.writer.take() {
             let linger = if closing {
                 Duration::from_millis(200)
             } else {
                 self.room.inner.config.linger
             };
-            // Waits off the reactor under `Green` (a plain call elsewhere).
-            let waited = socketserver::green::blocking(move || done.recv_timeout(linger));
-            if let Err(RecvTimeoutError::Timeout) = waited {
+            // Under `Green` only this coroutine waits (a plain sleep
+            // elsewhere).
+            let until = Instant::now() + linger;
+            while !writer.is_finished() && Instant::now() < until {
+                green::sleep(Duration::from_millis(2));
+            }
+            if !writer.is_finished() {
                 if let Some(conn) = self.room.inner.state.lock().conns.get(&self.id) {
                     let _ = conn.shutdown(Shutdown::Both);
                 }
             }
-            let _ = socketserver::green::blocking(move || writer.join());
+            let _ = writer.join();
         }
     }
 }

@@ -22,6 +22,9 @@ pub(crate) enum Suspend {
     Sleep(Instant),
     /// Until this closure has run on a helper thread.
     Blocking(Box<dyn FnOnce() + Send>),
+    /// Until another coroutine of this worker wakes it (a companion it
+    /// joins ends).
+    Park,
 }
 
 /// Why a coroutine was resumed.
@@ -31,6 +34,9 @@ pub(crate) enum Resume {
     Ready,
     /// Its deadline passed.
     TimedOut,
+    /// It is a companion whose request ended: it is to stop waiting (and
+    /// end).
+    Cancelled,
 }
 
 /// How a coroutine ended.
@@ -55,6 +61,8 @@ pub(crate) enum Who {
     Peer(crate::Address),
     /// The loop of the server at this URL.
     Loop(String),
+    /// A companion of this request (see `companion`).
+    Companion(String),
 }
 
 impl std::fmt::Display for Who {
@@ -62,6 +70,7 @@ impl std::fmt::Display for Who {
         match self {
             Who::Peer(a) => write!(f, "request for {a}"),
             Who::Loop(url) => write!(f, "server loop of {url}"),
+            Who::Companion(of) => write!(f, "companion of the {of}"),
         }
     }
 }

@@ -12,15 +12,23 @@ use super::{current, reactor};
 use crate::Conn;
 
 /// Waits in the reactor until `fd` is readable (or writable), or `deadline`
-/// passes; `false` on timeout.
-fn wait(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> bool {
+/// passes: `Ok(false)` on timeout; an error (`ConnectionAborted`) when the
+/// coroutine is a companion whose request ended.
+fn wait(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Result<bool> {
     let why = Suspend::Io {
         fd: fd.as_raw_fd(),
         write,
         also: None,
         deadline,
     };
-    !matches!(current::suspend(why), Some(Resume::TimedOut))
+    match current::suspend(why) {
+        Some(Resume::TimedOut) => Ok(false),
+        Some(Resume::Cancelled) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the request of this green companion ended",
+        )),
+        _ => Ok(true),
+    }
 }
 
 /// The server loop's wait, when `Green` runs it as a coroutine: until
@@ -99,7 +107,7 @@ pub(crate) fn read(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
             }
         }
         let until = *until.get_or_insert_with(|| deadline(read_timeout(conn)));
-        if !wait(conn.as_fd(), false, until) {
+        if !wait(conn.as_fd(), false, until)? {
             return Err(timed_out());
         }
     }
@@ -123,7 +131,7 @@ pub(crate) fn write(conn: &Conn, buf: &[u8]) -> io::Result<usize> {
             }
         }
         let until = *until.get_or_insert_with(|| deadline(write_timeout(conn)));
-        if !wait(conn.as_fd(), true, until) {
+        if !wait(conn.as_fd(), true, until)? {
             return Err(timed_out());
         }
     }
@@ -144,7 +152,7 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
         return crate::sys::wait_writable(fd, timeout);
     }
     let until = Instant::now().checked_add(timeout);
-    Ok(wait(fd, true, until))
+    wait(fd, true, until)
 }
 
 /// The connection's read timeout, cached per connection (see

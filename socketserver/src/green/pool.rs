@@ -1,16 +1,27 @@
 //! The helper threads of [`blocking`](super::blocking): started on demand,
-//! up to [`MAX_HELPERS`], each gone after [`HELPER_IDLE`] without work. A
-//! call goes to an idle helper, else to a new one; past the cap it queues
-//! until a helper is free.
+//! up to a cap ([`MAX_HELPERS`] unless `Green::blocking_threads` set
+//! another), each gone after [`HELPER_IDLE`] without work. A call goes to
+//! an idle helper, else to a new one; past the cap it waits in a queue
+//! (first in, first out, unbounded) until a helper is free. The helpers
+//! are shared by every `Green` server of the process.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-/// Most helper threads at once; further calls queue.
+/// Most helper threads at once by default; further calls queue.
 pub const MAX_HELPERS: usize = 64;
+
+/// The cap in force (see [`set_max`]).
+static MAX: AtomicUsize = AtomicUsize::new(MAX_HELPERS);
+
+/// Sets the most helper threads at once for the whole process (at least 1).
+pub(crate) fn set_max(n: usize) {
+    MAX.store(n.max(1), Ordering::Relaxed);
+}
 /// How long an idle helper thread waits for work before it exits.
 const HELPER_IDLE: Duration = Duration::from_secs(10);
 
@@ -49,7 +60,7 @@ pub(crate) fn submit(mut call: Call) {
             }
         }
         state.queued.push_back(call);
-        if state.total >= MAX_HELPERS {
+        if state.total >= MAX.load(Ordering::Relaxed) {
             return;
         }
         state.total += 1;

@@ -21,7 +21,7 @@ use super::reactor::{Hit, Reactor, Watch};
 use super::stacks::Slabs;
 use super::throttle::Throttle;
 use super::timers::{Key, Timers};
-use super::{abandon, overflow, reactor};
+use super::{abandon, companion, overflow, reactor};
 use crate::Address;
 
 /// A coroutine that runs longer than this without suspending is reported:
@@ -75,6 +75,7 @@ pub(crate) fn spawn(
             no_stack: Throttle::new(NO_STACK_LOG),
             overflows: Throttle::new(OVERFLOW_LOG),
             detector: Detector::new(config.blocked_us),
+            hits: Vec::with_capacity(1024),
         }
         .run();
     })?;
@@ -97,6 +98,8 @@ enum State {
     Timer { deadline: Option<Instant> },
     /// For its blocking call.
     Blocked,
+    /// Until another coroutine of this worker wakes it.
+    Parked,
 }
 
 /// A coroutine of this worker and what the worker knows of it.
@@ -115,6 +118,10 @@ struct Task {
     wake_at: Option<Instant>,
     /// The descriptors registered for it (forgotten when it ends).
     fds: Vec<RawFd>,
+    /// The companions it spawned (cancelled when it ends).
+    companions: Vec<Token>,
+    /// A companion whose request ended: its waits end at once.
+    cancelled: bool,
 }
 
 struct Worker {
@@ -130,6 +137,8 @@ struct Worker {
     /// Stack overflow reports.
     overflows: Throttle,
     detector: Detector,
+    /// The events of the last wait in the reactor.
+    hits: Vec<Hit>,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -161,17 +170,21 @@ impl Worker {
             } else {
                 Some(Duration::ZERO)
             };
-            let mut hits = Vec::new();
+            // One list of events, kept between turns (no allocation per turn).
+            let mut hits = std::mem::take(&mut self.hits);
+            hits.clear();
             if let Err(e) = self.reactor.wait(timeout, |hit| hits.push(hit)) {
+                self.hits = hits;
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("green worker: epoll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
             }
-            for hit in hits {
-                self.event(&hit);
+            for hit in &hits {
+                self.event(hit);
             }
+            self.hits = hits;
             self.fire_timers();
         }
     }
@@ -222,7 +235,9 @@ impl Worker {
         for msg in self.inbox.take() {
             match msg {
                 Msg::Request { peer, run } => self.start_request(peer, run),
-                Msg::Loop { run, url } => self.start(run, Who::Loop(url)),
+                Msg::Loop { run, url } => {
+                    self.start(run, Who::Loop(url));
+                }
                 Msg::Wake(token) => {
                     if self
                         .task_mut(token)
@@ -256,7 +271,7 @@ impl Worker {
     }
 
     /// Starts `run` as a new coroutine (queued to run). It must not panic.
-    fn start(&mut self, run: Box<dyn FnOnce() + Send>, who: Who) {
+    fn start(&mut self, run: Box<dyn FnOnce() + Send>, who: Who) -> Option<Token> {
         let stack = match self.slabs.take() {
             Ok(s) => s,
             Err(e) => {
@@ -267,7 +282,7 @@ impl Worker {
                     );
                 }
                 self.inbox.finished(matches!(who, Who::Peer(_)));
-                return; // a job drops: its connection closes
+                return None; // a job drops: its connection closes
             }
         };
         let guard = stack.guard();
@@ -292,9 +307,38 @@ impl Worker {
             timer: None,
             wake_at: None,
             fds: Vec::new(),
+            companions: Vec::new(),
+            cancelled: false,
         });
-        self.ready
-            .push_back((token(index, generation), Resume::Ready));
+        let token = token(index, generation);
+        self.ready.push_back((token, Resume::Ready));
+        Some(token)
+    }
+
+    /// Starts the companions the coroutine just run spawned, and wakes the
+    /// coroutines its end (as a companion) unparked.
+    fn companions(&mut self) {
+        for (parent, body) in companion::take_spawned() {
+            let Some(of) = self.task_mut(parent).map(|t| t.who.to_string()) else {
+                continue; // its request is gone already: dropped unrun
+            };
+            self.inbox
+                .load
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(child) = self.start(body, Who::Companion(of)) {
+                if let Some(p) = self.task_mut(parent) {
+                    p.companions.push(child);
+                }
+            }
+        }
+        for token in companion::take_woken() {
+            if self
+                .task_mut(token)
+                .is_some_and(|t| t.state == State::Parked)
+            {
+                self.make_ready(token, Resume::Ready);
+            }
+        }
     }
 
     /// Runs the coroutines ready now (not those they make ready: the
@@ -318,6 +362,7 @@ impl Worker {
         else {
             return;
         };
+        let cancelled = task.cancelled;
         let started = Instant::now();
         current::set_running(token);
         overflow::arm(&task.co, task.guard);
@@ -336,7 +381,20 @@ impl Worker {
                 ran.as_millis()
             );
         }
+        if companion::pending() {
+            self.companions();
+        }
         match result {
+            CoroutineResult::Yield(Suspend::Io { .. } | Suspend::Sleep(_) | Suspend::Park)
+                if cancelled =>
+            {
+                self.ready.push_back((token, Resume::Cancelled));
+            }
+            CoroutineResult::Yield(Suspend::Park) => {
+                if let Some(task) = self.task_mut(token) {
+                    task.state = State::Parked;
+                }
+            }
             CoroutineResult::Yield(Suspend::Io {
                 fd,
                 write,
@@ -449,7 +507,7 @@ impl Worker {
             task.timer = None;
             let deadline = match task.state {
                 State::Io { deadline, .. } | State::Timer { deadline } => deadline,
-                State::Runnable | State::Blocked => continue,
+                State::Runnable | State::Blocked | State::Parked => continue,
             };
             match task.wake_at {
                 // Woke early since this entry was made, and waits again for
@@ -499,6 +557,15 @@ impl Worker {
         let closing = self.inbox.is_closing();
         self.slabs.give(task.co.into_stack(), !closing);
         self.inbox.finished(matches!(task.who, Who::Peer(_)));
+        // Its companions end with it: their waits end at once.
+        for child in task.companions {
+            if let Some(c) = self.task_mut(child) {
+                c.cancelled = true;
+                if !matches!(c.state, State::Runnable | State::Blocked) {
+                    self.make_ready(child, Resume::Cancelled);
+                }
+            }
+        }
     }
 
     /// Coroutine `token` ran into its stack's guard and was abandoned (see

@@ -55,6 +55,7 @@ use crate::ShutdownHandle;
 #[derive(Debug, Clone)]
 pub struct Green {
     threads: Option<usize>,
+    blocking_threads: Option<usize>,
     stack_size: usize,
     active: Arc<ActiveCount>,
     /// Microseconds its workers were blocked (see `blocked_ms`).
@@ -89,6 +90,7 @@ impl Default for Green {
     fn default() -> Green {
         Green {
             threads: None,
+            blocking_threads: None,
             stack_size: Green::DEFAULT_STACK_SIZE,
             active: Arc::default(),
             blocked_us: Arc::default(),
@@ -125,6 +127,18 @@ impl Green {
         self
     }
 
+    /// Most helper threads of [`green::blocking`](crate::green::blocking)
+    /// at once (default [`green::MAX_HELPERS`](crate::green::MAX_HELPERS),
+    /// 64; at least 1). The helpers are shared by every `Green` of the
+    /// process, so this sets the cap for the process when the workers
+    /// start. Past it calls wait in a queue (first in, first out,
+    /// unbounded) for a free helper.
+    #[must_use]
+    pub fn blocking_threads(mut self, n: usize) -> Green {
+        self.blocking_threads = Some(n.max(1));
+        self
+    }
+
     /// The number of worker threads this strategy runs (or will).
     pub fn thread_count(&self) -> usize {
         self.threads.unwrap_or_else(|| {
@@ -134,6 +148,9 @@ impl Green {
 
     fn workers(&self) -> io::Result<&Workers> {
         let workers = self.workers.get_or_init(|| {
+            if let Some(n) = self.blocking_threads {
+                crate::green::set_blocking_threads(n);
+            }
             let config = Config {
                 stack_size: self.stack_size,
                 blocked_us: Arc::clone(&self.blocked_us),
