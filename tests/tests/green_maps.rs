@@ -105,6 +105,8 @@ fn idle_connections_cost_few_mappings_and_little_memory() {
     let per_conn_maps = maps_after.saturating_sub(maps_before) as f64 / n as f64;
     let per_conn_rss = rss_after.saturating_sub(rss_before) as f64 / n as f64;
     let guards = kernel_has_guard_regions();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel {}", kernel.trim());
     println!(
         "{n} idle connections opened in {:?}: /proc/self/maps {maps_before} -> {maps_after} \
          ({per_conn_maps:.4} per connection), VmRSS {rss_before} -> {rss_after} KiB \
