@@ -1203,7 +1203,14 @@ where
         let tls = self.tls.clone();
         let job = Job::new(peer, move || {
             let _running = registry.start_request();
-            let _abandon = abandon.map(|(fd, release)| crate::green::on_abandon(fd, release));
+            let _abandon = match abandon {
+                Some((fd, release)) => crate::green::on_abandon(Some(fd), release),
+                // A datagram: nothing of its own to close.
+                None => {
+                    let registry = Arc::clone(&registry);
+                    crate::green::on_abandon(None, move || registry.abandoned())
+                }
+            };
             if let (Some(gate), Some(stream)) = (&proxy, req.as_stream()) {
                 if !crate::proxy::admit(stream, gate, &registry, |a| handler.verify(a)) {
                     return false;
