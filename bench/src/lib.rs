@@ -204,7 +204,7 @@ const SERVERS: &[ServerDef] = &[
     },
     ServerDef {
         id: "green",
-        label: "socketserver `Green` with its defaults: a coroutine per connection (per datagram over UDP), 64 KiB stacks, one worker thread with its epoll reactor per core",
+        label: "socketserver `Green` with its defaults: a coroutine per connection (per datagram over UDP), 2 MiB stacks (address space; pages as touched), one worker thread with its epoll reactor per core",
         kind: Kind::Ours("green", None, None),
     },
     ServerDef {

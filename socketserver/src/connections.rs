@@ -309,9 +309,7 @@ impl Registration {
         let id = self.id;
         (self.watch.fd, move || {
             registry.deregister(id, *watch.ip.lock());
-            registry.running.fetch_sub(1, Ordering::SeqCst);
-            registry.failed.fetch_add(1, Ordering::Relaxed);
-            registry.stack_overflows.fetch_add(1, Ordering::Relaxed);
+            registry.abandoned();
         })
     }
 }
@@ -364,6 +362,15 @@ impl Registry {
     pub(crate) fn start_request(&self) -> Running<'_> {
         self.running.fetch_add(1, Ordering::SeqCst);
         Running(self)
+    }
+
+    /// A running request was abandoned where it stood (a stack overflow
+    /// under `Green`): its `Running` guard is leaked, so its count ends
+    /// here; it counts as failed and overflowed.
+    pub(crate) fn abandoned(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.stack_overflows.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests running in this process now.

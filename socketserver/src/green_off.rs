@@ -56,6 +56,6 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
 pub(crate) struct Abandon;
 
 /// Nothing to register without the feature.
-pub(crate) fn on_abandon(_fd: RawFd, _release: impl FnOnce() + 'static) -> Abandon {
+pub(crate) fn on_abandon(_fd: Option<RawFd>, _release: impl FnOnce() + 'static) -> Abandon {
     Abandon
 }

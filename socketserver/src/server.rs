@@ -1045,7 +1045,14 @@ where
         let registry = Arc::clone(&self.registry);
         let pipeline = Arc::clone(&self.pipeline);
         let job = Job::new(peer, move || {
-            let _abandon = abandon.map(|(fd, release)| crate::green::on_abandon(fd, release));
+            let _abandon = match abandon {
+                Some((fd, release)) => crate::green::on_abandon(Some(fd), release),
+                // A datagram: nothing of its own to close.
+                None => {
+                    let registry = Arc::clone(&registry);
+                    crate::green::on_abandon(None, move || registry.abandoned())
+                }
+            };
             pipeline.run(req, &*handler, &registry)
         })
         .with_server_fds(server_fds);

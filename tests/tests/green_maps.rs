@@ -36,12 +36,17 @@ fn mappings() -> usize {
 }
 
 fn rss_kib() -> usize {
+    status_kib("VmRSS:")
+}
+
+/// A `/proc/self/status` figure in KiB (`VmRSS:`, `VmPTE:`).
+fn status_kib(field: &str) -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .expect("a figure of /proc/self/status")
 }
 
 /// Whether this kernel installs guard regions with `madvise` (Linux 6.13).
@@ -94,6 +99,7 @@ fn idle_connections_cost_few_mappings_and_little_memory() {
         ask(c);
     }
     let (maps_before, rss_before) = (mappings(), rss_kib());
+    let pte_before = status_kib("VmPTE:");
     let started = Instant::now();
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
@@ -102,9 +108,15 @@ fn idle_connections_cost_few_mappings_and_little_memory() {
         clients.push(c);
     }
     let (maps_after, rss_after) = (mappings(), rss_kib());
+    let pte_after = status_kib("VmPTE:");
     let per_conn_maps = maps_after.saturating_sub(maps_before) as f64 / n as f64;
     let per_conn_rss = rss_after.saturating_sub(rss_before) as f64 / n as f64;
     let guards = kernel_has_guard_regions();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "kernel {}; page tables (VmPTE, not in RSS) {pte_before} -> {pte_after} KiB",
+        kernel.trim()
+    );
     println!(
         "{n} idle connections opened in {:?}: /proc/self/maps {maps_before} -> {maps_after} \
          ({per_conn_maps:.4} per connection), VmRSS {rss_before} -> {rss_after} KiB \

@@ -164,3 +164,42 @@ fn a_deep_handler_under_a_small_stack_loses_its_connection_not_the_process() {
     overflow(&running.address);
     running.stop();
 }
+
+#[test]
+fn a_datagram_handler_that_overflows_costs_that_datagram_only() {
+    let server = Server::builder()
+        .strategy(Green::new().threads(1))
+        .udp("127.0.0.1:0", |req: &mut socketserver::DatagramRequest| {
+            let data = req.take_data();
+            if data == b"deep" {
+                let n = bottomless(0);
+                return req.reply(&n.to_be_bytes());
+            }
+            req.reply(&data)
+        })
+        .unwrap();
+    let server = Arc::new(server);
+    let address = server.server_address().clone();
+    let serving = Arc::clone(&server);
+    let thread = std::thread::spawn(move || serving.serve_forever());
+    let client = udp_client(&address);
+    client.send(b"deep").unwrap();
+    wait_until(DEADLINE, "the overflow is counted", || {
+        server.stats().stack_overflows == 1
+    });
+    client.send(b"still here").unwrap();
+    let mut buf = [0u8; 64];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"still here",
+        "no reply to the overflowing datagram"
+    );
+    wait_until(DEADLINE, "nothing runs any more", || {
+        server.stats().active == 0
+    });
+    server.shutdown_handle().shutdown();
+    within(DEADLINE, "serve_forever returns", move || thread.join())
+        .expect("serve_forever thread")
+        .expect("serve_forever");
+}

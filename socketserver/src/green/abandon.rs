@@ -13,17 +13,20 @@ use super::current::{self, NOBODY};
 /// What to release for one request.
 type Release = Box<dyn FnOnce()>;
 
+/// One registration: the coroutine, its id, the socket to close, the rest.
+type Entry = (Token, u64, Option<RawFd>, Release);
+
 thread_local! {
     /// The releases registered by the coroutines of this worker, by token
     /// and id; a handful at most per coroutine, so a plain list.
-    static REGISTERED: RefCell<Vec<(Token, u64, RawFd, Release)>> = const { RefCell::new(Vec::new()) };
+    static REGISTERED: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
     static NEXT_ID: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Until the guard drops (the request ended normally), the socket `fd` and
-/// `release` are this coroutine's to give back should it be abandoned. Does
-/// nothing outside a green coroutine.
-pub(crate) fn on_abandon(fd: RawFd, release: impl FnOnce() + 'static) -> Abandon {
+/// Until the guard drops (the request ended normally), the socket `fd` (if
+/// the request has one of its own) and `release` are this coroutine's to
+/// give back should it be abandoned. Does nothing outside a green coroutine.
+pub(crate) fn on_abandon(fd: Option<RawFd>, release: impl FnOnce() + 'static) -> Abandon {
     let token = current::running();
     if token == NOBODY || !current::active() {
         return Abandon(None);
@@ -58,7 +61,7 @@ pub(crate) fn consistent() -> bool {
 /// Releases what the abandoned coroutine `token` registered: each closure
 /// runs, then its socket is closed.
 pub(crate) fn release(token: Token) {
-    let mine: Vec<(RawFd, Release)> = REGISTERED.with(|r| {
+    let mine: Vec<(Option<RawFd>, Release)> = REGISTERED.with(|r| {
         let mut r = r.borrow_mut();
         let (mine, rest): (Vec<_>, Vec<_>) = r.drain(..).partition(|(t, ..)| *t == token);
         *r = rest;
@@ -66,6 +69,7 @@ pub(crate) fn release(token: Token) {
     });
     for (fd, release) in mine {
         release();
+        let Some(fd) = fd else { continue };
         // SAFETY: `fd` is the request's socket, owned by its `Conn` on the
         // abandoned coroutine's stack, which will never run again: that
         // owner is leaked, never dropped, so nothing else closes `fd` or

@@ -190,6 +190,12 @@ impl Slabs {
     /// Stacks of at least `size` usable bytes; about `keep` spare ones
     /// stay mapped for reuse.
     pub(crate) fn new(size: usize, keep: usize) -> Slabs {
+        Slabs::with_guards(size, keep, guard_regions())
+    }
+
+    /// As [`new`](Self::new), with guard regions (`madvise`) or
+    /// `PROT_NONE` guards (`mprotect`) as `guard_regions` says.
+    fn with_guards(size: usize, keep: usize, guard_regions: bool) -> Slabs {
         let page = page_size();
         Slabs {
             // Too large to round up: no slab can be mapped (`slab_len`).
@@ -199,7 +205,7 @@ impl Slabs {
                 .unwrap_or(usize::MAX),
             guard: page * GUARD_PAGES,
             kept: page * KEPT_PAGES,
-            guard_regions: guard_regions(),
+            guard_regions,
             slabs: Vec::new(),
             open: BTreeSet::new(),
             spare: 0,
@@ -448,7 +454,15 @@ mod tests {
     /// slots of a slab follow each other without gaps or overlap.
     #[test]
     fn a_stack_limit_includes_its_guard_page() {
-        let mut slabs = Slabs::new(16 * 1024, 0);
+        // Both ways of making guards: guard regions where the kernel has
+        // them, `PROT_NONE` pages everywhere.
+        for regions in [guard_regions(), false] {
+            guards_of_both_kinds(regions);
+        }
+    }
+
+    fn guards_of_both_kinds(regions: bool) {
+        let mut slabs = Slabs::with_guards(16 * 1024, 0, regions);
         let a = slabs.take().expect("a stack");
         let b = slabs.take().expect("a stack");
         let slot = 16 * 1024 + slabs.guard;
@@ -479,11 +493,7 @@ mod tests {
         };
         let (guard, stack) = (mapping_of(a.limit().get()), mapping_of(b.base().get() - 1));
         assert!(guard.is_some() && stack.is_some(), "both mapped");
-        assert_eq!(
-            guard == stack,
-            guard_regions(),
-            "one mapping iff guard regions"
-        );
+        assert_eq!(guard == stack, regions, "one mapping iff guard regions");
         slabs.give(a, true);
         slabs.give(b, true);
     }
