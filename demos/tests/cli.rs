@@ -258,7 +258,7 @@ fn chat_refuses_synchronous_forking_and_prefork_with_a_reason() {
                 "--udp-strategy",
                 "prefork",
             ],
-            "several child processes",
+            "child processes",
         ),
         (
             vec!["chat", "serve", "--strategy", "synchronous"],
