@@ -211,6 +211,9 @@ impl Admission {
         match counted {
             Ok(()) => true,
             Err(why) => {
+                // Its places (max_connections, max_per_ip) are free before
+                // the client can read the answer and try again.
+                req.leave_registry();
                 self.answer(req.stream(), &why);
                 registry.refused(&client, &why);
                 false

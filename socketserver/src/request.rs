@@ -860,6 +860,22 @@ impl StreamRequest {
     /// After reading the start of the connection outside the buffer: puts
     /// `bytes` into the read buffer (which must be empty) and forgets the
     /// read timeout set meanwhile.
+    /// Deregisters the connection now (it is being refused): its places
+    /// under the limits are free before the client sees the refusal.
+    pub(crate) fn leave_registry(&mut self) {
+        self.registration = None;
+    }
+
+    /// Takes the bytes read from the socket but not yet by the handler
+    /// (what came after a PROXY header): a layer that reads the socket
+    /// itself (the TLS handshake) starts with them.
+    pub(crate) fn take_buffered(&mut self) -> Vec<u8> {
+        let pending = self.rbuf[self.rpos..self.rfilled].to_vec();
+        self.rpos = 0;
+        self.rfilled = 0;
+        pending
+    }
+
     pub(crate) fn unread(&mut self, bytes: &[u8]) {
         self.rcvtimeo = RcvTimeout::Unknown;
         if !bytes.is_empty() {

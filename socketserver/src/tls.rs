@@ -491,7 +491,13 @@ fn run_handshake(req: &mut StreamRequest, gate: &Gate) -> Result<Box<Session>, F
     // close shuts it down (the read below ends) rather than waiting for
     // its handshake, as it does a connection waiting for a new message.
     let mut silent = true;
-    if mark_idle(req, true) {
+    // Behind a PROXY header, the first records may have come with it.
+    let early = req.take_buffered();
+    if !early.is_empty() {
+        silent = false;
+        feed(&mut tls, req, &early)?;
+    }
+    if silent && mark_idle(req, true) {
         mark_idle(req, false);
         if !crate::sys::readable_now(std::os::fd::AsFd::as_fd(req.stream())) {
             return Err(drained(req));
@@ -504,6 +510,26 @@ fn run_handshake(req: &mut StreamRequest, gate: &Gate) -> Result<Box<Session>, F
     }
     result?;
     Ok(Box::new(Session(tls)))
+}
+
+/// Gives rustls `bytes` that were read from the socket before the
+/// handshake began (after a PROXY header).
+fn feed(
+    tls: &mut rustls::ServerConnection,
+    req: &mut StreamRequest,
+    mut bytes: &[u8],
+) -> Result<(), Failed> {
+    while !bytes.is_empty() {
+        if tls.read_tls(&mut bytes)? == 0 {
+            break;
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // The alert that tells the client why, best effort.
+            let _ = tls.write_tls(&mut req.stream());
+            return Err(tls_error(&e).into());
+        }
+    }
+    Ok(())
 }
 
 /// The handshake's loop: writes what rustls has to send, reads (within the
