@@ -119,7 +119,7 @@ pub struct CompareArgs {
     /// The guide `--html` reads.
     #[arg(long, value_name = "DIR", default_value = "docs", requires = "html")]
     pub docs: PathBuf,
-    /// Test setting: every cell and every server once, in a few seconds
+    /// Test setting: every cell and every server once, in under a minute
     /// (see `SMOKE`); the numbers mean nothing.
     #[arg(long, hide = true)]
     pub smoke: bool,
@@ -400,6 +400,13 @@ struct Cell {
     servers: Vec<&'static str>,
 }
 
+/// The shortest warmup of a TLS cell (`--smoke` and `--quick` have
+/// shorter ones; see `run_load`).
+const TLS_MIN_WARMUP: Duration = Duration::from_secs(1);
+
+/// The shortest measured window of a TLS cell.
+const TLS_MIN_DURATION: Duration = Duration::from_millis(500);
+
 /// Settings of one run, from the options.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -631,7 +638,10 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         return Ok(true);
     }
     let (duration, warmup) = match (args.smoke, args.quick) {
-        (true, _) => (Duration::from_millis(100), Duration::from_millis(50)),
+        // Long enough for a slow server (Python's, on a saturated machine)
+        // to answer at least once inside the window: at 0.1 s after 0.05 s
+        // some cells had no number at all under load.
+        (true, _) => (Duration::from_millis(400), Duration::from_millis(300)),
         (false, true) => (Duration::from_millis(400), Duration::from_millis(250)),
         (false, false) => (Duration::from_secs(2), Duration::from_secs(1)),
     };
@@ -1169,13 +1179,25 @@ fn run_load(s: &Settings, def: &ServerDef, cell: &Cell) -> Row {
     cfg.mode = mode;
     cfg.conns = conns;
     cfg.size = size;
-    cfg.duration = s.duration;
-    cfg.warmup = s.warmup;
+    // A TLS cell's windows are at least TLS_MIN_WARMUP and
+    // TLS_MIN_DURATION: the `--smoke` windows (0.3 s, 0.4 s) are shorter
+    // than full handshakes take in a test build (unoptimized ring) on a busy
+    // machine, and a cell whose handshakes all end after its window has no
+    // number ("no request completed"), a failure of the smoke test.
+    let (warmup, duration) = if cell.tls {
+        (
+            s.warmup.max(TLS_MIN_WARMUP),
+            s.duration.max(TLS_MIN_DURATION),
+        )
+    } else {
+        (s.warmup, s.duration)
+    };
+    cfg.duration = duration;
+    cfg.warmup = warmup;
     // CPU of the server's group over the measured window, sampled on a
     // thread at the window's start and end (loadgen starts its clock right
     // after one probe connection, well under a millisecond later).
     let pgid = server.pid();
-    let (warmup, duration) = (s.warmup, s.duration);
     let sampler = thread::spawn(move || {
         let t0 = Instant::now();
         thread::sleep(warmup);

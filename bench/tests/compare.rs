@@ -1,5 +1,5 @@
 //! A `bench` run end to end, as CI's smoke test: `--smoke` (every cell and
-//! every server once, two or three servers per cell, 0.1 s windows) must
+//! every server once, two or three servers per cell, 0.4 s windows) must
 //! give numbers in every cell, zero errors, JSON that parses, the markdown
 //! report and the charts. No timing is asserted: the machine is shared and
 //! noisy; the run's wall time is printed.
@@ -13,8 +13,9 @@ fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_bench"))
 }
 
-/// The whole run must end within this (a few seconds on 2 busy cores).
-const LIMIT: Duration = Duration::from_secs(100);
+/// The whole run must end within this: a generous bound (about a minute on
+/// 2 saturated cores), to catch a hang.
+const LIMIT: Duration = Duration::from_secs(300);
 
 #[test]
 #[ignore = "a whole bench run (every cell, every server) that loads the machine: CI runs it \
