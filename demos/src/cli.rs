@@ -53,6 +53,14 @@ pub struct ServerArgs {
     /// threading strategy's idle threads.)
     #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_secs)]
     pub keepalive: Duration,
+    /// Accept clients from this network only (repeatable: any of them),
+    /// e.g. `127.0.0.0/8` or `::1`; checked against the real client (after
+    /// a PROXY header). Unix socket clients are not checked.
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<socketserver::IpNet>,
+    /// Refuse clients from this network (repeatable), whatever --allow says.
+    #[arg(long = "deny", value_name = "CIDR")]
+    pub deny: Vec<socketserver::IpNet>,
     /// Pid file, privileges, metrics, log target.
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -90,9 +98,17 @@ impl ServerArgs {
         })
     }
 
-    /// Gives `builder` the options of accepted connections: `--keepalive`.
+    /// Gives `builder` the options of accepted connections: `--keepalive`,
+    /// `--allow`, `--deny`.
     pub fn configure<S: Strategy>(&self, builder: Builder<S>) -> Builder<S> {
-        builder.keepalive(self.keepalive())
+        let mut builder = builder.keepalive(self.keepalive());
+        for net in &self.allow {
+            builder = builder.allow(*net);
+        }
+        for net in &self.deny {
+            builder = builder.deny(*net);
+        }
+        builder
     }
 }
 

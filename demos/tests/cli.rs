@@ -613,3 +613,43 @@ fn every_duration_flag_rejects_huge_negative_nan_and_infinite_values() {
         out.stderr
     );
 }
+
+/// `--allow` and `--deny` (repeatable) on every serve: a denied address is
+/// closed unserved, an allowed one served; clients come from 127.0.0.2
+/// and 127.0.0.3.
+#[test]
+fn allow_and_deny_lists_judge_the_client_address() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = start(
+        &[
+            "echo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow",
+            "127.0.0.0/8",
+            "--deny",
+            "127.0.0.3",
+        ],
+        1,
+    );
+    let addr = server.address(0).as_inet().unwrap();
+    let line_from = |from: &str| -> Option<String> {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+        socket.bind(&from.into()).unwrap();
+        socket.connect_timeout(&addr.into(), DEADLINE).unwrap();
+        let mut conn: std::net::TcpStream = socket.into();
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        conn.write_all(b"hello\n").ok()?;
+        let mut line = String::new();
+        match BufReader::new(conn).read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line),
+            _ => None,
+        }
+    };
+    assert_eq!(line_from("127.0.0.2").as_deref(), Some("hello\n"));
+    assert_eq!(line_from("127.0.0.3"), None, "denied");
+    terminate_quickly(server);
+}

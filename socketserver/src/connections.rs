@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::admission::{Refusal, Refusals};
 use crate::counters::{HandshakeStage, RefusedReason};
+use crate::refusal::{Refusal, Refusals};
 use crate::{Address, ShutdownHandle};
 
 /// What the server does when `max_connections` is reached.

@@ -146,6 +146,7 @@ pub mod pipeline;
 #[allow(unsafe_code)] // setgroups, setgid, setuid, getpwnam_r; see its docs
 pub mod privilege;
 pub mod proxy;
+mod refusal;
 pub mod reload;
 mod request;
 mod server;
@@ -165,7 +166,6 @@ mod tls_session;
 pub mod transport;
 
 pub use address::{Address, AddressParseError};
-pub use admission::Refusals;
 pub use aliases::{
     ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer, ForkingUnixStreamServer,
     PoolTcpServer, PoolUdpServer, PoolUnixDatagramServer, PoolUnixStreamServer, TcpServer,
@@ -177,6 +177,7 @@ pub use connections::{DrainReport, LimitPolicy, Stats};
 pub use error::Error;
 pub use handler::{log_request_error, DatagramHandler, Handler, RequestError, StreamHandler};
 pub use ipnet::{IpNet, IpNetParseError};
+pub use refusal::Refusals;
 pub use request::{Conn, DatagramRequest, DatagramSocket, Peer, StreamRequest};
 pub use server::{Server, DEFAULT_CLOSE_TIMEOUT};
 pub use shutdown::{ShutdownHandle, Signal};

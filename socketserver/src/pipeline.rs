@@ -26,9 +26,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::admission::{Admission, Refusal};
+use crate::admission::Admission;
 use crate::connections::Registry;
 use crate::handler::Handler;
+use crate::refusal::Refusal;
 use crate::request::sealed::Tracked;
 use crate::{Address, StreamRequest};
 

@@ -83,9 +83,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::admission::Refusal;
 use crate::connections::Registry;
 pub use crate::ipnet::{IpNet, IpNetParseError};
+use crate::refusal::Refusal;
 use crate::request::Conn;
 use crate::{Address, StreamRequest};
 

@@ -869,6 +869,7 @@ impl StreamRequest {
     /// Takes the bytes read from the socket but not yet by the handler
     /// (what came after a PROXY header): a layer that reads the socket
     /// itself (the TLS handshake) starts with them.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn take_buffered(&mut self) -> Vec<u8> {
         let pending = self.rbuf[self.rpos..self.rfilled].to_vec();
         self.rpos = 0;

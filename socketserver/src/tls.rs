@@ -411,7 +411,7 @@ pub(crate) fn verified(
     }
     registry.refused(
         req.peer_addr(),
-        &crate::admission::Refusal::Verify("verify_tls"),
+        &crate::refusal::Refusal::Verify("verify_tls"),
     );
     if let Some(not_shown) = allow_refusal_log(Instant::now()) {
         let names = info.peer_names().map_or_else(

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::table::{AdmissionHeader, IpEntry, Shared, SharedSlots};
-use crate::admission::Refusal;
 use crate::connections::AdmissionCounter;
+use crate::refusal::Refusal;
 
 /// Client addresses the shared per-IP table holds at once.
 pub const PER_IP_ENTRIES: usize = 4096;
