@@ -561,16 +561,20 @@ fn too_big(len: u64, max: usize) -> String {
 /// ```
 /// use socketserver::framing::{self, FrameError};
 ///
-/// // A whole frame whose JSON is bad: answer it and read the next one.
-/// let mut wire = Vec::new();
-/// framing::write_frame(&mut wire, b"{not json")?;
-/// framing::write_json(&mut wire, &42)?;
-/// let mut input = &wire[..];
-/// let err = framing::read_json::<_, u32>(&mut input).unwrap_err();
-/// let why = FrameError::of(&err).unwrap();
-/// assert!(matches!(why, FrameError::BadJson(_)));
-/// assert!(why.stream_in_step());
-/// assert_eq!(framing::read_json::<_, u32>(&mut input)?, Some(42));
+/// // A whole frame whose JSON is bad (feature `json`): answer it and
+/// // read the next one.
+/// #[cfg(feature = "json")]
+/// {
+///     let mut wire = Vec::new();
+///     framing::write_frame(&mut wire, b"{not json")?;
+///     framing::write_json(&mut wire, &42)?;
+///     let mut input = &wire[..];
+///     let err = framing::read_json::<_, u32>(&mut input).unwrap_err();
+///     let why = FrameError::of(&err).unwrap();
+///     assert!(matches!(why, FrameError::BadJson(_)));
+///     assert!(why.stream_in_step());
+///     assert_eq!(framing::read_json::<_, u32>(&mut input)?, Some(42));
+/// }
 ///
 /// // A header announcing too much: the stream is out of step, close it.
 /// let mut input = &b"\xff\xff\xff\xffpayload"[..];
