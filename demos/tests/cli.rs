@@ -635,13 +635,7 @@ fn allow_and_deny_lists_judge_the_client_address() {
     );
     let addr = server.address(0).as_inet().unwrap();
     let line_from = |from: &str| -> Option<String> {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
-        socket.bind(&from.into()).unwrap();
-        socket.connect_timeout(&addr.into(), DEADLINE).unwrap();
-        let mut conn: std::net::TcpStream = socket.into();
-        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut conn = socketserver_tests::tcp_client_from(from, addr);
         conn.write_all(b"hello\n").ok()?;
         let mut line = String::new();
         match BufReader::new(conn).read_line(&mut line) {

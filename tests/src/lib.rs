@@ -89,6 +89,29 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A TCP client of `to` from the loopback address `from` (e.g.
+/// `127.0.0.2`: a second client address on one machine), with `DEADLINE`
+/// on connecting, reading and writing.
+pub fn tcp_client_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: std::net::IpAddr = from.parse().expect("a loopback address");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("a socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    socket
+        .connect_timeout(&to.into(), DEADLINE)
+        .unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_write_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
 /// A TCP client with 5 s read and write timeouts.
 pub fn tcp_client(addr: &Address) -> TcpStream {
     let a = addr.as_inet().expect("an IP address");

@@ -5,7 +5,7 @@
 //! and 127.0.0.3 (loopback source addresses).
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 
 use socketserver::proxy::ProxyProtocol;
 use socketserver::{Green, IpNet, Pool, Server, Strategy, StreamRequest, Synchronous, Threading};
@@ -13,18 +13,6 @@ use socketserver_tests::*;
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
     req.echo().map(drop)
-}
-
-/// A TCP client of `to` from the loopback address `from`.
-fn client_from(from: &str, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: IpAddr = from.parse().unwrap();
-    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
-    socket.connect_timeout(&to.into(), DEADLINE).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    stream
 }
 
 /// Whether `msg` came back, or the connection was closed unserved.
@@ -48,9 +36,12 @@ fn deny_refuses_a_listed_address_and_serves_the_others(strategy: impl Strategy) 
         .tcp("127.0.0.1:0", echo)
         .unwrap();
     let s = Serving::start(server);
-    assert!(served(client_from("127.0.0.2", s.addr), b"allowed\n"));
-    assert!(!served(client_from("127.0.0.3", s.addr), b"denied\n"));
-    assert!(served(client_from("127.0.0.1", s.addr), b"allowed too\n"));
+    assert!(served(tcp_client_from("127.0.0.2", s.addr), b"allowed\n"));
+    assert!(!served(tcp_client_from("127.0.0.3", s.addr), b"denied\n"));
+    assert!(served(
+        tcp_client_from("127.0.0.1", s.addr),
+        b"allowed too\n"
+    ));
     wait_until(DEADLINE, "both served clients finished", || {
         s.stats().completed == 2
     });
@@ -69,9 +60,9 @@ fn an_allow_list_refuses_every_address_outside_it(strategy: impl Strategy) {
         .tcp("127.0.0.1:0", echo)
         .unwrap();
     let s = Serving::start(server);
-    assert!(served(client_from("127.0.0.2", s.addr), b"in\n"));
-    assert!(!served(client_from("127.0.0.3", s.addr), b"out\n"));
-    assert!(!served(client_from("127.0.0.1", s.addr), b"out\n"));
+    assert!(served(tcp_client_from("127.0.0.2", s.addr), b"in\n"));
+    assert!(!served(tcp_client_from("127.0.0.3", s.addr), b"out\n"));
+    assert!(!served(tcp_client_from("127.0.0.1", s.addr), b"out\n"));
     wait_until(DEADLINE, "both refusals counted", || {
         s.stats().refused_by.denied == 2
     });
@@ -88,7 +79,7 @@ fn behind_a_proxy_the_lists_apply_to_the_client_its_header_names(strategy: impl 
         .unwrap();
     let s = Serving::start(server);
     let proxied = |client: &str, msg: &[u8]| {
-        let mut c = client_from("127.0.0.1", s.addr);
+        let mut c = tcp_client_from("127.0.0.1", s.addr);
         let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 {}\r\n", s.addr.port());
         c.write_all(header.as_bytes()).unwrap();
         served(c, msg)
