@@ -16,21 +16,6 @@ use demos::shell::client::Session;
 use socketserver::auth::Key;
 use socketserver::Address;
 
-/// `Uid:` / `Gid:` / `Groups:` of /proc/PID/status.
-fn ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> Vec<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-            .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect()
-    };
-    (field("Uid:"), field("Gid:"), field("Groups:"))
-}
-
 /// The uid and gid of nobody/nogroup, when this test can run.
 fn can_test(test: &str) -> Option<(u32, u32)> {
     if rustix::process::geteuid().as_raw() != 0 {
@@ -47,7 +32,7 @@ fn can_test(test: &str) -> Option<(u32, u32)> {
 }
 
 fn assert_runs_as(pid: u32, uid: u32, gid: u32, what: &str) {
-    let (uids, gids, groups) = ids(pid);
+    let (uids, gids, groups) = socketserver_tests::process_ids(pid);
     assert_eq!(uids, vec![uid; 4], "{what} {pid}: Uid");
     assert_eq!(gids, vec![gid; 4], "{what} {pid}: Gid");
     assert!(groups.is_empty(), "{what} {pid}: groups {groups:?}");

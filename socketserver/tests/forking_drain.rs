@@ -24,28 +24,6 @@ fn send_signal(target: &str, signal: &str) {
     assert!(ok.success());
 }
 
-/// The processes of process group `pgid`, zombies included.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(2)?
-                        .parse()
-                        .ok()
-                })
-                == Some(pgid)
-        })
-        .collect()
-}
-
 fn sigterm_with_more_clients_than_children(clients: usize, to_group: bool) -> (Duration, String) {
     let mut child = Command::new(example())
         .args(["127.0.0.1:0", "forking"])
@@ -100,7 +78,7 @@ fn sigterm_with_more_clients_than_children(clients: usize, to_group: bool) -> (D
     assert!(status.success(), "exit status {status}, stderr {err}");
     // Every child was reaped before the parent exited: none is left in
     // its process group, running or zombie.
-    let left = group_members(pid);
+    let left = common::group_members(pid);
     assert!(left.is_empty(), "processes left in the group: {left:?}");
     drop(held);
     (took, err)

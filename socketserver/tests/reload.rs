@@ -53,23 +53,8 @@ fn alive(pid: u32) -> bool {
 
 /// The running processes of process group `pgid`.
 fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(2)?
-                        .parse()
-                        .ok()
-                })
-                == Some(pgid)
-        })
+    common::group_members(pgid)
+        .into_iter()
         .filter(|&pid| alive(pid))
         .collect()
 }

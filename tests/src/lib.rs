@@ -503,6 +503,22 @@ macro_rules! per_strategy {
     };
 }
 
+/// The `Uid:`, `Gid:` and `Groups:` lines of /proc/PID/status (real,
+/// effective, saved, filesystem ids; supplementary groups).
+pub fn process_ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    (field("Uid:"), field("Gid:"), field("Groups:"))
+}
+
 /// A test server binary (`fork_server`, `prefork_server`) run as a process
 /// group of its own: started with a deadline on its `listening on URL`
 /// line, both pipes drained on threads (so it never blocks on a full pipe),

@@ -9,21 +9,6 @@ use std::net::TcpStream;
 
 use socketserver_tests::{ServerProcess, DEADLINE};
 
-/// `Uid:` / `Gid:` / `Groups:` of /proc/PID/status.
-fn ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> Vec<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-            .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect()
-    };
-    (field("Uid:"), field("Gid:"), field("Groups:"))
-}
-
 fn nobody() -> Option<(u32, u32)> {
     let a = socketserver::privilege::lookup("nobody", None).ok()?;
     Some((a.uid, a.gid))
@@ -59,7 +44,7 @@ fn a_prefork_server_and_its_children_run_as_the_user_it_dropped_to() {
     };
     let exe = env!("CARGO_BIN_EXE_prefork_server");
     let server = ServerProcess::start(exe, &["127.0.0.1:0", "--min=1", "--max=2", "--user=nobody"]);
-    let (uids, gids, groups) = ids(server.pid());
+    let (uids, gids, groups) = socketserver_tests::process_ids(server.pid());
     assert_eq!(
         uids,
         vec![uid; 4],
@@ -75,7 +60,7 @@ fn a_prefork_server_and_its_children_run_as_the_user_it_dropped_to() {
     BufReader::new(&conn).read_line(&mut line).unwrap();
     let child: u32 = line.trim().parse().unwrap();
     assert_ne!(child, server.pid(), "the request ran in a child");
-    let (uids, gids, groups) = ids(child);
+    let (uids, gids, groups) = socketserver_tests::process_ids(child);
     assert_eq!(uids, vec![uid; 4], "child's Uid");
     assert_eq!(gids, vec![gid; 4], "child's Gid");
     assert!(groups.is_empty(), "child's groups: {groups:?}");

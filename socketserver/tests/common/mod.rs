@@ -306,3 +306,25 @@ pub fn wait_for_successor(group: &Group) -> Client {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The processes of process group `pgid`, zombies included.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(2)?
+                        .parse()
+                        .ok()
+                })
+                == Some(pgid)
+        })
+        .collect()
+}
