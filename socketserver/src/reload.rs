@@ -528,6 +528,13 @@ pub trait Upgradable: Send + Sync {
     /// Marks the socket handed over (closing the server no longer shuts it
     /// down nor removes its file) and stops `serve_forever`.
     fn hand_over_and_stop(&self);
+    /// Marks the socket handed over without stopping `serve_forever`. An
+    /// upgrade marks every server of the set before it stops any: a caller
+    /// that stops all its servers when one of them returns (as a process
+    /// serving several sockets does) must not shut down a socket the new
+    /// process already serves. Default: nothing (then only
+    /// [`hand_over_and_stop`](Self::hand_over_and_stop) marks it).
+    fn mark_handed_over(&self) {}
     /// `SCHEME://ADDR`, for logs.
     fn url(&self) -> String;
     /// Whether no connection is open and no request runs.
@@ -561,6 +568,9 @@ where
     }
     fn hand_over_and_stop(&self) {
         Server::hand_over(self);
+    }
+    fn mark_handed_over(&self) {
+        Server::mark_handed_over(self);
     }
     fn url(&self) -> String {
         Server::url(self)
@@ -660,6 +670,12 @@ impl<U: AsUpgradable> Watcher<U> {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((pid, took));
                     self.upgraded.store(true, Ordering::SeqCst);
+                    // Every mark before any stop: a stopped server may stop
+                    // the others, and the close of one not yet marked would
+                    // shut down a socket the new process serves.
+                    for s in &self.servers {
+                        s.get().mark_handed_over();
+                    }
                     for s in &self.servers {
                         s.get().hand_over_and_stop();
                     }

@@ -482,9 +482,15 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         // First the marks, then the loop's end: the close that follows must
         // not stop the socket listening, and a strategy that takes the loop
         // over (`PreFork`) must know why it ended.
+        self.mark_handed_over();
+        self.core.shutdown.shutdown();
+    }
+
+    /// Marks the socket handed over without stopping the loop: closing the
+    /// server from now on leaves the socket listening for the new process.
+    pub(crate) fn mark_handed_over(&self) {
         self.core.transport.hand_over();
         self.core.handed_over.store(true, Ordering::SeqCst);
-        self.core.shutdown.shutdown();
     }
 
     /// Whether SIGTERM (or another signal given to
