@@ -308,3 +308,61 @@ fn an_upgrade_hands_the_metrics_socket_over_with_the_others() {
             ) == 1.0
     });
 }
+
+/// What forked children (`forking`: one per connection; `prefork`: a few
+/// that accept) count is in the parent's metrics: the counters live in
+/// memory shared with them.
+fn forked_children_count_in_the_parents_metrics(strategy: &str) {
+    let server = ServerProcess::start(
+        &[
+            "echo",
+            "serve",
+            "--strategy",
+            strategy,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let Address::Inet(tcp) = server.next_listening() else {
+        panic!("not TCP")
+    };
+    let metrics = parse_metrics_line(&server.next_line()).expect("a metrics line");
+    for _ in 0..4 {
+        echo_once(tcp);
+    }
+    let label = format!("tcp://{tcp}");
+    let s = |text: &str, name: &str| sample(text, &format!("{name}{{server=\"{label}\"}}"));
+    let mut text = String::new();
+    common::wait_until(DEADLINE, "four requests counted as finished", || {
+        let (status, body) = http_get(metrics, "/metrics").unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        text = body;
+        s(&text, "socketserver_requests_finished_total") == 4.0
+    });
+    assert_eq!(s(&text, "socketserver_accepted_total"), 4.0, "{text}");
+    assert_eq!(
+        s(&text, "socketserver_received_bytes_total"),
+        24.0,
+        "{text}"
+    );
+    assert_eq!(s(&text, "socketserver_sent_bytes_total"), 24.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("socketserver_request_duration_seconds_count{{server=\"{label}\"}}")
+        ),
+        4.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn forking_children_count_in_the_parents_metrics() {
+    forked_children_count_in_the_parents_metrics("forking");
+}
+
+#[test]
+fn prefork_children_count_in_the_parents_metrics() {
+    forked_children_count_in_the_parents_metrics("prefork");
+}

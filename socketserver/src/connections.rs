@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Shutdown};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,10 +59,11 @@ pub struct Stats {
     pub refused: u64,
     /// [`refused`](Self::refused), by reason.
     pub refused_by: Refusals,
-    /// Requests whose handler finished without error (counted in this
-    /// process: not under `Forking`).
+    /// Requests whose handler finished without error (under `Forking` and
+    /// `PreFork` too: the children count in memory shared with the
+    /// parent).
     pub completed: u64,
-    /// Requests whose handler failed or panicked (not under `Forking`).
+    /// Requests whose handler failed or panicked.
     pub failed: u64,
     /// Datagrams dropped unread because they were larger than
     /// `max_datagram_size` (not counted in `accepted`).
@@ -72,8 +73,7 @@ pub struct Stats {
     /// see [`Builder::keepalive`](crate::Builder::keepalive)) or the
     /// network said it is unreachable (`EHOSTUNREACH`). A client that is
     /// there but read nothing for the user timeout ends the same way, and
-    /// counts here too. Counted in the process that served the connection
-    /// (not under `Forking` or `PreFork`).
+    /// counts here too.
     pub peer_gone: u64,
     /// Requests whose handler overflowed its stack under `Green` (each
     /// ended alone, its connection closed; also counted in `failed`).
@@ -195,17 +195,7 @@ pub(crate) struct Registry {
     /// next connection to end wakes it.
     parked: AtomicBool,
     waker: ShutdownHandle,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    /// Datagrams dropped for being larger than `max_datagram_size`.
-    pub(crate) oversized: AtomicU64,
-    /// Connections whose peer vanished (see [`Stats::peer_gone`]).
-    peer_gone: AtomicU64,
     last_peer_gone_log: Mutex<Option<Instant>>,
-    /// Requests abandoned after a stack overflow (`Green`).
-    stack_overflows: AtomicU64,
     /// Requests running in this process now.
     running: AtomicUsize,
     /// Connections closed by the drain while idle.
@@ -214,8 +204,9 @@ pub(crate) struct Registry {
     /// A graceful close has begun: idle connections are closed, and those
     /// that become idle later close at once.
     draining: AtomicBool,
-    /// Refusals by reason, outcomes, bytes, durations (`counters`).
-    pub(crate) counters: crate::counters::Counters,
+    /// The totals of `Stats` and the counters behind the metrics, in
+    /// shared memory: the children a strategy forks count there too.
+    pub(crate) counters: crate::sys::Shared<crate::counters::Counters>,
 }
 
 /// A registered connection; dropping it deregisters. Must be dropped before
@@ -336,26 +327,19 @@ impl Drop for Registration {
 }
 
 impl Registry {
-    pub(crate) fn new(limits: Limits, waker: ShutdownHandle) -> Registry {
-        Registry {
+    pub(crate) fn new(limits: Limits, waker: ShutdownHandle) -> std::io::Result<Registry> {
+        Ok(Registry {
             live: Mutex::default(),
             limits,
             parked: AtomicBool::new(false),
             waker,
-            accepted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            oversized: AtomicU64::new(0),
-            peer_gone: AtomicU64::new(0),
             last_peer_gone_log: Mutex::new(None),
-            stack_overflows: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
             refusal_log: crate::throttle::Throttle::default(),
             draining: AtomicBool::new(false),
-            counters: crate::counters::Counters::default(),
-        }
+            counters: crate::sys::Shared::new(1)?,
+        })
     }
 
     /// Counts a request as running until the guard drops.
@@ -369,8 +353,10 @@ impl Registry {
     /// here; it counts as failed and overflowed.
     pub(crate) fn abandoned(&self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        self.stack_overflows.fetch_add(1, Ordering::Relaxed);
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .stack_overflows
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests running in this process now.
@@ -386,17 +372,18 @@ impl Registry {
     /// The counters; `active` counts requests running in this process.
     pub(crate) fn stats(&self) -> Stats {
         use Ordering::Relaxed;
+        let c = &*self.counters;
         Stats {
             connections: self.connections(),
             active: self.running(),
-            accepted: self.accepted.load(Relaxed),
-            refused: self.refused.load(Relaxed),
-            refused_by: Refusals::from(&self.counters.read()),
-            completed: self.completed.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            oversized: self.oversized.load(Relaxed),
-            peer_gone: self.peer_gone.load(Relaxed),
-            stack_overflows: self.stack_overflows.load(Relaxed),
+            accepted: c.accepted.load(Relaxed),
+            refused: c.refused_total.load(Relaxed),
+            refused_by: Refusals::from(&c.read()),
+            completed: c.completed.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            oversized: c.oversized.load(Relaxed),
+            peer_gone: c.peer_gone.load(Relaxed),
+            stack_overflows: c.stack_overflows.load(Relaxed),
             green_blocked_ms: 0,
         }
     }
@@ -550,7 +537,9 @@ impl Registry {
             live.pre_handler = keep;
         }
         if evicted > 0 {
-            self.refused.fetch_add(evicted as u64, Ordering::Relaxed);
+            self.counters
+                .refused_total
+                .fetch_add(evicted as u64, Ordering::Relaxed);
             for _ in 0..evicted {
                 self.counters.refused(RefusedReason::PreHandlerBudget);
             }
@@ -586,7 +575,7 @@ impl Registry {
     /// (`verify_request` and `verify_tls` refusals at debug, each: they
     /// are the application's own decision).
     pub(crate) fn refused(&self, peer: &Address, why: &Refusal) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.counters.refused_total.fetch_add(1, Ordering::Relaxed);
         match why.reason() {
             Some(reason) => self.counters.refused(reason),
             None => self.counters.handshake_failed(HandshakeStage::Proxy),
@@ -601,7 +590,7 @@ impl Registry {
     /// Logs a refusal at warn, at most once a second, with the total.
     fn log_refusal(&self, what: &str) {
         if self.refusal_log.allow().is_some() {
-            let total = self.refused.load(Ordering::Relaxed);
+            let total = self.counters.refused_total.load(Ordering::Relaxed);
             log::warn!("{what} ({total} refused so far)");
         }
     }
@@ -614,7 +603,7 @@ impl Registry {
     /// Counts a connection whose peer vanished (`error` ended it) and logs
     /// it at info level, at most once a second.
     pub(crate) fn peer_gone(&self, peer: &Address, error: &std::io::Error) {
-        let total = self.peer_gone.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.counters.peer_gone.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self.last_peer_gone_log.lock();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(Instant::now());

@@ -3,7 +3,9 @@
 //! failures by stage, bytes in and out, and a histogram of request
 //! durations. Each is a relaxed atomic increment where the event happens;
 //! [`Server::counters`](crate::Server::counters) takes a [`Snapshot`] of
-//! them all.
+//! them all. They live in shared memory, with the totals of
+//! [`Stats`](crate::Stats), so that what the children of `Forking` and
+//! `PreFork` count is seen by the parent.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -105,9 +107,23 @@ const BUCKET_NANOS: [u64; 16] = {
     out
 };
 
-/// The counters of one server (in this process).
+/// The counters of one server, in this process and the children it forks.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Requests taken off the socket.
+    pub(crate) accepted: AtomicU64,
+    /// Refusals in all (`refused` has them by reason).
+    pub(crate) refused_total: AtomicU64,
+    /// Handlers that finished without error.
+    pub(crate) completed: AtomicU64,
+    /// Handlers that failed or panicked, or were abandoned.
+    pub(crate) failed: AtomicU64,
+    /// Datagrams dropped for being larger than `max_datagram_size`.
+    pub(crate) oversized: AtomicU64,
+    /// Connections whose peer vanished.
+    pub(crate) peer_gone: AtomicU64,
+    /// Requests abandoned after a stack overflow (`Green`).
+    pub(crate) stack_overflows: AtomicU64,
     refused: [AtomicU64; RefusedReason::ALL.len()],
     handshake_failed: [AtomicU64; HandshakeStage::ALL.len()],
     finished: AtomicU64,
@@ -120,6 +136,10 @@ pub(crate) struct Counters {
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_nanos: AtomicU64,
 }
+
+// SAFETY: every field is an atomic integer or an array of them; zero is a
+// valid value of each.
+unsafe impl crate::sys::ZeroAtomics for Counters {}
 
 /// How a request's handler ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,8 +210,8 @@ impl Counters {
 }
 
 /// The counters of a server at one moment (see
-/// [`Server::counters`](crate::Server::counters)). Under `Forking`, what
-/// happens in the children is not counted here.
+/// [`Server::counters`](crate::Server::counters)), with what its forked
+/// children (`Forking`, `PreFork`) counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Snapshot {

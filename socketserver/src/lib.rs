@@ -125,6 +125,7 @@ pub mod aliases;
 pub mod auth;
 mod builder;
 mod connections;
+#[allow(unsafe_code)] // `Counters` may live in shared memory (`ZeroAtomics`); see its SAFETY note
 pub mod counters;
 mod error;
 #[cfg(feature = "framing")]

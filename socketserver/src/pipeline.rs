@@ -68,9 +68,9 @@ impl Pipeline {
         registry.counters.request(outcome, started.elapsed());
         let ok = outcome == crate::counters::Outcome::Finished;
         let counter = if ok {
-            &registry.completed
+            &registry.counters.completed
         } else {
-            &registry.failed
+            &registry.counters.failed
         };
         counter.fetch_add(1, Relaxed);
         ok

@@ -159,7 +159,7 @@ where
             ));
         }
         let (shutdown, wake) = wake_pair()?;
-        let registry = Arc::new(Registry::new(builder.limits, shutdown.clone()));
+        let registry = Arc::new(Registry::new(builder.limits, shutdown.clone())?);
         crate::handler::route_panics_to_log();
         let pipeline = Pipeline {
             admission: Admission {
@@ -558,7 +558,6 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
     pub fn stats(&self) -> Stats {
         let mut stats = self.core.registry.stats();
         stats.active = self.running_requests();
-        stats.accepted += self.core.strategy.accepted_elsewhere();
         stats.green_blocked_ms = self.core.strategy.blocked_ms();
         stats
     }
@@ -983,6 +982,7 @@ where
     fn rejected(&self, peer: &Address, err: io::Error) {
         let total = self
             .registry
+            .counters
             .oversized
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
@@ -1000,7 +1000,7 @@ where
     /// then the rest is handed to the strategy as one job.
     fn process(&self, mut req: T::Request) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.registry.accepted.fetch_add(1, Relaxed);
+        self.registry.counters.accepted.fetch_add(1, Relaxed);
         let peer = req.peer().clone();
         let proxied = self.pipeline.proxied(&req);
         let mut registration = None;

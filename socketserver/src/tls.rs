@@ -377,6 +377,7 @@ pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registr
         }
         Err(Failed::Error(why)) => {
             registry
+                .counters
                 .failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             registry

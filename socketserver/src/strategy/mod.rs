@@ -165,13 +165,6 @@ pub trait Strategy: Send + Sync + 'static {
         0
     }
 
-    /// Requests taken by other processes that this process's counters
-    /// cannot see (`PreFork`'s children accept them); added to
-    /// [`Stats::accepted`](crate::Stats::accepted). Default: 0.
-    fn accepted_elsewhere(&self) -> u64 {
-        0
-    }
-
     /// Waits until no request runs, at most `timeout`; returns whether none
     /// does. Used by a graceful shutdown.
     fn wait_idle(&self, timeout: Duration) -> bool {
@@ -291,9 +284,6 @@ impl Strategy for Box<dyn Strategy> {
     }
     fn active(&self) -> usize {
         (**self).active()
-    }
-    fn accepted_elsewhere(&self) -> u64 {
-        (**self).accepted_elsewhere()
     }
     fn wait_idle(&self, timeout: Duration) -> bool {
         (**self).wait_idle(timeout)

@@ -6,11 +6,13 @@
 //!
 //! The unsafe code that belongs to one owner lives with it instead: the
 //! green coroutine stacks and the current coroutine in `green/`, `PreFork`'s
-//! shared status table in `strategy/prefork/`.
+//! shared status table in `strategy/prefork/` (the shared memory it lives
+//! in is `shared_memory.rs`, here).
 
 mod fd;
 mod poll;
 mod process;
+mod shared_memory;
 mod signals;
 mod socket;
 
@@ -20,6 +22,7 @@ pub(crate) use process::{
     die_with_parent, exit_immediately, fork, getpid, kill, set_thread_name, spawn_with_fds,
     thread_count, waitpid, ChildExit, Fork, Spawn,
 };
+pub(crate) use shared_memory::{Shared, ZeroAtomics};
 pub(crate) use signals::{
     block_term, child_leave_requested, child_leave_signal, child_runs_loop, child_stop_fd,
     child_stop_onto, child_stop_requested, drain_child_stop, ignore_sigint, ignore_signal,

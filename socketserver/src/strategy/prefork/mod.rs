@@ -87,10 +87,11 @@ use table::{SharedSlots, Slot};
 /// # State is per child
 ///
 /// As with `Forking`, the handler's shared state is each child's own copy.
-/// [`Server::stats`](crate::Server::stats) of the parent counts the
-/// requests its children took in `accepted` (see [`served`](Self::served)),
-/// and nothing in `completed` or `failed` (each child knows its own). Fork from a process with no
-/// other threads (see `Forking`).
+/// The server's counters ([`Server::stats`](crate::Server::stats),
+/// [`Server::counters`](crate::Server::counters), the metrics) live in
+/// shared memory: the parent's count what every child accepted, refused,
+/// completed and failed. Fork from a process with no other threads (see
+/// `Forking`).
 ///
 /// # Caveats
 ///
@@ -676,15 +677,6 @@ impl Drop for Busy {
 }
 
 impl<S: Strategy> Strategy for PreFork<S> {
-    fn accepted_elsewhere(&self) -> u64 {
-        // In a child, its own registry counts what it took.
-        if self.my_slot().is_some() {
-            0
-        } else {
-            self.served()
-        }
-    }
-
     fn execute(&self, job: Job, shutdown: &ShutdownHandle) -> io::Result<()> {
         let Some((slot, table)) = self.my_slot() else {
             // `handle_request` in the parent: serve here.
