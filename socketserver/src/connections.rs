@@ -198,6 +198,8 @@ pub(crate) struct Registry {
     last_peer_gone_log: Mutex<Option<Instant>>,
     /// Requests running in this process now.
     running: AtomicUsize,
+    /// Jobs made and not yet run to the end nor dropped (see `jobs.rs`).
+    jobs: crate::jobs::JobCount,
     /// Connections closed by the drain while idle.
     idle_closed: AtomicUsize,
     refusal_log: crate::throttle::Throttle,
@@ -305,6 +307,16 @@ impl Registration {
     }
 }
 
+/// Counts a job alive while it lives (see [`Registry::job_alive`]).
+#[derive(Debug)]
+pub(crate) struct JobAlive(Arc<Registry>);
+
+impl Drop for JobAlive {
+    fn drop(&mut self) {
+        self.0.jobs.decrement();
+    }
+}
+
 /// Counts a request as running while it lives.
 #[derive(Debug)]
 pub(crate) struct Running<'a>(&'a Registry);
@@ -335,6 +347,7 @@ impl Registry {
             waker,
             last_peer_gone_log: Mutex::new(None),
             running: AtomicUsize::new(0),
+            jobs: crate::jobs::JobCount::default(),
             idle_closed: AtomicUsize::new(0),
             refusal_log: crate::throttle::Throttle::default(),
             draining: AtomicBool::new(false),
@@ -353,10 +366,29 @@ impl Registry {
     /// here; it counts as failed and overflowed.
     pub(crate) fn abandoned(&self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
+        self.jobs.decrement();
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         self.counters
             .stack_overflows
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a job alive until the guard drops (the job ran to its end,
+    /// or was dropped unrun).
+    pub(crate) fn job_alive(self: &Arc<Self>) -> JobAlive {
+        self.jobs.increment();
+        JobAlive(Arc::clone(self))
+    }
+
+    /// Waits until no job of this server is alive, at most `timeout`;
+    /// returns whether none is.
+    pub(crate) fn wait_jobs(&self, timeout: Duration) -> bool {
+        self.jobs.wait_zero_for(timeout)
+    }
+
+    /// Jobs alive now.
+    pub(crate) fn jobs(&self) -> usize {
+        self.jobs.get()
     }
 
     /// Requests running in this process now.

@@ -137,6 +137,7 @@ pub mod green;
 mod green;
 mod handler;
 mod ipnet;
+mod jobs;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "tls")]

@@ -657,10 +657,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             nap();
         }
         let idle = !self.core.running.load(Ordering::SeqCst)
-            && self
-                .core
-                .strategy
-                .wait_idle(left().unwrap_or(Duration::MAX));
+            && self.core.wait_idle(left().unwrap_or(Duration::MAX));
         if !idle {
             let still = self.running_requests();
             report.cut = still;
@@ -677,7 +674,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
             let rest = grace_end.map_or(Duration::ZERO, |g| {
                 g.saturating_duration_since(Instant::now())
             });
-            if self.core.running.load(Ordering::SeqCst) || !self.core.strategy.wait_idle(rest) {
+            if self.core.running.load(Ordering::SeqCst) || !self.core.wait_idle(rest) {
                 report.abandoned = self.running_requests().max(1);
                 log::warn!(
                     "{}: {} requests still running {} ms after being cut; not waiting for them",
@@ -794,6 +791,18 @@ where
 }
 
 impl<T: Transport, S: Strategy, H> Core<T, S, H> {
+    /// Waits, at most `timeout`, until the server's own jobs ended, then
+    /// what the strategy runs elsewhere (children); returns whether all did.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let end = deadline_after(timeout);
+        let left = || {
+            end.map_or(Duration::MAX, |e| {
+                e.saturating_duration_since(Instant::now())
+            })
+        };
+        self.registry.wait_jobs(timeout) && self.strategy.wait_idle(left())
+    }
+
     /// The inline-request watch's thread (see [`InlineDeadline`]).
     fn watch_inline(&self, stopped: &std::os::unix::net::UnixStream) {
         use std::os::fd::AsFd;
@@ -857,10 +866,10 @@ where
         }
         self.registry.begin_drain();
         self.strategy.begin_drain();
-        if !self.strategy.wait_idle(self.close_timeout) {
+        if !self.wait_idle(self.close_timeout) {
             self.registry.cut_all();
             self.strategy.terminate();
-            self.strategy.wait_idle(Duration::from_millis(100));
+            self.wait_idle(Duration::from_millis(100));
         }
         result
     }
@@ -872,7 +881,7 @@ where
         let end = limit.and_then(deadline_after);
         while !sys::child_stop_requested() {
             if self.registry.connections() == 0
-                && self.registry.running() == 0
+                && self.registry.jobs() == 0
                 && self.strategy.active() == 0
             {
                 return;
@@ -1021,11 +1030,6 @@ where
         {
             return;
         }
-        // Should the request's coroutine be abandoned (a stack overflow
-        // under `Green`), its worker closes the socket and releases this.
-        let abandon = registration
-            .as_ref()
-            .map(crate::connections::Registration::on_abandon);
         let stop = self.strategy.runs_inline().then(|| Stop::Server {
             wake: self.wake.clone(),
             handle: self.shutdown.clone(),
@@ -1050,15 +1054,14 @@ where
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
         let pipeline = Arc::clone(&self.pipeline);
+        // Counted from now until the job ran or was dropped unrun: what a
+        // graceful close waits for, under every strategy.
+        let alive = self.registry.job_alive();
         let job = Job::new(peer, move || {
-            let _abandon = match abandon {
-                Some((fd, release)) => crate::green::on_abandon(Some(fd), release),
-                // A datagram: nothing of its own to close.
-                None => {
-                    let registry = Arc::clone(&registry);
-                    crate::green::on_abandon(None, move || registry.abandoned())
-                }
-            };
+            let _alive = alive;
+            // Should the request's coroutine be abandoned (a stack overflow
+            // under `Green`), its worker closes the socket and releases it.
+            let _abandon = crate::green::is_green().then(|| abandon_with(&mut req, &registry));
             pipeline.run(req, &*handler, &registry)
         })
         .with_server_fds(server_fds);
@@ -1068,6 +1071,26 @@ where
                 "cannot start a {} request for {peer_for_log}: {e}",
                 self.strategy.name()
             );
+        }
+    }
+}
+
+/// What a green worker gives back should the coroutine of `req` be
+/// abandoned where it stands (a stack overflow): the connection's socket
+/// and registration, or (a datagram) only the request's counts.
+fn abandon_with<R: crate::request::sealed::Tracked>(
+    req: &mut R,
+    registry: &Arc<crate::connections::Registry>,
+) -> crate::green::Abandon {
+    let registration = req
+        .as_stream()
+        .and_then(|s| s.registration_mut())
+        .map(|r| r.on_abandon());
+    match registration {
+        Some((fd, release)) => crate::green::on_abandon(Some(fd), release),
+        None => {
+            let registry = Arc::clone(registry);
+            crate::green::on_abandon(None, move || registry.abandoned())
         }
     }
 }

@@ -186,6 +186,7 @@ pub struct Running {
     /// Its shutdown handle.
     pub handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
+    stats: Box<dyn Fn() -> Option<socketserver::Stats> + Send + Sync>,
 }
 
 impl Running {
@@ -199,6 +200,9 @@ impl Running {
     {
         let address = server.server_address().clone();
         let handle = server.shutdown_handle();
+        // The thread holds the server; `stats` only looks while it lives.
+        let server = std::sync::Arc::new(server);
+        let weak = std::sync::Arc::downgrade(&server);
         let thread = thread::Builder::new()
             .name("serve_forever".into())
             .spawn(move || {
@@ -211,7 +215,18 @@ impl Running {
             address,
             handle,
             thread: Some(thread),
+            stats: Box::new(move || weak.upgrade().map(|s| s.stats())),
         }
+    }
+
+    /// The server's [`Stats`](socketserver::Stats), until it is closed.
+    pub fn stats(&self) -> Option<socketserver::Stats> {
+        (self.stats)()
+    }
+
+    /// Requests running now (`Stats::active`; 0 once the server closed).
+    pub fn active(&self) -> usize {
+        self.stats().map_or(0, |s| s.active)
     }
 
     /// Shuts down and waits (at most `DEADLINE`) until `serve_forever` has

@@ -29,9 +29,6 @@ pub(crate) enum Msg {
     Wake(Token),
 }
 
-/// What a worker calls when a request ends.
-pub(crate) type RequestEnded = Arc<dyn Fn() + Send + Sync>;
-
 /// Messages not taken yet.
 #[derive(Default)]
 struct Mail {
@@ -52,7 +49,6 @@ pub(crate) struct Inbox {
     waker: Waker,
     /// Called when a request ends, or is dropped unrun (the strategy's
     /// count of running requests).
-    request_ended: RequestEnded,
     /// Coroutines on this worker (queued jobs included).
     pub(crate) load: AtomicUsize,
     stop: AtomicBool,
@@ -61,11 +57,10 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    pub(crate) fn new(waker: Waker, request_ended: RequestEnded) -> Inbox {
+    pub(crate) fn new(waker: Waker) -> Inbox {
         Inbox {
             mail: Mutex::new(Mail::default()),
             waker,
-            request_ended,
             load: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -105,7 +100,6 @@ impl Inbox {
             Msg::Request { peer, .. } => {
                 log::warn!("green worker gone: closing the request for {peer}");
                 self.load.fetch_sub(1, Ordering::SeqCst);
-                (self.request_ended)();
             }
             Msg::Loop { url, .. } => {
                 log::error!("green worker gone: cannot run the server loop of {url}");
@@ -156,13 +150,9 @@ impl Inbox {
         let _ = self.waker.wake();
     }
 
-    /// A coroutine (or one that could not start) is gone; `request`: it
-    /// was one, counted as running.
-    pub(crate) fn finished(&self, request: bool) {
+    /// A coroutine (or one that could not start) is gone.
+    pub(crate) fn finished(&self) {
         self.load.fetch_sub(1, Ordering::SeqCst);
-        if request {
-            (self.request_ended)();
-        }
     }
 }
 

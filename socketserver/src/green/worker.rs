@@ -16,7 +16,7 @@ use mio::Token;
 use super::coroutine::{Co, Ended, Resume, Suspend, Who, Yielder};
 use super::current;
 use super::detector::Detector;
-use super::inbox::{Inbox, Msg, Owned, RequestEnded};
+use super::inbox::{Inbox, Msg, Owned};
 use super::reactor::{Hit, Reactor, Watch};
 use super::stacks::Slabs;
 use super::throttle::Throttle;
@@ -56,11 +56,10 @@ pub(crate) struct Config {
 pub(crate) fn spawn(
     name: String,
     config: Config,
-    request_ended: RequestEnded,
 ) -> io::Result<(Arc<Inbox>, std::thread::JoinHandle<()>)> {
     super::stacks::report_guards();
     let (reactor, waker) = Reactor::new()?;
-    let inbox = Arc::new(Inbox::new(waker, request_ended));
+    let inbox = Arc::new(Inbox::new(waker));
     let handle = Arc::clone(&inbox);
     let thread = std::thread::Builder::new().name(name).spawn(move || {
         let _alt_stack = overflow::prepare_thread();
@@ -281,7 +280,7 @@ impl Worker {
                          since the last such error; see vm.max_map_count and Green::stack_size)"
                     );
                 }
-                self.inbox.finished(matches!(who, Who::Peer(_)));
+                self.inbox.finished();
                 return None; // a job drops: its connection closes
             }
         };
@@ -556,7 +555,7 @@ impl Worker {
         // in a few `munmap`s rather than one `madvise` per stack.
         let closing = self.inbox.is_closing();
         self.slabs.give(task.co.into_stack(), !closing);
-        self.inbox.finished(matches!(task.who, Who::Peer(_)));
+        self.inbox.finished();
         // Its companions end with it: their waits end at once.
         for child in task.companions {
             if let Some(c) = self.task_mut(child) {

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
-use super::{ActiveCount, Job, ServerLoop, Strategy};
+use super::{Job, ServerLoop, Strategy};
 use crate::green::inbox::{Inbox, Msg};
 use crate::green::worker::{self, Config};
 use crate::ShutdownHandle;
@@ -49,15 +49,13 @@ use crate::ShutdownHandle;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// A clone is a handle on the same workers and counts (to watch
-/// [`active`](Strategy::active) from outside, say): give each server a
+/// A clone is a handle on the same workers: give each server a
 /// `Green::new()` of its own, as closing a server stops its workers.
 #[derive(Debug, Clone)]
 pub struct Green {
     threads: Option<usize>,
     blocking_threads: Option<usize>,
     stack_size: usize,
-    active: Arc<ActiveCount>,
     /// Microseconds its workers were blocked (see `blocked_ms`).
     blocked_us: Arc<AtomicU64>,
     workers: Arc<OnceLock<io::Result<Workers>>>,
@@ -92,7 +90,6 @@ impl Default for Green {
             threads: None,
             blocking_threads: None,
             stack_size: Green::DEFAULT_STACK_SIZE,
-            active: Arc::default(),
             blocked_us: Arc::default(),
             workers: Arc::default(),
         }
@@ -158,12 +155,7 @@ impl Green {
             let mut inboxes = Vec::new();
             let mut handles = Vec::new();
             for i in 0..self.thread_count() {
-                let active = Arc::clone(&self.active);
-                let (inbox, handle) = worker::spawn(
-                    format!("green {i}"),
-                    config.clone(),
-                    Arc::new(move || active.decrement()),
-                )?;
+                let (inbox, handle) = worker::spawn(format!("green {i}"), config.clone())?;
                 inboxes.push(inbox);
                 handles.push(handle);
             }
@@ -180,6 +172,30 @@ impl Green {
 }
 
 impl Workers {
+    /// Waits, at most `timeout`, until no coroutine runs on any worker;
+    /// returns whether none does. In a coroutine it waits with
+    /// [`green::sleep`](crate::green::sleep).
+    fn wait_unloaded(&self, timeout: Duration) -> bool {
+        let end = super::deadline_after(timeout);
+        loop {
+            if self
+                .inboxes
+                .iter()
+                .all(|w| w.load.load(Ordering::SeqCst) == 0)
+            {
+                return true;
+            }
+            if end.is_some_and(|e| std::time::Instant::now() >= e) {
+                return false;
+            }
+            if crate::green::is_green() {
+                crate::green::sleep(Duration::from_millis(1));
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     /// The least loaded worker; on a tie the calling thread's own worker
     /// (the server loop runs on one: a request it accepts starts right
     /// there, without waking another thread), else round-robin.
@@ -197,7 +213,6 @@ impl Strategy for Green {
     fn execute(&self, job: Job, _shutdown: &ShutdownHandle) -> io::Result<()> {
         let worker = self.workers()?.pick();
         worker.load.fetch_add(1, Ordering::SeqCst);
-        self.active.increment();
         let Job { peer, run, .. } = job;
         worker.send(Msg::Request { peer, run });
         Ok(())
@@ -248,7 +263,7 @@ impl Strategy for Green {
         }
         // Workers exit once their last coroutine ended; wait for them only
         // when none runs (a close after requests were given up on returns).
-        if self.active.wait_zero_for(Duration::from_millis(100)) {
+        if workers.wait_unloaded(Duration::from_millis(100)) {
             for handle in workers.handles.lock().drain(..) {
                 let _ = handle.join();
             }
@@ -261,14 +276,6 @@ impl Strategy for Green {
                 w.closing();
             }
         }
-    }
-
-    fn active(&self) -> usize {
-        self.active.get()
-    }
-
-    fn wait_idle(&self, timeout: Duration) -> bool {
-        self.active.wait_zero_for(timeout)
     }
 
     fn name(&self) -> &'static str {

@@ -37,8 +37,6 @@ use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
 use crate::{Address, ShutdownHandle};
 
 /// One request bound to its handler, ready to run anywhere.
@@ -160,13 +158,18 @@ pub trait Strategy: Send + Sync + 'static {
     /// (Forking: SIGTERM to the children). Default: nothing.
     fn begin_drain(&self) {}
 
-    /// Requests running now.
+    /// Requests running now where the server cannot count them: in
+    /// processes of the strategy's own (`Forking`, `PreFork`: its
+    /// children). The server counts every job it made itself, from
+    /// `execute` until the job ran or was dropped, so a strategy that runs
+    /// jobs in this process has nothing to count. Default: 0.
     fn active(&self) -> usize {
         0
     }
 
-    /// Waits until no request runs, at most `timeout`; returns whether none
-    /// does. Used by a graceful shutdown.
+    /// Waits until the requests counted by [`active`](Self::active) ended,
+    /// at most `timeout`; returns whether they did. A graceful close calls
+    /// it after the server's own jobs ended. Default: `active() == 0`.
     fn wait_idle(&self, timeout: Duration) -> bool {
         let _ = timeout;
         self.active() == 0
@@ -343,69 +346,6 @@ pub fn from_name(name: &str) -> io::Result<Box<dyn Strategy>> {
             ))
         }
     })
-}
-
-/// A count of running requests that can be waited on until it drops to 0.
-#[derive(Debug, Default)]
-pub(crate) struct ActiveCount {
-    count: Mutex<usize>,
-    zero: Condvar,
-}
-
-impl ActiveCount {
-    pub(crate) fn get(&self) -> usize {
-        *self.count.lock()
-    }
-
-    pub(crate) fn increment(&self) {
-        *self.count.lock() += 1;
-    }
-
-    pub(crate) fn decrement(&self) {
-        let mut c = self.count.lock();
-        *c -= 1;
-        if *c == 0 {
-            self.zero.notify_all();
-        }
-    }
-
-    /// Waits until the count is 0, at most `timeout`; returns whether it is.
-    /// From a green coroutine (a handler closing a server) it polls with
-    /// [`green::sleep`](crate::green::sleep), so that the coroutine's worker
-    /// goes on serving its other connections meanwhile.
-    pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
-        let end = deadline_after(timeout);
-        if crate::green::is_green() {
-            while self.get() > 0 {
-                if end.is_some_and(|e| Instant::now() >= e) {
-                    return false;
-                }
-                crate::green::sleep(Duration::from_millis(1));
-            }
-            return true;
-        }
-        let mut c = self.count.lock();
-        while *c > 0 {
-            match end {
-                Some(end) => {
-                    if self.zero.wait_until(&mut c, end).timed_out() {
-                        return *c == 0;
-                    }
-                }
-                None => self.zero.wait(&mut c),
-            }
-        }
-        true
-    }
-}
-
-/// Decrements an [`ActiveCount`] when dropped, also during a panic.
-pub(crate) struct ActiveGuard<'a>(pub(crate) &'a ActiveCount);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.decrement()
-    }
 }
 
 /// `now + timeout`, or `None` when that is too far to represent (wait

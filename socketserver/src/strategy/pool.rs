@@ -1,13 +1,12 @@
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::{ActiveCount, ActiveGuard, Job, Strategy};
+use super::{Job, Strategy};
 use crate::ShutdownHandle;
 
 /// A fixed set of worker threads fed through a bounded queue
@@ -42,7 +41,6 @@ pub struct Pool {
     queue: usize,
     stack_size: Option<usize>,
     state: Mutex<Option<Running>>,
-    active: Arc<ActiveCount>,
 }
 
 #[derive(Debug)]
@@ -67,7 +65,6 @@ impl Pool {
             queue: 1024,
             stack_size: None,
             state: Mutex::new(None),
-            active: Arc::default(),
         }
     }
 
@@ -108,8 +105,7 @@ impl Pool {
                 builder = builder.stack_size(size);
             }
             let receiver = receiver.clone();
-            let active = Arc::clone(&self.active);
-            threads.push(builder.spawn(move || worker(receiver, active))?);
+            threads.push(builder.spawn(move || worker(&receiver))?);
         }
         *state = Some(Running {
             sender: sender.clone(),
@@ -119,10 +115,8 @@ impl Pool {
     }
 }
 
-fn worker(jobs: Receiver<Job>, active: Arc<ActiveCount>) {
+fn worker(jobs: &Receiver<Job>) {
     for job in jobs {
-        active.increment();
-        let _guard = ActiveGuard(&active);
         // Handler panics are caught inside `run`; this only keeps the worker
         // alive if a custom job panics outside a handler.
         let _ = catch_unwind(AssertUnwindSafe(|| job.run()));
@@ -161,27 +155,6 @@ impl Strategy for Pool {
             for t in running.threads {
                 let _ = t.join();
             }
-        }
-    }
-
-    fn active(&self) -> usize {
-        self.active.get()
-    }
-
-    fn wait_idle(&self, timeout: Duration) -> bool {
-        // Idle means nothing running and nothing queued.
-        let end = super::deadline_after(timeout);
-        loop {
-            let left = end.map_or(Duration::MAX, |e| {
-                e.saturating_duration_since(std::time::Instant::now())
-            });
-            if self.active.wait_zero_for(left) && self.queued() == 0 {
-                return true;
-            }
-            if left.is_zero() {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(1));
         }
     }
 

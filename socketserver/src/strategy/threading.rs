@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::{ActiveCount, ActiveGuard, Job, Strategy};
+use super::{Job, Strategy};
 use crate::ShutdownHandle;
 
 /// A new thread per request. Python: `ThreadingMixIn`.
@@ -52,7 +52,6 @@ use crate::ShutdownHandle;
 pub struct Threading {
     stack_size: Option<usize>,
     daemon: bool,
-    active: Arc<ActiveCount>,
     keep_alive: Option<Duration>,
     /// Threads waiting for a request (keep-alive only), the most recent
     /// last: an id and the sender of the channel it waits on.
@@ -78,7 +77,6 @@ impl Default for Threading {
         Threading {
             stack_size: None,
             daemon: false,
-            active: Arc::default(),
             keep_alive: Some(Threading::DEFAULT_KEEP_ALIVE),
             idle: Arc::default(),
         }
@@ -159,15 +157,11 @@ impl Threading {
             let Some((_, sender)) = next else {
                 return Err(job);
             };
-            self.active.increment();
             match sender.send(job) {
                 Ok(()) => return Ok(()),
                 // That thread is gone (it cannot be while listed, but a job
                 // must never be lost): try the next one.
-                Err(e) => {
-                    self.active.decrement();
-                    job = e.into_inner();
-                }
+                Err(e) => job = e.into_inner(),
             }
         }
     }
@@ -181,7 +175,7 @@ impl Threading {
 /// probe then touched one more page per thread, keep-alive or not (idle
 /// connections under `Threading`: 9.9 -> 13.9 KiB each).
 #[inline(never)]
-fn keep_serving(wait: Duration, idle: &IdleList, active: &Arc<ActiveCount>) {
+fn keep_serving(wait: Duration, idle: &IdleList) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     loop {
         let (sender, receiver): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(1);
@@ -212,8 +206,6 @@ fn keep_serving(wait: Duration, idle: &IdleList, active: &Arc<ActiveCount>) {
             Err(RecvTimeoutError::Disconnected) => return, // closed
         };
         crate::sys::set_thread_name(&format!("conn {}", job.peer()));
-        // `hand_to_idle` counted it as active.
-        let _guard = ActiveGuard(active);
         job.run();
     }
 }
@@ -232,26 +224,16 @@ impl Strategy for Threading {
         if let Some(size) = self.stack_size {
             builder = builder.stack_size(size);
         }
-        let active = Arc::clone(&self.active);
-        active.increment();
         let keep = self.keep_alive.map(|wait| (wait, Arc::clone(&self.idle)));
         let spawned = builder.spawn(move || {
-            {
-                let _guard = ActiveGuard(&active);
-                job.run();
-            }
+            job.run();
             if let Some((wait, idle)) = keep {
-                keep_serving(wait, &idle, &active);
+                keep_serving(wait, &idle);
             }
         });
-        match spawned {
-            Ok(_detached) => Ok(()),
-            Err(e) => {
-                // The closure (and the job, and its connection) was dropped.
-                self.active.decrement();
-                Err(e)
-            }
-        }
+        // On an error the closure (and the job, and its connection) was
+        // dropped.
+        spawned.map(drop)
     }
 
     fn close(&self) {
@@ -265,14 +247,6 @@ impl Strategy for Threading {
 
     fn blocks_on_close(&self) -> bool {
         !self.daemon
-    }
-
-    fn active(&self) -> usize {
-        self.active.get()
-    }
-
-    fn wait_idle(&self, timeout: Duration) -> bool {
-        self.active.wait_zero_for(timeout)
     }
 
     fn name(&self) -> &'static str {
@@ -320,7 +294,6 @@ mod tests {
         let mut ids = threads.lock().clone();
         ids.dedup();
         assert_eq!(ids.len(), 1, "one thread served all 20, one after another");
-        assert_eq!(t.active(), 0);
         wait_for("the idle thread exited", || t.idle_threads() == 0);
         // After it exited, a new thread serves.
         t.execute(job(&ran, &threads), &shutdown).unwrap();
@@ -362,7 +335,7 @@ mod tests {
         release.send(()).unwrap();
         // It exits, instead of waiting 60 s for a request.
         wait_for("the thread exited", || threads_named("conn 127.0.0.7") == 0);
-        assert_eq!((t.active(), t.idle_threads()), (0, 0));
+        assert_eq!(t.idle_threads(), 0);
     }
 
     #[test]
