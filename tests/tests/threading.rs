@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use socketserver::{Address, Pool, Server, Strategy, StreamHandler, StreamRequest, Threading};
+use socketserver::{Address, Pool, Server, StreamHandler, StreamRequest, Threading};
 use socketserver_tests::*;
 
 const MSG: &[u8] = b"hello world\n";
