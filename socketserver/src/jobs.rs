@@ -36,7 +36,7 @@ impl JobCount {
     /// [`green::sleep`](crate::green::sleep), so that the coroutine's worker
     /// goes on serving its other connections meanwhile.
     pub(crate) fn wait_zero_for(&self, timeout: Duration) -> bool {
-        let end = crate::strategy::deadline_after(timeout);
+        let end = crate::timeouts::deadline_after(timeout);
         if crate::green::is_green() {
             while self.get() > 0 {
                 if end.is_some_and(|e| Instant::now() >= e) {

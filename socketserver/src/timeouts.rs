@@ -63,3 +63,9 @@ impl Timeouts {
         started.checked_add(base.saturating_add(extension))
     }
 }
+
+/// `now + timeout`, or `None` when that is too far to represent (wait
+/// forever): a huge duration never panics.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}

@@ -218,7 +218,7 @@ impl Strategy for Forking {
     }
 
     fn wait_idle(&self, timeout: Duration) -> bool {
-        let end = super::deadline_after(timeout);
+        let end = crate::timeouts::deadline_after(timeout);
         loop {
             self.reap(false);
             if self.children.lock().is_empty() {

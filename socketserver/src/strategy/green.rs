@@ -176,7 +176,7 @@ impl Workers {
     /// returns whether none does. In a coroutine it waits with
     /// [`green::sleep`](crate::green::sleep).
     fn wait_unloaded(&self, timeout: Duration) -> bool {
-        let end = super::deadline_after(timeout);
+        let end = crate::timeouts::deadline_after(timeout);
         loop {
             if self
                 .inboxes

@@ -35,7 +35,7 @@ pub use threading::Threading;
 use std::fmt;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{Address, ShutdownHandle};
 
@@ -346,10 +346,4 @@ pub fn from_name(name: &str) -> io::Result<Box<dyn Strategy>> {
             ))
         }
     })
-}
-
-/// `now + timeout`, or `None` when that is too far to represent (wait
-/// forever): a huge duration never panics.
-pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
 }

@@ -496,7 +496,7 @@ impl<S: Strategy> PreFork<S> {
     /// reap them all.
     fn drain_children(&self, timeout: Duration) {
         self.signal_all();
-        let end = super::deadline_after(timeout);
+        let end = crate::timeouts::deadline_after(timeout);
         loop {
             self.reap(false, true);
             if self.children.lock().is_empty() {
@@ -774,7 +774,7 @@ impl<S: Strategy> Strategy for PreFork<S> {
         if self.my_slot().is_some() {
             return self.inner.wait_idle(timeout);
         }
-        let end = super::deadline_after(timeout);
+        let end = crate::timeouts::deadline_after(timeout);
         loop {
             self.reap(false, true);
             if self.children.lock().is_empty() {
