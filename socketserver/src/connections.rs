@@ -166,6 +166,8 @@ pub(crate) trait AdmissionCounter: Send + Sync + std::fmt::Debug {
     /// A connection ends: `connection` if it was admitted through
     /// [`admit`](Self::admit), `ip` if that was counted.
     fn release(&self, ip: Option<IpAddr>, connection: bool);
+    /// Connections open in all the processes that share the counter.
+    fn total(&self) -> usize;
 }
 
 /// The counter of this process, set once in a `PreFork` child right after
@@ -439,13 +441,27 @@ impl Registry {
         self.limits.max_lifetime
     }
 
+    /// How often a loop parked on a shared counter looks again.
+    pub(crate) const SHARED_RECHECK: Duration = Duration::from_millis(10);
+
+    /// How long the loop may sleep while parked by [`must_wait`](Self::must_wait)
+    /// on a shared counter, which no deregistration elsewhere wakes.
+    pub(crate) fn recheck(&self) -> Option<Duration> {
+        (self.parked.load(Ordering::SeqCst) && shared_counter(&self.limits).is_some())
+            .then_some(Self::SHARED_RECHECK)
+    }
+
     /// Number of open connections.
     pub(crate) fn connections(&self) -> usize {
         self.live.lock().fds.len()
     }
 
     /// With policy `Wait`, whether the loop must stop accepting for now. The
-    /// next deregistration wakes it.
+    /// next deregistration wakes it; under a shared counter (`PreFork`,
+    /// whose children share `max_connections`) the server is full when all
+    /// the children together are, and a connection ending in another child
+    /// wakes nobody here: the loop looks again every
+    /// [`SHARED_RECHECK`](Self::SHARED_RECHECK) (see [`recheck`](Self::recheck)).
     pub(crate) fn must_wait(&self) -> bool {
         if self.limits.policy != LimitPolicy::Wait {
             return false;
@@ -453,6 +469,11 @@ impl Registry {
         let Some(max) = self.limits.max_connections else {
             return false;
         };
+        if let Some(shared) = shared_counter(&self.limits) {
+            let full = shared.total() >= max;
+            self.parked.store(full, Ordering::SeqCst);
+            return full;
+        }
         let live = self.live.lock();
         let full = live.fds.len() >= max;
         // Set under the lock, so a deregistration cannot slip between the

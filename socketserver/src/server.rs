@@ -19,8 +19,8 @@ use crate::request::sealed::Tracked;
 use crate::request::Attachment;
 use crate::shutdown::{wake_pair, Stop, WakeReceiver};
 use crate::strategy::{Job, Strategy, Synchronous};
-use crate::timeouts::deadline_after;
 use crate::sys;
+use crate::timeouts::deadline_after;
 use crate::timeouts::Timeouts;
 use crate::transport::{Next, Tcp, Transport, Udp, Unix, Unixgram};
 use crate::{
@@ -927,6 +927,7 @@ where
             );
             // Not accepting while paused after an error or full (policy Wait).
             let accepting = pause.is_none() && !self.registry.must_wait();
+            let timeout = min_timeout(timeout, self.registry.recheck());
             let socket = accepting.then(|| self.transport.fd());
             let ready = wait_ready(socket, self.wake.raw_fd(), timeout)?;
             if ready.wake && self.wake.drain().shutdown {
@@ -964,6 +965,12 @@ where
     /// or [`BATCH_TIME`] has passed.
     fn drain(&self, buf: &mut [u8], backoff: &mut Backoff) {
         let started = Instant::now();
+        // Full since the wait began (policy Wait): the connection that woke
+        // the loop stays queued. Under `PreFork` another child may have
+        // filled the server meanwhile.
+        if self.registry.must_wait() {
+            return;
+        }
         for _ in 0..BATCH {
             match self.transport.next(buf, &self.shutdown) {
                 Ok(Next::Request(req)) => {

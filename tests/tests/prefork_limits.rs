@@ -120,6 +120,39 @@ fn max_connections_counts_the_connections_of_every_child() {
 }
 
 #[test]
+fn with_the_wait_policy_a_full_server_makes_new_clients_wait_in_every_child() {
+    let server = start(&["--min=3", "--max-connections=2", "--wait"]);
+    let addr = server.inet();
+    let mut held: Vec<_> = (0..2)
+        .map(|_| served(addr).expect("under max_connections"))
+        .collect();
+    // The third waits in the kernel's queue: no child accepts it while the
+    // two held elsewhere fill the server (idle children included).
+    let third = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut third = BufReader::new(third);
+    third.get_mut().write_all(b"pid\n").unwrap();
+    let mut line = String::new();
+    let waited = third.read_line(&mut line);
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "a third connection was answered ({waited:?}, {line:?}) with --max-connections=2 --wait"
+    );
+    // One ends: the waiting client is served, not refused.
+    drop(held.pop());
+    third.get_ref().set_read_timeout(Some(DEADLINE)).unwrap();
+    line.clear();
+    assert!(
+        third.read_line(&mut line).unwrap() > 0,
+        "the waiting client was not served once a connection ended"
+    );
+    drop((held, third));
+    finish(server);
+}
+
+#[test]
 fn a_child_that_dies_holding_a_connection_gives_its_counts_back() {
     let server = start(&["--min=3", "--max-per-ip=1", "--max-connections=1"]);
     let addr = server.inet();

@@ -5,12 +5,15 @@
 //! ```text
 //! prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N]
 //!                     [--max-requests=N] [--forks-per-second=N] [--threading | --green]
-//!                     [--max-per-ip=N] [--max-connections=N]
+//!                     [--max-per-ip=N] [--max-connections=N] [--wait]
 //!                     [--tls-cert=PEM --tls-key=PEM] [--user=NAME]
 //! ```
 //!
 //! With `--user`, the server drops to that user (and its primary group)
 //! once bound, before serving (`socketserver::privilege::drop_to`).
+//!
+//! With `--wait`, a full server (`--max-connections`) waits for a
+//! connection to end instead of refusing (`LimitPolicy::Wait`).
 //!
 //! With `--tls-cert` and `--tls-key`, connections speak TLS (the handshake
 //! runs in the child that accepted the connection).
@@ -71,7 +74,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(addr) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green] [--max-per-ip=N] [--max-connections=N] [--tls-cert=PEM --tls-key=PEM]");
+        eprintln!("usage: prefork_server ADDR [--min=N] [--max=N] [--min-spare=N] [--max-spare=N] [--max-requests=N] [--forks-per-second=N] [--threading | --green] [--max-per-ip=N] [--max-connections=N] [--wait] [--tls-cert=PEM --tls-key=PEM]");
         return ExitCode::from(2);
     };
     let tls = match socketserver_tests::tls::config_from_args(&args) {
@@ -90,6 +93,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = flag(&args, "--max-connections") {
         builder = builder.max_connections(Some(usize::try_from(n).expect("a count")));
+    }
+    if args.iter().any(|a| a == "--wait") {
+        builder = builder.limit_policy(socketserver::LimitPolicy::Wait);
     }
     let mut prefork = PreFork::new();
     let size = |n: u64| usize::try_from(n).expect("a size");

@@ -343,6 +343,10 @@ impl AdmissionCounter for SharedAdmission {
         Ok(counted_ip)
     }
 
+    fn total(&self) -> usize {
+        self.header().total.load(Ordering::Relaxed) as usize
+    }
+
     fn admit_ip(&self, ip: IpAddr, max_per_ip: usize) -> Result<bool, Refusal> {
         let Some((slot, pid)) = self.mine() else {
             return Ok(false);

@@ -81,8 +81,11 @@ use table::{SharedSlots, Slot};
 /// a per-IP count (`max_connections` still applies) and a warning is
 /// logged. Each count is kept per child as well, so that the parent takes
 /// back the counts of a child that dies holding connections (a crash, a
-/// SIGKILL) when it reaps it. `limit_policy(Wait)` still waits on the
-/// child's own count.
+/// SIGKILL) when it reaps it. Under `limit_policy(Wait)` a child stops
+/// accepting while all the children together hold `max_connections`, and
+/// looks again every 10 ms (a connection that two children take at the
+/// moment the last place is taken may still be refused: the check and the
+/// count are apart).
 ///
 /// # State is per child
 ///
