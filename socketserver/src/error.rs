@@ -80,3 +80,35 @@ impl std::error::Error for Error {
 pub(crate) fn at<'a>(op: &'static str, target: &'a str) -> impl Fn(io::Error) -> io::Error + 'a {
     move |e| Error::wrap(op, target, e)
 }
+
+/// Whether `e`, from a read or write on a connection, says the peer is gone
+/// without a word: keepalive probes or sent data went unanswered
+/// (`ETIMEDOUT` from the kernel, not a timeout of the server's own), or the
+/// network reported the host or net unreachable.
+pub(crate) fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestError;
+
+    #[test]
+    fn a_kernel_etimedout_is_a_vanished_peer_not_a_timeout_of_the_servers() {
+        let gone = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+        assert!(is_peer_gone(&gone));
+        let gone = RequestError::Io(gone);
+        assert!(gone.is_disconnect() && !gone.is_timeout());
+        let unreachable = RequestError::Io(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+        assert!(unreachable.is_disconnect());
+        let ours = io::Error::new(io::ErrorKind::TimedOut, "read timed out after 1s");
+        assert!(!is_peer_gone(&ours));
+        let ours = RequestError::Io(ours);
+        assert!(ours.is_timeout() && !ours.is_disconnect());
+        assert!(!is_peer_gone(&io::Error::from_raw_os_error(libc::EAGAIN)));
+    }
+}

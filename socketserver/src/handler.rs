@@ -42,7 +42,7 @@ impl RequestError {
         matches!(self, RequestError::Io(e) if matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) && !crate::transport::is_peer_gone(e))
+        ) && !crate::error::is_peer_gone(e))
     }
 
     /// Whether this is the peer going away (reset, broken pipe, EOF in the
@@ -58,7 +58,7 @@ impl RequestError {
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
-        ) || crate::transport::is_peer_gone(e))
+        ) || crate::error::is_peer_gone(e))
     }
 }
 

@@ -213,7 +213,7 @@ pub struct StreamRequest {
     stop: Option<Stop>,
     state: ConnectionState,
     /// What a PROXY header said, when one named the client.
-    proxied: Option<Box<crate::proxy::ProxyHeader>>,
+    proxied: Option<Box<crate::proxy::header::ProxyHeader>>,
     /// The TLS session, under `Builder::tls`: socket reads and writes go
     /// through it.
     tls: Option<Box<TlsSession>>,
@@ -388,7 +388,7 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    ) && !crate::transport::is_peer_gone(e)
+    ) && !crate::error::is_peer_gone(e)
 }
 
 impl StreamRequest {
@@ -728,7 +728,7 @@ impl StreamRequest {
     /// the connection, says it vanished (see
     /// [`Stats::peer_gone`](crate::Stats::peer_gone)).
     fn note_gone(&mut self, e: &io::Error) {
-        if !self.gone && crate::transport::is_peer_gone(e) {
+        if !self.gone && crate::error::is_peer_gone(e) {
             self.gone = true;
             if let Some(registry) = &self.registry {
                 registry.peer_gone(&self.peer, e);
@@ -845,13 +845,13 @@ impl StreamRequest {
 
     /// The PROXY header that named the client, with its destination address
     /// and TLVs; `None` when there was none.
-    pub fn proxy_header(&self) -> Option<&crate::proxy::ProxyHeader> {
+    pub fn proxy_header(&self) -> Option<&crate::proxy::header::ProxyHeader> {
         self.proxied.as_deref()
     }
 
     /// After a PROXY header: the client it names becomes the peer; `rest`
     /// (bytes read after the header) is buffered for the handler.
-    pub(crate) fn set_proxied(&mut self, header: crate::proxy::ProxyHeader, rest: &[u8]) {
+    pub(crate) fn set_proxied(&mut self, header: crate::proxy::header::ProxyHeader, rest: &[u8]) {
         self.peer = header.client.clone();
         self.proxied = Some(Box::new(header));
         self.unread(rest);

@@ -17,7 +17,7 @@ mod tcp;
 mod udp;
 mod unix;
 
-pub(crate) use keepalive::{is_peer_gone, AcceptOptions};
+pub(crate) use keepalive::AcceptOptions;
 pub use keepalive::{
     Keepalive, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL,
 };
