@@ -21,9 +21,9 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use crate::conn::Conn;
 use crate::connections::{Registration, Registry};
 use crate::refusal::Refusal;
-use crate::request::Conn;
 use crate::{Address, IpNet, StreamRequest};
 
 /// The allow and deny lists: a client matching a `deny` network is

@@ -124,6 +124,7 @@ pub mod aliases;
 #[cfg(feature = "auth")]
 pub mod auth;
 mod builder;
+mod conn;
 mod connections;
 #[allow(unsafe_code)] // `Counters` may live in shared memory (`ZeroAtomics`); see its SAFETY note
 pub mod counters;

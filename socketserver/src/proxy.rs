@@ -83,10 +83,10 @@ use std::time::{Duration, Instant};
 
 pub(crate) mod header;
 
+use crate::conn::Conn;
 use crate::connections::Registry;
 pub use crate::ipnet::{IpNet, IpNetParseError};
 use crate::refusal::Refusal;
-use crate::request::Conn;
 use crate::{Address, StreamRequest};
 #[cfg(fuzzing)]
 pub use header::fuzz_parse;

@@ -57,7 +57,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,9 +70,12 @@ pub use rustls::{RootCertStore, ServerConfig};
 
 pub use crate::peer_names::PeerNames;
 
+pub(crate) mod session;
+
 use crate::connections::Registry;
-use crate::request::Conn;
 use crate::StreamRequest;
+pub use session::TlsInfo;
+use session::{send_all, tls_error, Session};
 
 /// Default deadline of a whole TLS handshake: 10 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -226,24 +229,6 @@ pub fn load_key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// What a TLS session negotiated, from
-/// [`StreamRequest::tls_info`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct TlsInfo {
-    /// The protocol version, e.g. `TLSv1_3`.
-    pub protocol: Option<rustls::ProtocolVersion>,
-    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
-    pub cipher_suite: Option<rustls::CipherSuite>,
-    /// The ALPN protocol agreed on, if any.
-    pub alpn: Option<Vec<u8>>,
-    /// The server name the client asked for (SNI), if it sent one.
-    pub sni: Option<String>,
-    /// The client's certificate chain, when the configuration asked for one
-    /// and the client sent it; empty otherwise.
-    pub peer_certificates: Vec<CertificateDer<'static>>,
-}
-
 /// The server's TLS settings (one per server).
 #[derive(Debug)]
 pub(crate) struct Gate {
@@ -276,83 +261,6 @@ impl Config {
             timeout: self.timeout,
             failures: crate::throttle::Throttle::default(),
         })
-    }
-}
-
-/// One connection's TLS session.
-#[derive(Debug)]
-pub(crate) struct Session(rustls::ServerConnection);
-
-fn tls_error(e: &rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
-}
-
-impl Session {
-    /// Sends what rustls has queued (records, alerts).
-    fn send_queued(&mut self, conn: &Conn) -> io::Result<()> {
-        send_all(&mut self.0, &mut &*conn)
-    }
-
-    /// Reads records from `conn` until plaintext (or the end) is there,
-    /// then returns it: `Ok(0)` after the peer's `close_notify`,
-    /// `UnexpectedEof` when it closed without one, a socket error (a read
-    /// timeout) as the socket reported it, `InvalidData` for a TLS error.
-    pub(crate) fn read(&mut self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
-        let mut io = conn;
-        loop {
-            match self.0.reader().read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return r,
-            }
-            self.0.read_tls(&mut io)?;
-            let processed = self.0.process_new_packets();
-            // Alerts, key update answers.
-            let sent = self.send_queued(conn);
-            processed.map_err(|e| tls_error(&e))?;
-            sent?;
-        }
-    }
-
-    /// Encrypts all of `buf` and sends it through `out` (the connection,
-    /// or a writer bounding the whole write by a deadline).
-    pub(crate) fn write_all(&mut self, out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let n = self.0.writer().write(buf)?;
-            if n == 0 && !self.0.wants_write() {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            buf = &buf[n..];
-            send_all(&mut self.0, out)?;
-        }
-        Ok(())
-    }
-
-    /// Whether decrypted bytes wait to be read (then the socket need not be
-    /// readable for a read to return at once).
-    pub(crate) fn has_plaintext(&mut self) -> bool {
-        self.0
-            .process_new_packets()
-            .is_ok_and(|s| s.plaintext_bytes_to_read() > 0 || s.peer_has_closed())
-    }
-
-    pub(crate) fn info(&self) -> TlsInfo {
-        let c = &self.0;
-        TlsInfo {
-            protocol: c.protocol_version(),
-            cipher_suite: c.negotiated_cipher_suite().map(|s| s.suite()),
-            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
-            sni: c.server_name().map(str::to_owned),
-            peer_certificates: c
-                .peer_certificates()
-                .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// A `close_notify` to the peer, best effort (on a clean end).
-    pub(crate) fn close(&mut self, conn: &Conn) {
-        self.0.send_close_notify();
-        let _ = self.send_queued(conn);
     }
 }
 
@@ -510,7 +418,7 @@ fn run_handshake(req: &mut StreamRequest, gate: &Gate) -> Result<Box<Session>, F
         mark_idle(req, false);
     }
     result?;
-    Ok(Box::new(Session(tls)))
+    Ok(Box::new(Session::new(tls)))
 }
 
 /// Gives rustls `bytes` that were read from the socket before the
@@ -602,15 +510,5 @@ fn drive(
         }
     }
     send_all(tls, &mut req.stream())?;
-    Ok(())
-}
-
-/// Writes everything rustls has queued.
-fn send_all(tls: &mut rustls::ServerConnection, out: &mut dyn Write) -> io::Result<()> {
-    while tls.wants_write() {
-        if tls.write_tls(out)? == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::request::Conn;
+use crate::conn::Conn;
 
 /// No TLS session is ever made without the feature.
 #[derive(Debug)]
