@@ -8,12 +8,14 @@
 //! green coroutine stacks and the current coroutine in `green/`, `PreFork`'s
 //! shared status table in `strategy/prefork/`.
 
+mod epoll;
 mod fd;
 mod poll;
 mod process;
 mod signals;
 mod socket;
 
+pub(crate) use epoll::Epoll;
 pub(crate) use fd::{adopt_fd, close_in_child};
 pub(crate) use poll::{poll_read, readable_now, wait_writable, Ready};
 pub(crate) use process::{
