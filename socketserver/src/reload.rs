@@ -52,7 +52,11 @@
 //!    [`activation::listeners`](crate::activation::listeners) reads, so
 //!    the new process adopts the socket as it would one from systemd. A
 //!    socket-pair end goes along as fd 4, named by
-//!    `SOCKETSERVER_READY_FD` (with `SOCKETSERVER_READY_PID`).
+//!    `SOCKETSERVER_READY_FD` (with `SOCKETSERVER_READY_PID`). A server on
+//!    several sockets ([`Listeners`](crate::transport::Listeners)) hands
+//!    over all of them, in order, as fds 3, 4, ... (`LISTEN_FDS=N`, see
+//!    [`Upgradable::listeners`]); the new process rebuilds its set from
+//!    them in the same order.
 //! 3. The new process serves, and says so with [`notify_ready`] (which
 //!    [`Upgrade::serve`] calls for it, once its own signal handler is in
 //!    place, so that it can be upgraded in turn).
