@@ -4,7 +4,9 @@
 //! listeners (`max_per_ip` counts a client over both of its TCP
 //! listeners); one graceful drain that stops every listener and removes
 //! the Unix socket file; round-robin accepts (a flooded listener does not
-//! starve another); the listening sockets an upgrade hands over; and every
+//! starve another); the listening sockets an upgrade hands over, and a
+//! SIGUSR2 upgrade (threading, prefork) that keeps every listener serving;
+//! and every
 //! strategy, `Forking` and `PreFork` in a process of their own
 //! (`several_server`).
 
@@ -457,4 +459,123 @@ per_process_strategy! {
     prefork_threading: "prefork-threading";
     prefork_green: "prefork-green";
     green: "green";
+}
+
+/// Connect, ask, close through `addr` until `stop` (at most 100,000
+/// times): counts the answers, records the first failure.
+fn keep_asking(
+    addr: &socketserver::Address,
+    answered: &AtomicUsize,
+    failed: &Mutex<Vec<String>>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    for n in 0..100_000 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let result = match addr {
+            socketserver::Address::Inet(a) => TcpStream::connect_timeout(a, DEADLINE)
+                .and_then(|s| s.set_read_timeout(Some(DEADLINE)).map(|()| s))
+                .map(|s| ask_checked(s, n)),
+            socketserver::Address::Unix(Some(p)) => UnixStream::connect(p)
+                .and_then(|s| s.set_read_timeout(Some(DEADLINE)).map(|()| s))
+                .map(|s| ask_checked(s, n)),
+            socketserver::Address::Unix(None) => unreachable!("a named socket"),
+        };
+        match result {
+            Ok(Ok(())) => {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(e)) | Err(e) => return failed.lock().push(format!("{addr} #{n}: {e}")),
+        }
+    }
+}
+
+/// Sends `n`, checks that the answer ends with it.
+fn ask_checked(stream: impl Read + Write, n: usize) -> io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    writeln!(reader.get_mut(), "{n}")?;
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    if answer.ends_with(&format!(" {n}\n")) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("answer {answer:?}")))
+    }
+}
+
+/// SIGUSR2 to a server on three sockets (`reload::Upgrade::serve`): the new
+/// process takes every socket over, in order, while clients keep coming on
+/// all three; none is refused or fails, every listener is served by the new
+/// process, and the old one exits 0, leaving the Unix socket file to it.
+fn sigusr2_hands_every_listener_to_the_new_process(strategy: &str) {
+    use std::sync::atomic::AtomicBool;
+    let dir = TempDir::new("several-upgrade");
+    let exe = env!("CARGO_BIN_EXE_several_server");
+    let dir_arg = dir.path().to_str().unwrap();
+    let mut server = ServerProcess::start(exe, &[strategy, dir_arg, "--upgrade"]);
+    let addrs: Vec<socketserver::Address> = server
+        .url
+        .split(", ")
+        .map(|url| {
+            let (scheme, rest) = url.split_once("://").unwrap();
+            if scheme == "unix" {
+                socketserver::Address::Unix(Some(rest.into()))
+            } else {
+                socketserver::Address::Inet(rest.parse().unwrap())
+            }
+        })
+        .collect();
+    assert_eq!(addrs.len(), 3, "{}", server.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let clients: Vec<_> = addrs
+        .iter()
+        .zip(&counts)
+        .map(|(addr, n)| {
+            let (addr, n) = (addr.clone(), Arc::clone(n));
+            let (failed, stop) = (Arc::clone(&failed), Arc::clone(&stop));
+            thread::spawn(move || keep_asking(&addr, &n, &failed, &stop))
+        })
+        .collect();
+    wait_until(DEADLINE, "every listener answers", || {
+        counts.iter().all(|c| c.load(Ordering::Relaxed) > 0)
+    });
+    let first = server.pid();
+    server.signal(libc::SIGUSR2);
+    let status = server.wait_exit(DEADLINE);
+    assert!(status.success(), "{status:?}; stderr: {}", server.stderr());
+    wait_until(DEADLINE, "the old process says who serves now", || {
+        server.stderr().contains("now served by process")
+    });
+    let before: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    wait_until(DEADLINE, "every listener answers after the upgrade", || {
+        counts
+            .iter()
+            .zip(&before)
+            .all(|(c, b)| c.load(Ordering::Relaxed) > *b)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failed = failed.lock().clone();
+    assert!(failed.is_empty(), "{failed:?}; stderr: {}", server.stderr());
+    assert!(
+        !socketserver_tests::group_members(first).is_empty(),
+        "the new process serves"
+    );
+    assert!(dir.join("several.sock").exists(), "the file stays for it");
+    // Dropping `server` kills the new process (its group).
+}
+
+#[test]
+fn sigusr2_hands_every_listener_to_the_new_process_under_threading() {
+    sigusr2_hands_every_listener_to_the_new_process("threading");
+}
+
+#[test]
+fn sigusr2_hands_every_listener_to_the_new_process_under_prefork() {
+    sigusr2_hands_every_listener_to_the_new_process("prefork");
 }
