@@ -579,3 +579,22 @@ fn sigusr2_hands_every_listener_to_the_new_process_under_threading() {
 fn sigusr2_hands_every_listener_to_the_new_process_under_prefork() {
     sigusr2_hands_every_listener_to_the_new_process("prefork");
 }
+
+#[test]
+fn handle_request_takes_one_connection_from_any_listener() {
+    let options = SocketOptions::default();
+    let mut set = Listeners::new().unwrap();
+    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
+        .unwrap();
+    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
+        .unwrap();
+    let server = Server::builder()
+        .timeout(Some(DEADLINE))
+        .build(set, Tagged::default())
+        .unwrap();
+    let second = server.transport().addresses()[1].as_inet().unwrap();
+    let client = thread::spawn(move || ask(tcp(second), "once"));
+    assert!(server.handle_request().unwrap(), "a request was taken");
+    assert_eq!(client.join().unwrap(), "1 once\n");
+    assert_eq!(server.handler().served.load(Ordering::SeqCst), 1);
+}
