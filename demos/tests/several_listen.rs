@@ -3,7 +3,8 @@
 //! on` line each, in order, under every strategy; SIGTERM stops them all
 //! and removes the Unix socket file; `--listen-plain` beside TLS (and its
 //! refusals); chat, shell and files on two addresses; a SIGUSR2 upgrade
-//! keeps every listener serving without refusing a connection.
+//! keeps every listener serving without refusing a connection; `--metrics`
+//! shows one series whose counters add up both listeners.
 
 mod common;
 
@@ -435,4 +436,49 @@ fn shell_and_files_serve_on_two_addresses() {
         assert!(out.status.success(), "{target}: {}", out.stderr);
         assert!(out.stdout.contains("note.txt"), "{target}: {}", out.stdout);
     }
+}
+
+/// `--metrics` of a server on two addresses: one `server` series naming
+/// both, whose counters add up the connections of both listeners.
+#[test]
+fn the_metrics_of_a_server_on_two_addresses_add_up_both_listeners() {
+    let server = ServerProcess::start(
+        &[
+            "echo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let addrs: Vec<Address> = listening(&server, 2).into_iter().map(|(_, a)| a).collect();
+    let line = server.next_line();
+    let metrics = demos::listening::parse_metrics_line(&line)
+        .unwrap_or_else(|| panic!("not a metrics line: {line:?}"));
+    for n in 0..3 {
+        for addr in &addrs {
+            assert_eq!(echo_at(addr, &format!("m{n}")).unwrap(), format!("m{n}\n"));
+        }
+    }
+    let label = format!("tcp://{}, tcp://{}", addrs[0], addrs[1]);
+    let series = format!("socketserver_accepted_total{{server=\"{label}\"}}");
+    let mut body = String::new();
+    wait_until(DEADLINE, "6 connections counted in one series", || {
+        let mut c = tcp(metrics).unwrap();
+        write!(c, "GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n").unwrap();
+        body.clear();
+        c.read_to_string(&mut body).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.strip_prefix(' '))
+            .is_some_and(|v| v == "6")
+    });
+    assert_eq!(
+        body.matches("socketserver_accepted_total{").count(),
+        1,
+        "one series for the server on both addresses: {body}"
+    );
 }
