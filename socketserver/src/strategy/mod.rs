@@ -90,8 +90,9 @@ impl Job {
     }
 
     /// The server's own descriptors (its listening sockets, all of a
-    /// `Listeners` set, and wake-up socket): a process forked to run this job must close them at once, or
-    /// it keeps the port open after the server is gone. [`Forking`] does.
+    /// `Listeners` set, and its wake-up socket): a process forked to run
+    /// this job must close them at once, or it keeps the port open after
+    /// the server is gone. [`Forking`] does.
     pub fn server_fds(&self) -> &[RawFd] {
         self.server_fds.fds.as_deref().unwrap_or_default()
     }

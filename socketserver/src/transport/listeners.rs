@@ -181,7 +181,7 @@ impl Listeners {
     }
 
     /// Adds `listener` (it speaks TLS if the server's
-    /// [`Builder::tls`](crate::Builder::tls) is set); returns its index,
+    /// `Builder::tls` is set, feature `tls`); returns its index,
     /// what [`StreamRequest::listener`](crate::StreamRequest::listener)
     /// says of its connections.
     pub fn push(&mut self, listener: impl Into<StreamListener>) -> io::Result<usize> {
