@@ -28,13 +28,29 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
     })
 }
 
-/// Options every server takes: `--listen`, `--strategy`, `--workers`,
-/// `--drain-secs`, `--keepalive`, and the operator's ([`OpsArgs`]).
+/// Options every server takes: `--listen` (repeatable), `--listen-plain`,
+/// `--strategy`, `--workers`, `--drain-secs`, `--keepalive`, and the
+/// operator's ([`OpsArgs`]).
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Stream address: HOST:PORT (TCP) or unix:PATH (Unix stream).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_address)]
-    pub listen: Address,
+    /// Repeatable: one server on every address given (one handler, one set
+    /// of counters, one drain, one upgrade), each printed on a `listening
+    /// on` line of its own, in order. With TLS, every --listen speaks it.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = DEFAULT_LISTEN,
+        value_parser = parse_address,
+        action = clap::ArgAction::Append
+    )]
+    pub listen: Vec<Address>,
+    /// With TLS (--tls-cert): also listen on ADDR in plaintext
+    /// (repeatable), a loopback address or a Unix socket only, e.g. for
+    /// local scripts beside a public TLS port. Printed after the --listen
+    /// lines.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub listen_plain: Vec<Address>,
     /// How each connection is served [default: threading].
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub strategy: Option<StrategyName>,
@@ -67,6 +83,41 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// Where the stream server listens: `--listen` and `--listen-plain`.
+    pub fn addresses(&self) -> crate::service::Addresses {
+        crate::service::Addresses {
+            listen: self.listen.clone(),
+            plain: self.listen_plain.clone(),
+        }
+    }
+
+    /// The first `--listen` address (for messages).
+    pub fn first_listen(&self) -> &Address {
+        &self.listen[0]
+    }
+
+    /// Refuses `--listen-plain` where it cannot be kept: on a server that
+    /// speaks no TLS (`tls` false: every --listen is plain already), or on
+    /// an address beyond loopback (plaintext is for local clients).
+    pub fn check_plain(&self, tls: bool) -> Result<(), CliError> {
+        let Some(first) = self.listen_plain.first() else {
+            return Ok(());
+        };
+        if !tls {
+            return Err(CliError::usage(format!(
+                "--listen-plain {first}: the server speaks no TLS (no --tls-cert), so every \
+                 --listen is plain already; use --listen"
+            )));
+        }
+        if let Some(remote) = self.listen_plain.iter().find(|a| !a.is_local()) {
+            return Err(CliError::usage(format!(
+                "--listen-plain {remote}: a plaintext listener beside TLS must be a loopback \
+                 address or a Unix socket; serve it with --listen (TLS) instead"
+            )));
+        }
+        Ok(())
+    }
+
     /// The strategy of the stream server: `--strategy`, or threading.
     pub fn strategy(&self) -> StrategyName {
         self.strategy.unwrap_or(StrategyName::Threading)

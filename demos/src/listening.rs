@@ -12,11 +12,14 @@ use crate::service::Service;
 
 const PREFIX: &str = "listening on ";
 
-/// Prints `listening on SCHEME://ADDR` for each service, one line each, and
+/// Prints `listening on SCHEME://ADDR` for each socket of each service
+/// (a service on several sockets prints a line for each, in order), and
 /// flushes.
 pub fn print_listening(out: &mut impl Write, services: &[Box<dyn Service>]) -> io::Result<()> {
     for s in services {
-        writeln!(out, "{}", listening_line(&s.url()))?;
+        for url in s.urls() {
+            writeln!(out, "{}", listening_line(&url))?;
+        }
     }
     out.flush()
 }

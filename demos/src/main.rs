@@ -13,7 +13,7 @@ use demos::chat::{self, Room, RoomConfig, UdpRoom, UdpRoomConfig};
 use demos::cli::{parse_address, DatagramArgs, ServerArgs};
 use demos::cli::{parse_secs, report, CliError};
 use demos::echo::{self, Echo};
-use demos::service::{datagram_service, serve_all, stream_service, Service};
+use demos::service::{datagram_service, serve_all, stream_service_on, Service};
 use demos::showcase;
 use demos::strategy::StrategyName;
 use demos::tls::{parse_target, ClientTlsArgs, ServerTlsArgs, Target};
@@ -141,6 +141,7 @@ EXAMPLE:
     },
 }
 
+#[allow(clippy::large_enum_variant)] // parsed once at start-up, never moved in a loop
 #[derive(Debug, Subcommand)]
 enum EchoCmd {
     /// Run an echo server (TCP, and UDP with --udp).
@@ -324,10 +325,17 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                     keep_alive,
                 )))
                 .close_timeout(server.drain_secs);
-            if let Some(config) = tls.config("echo serve")? {
+            let config = tls.config("echo serve")?;
+            server.check_plain(config.is_some())?;
+            if let Some(config) = config {
                 builder = builder.tls(config);
             }
-            let mut services = vec![stream_service(builder, &server.listen, handler, None)?];
+            let mut services = vec![stream_service_on(
+                builder,
+                &server.addresses(),
+                handler,
+                None,
+            )?];
             if let Some(addr) = &datagrams.udp {
                 let builder = Server::builder().strategy(udp.build_with(
                     server.workers,
@@ -402,11 +410,12 @@ fn run(demo: Demo) -> Result<u8, CliError> {
                 ..RoomConfig::default()
             });
             let closer = room.clone();
-            let mut services = vec![stream_service(
+            server.check_plain(false)?;
+            let mut services = vec![stream_service_on(
                 server
                     .configure(Server::builder().strategy(tcp.build(server.workers)))
                     .close_timeout(server.drain_secs),
-                &server.listen,
+                &server.addresses(),
                 room,
                 Some(Box::new(move || closer.close())),
             )?];

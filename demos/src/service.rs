@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use socketserver::activation::{self, Listener};
 use socketserver::reload::{Upgradable, Upgrade, Watch};
 use socketserver::tls::ServerConfig;
-use socketserver::transport::{Tcp, Udp, Unix, Unixgram};
+use socketserver::transport::{ListenerTls, Listeners, StreamListener, Tcp, Udp, Unix, Unixgram};
 use socketserver::{
     Address, Builder, Conn, DatagramHandler, Handler, Server, ShutdownHandle, Strategy,
     StreamHandler, Transport,
@@ -41,8 +41,14 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
 /// A bound server of any transport, strategy and handler, ready to run:
 /// what [`serve_all`] and [`Running`] need to know about it.
 pub trait Service: Send {
-    /// `SCHEME://ADDR` with the real port.
+    /// `SCHEME://ADDR` with the real port (on several sockets, each one's,
+    /// joined by `", "`).
     fn url(&self) -> String;
+    /// `SCHEME://ADDR` of each of its sockets, in order: one `listening
+    /// on` line each.
+    fn urls(&self) -> Vec<String> {
+        vec![self.url()]
+    }
     /// The bound address.
     fn address(&self) -> Address;
     /// A handle that stops [`run`](Self::run).
@@ -151,6 +157,10 @@ where
         self.server.url()
     }
 
+    fn urls(&self) -> Vec<String> {
+        self.server.urls()
+    }
+
     fn address(&self) -> Address {
         self.server.server_address().clone()
     }
@@ -204,6 +214,75 @@ where
 /// `unix:PATH`. `on_stop` runs after `serve_forever` returns, before the
 /// drain.
 pub fn stream_service<S: Strategy, H: StreamHandler>(
+    builder: Builder<S>,
+    addr: &Address,
+    handler: H,
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
+) -> io::Result<Box<dyn Service>> {
+    stream_service_on(builder, &Addresses::one(addr.clone()), handler, on_stop)
+}
+
+/// Where a stream service listens: `--listen` (repeatable; TLS when the
+/// server speaks it) and `--listen-plain` (repeatable; plain whatever the
+/// server speaks).
+#[derive(Debug, Clone, Default)]
+pub struct Addresses {
+    /// The `--listen` addresses.
+    pub listen: Vec<Address>,
+    /// The `--listen-plain` addresses.
+    pub plain: Vec<Address>,
+}
+
+impl Addresses {
+    /// One address.
+    pub fn one(addr: Address) -> Addresses {
+        Addresses {
+            listen: vec![addr],
+            plain: Vec::new(),
+        }
+    }
+}
+
+/// Binds a stream service on every address of `addrs`: one server, one
+/// handler, one set of counters, on a socket of its own each (TCP for
+/// `HOST:PORT`, Unix stream for `unix:PATH`; the `plain` ones without the
+/// builder's TLS). On one address it is a plain `Tcp` or `Unix` server, as
+/// [`stream_service`] makes. In a process started by an upgrade it adopts
+/// the inherited sockets, in the same order (`listen`, then `plain`).
+pub fn stream_service_on<S: Strategy, H: StreamHandler>(
+    builder: Builder<S>,
+    addrs: &Addresses,
+    handler: H,
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
+) -> io::Result<Box<dyn Service>> {
+    if let ([addr], []) = (&addrs.listen[..], &addrs.plain[..]) {
+        return single_stream_service(builder, addr, handler, on_stop);
+    }
+    let options = builder.socket_options().clone();
+    let mut set = Listeners::new()?;
+    let all = addrs.listen.iter().map(|a| (a, false));
+    for (addr, plain) in all.chain(addrs.plain.iter().map(|a| (a, true))) {
+        let listener: StreamListener = match (addr, inherited()?) {
+            (Address::Inet(_), Some(Listener::Tcp(l))) => Tcp::from_std(l)?.into(),
+            (Address::Unix(_), Some(Listener::Unix(l))) => Unix::from_std(l)?.into(),
+            (_, Some(other)) => return Err(wrong_inherited(addr, &other)),
+            (Address::Inet(a), None) => Tcp::bind(*a, &options)?.into(),
+            (Address::Unix(Some(p)), None) => Unix::bind(p, &options)?.into(),
+            (Address::Unix(None), None) => return Err(crate::net::unnamed()),
+        };
+        let tls = if plain {
+            ListenerTls::Plain
+        } else {
+            ListenerTls::Server
+        };
+        set.push_with_tls(listener, tls)?;
+    }
+    let mut bound = Bound::new(builder.build(set, handler)?);
+    bound.on_stop.extend(on_stop);
+    Ok(bound.boxed())
+}
+
+fn single_stream_service<S: Strategy, H: StreamHandler>(
     builder: Builder<S>,
     addr: &Address,
     handler: H,
@@ -303,21 +382,21 @@ fn serve_prepared(
         m.shutdown_handle()
             .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     }
-    {
+    if services.is_empty() {
         let mut out = io::stdout().lock();
-        print_listening(&mut out, &services)?;
         if let Some(m) = &metrics {
             crate::listening::print_metrics(&mut out, &m.address())?;
         }
-    }
-    if services.is_empty() {
         return Ok(());
     }
     // Served, stopped and handed over in an upgrade as the others are (its
     // socket last, as the new process binds it last).
+    let own = services.len();
     let with_metrics = metrics.is_some();
     services.extend(metrics);
     let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
+    // Also before the `listening on` lines: until the watch is in place,
+    // SIGUSR2 has its default action and ends the process.
     let upgrading = if forking {
         log::info!(
             "SIGUSR2 upgrades are off: a forking server forks from a single thread, and the \
@@ -327,6 +406,13 @@ fn serve_prepared(
     } else {
         Some(Arc::new(Upgrading::start(&services, pid_file.as_ref())?))
     };
+    {
+        let mut out = io::stdout().lock();
+        print_listening(&mut out, &services[..own])?;
+        if with_metrics {
+            crate::listening::print_metrics(&mut out, &services[own].address())?;
+        }
+    }
     if with_metrics {
         // The demo's own last service stays the one on this thread.
         services.rotate_right(1);
@@ -381,13 +467,14 @@ pub fn serve_authenticated<H: StreamHandler + Clone>(
             .configure(Server::builder().strategy(server.strategy().build(server.workers)))
             .close_timeout(server.drain_secs),
     );
+    server.check_plain(tls.is_some())?;
     if let Some(tls) = tls {
         builder = builder.tls(tls);
     }
     let closer = handler.clone();
-    let service = stream_service(
+    let service = stream_service_on(
         builder,
-        &server.listen,
+        &server.addresses(),
         handler,
         Some(Box::new(move || close_handshakes(&closer))),
     )?;

@@ -39,8 +39,29 @@ pub(crate) struct Pipeline {
     pub(crate) admission: Admission,
     /// The PROXY protocol, when on.
     pub(crate) proxy: Option<crate::proxy::Gate>,
-    /// TLS, when on.
-    pub(crate) tls: Option<crate::tls_session::Gate>,
+    /// TLS, when on: the server's, or each listener's.
+    pub(crate) tls: TlsGates,
+}
+
+/// The TLS of a server's connections: the server's
+/// ([`Builder::tls`](crate::Builder::tls)), or one per listener when a
+/// [`Listeners`](crate::transport::Listeners) set says so.
+#[derive(Debug, Default)]
+pub(crate) struct TlsGates {
+    /// The server's.
+    pub(crate) server: Option<crate::tls_session::Gate>,
+    /// Each listener's, by index; empty: every listener has the server's.
+    pub(crate) listeners: Vec<Option<crate::tls_session::Gate>>,
+}
+
+impl TlsGates {
+    /// The TLS of connections accepted by listener `index` (`None`: plain).
+    pub(crate) fn of(&self, index: usize) -> Option<&crate::tls_session::Gate> {
+        match self.listeners.get(index) {
+            Some(gate) => gate.as_ref(),
+            None => self.server.as_ref(),
+        }
+    }
 }
 
 impl Pipeline {
@@ -95,7 +116,7 @@ impl Pipeline {
                 return false;
             }
         }
-        if let Some(gate) = &self.tls {
+        if let Some(gate) = self.tls.of(stream.listener()) {
             if !crate::tls_session::handshake(stream, gate, registry) {
                 return false;
             }

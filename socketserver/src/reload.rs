@@ -52,7 +52,11 @@
 //!    [`activation::listeners`](crate::activation::listeners) reads, so
 //!    the new process adopts the socket as it would one from systemd. A
 //!    socket-pair end goes along as fd 4, named by
-//!    `SOCKETSERVER_READY_FD` (with `SOCKETSERVER_READY_PID`).
+//!    `SOCKETSERVER_READY_FD` (with `SOCKETSERVER_READY_PID`). A server on
+//!    several sockets ([`Listeners`](crate::transport::Listeners)) hands
+//!    over all of them, in order, as fds 3, 4, ... (`LISTEN_FDS=N`, see
+//!    [`Upgradable::listeners`]); the new process rebuilds its set from
+//!    them in the same order.
 //! 3. The new process serves, and says so with [`notify_ready`] (which
 //!    [`Upgrade::serve`] calls for it, once its own signal handler is in
 //!    place, so that it can be upgraded in turn).
@@ -283,7 +287,7 @@ impl Upgrade {
                 fd: server.wake_fd(),
                 asked: &|| server.shutdown_pending(),
             };
-            match self.start_successor(&[server.listener()], &stop) {
+            match self.start_successor(&Upgradable::listeners(server), &stop) {
                 Ok(Some(pid)) => {
                     let handover = started.elapsed();
                     server.hand_over();
@@ -525,6 +529,12 @@ struct Stop<'a> {
 pub trait Upgradable: Send + Sync {
     /// The listening (or bound datagram) socket handed to the new process.
     fn listener(&self) -> BorrowedFd<'_>;
+    /// Every listening socket handed to the new process, in order (a
+    /// server on [`Listeners`](crate::transport::Listeners) has several).
+    /// Default: the one of [`listener`](Self::listener).
+    fn listeners(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.listener()]
+    }
     /// Marks the socket handed over (closing the server no longer shuts it
     /// down nor removes its file) and stops `serve_forever`.
     fn hand_over_and_stop(&self);
@@ -564,7 +574,17 @@ where
     H: Handler<T::Request>,
 {
     fn listener(&self) -> BorrowedFd<'_> {
-        self.transport().fd()
+        // The first listening socket (a `Listeners` set's `fd` is its
+        // epoll instance, which no other process can use).
+        let transport = self.transport();
+        transport
+            .listening_fds()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| transport.fd())
+    }
+    fn listeners(&self) -> Vec<BorrowedFd<'_>> {
+        self.transport().listening_fds()
     }
     fn hand_over_and_stop(&self) {
         Server::hand_over(self);
@@ -656,8 +676,11 @@ impl<U: AsUpgradable> Watcher<U> {
                 upgrade.signal,
                 upgrade.program.display()
             );
-            let listeners: Vec<BorrowedFd<'_>> =
-                self.servers.iter().map(|s| s.get().listener()).collect();
+            let listeners: Vec<BorrowedFd<'_>> = self
+                .servers
+                .iter()
+                .flat_map(|s| s.get().listeners())
+                .collect();
             let stop = Stop {
                 fd: self.stop.as_raw_fd(),
                 asked: &|| true,

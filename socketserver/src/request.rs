@@ -84,6 +84,9 @@ pub struct StreamRequest {
     awaits_first: bool,
     /// The peer vanished (a read or write said so): counted once.
     gone: bool,
+    /// Which of the server's listeners accepted it (0 but for
+    /// `Listeners`).
+    listener: usize,
 }
 
 /// Per-connection values, one per type (see [`StreamRequest::state`]).
@@ -274,7 +277,21 @@ impl StreamRequest {
             tls: None,
             awaits_first: false,
             gone: false,
+            listener: 0,
         }
+    }
+
+    /// Which of the server's listening sockets accepted this connection:
+    /// its index in a [`Listeners`](crate::transport::Listeners) set, 0
+    /// for a server on one socket.
+    #[must_use]
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// Notes which listener accepted it.
+    pub(crate) fn set_listener(&mut self, index: usize) {
+        self.listener = index;
     }
 
     /// This connection's value of type `T`, created with `T::default()` on

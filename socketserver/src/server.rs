@@ -108,6 +108,12 @@ struct Core<T: Transport, S: Strategy, H> {
     /// Oversized datagrams since the last report to `handle_error`, and when
     /// that was.
     oversized_reported: Mutex<Option<Instant>>,
+    /// What a child forked for a connection closes: the wake-up socket and
+    /// every listening descriptor.
+    stream_fds: crate::strategy::ServerFds,
+    /// What a child forked for a datagram closes: the wake-up socket (it
+    /// replies through the bound socket).
+    datagram_fds: crate::strategy::ServerFds,
 }
 
 /// Default longest time closing a server waits for busy requests: 5 s.
@@ -159,6 +165,7 @@ where
                 ),
             ));
         }
+        transport.check()?;
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(builder.limits, shutdown.clone())?);
         crate::handler::route_panics_to_log();
@@ -172,9 +179,19 @@ where
                     config: builder.proxy,
                 },
             ),
-            tls: builder.tls.gate(),
+            tls: crate::pipeline::TlsGates {
+                server: builder.tls.gate(),
+                #[cfg(feature = "tls")]
+                listeners: builder.tls.listener_gates(transport.listener_tls()),
+                #[cfg(not(feature = "tls"))]
+                listeners: Vec::new(),
+            },
         };
+        let mut stream_fds = vec![wake.raw_fd()];
+        stream_fds.extend(transport.own_fds());
         let core = Core {
+            stream_fds: crate::strategy::ServerFds::new(stream_fds),
+            datagram_fds: crate::strategy::ServerFds::new(vec![wake.raw_fd()]),
             timeouts: builder.timeouts,
             close_timeout: builder.close_timeout,
             pipeline: Arc::new(pipeline),
@@ -458,9 +475,17 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         self.local_addr().map(|a| a.port())
     }
 
-    /// `SCHEME://ADDR`, e.g. `tcp://127.0.0.1:8000`, `unix:///tmp/s.sock`.
+    /// `SCHEME://ADDR`, e.g. `tcp://127.0.0.1:8000`, `unix:///tmp/s.sock`;
+    /// on several sockets ([`Listeners`](crate::transport::Listeners)),
+    /// each one's, joined by `", "`.
     pub fn url(&self) -> String {
         self.core.url()
+    }
+
+    /// `SCHEME://ADDR` of each listening socket, in order (one, but for a
+    /// server on [`Listeners`](crate::transport::Listeners)).
+    pub fn urls(&self) -> Vec<String> {
+        self.core.transport.urls()
     }
 
     /// A handle that stops `serve_forever` from any thread, or from inside a
@@ -840,12 +865,9 @@ impl<T: Transport, S: Strategy, H> Core<T, S, H> {
         }
     }
 
-    /// `SCHEME://ADDR`, for logs.
+    /// `SCHEME://ADDR` of every listening socket, for logs.
     fn url(&self) -> String {
-        match self.transport.address() {
-            Address::Unix(Some(p)) => format!("{}://{}", self.transport.scheme(), p.display()),
-            a => format!("{}://{a}", self.transport.scheme()),
-        }
+        self.transport.urls().join(", ")
     }
 }
 
@@ -1052,13 +1074,13 @@ where
             log::debug!("{peer}: cannot set the connection's timeouts: {e}");
             return;
         }
-        // A forked child closes the listening socket, but keeps a datagram
+        // A forked child closes the listening sockets, but keeps a datagram
         // socket: its reply goes out through it.
-        let mut server_fds = crate::strategy::ServerFds::default();
-        server_fds.push(self.wake.raw_fd());
-        if req.conn().is_some() {
-            server_fds.push(std::os::fd::AsRawFd::as_raw_fd(&self.transport.fd()));
-        }
+        let server_fds = if req.conn().is_some() {
+            self.stream_fds.clone()
+        } else {
+            self.datagram_fds.clone()
+        };
         let handler = Arc::clone(&self.handler);
         let registry = Arc::clone(&self.registry);
         let pipeline = Arc::clone(&self.pipeline);

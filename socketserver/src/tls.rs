@@ -255,6 +255,27 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The gates of the listeners that `choices` describes (one each, in
+    /// order); empty when `choices` is.
+    pub(crate) fn listener_gates(
+        &self,
+        choices: Vec<crate::transport::ListenerTls>,
+    ) -> Vec<Option<Gate>> {
+        use crate::transport::ListenerTls;
+        choices
+            .into_iter()
+            .map(|choice| match choice {
+                ListenerTls::Server => self.gate(),
+                ListenerTls::Plain => None,
+                ListenerTls::Config(config) => Some(Gate {
+                    config,
+                    timeout: self.timeout,
+                    failures: crate::throttle::Throttle::default(),
+                }),
+            })
+            .collect()
+    }
+
     pub(crate) fn gate(&self) -> Option<Gate> {
         self.config.as_ref().map(|config| Gate {
             config: Arc::clone(config),

@@ -194,21 +194,21 @@ fn read_key(path: Option<&PathBuf>, what: &str) -> Result<Option<Key>, CliError>
 /// `demos files serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let key = read_key(a.key_file.as_ref(), "files serve")?;
-    let policy = remote_policy(&a.server.listen, &a.tls, key.is_some());
-    if let (Err(why), false) = (policy, a.allow_remote) {
-        return Err(CliError::usage(format!(
-            "files serve --listen {}: refusing to serve files on a non-loopback address: \
-             {why}; serve TLS (--tls-cert, --tls-key) with --tls-client-ca or --key-file, \
-             or pass --allow-remote to do it anyway",
-            a.server.listen
-        )));
+    for listen in &a.server.listen {
+        let policy = remote_policy(listen, &a.tls, key.is_some());
+        if let (Err(why), false) = (policy, a.allow_remote) {
+            return Err(CliError::usage(format!(
+                "files serve --listen {listen}: refusing to serve files on a non-loopback \
+                 address: {why}; serve TLS (--tls-cert, --tls-key) with --tls-client-ca or \
+                 --key-file, or pass --allow-remote to do it anyway"
+            )));
+        }
     }
     let tls = a.tls.config("files serve")?;
-    if let Err(why) = &policy {
-        log::warn!(
-            "files: serving {} beyond loopback (--allow-remote): {why}",
-            a.server.listen,
-        );
+    for listen in &a.server.listen {
+        if let Err(why) = remote_policy(listen, &a.tls, key.is_some()) {
+            log::warn!("files: serving {listen} beyond loopback (--allow-remote): {why}");
+        }
     }
     let config = FilesConfig {
         root: a.root.clone(),

@@ -17,6 +17,7 @@ use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Targ
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `demos shell ...`
+#[allow(clippy::large_enum_variant)] // parsed once at start-up, never moved in a loop
 #[derive(Debug, Subcommand)]
 pub enum ShellCmd {
     /// Run a remote shell server (authenticated; loopback unless told
@@ -162,16 +163,14 @@ pub fn main(cmd: ShellCmd) -> Result<u8, CliError> {
 
 /// `demos shell serve`.
 pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
-    if let (Err(why), false) = (
-        remote_policy(&a.server.listen, &a.tls, true),
-        a.allow_remote,
-    ) {
-        return Err(CliError::usage(format!(
-            "shell serve --listen {}: refusing to serve a shell on a non-loopback address: \
-             {why}; serve TLS (--tls-cert, --tls-key), or pass --allow-remote to do it \
-             anyway, or keep loopback and tunnel over SSH",
-            a.server.listen
-        )));
+    for listen in &a.server.listen {
+        if let (Err(why), false) = (remote_policy(listen, &a.tls, true), a.allow_remote) {
+            return Err(CliError::usage(format!(
+                "shell serve --listen {listen}: refusing to serve a shell on a non-loopback \
+                 address: {why}; serve TLS (--tls-cert, --tls-key), or pass --allow-remote to \
+                 do it anyway, or keep loopback and tunnel over SSH"
+            )));
+        }
     }
     let max_output = usize::try_from(a.max_output)
         .ok()
@@ -196,12 +195,13 @@ pub fn serve(a: ServeArgs) -> Result<u8, CliError> {
         println!("ok");
         return Ok(0);
     }
-    if needs_allow_remote(&a.server.listen) && tls.is_none() {
-        log::warn!(
-            "shell: serving {} beyond loopback (--allow-remote): the connection is not \
-             encrypted",
-            a.server.listen
-        );
+    for listen in a.server.listen.iter().filter(|l| needs_allow_remote(l)) {
+        if tls.is_none() {
+            log::warn!(
+                "shell: serving {listen} beyond loopback (--allow-remote): the connection is \
+                 not encrypted"
+            );
+        }
     }
     let config = ShellConfig {
         key,

@@ -35,6 +35,7 @@ pub use threading::Threading;
 use std::fmt;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{Address, ShutdownHandle};
@@ -46,21 +47,19 @@ pub struct Job {
     server_fds: ServerFds,
 }
 
-/// The server's own descriptors noted on a job: at most two (the wake-up
-/// socket, and the listening socket of a stream server), kept inline so
-/// that noting them costs no allocation per request.
-#[derive(Debug, Clone, Copy, Default)]
+/// The server's own descriptors noted on a job (the wake-up socket, and
+/// the listening sockets of a stream server): listed once per server and
+/// shared, so that noting them costs no allocation per request.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ServerFds {
-    fds: [RawFd; 2],
-    len: usize,
+    fds: Option<Arc<[RawFd]>>,
 }
 
 impl ServerFds {
-    /// Notes `fd` (a third one is not expected and not kept).
-    pub(crate) fn push(&mut self, fd: RawFd) {
-        if let Some(slot) = self.fds.get_mut(self.len) {
-            *slot = fd;
-            self.len += 1;
+    /// Notes `fds`.
+    pub(crate) fn new(fds: Vec<RawFd>) -> ServerFds {
+        ServerFds {
+            fds: Some(fds.into()),
         }
     }
 }
@@ -85,14 +84,15 @@ impl Job {
 
     /// The descriptors noted on this job, to note them on another.
     pub(crate) fn noted_server_fds(&self) -> ServerFds {
-        self.server_fds
+        self.server_fds.clone()
     }
 
-    /// The server's own descriptors (its listening socket and wake-up
-    /// socket): a process forked to run this job must close them at once, or
-    /// it keeps the port open after the server is gone. [`Forking`] does.
+    /// The server's own descriptors (its listening sockets, all of a
+    /// `Listeners` set, and its wake-up socket): a process forked to run
+    /// this job must close them at once, or it keeps the port open after
+    /// the server is gone. [`Forking`] does.
     pub fn server_fds(&self) -> &[RawFd] {
-        &self.server_fds.fds[..self.server_fds.len]
+        self.server_fds.fds.as_deref().unwrap_or_default()
     }
 
     /// Who the request is from.

@@ -9,6 +9,7 @@
 //! shared status table in `strategy/prefork/` (the shared memory it lives
 //! in is `shared_memory.rs`, here).
 
+mod epoll;
 mod fd;
 mod poll;
 mod process;
@@ -16,6 +17,7 @@ mod shared_memory;
 mod signals;
 mod socket;
 
+pub(crate) use epoll::Epoll;
 pub(crate) use fd::{adopt_fd, close_in_child};
 pub(crate) use poll::{poll_read, readable_now, wait_writable, Ready};
 pub(crate) use process::{

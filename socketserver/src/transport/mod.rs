@@ -7,12 +7,14 @@
 //! | [`Udp`] | [`DatagramRequest`](crate::DatagramRequest) | `udp` |
 //! | [`Unix`] | [`StreamRequest`](crate::StreamRequest) | `unix` |
 //! | [`Unixgram`] | [`DatagramRequest`](crate::DatagramRequest) | `unixgram` |
+//! | [`Listeners`] | [`StreamRequest`](crate::StreamRequest) | each listener's: `tcp`, `unix` |
 //!
 //! Sockets are made non-blocking (the server waits with `poll(2)` on the
 //! socket and its wake-up fd together) and close-on-exec; accepted
 //! connections are blocking, which is what handler code expects.
 
 mod keepalive;
+mod listeners;
 mod tcp;
 mod udp;
 mod unix;
@@ -21,12 +23,15 @@ pub(crate) use keepalive::AcceptOptions;
 pub use keepalive::{
     Keepalive, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL,
 };
+#[cfg(feature = "tls")]
+pub use listeners::ListenerTls;
+pub use listeners::{Listeners, StreamListener};
 pub use tcp::Tcp;
 pub use udp::Udp;
 pub use unix::{Unix, Unixgram};
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
 use crate::{Address, ShutdownHandle};
@@ -111,14 +116,30 @@ impl Default for SocketOptions {
     }
 }
 
-/// One listening socket the server can serve. Implemented by [`Tcp`],
-/// [`Udp`], [`Unix`] and [`Unixgram`]; the trait is sealed.
+/// The listening socket (or sockets) a server serves. Implemented by
+/// [`Tcp`], [`Udp`], [`Unix`], [`Unixgram`] and [`Listeners`] (several
+/// stream sockets); the trait is sealed.
 pub trait Transport: sealed::Source + Send + Sync + 'static {
-    /// The address the socket is bound to (the real port when bound to 0).
+    /// The address the socket is bound to (the real port when bound to 0);
+    /// the first one's for [`Listeners`].
     fn address(&self) -> &Address;
 
     /// The URL scheme: `tcp`, `udp`, `unix` or `unixgram`.
     fn scheme(&self) -> &'static str;
+
+    /// `SCHEME://ADDR` of every listening socket, in order: one for a
+    /// single socket, one per listener for [`Listeners`].
+    fn urls(&self) -> Vec<String> {
+        vec![url_of(self.scheme(), self.address())]
+    }
+}
+
+/// `SCHEME://ADDR`, e.g. `tcp://127.0.0.1:8000`, `unix:///tmp/s.sock`.
+pub(crate) fn url_of(scheme: &str, address: &Address) -> String {
+    match address {
+        Address::Unix(Some(p)) => format!("{scheme}://{}", p.display()),
+        a => format!("{scheme}://{a}"),
+    }
 }
 
 pub(crate) use sealed::{Next, Source};
@@ -168,6 +189,28 @@ pub(crate) mod sealed {
         /// without any (`from_std`): what it gives accepted connections.
         /// A transport bound with options of its own keeps them.
         fn adopt_options(&mut self, _opts: &SocketOptions) {}
+        /// The listening sockets, in order: what an upgrade hands to the
+        /// new process (one, [`fd`](Self::fd), but for [`Listeners`]).
+        fn listening_fds(&self) -> Vec<BorrowedFd<'_>> {
+            vec![self.fd()]
+        }
+        /// Every descriptor of the transport, which a process forked to
+        /// serve one connection closes.
+        fn own_fds(&self) -> Vec<RawFd> {
+            use std::os::fd::AsRawFd;
+            vec![self.fd().as_raw_fd()]
+        }
+        /// Whether a server can be built on it (an empty [`Listeners`]
+        /// cannot).
+        fn check(&self) -> io::Result<()> {
+            Ok(())
+        }
+        /// What TLS each listener speaks, when listeners differ
+        /// ([`Listeners`]); empty: as the server.
+        #[cfg(feature = "tls")]
+        fn listener_tls(&self) -> Vec<ListenerTls> {
+            Vec::new()
+        }
     }
 }
 
