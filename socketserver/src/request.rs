@@ -883,7 +883,7 @@ impl StreamRequest {
     /// What the TLS session negotiated (protocol, cipher suite, ALPN, SNI,
     /// client certificates); `None` without TLS.
     #[cfg(feature = "tls")]
-    pub fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+    pub fn tls_info(&self) -> Option<crate::tls::session::TlsInfo> {
         self.tls.as_deref().map(TlsSession::info)
     }
 
