@@ -11,17 +11,19 @@
 //! ```
 //!
 //! Prints `connected LOCAL_ADDR` first. Output is flushed line by line.
+//! With `--tls-ca=PEM` (anywhere) the connection speaks TLS to a server
+//! named `localhost` signed by that CA.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-fn say(stream: &TcpStream, lines: &[String]) -> io::Result<()> {
-    let mut out = stream;
+fn say(mut stream: impl Read + Write, lines: &[String]) -> io::Result<()> {
     for line in lines {
-        writeln!(out, "{line}")?;
+        writeln!(stream, "{line}")?;
     }
+    stream.flush()?;
     let mut stdout = io::stdout().lock();
     for line in BufReader::new(stream).lines() {
         writeln!(stdout, "{}", line?)?;
@@ -50,17 +52,39 @@ fn slow(mut stream: &TcpStream, n: &str) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let tls_ca = all
+        .iter()
+        .find_map(|a| a.strip_prefix("--tls-ca="))
+        .map(str::to_owned);
+    let args: Vec<String> = all
+        .into_iter()
+        .filter(|a| !a.starts_with("--tls-ca="))
+        .collect();
     if args.len() < 3 {
         eprintln!("usage: peer_client ADDR say LINE... | peer_client ADDR slow N");
         return ExitCode::from(2);
     }
     let result = TcpStream::connect(&args[0]).and_then(|stream| {
         println!("connected {}", stream.local_addr()?);
-        match args[1].as_str() {
-            "say" => say(&stream, &args[2..]),
-            "slow" => slow(&stream, &args[2]),
-            other => Err(io::Error::new(
+        match (args[1].as_str(), &tls_ca) {
+            ("say", Some(ca)) => {
+                let config = socketserver_tests::tls::client_config(std::path::Path::new(ca), None);
+                let name = "localhost".try_into().expect("a server name");
+                let conn = socketserver::tls::rustls::ClientConnection::new(config, name)
+                    .map_err(io::Error::other)?;
+                say(
+                    socketserver::tls::rustls::StreamOwned::new(conn, stream),
+                    &args[2..],
+                )
+            }
+            ("say", None) => say(&stream, &args[2..]),
+            (_, Some(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--tls-ca goes with `say` only",
+            )),
+            ("slow", None) => slow(&stream, &args[2]),
+            (other, None) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("unknown mode {other}"),
             )),

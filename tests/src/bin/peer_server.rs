@@ -7,12 +7,14 @@
 //! ```text
 //! peer_server ADDR --strategy=NAME [--keepalive=SECS] [--user-timeout=SECS]
 //!                  [--write-timeout=SECS] [--proxy-from=IP]
+//!                  [--tls-cert=PEM --tls-key=PEM]
 //! ```
 //!
 //! `--keepalive=0` turns keepalive off; `SECS` is the idle time, with
 //! probes every `SECS/3` (at least 1 s), 3 of them. `--user-timeout=0`
 //! turns `TCP_USER_TIMEOUT` off. Unset flags keep the library's defaults.
 //! `--proxy-from=IP` requires a PROXY protocol header from that proxy.
+//! With `--tls-cert` and `--tls-key` connections speak TLS.
 //!
 //! Each connection is served line by line: `ping` answers `pong`; `opts`
 //! answers the TCP options of this connection as the serving process reads
@@ -173,6 +175,14 @@ fn main() -> ExitCode {
             }
         };
         builder = builder.proxy_protocol(socketserver::proxy::ProxyProtocol::Required { trusted });
+    }
+    match socketserver_tests::tls::config_from_args(&args) {
+        Ok(Some(config)) => builder = builder.tls(config),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("peer_server: {e}");
+            return ExitCode::from(2);
+        }
     }
     let result = builder
         .tcp(addr.as_str(), PeerServer)
