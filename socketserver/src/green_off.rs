@@ -13,6 +13,9 @@ pub(crate) fn is_green() -> bool {
     false
 }
 
+/// Nothing: no green stacks without the feature.
+pub(crate) fn report_stack_ceiling(_max_connections: Option<usize>) {}
+
 /// `std::thread::sleep`.
 pub(crate) fn sleep(duration: Duration) {
     std::thread::sleep(duration);

@@ -158,6 +158,11 @@ where
                 ),
             ));
         }
+        if builder.strategy.name() == crate::strategy::GREEN {
+            // Where stack guards cost mappings, `vm.max_map_count` may
+            // close connections before `max_connections` does.
+            crate::green::report_stack_ceiling(builder.limits.max_connections);
+        }
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(builder.limits, shutdown.clone()));
         crate::handler::route_panics_to_log();

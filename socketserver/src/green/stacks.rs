@@ -7,7 +7,8 @@
 //! `vm.max_map_count` (65,530 by default) does not cap the connections.
 //! Elsewhere they are `PROT_NONE` pages (`mprotect`), which split the slab
 //! into two mappings per stack in use: about 32,000 connections at most
-//! under the default `vm.max_map_count`, which is logged at start-up.
+//! under the default `vm.max_map_count`, which a server logs at start-up
+//! beside its `max_connections` (`ceiling`).
 //!
 //! One mapping per stack (corosensei's `DefaultStack`) costs an `mmap`, an
 //! `mprotect` and a `munmap` per stack; tearing down 10,000 connections
@@ -73,27 +74,19 @@ pub(crate) fn guard_regions() -> bool {
     })
 }
 
-/// Logs, once per process, how the guards are made, and when they cost a
-/// mapping each, how many connections `vm.max_map_count` allows.
+/// Logs, once per process, how the guards are made. Where they cost
+/// mappings, each server started under `Green` logs the connection
+/// ceiling beside its `max_connections` (see `ceiling`).
 pub(crate) fn report_guards() {
     static REPORTED: std::sync::Once = std::sync::Once::new();
     REPORTED.call_once(|| {
         if guard_regions() {
             log::debug!("green stacks: guard regions by madvise: one mapping per 64 stacks");
-            return;
-        }
-        let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok());
-        let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
-        match max {
-            Some(max) => log::warn!(
-                "green stacks: this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13):                  each connection's stack costs 2 memory mappings, so vm.max_map_count ({max},                  {used} in use) caps this process near {} connections; past it new                  connections are closed at once",
-                max.saturating_sub(used) / 2
-            ),
-            None => log::warn!(
-                "green stacks: this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13):                  each connection's stack costs 2 memory mappings, limited by vm.max_map_count"
-            ),
+        } else {
+            log::debug!(
+                "green stacks: no guard regions (MADV_GUARD_INSTALL, Linux 6.13): PROT_NONE \
+                 guard pages, 2 mappings per stack in use"
+            );
         }
     });
 }
