@@ -1061,7 +1061,7 @@ where
                 // A datagram: nothing of its own to close.
                 None => {
                     let registry = Arc::clone(&registry);
-                    crate::green::on_abandon(None, move || registry.abandoned())
+                    crate::green::on_abandon(None, move |lost| registry.abandoned(lost))
                 }
             };
             pipeline.run(req, &*handler, &registry)

@@ -67,7 +67,7 @@ use parking_lot::Mutex;
 use coroutine::Suspend;
 use current as green_current;
 
-pub(crate) use abandon::on_abandon;
+pub(crate) use abandon::{on_abandon, Lost};
 pub(crate) use ceiling::report as report_stack_ceiling;
 pub use companion::{spawn, JoinHandle};
 pub(crate) use io::{poll_read, read, timeout_set, wait_writable, write};

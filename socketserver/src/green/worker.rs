@@ -120,8 +120,14 @@ struct Task {
     fds: Vec<RawFd>,
     /// The companions it spawned (cancelled when it ends).
     companions: Vec<Token>,
-    /// A companion whose request ended: its waits end at once.
+    /// A companion whose request ended: its waits end at once. Also a
+    /// request one of whose companions overflowed its stack.
     cancelled: bool,
+    /// The coroutine that spawned this companion (`None`: not a companion).
+    parent: Option<Token>,
+    /// A request one of whose companions overflowed its stack: it lost its
+    /// connection, which its next read or write shuts down (see `doom`).
+    doomed: bool,
 }
 
 struct Worker {
@@ -309,6 +315,8 @@ impl Worker {
             fds: Vec::new(),
             companions: Vec::new(),
             cancelled: false,
+            parent: None,
+            doomed: false,
         });
         let token = token(index, generation);
         self.ready.push_back((token, Resume::Ready));
@@ -326,6 +334,9 @@ impl Worker {
                 .load
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Some(child) = self.start(body, Who::Companion(of)) {
+                if let Some(c) = self.task_mut(child) {
+                    c.parent = Some(parent);
+                }
                 if let Some(p) = self.task_mut(parent) {
                     p.companions.push(child);
                 }
@@ -364,11 +375,11 @@ impl Worker {
         };
         let cancelled = task.cancelled;
         let started = Instant::now();
-        current::set_running(token);
+        current::set_running(token, task.doomed);
         overflow::arm(&task.co, task.guard);
         let result = task.co.resume(why);
         overflow::disarm();
-        current::set_running(current::NOBODY);
+        current::set_running(current::NOBODY, false);
         let now = Instant::now();
         let ran = now.saturating_duration_since(started);
         self.detector.ran(ran, &task.who);
@@ -550,6 +561,9 @@ impl Worker {
         if overflowed {
             // The request's socket closes, its place in the registry goes.
             abandon::release(token);
+            if let Some(parent) = task.parent {
+                self.doom(parent);
+            }
         }
         self.free.push((index, generation));
         // A closing worker keeps the touched pages: its slabs all go soon,
@@ -565,6 +579,34 @@ impl Worker {
                     self.make_ready(child, Resume::Cancelled);
                 }
             }
+        }
+    }
+
+    /// A companion of `token` (or of one of its companions) overflowed its
+    /// stack: the request it serves loses its connection, as it would had
+    /// it overflowed itself, but its own stack is sound, so it is not
+    /// abandoned. It is cancelled: every wait of it ends at once
+    /// (`ConnectionAborted`, a join with an error), and its next read or
+    /// write shuts its connection down and fails (see `io`), so that
+    /// nothing more reaches the client; it then returns as after any I/O
+    /// error, dropping what it holds, and its companions end with it.
+    fn doom(&mut self, mut token: Token) {
+        // The request at the root of the companions.
+        while let Some(parent) = self.task_mut(token).and_then(|t| t.parent) {
+            token = parent;
+        }
+        let Some(task) = self.task_mut(token) else {
+            return; // it ended already
+        };
+        if !matches!(task.who, Who::Peer(_)) {
+            return; // a server loop goes on (its companions are its own)
+        }
+        task.cancelled = true;
+        task.doomed = true;
+        let waiting = !matches!(task.state, State::Runnable | State::Blocked);
+        abandon::companion_lost(token);
+        if waiting {
+            self.make_ready(token, Resume::Cancelled);
         }
     }
 
