@@ -36,6 +36,12 @@ const SHARED_FD_POLL: Duration = Duration::from_millis(1);
 /// are kept mapped while their slab is in use, but their pages go back).
 const STACK_CACHE: usize = 256;
 
+/// How long after a stack goes back its pages below the top 32 KiB (touched
+/// by a deep request, if any) are given back (see `Slabs::sweep`): one
+/// sweep for all the stacks given back meanwhile, rather than an `madvise`
+/// per request.
+const STACK_SWEEP: Duration = Duration::from_millis(500);
+
 /// At most one "no stack" error per this period (each held back is counted
 /// in the next).
 const NO_STACK_LOG: Duration = Duration::from_secs(10);
@@ -76,6 +82,7 @@ pub(crate) fn spawn(
             overflows: Throttle::new(OVERFLOW_LOG),
             detector: Detector::new(config.blocked_us),
             hits: Vec::with_capacity(1024),
+            sweep_at: None,
         }
         .run();
     })?;
@@ -145,6 +152,8 @@ struct Worker {
     detector: Detector,
     /// The events of the last wait in the reactor.
     hits: Vec<Hit>,
+    /// When the stacks given back are next swept (see [`STACK_SWEEP`]).
+    sweep_at: Option<Instant>,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -170,9 +179,11 @@ impl Worker {
                 return;
             }
             let timeout = if self.ready.is_empty() {
-                self.timers
-                    .next()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                let next = match (self.timers.next(), self.sweep_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -192,6 +203,16 @@ impl Worker {
             }
             self.hits = hits;
             self.fire_timers();
+            self.sweep_stacks();
+        }
+    }
+
+    /// Gives back the deep pages of the stacks given back since the last
+    /// sweep, when it is time.
+    fn sweep_stacks(&mut self) {
+        if self.sweep_at.is_some_and(|at| at <= Instant::now()) {
+            self.sweep_at = None;
+            self.slabs.sweep();
         }
     }
 
@@ -570,6 +591,9 @@ impl Worker {
         // in a few `munmap`s rather than one `madvise` per stack.
         let closing = self.inbox.is_closing();
         self.slabs.give(task.co.into_stack(), !closing);
+        if self.sweep_at.is_none() && self.slabs.dirty() {
+            self.sweep_at = Some(Instant::now() + STACK_SWEEP);
+        }
         self.inbox.finished(matches!(task.who, Who::Peer(_)));
         // Its companions end with it: their waits end at once.
         for child in task.companions {
