@@ -82,7 +82,10 @@ impl Tcp {
 
     /// Sets the accept options on the listening socket, for the
     /// connections to inherit (checked on the first one accepted); where
-    /// that fails, each connection is given them.
+    /// that fails, each connection is given them. A listening socket
+    /// shared with another process (the new one of a zero-downtime
+    /// upgrade) carries the options that process set last: connections
+    /// this one still accepts meanwhile get those.
     fn options_on_listener(&self) {
         let state = match self.accept.apply_to_listener(&self.listener) {
             Ok(()) => INHERIT_UNKNOWN,
