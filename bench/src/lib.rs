@@ -650,25 +650,6 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
             c.servers.retain(|s| !s.starts_with("py-"));
         }
     }
-    let anchors = args
-        .anchors
-        .clone()
-        .or_else(|| std::env::var_os("BENCH_ANCHORS").map(PathBuf::from));
-    for def in SERVERS {
-        let Kind::Anchor(program) = def.kind else {
-            continue;
-        };
-        if !cells.iter().any(|c| c.servers.contains(&def.id)) {
-            continue;
-        }
-        if let Some(why) = anchor_missing(anchors.as_deref(), program) {
-            eprintln!("bench: {} skipped: {why}", def.id);
-            notes.push(format!("`{}` was skipped: {why}.", def.id));
-            for c in &mut cells {
-                c.servers.retain(|s| *s != def.id);
-            }
-        }
-    }
     if args.smoke {
         for c in &mut cells {
             c.servers
@@ -678,6 +659,27 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
     if let Some(re) = &only {
         for c in &mut cells {
             c.servers.retain(|s| re.is_match(&format!("{s}/{}", c.id)));
+        }
+    }
+    let anchors = args
+        .anchors
+        .clone()
+        .or_else(|| std::env::var_os("BENCH_ANCHORS").map(PathBuf::from));
+    for def in SERVERS {
+        let Kind::Anchor(program) = def.kind else {
+            continue;
+        };
+        // Only an anchor that would run (after --smoke and --only) is
+        // looked for, and reported when missing.
+        if !cells.iter().any(|c| c.servers.contains(&def.id)) {
+            continue;
+        }
+        if let Some(why) = anchor_missing(anchors.as_deref(), program) {
+            eprintln!("bench: {} skipped: {why}", def.id);
+            notes.push(format!("`{}` was skipped: {why}.", def.id));
+            for c in &mut cells {
+                c.servers.retain(|s| *s != def.id);
+            }
         }
     }
     cells.retain(|c| !c.servers.is_empty());
