@@ -108,6 +108,13 @@ pub struct CompareArgs {
     /// Leave Python's servers out.
     #[arg(long)]
     pub no_python: bool,
+    /// The directory of the anchor echo servers (`ref_go`, `ref_mio`,
+    /// `ref_monoio`, each run as `PROGRAM ADDR`): Go and the per-core
+    /// epoll and io_uring bounds, measured beside the others. Default:
+    /// `$BENCH_ANCHORS`; an anchor whose program is not there is skipped,
+    /// and the report says why.
+    #[arg(long, value_name = "DIR")]
+    pub anchors: Option<PathBuf>,
     /// Print the server/cell pairs that would run, and exit.
     #[arg(long)]
     pub list: bool,
@@ -157,6 +164,9 @@ enum Kind {
     Tokio,
     /// Python: the TCP and the UDP server class (script kinds).
     Py(&'static str, Option<&'static str>),
+    /// An anchor: a prebuilt echo server of `--anchors DIR` (this file
+    /// name), run as `PROGRAM ADDR`; TCP only.
+    Anchor(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,6 +228,21 @@ const SERVERS: &[ServerDef] = &[
         kind: Kind::Tokio,
     },
     ServerDef {
+        id: "go",
+        label: "anchor: Go, a goroutine per connection with blocking reads and writes on Go's netpoller, the nearest peer of blocking handlers on a reactor (`ref_go ADDR` of `--anchors`)",
+        kind: Kind::Anchor("ref_go"),
+    },
+    ServerDef {
+        id: "percore-epoll",
+        label: "anchor (a bound, not a peer): a hand-written epoll loop (mio) per core, each with its own `SO_REUSEPORT` listener and its own connections, no scheduler and no hand-off (`ref_mio ADDR` of `--anchors`)",
+        kind: Kind::Anchor("ref_mio"),
+    },
+    ServerDef {
+        id: "percore-uring",
+        label: "anchor (a bound, not a peer): monoio (io_uring), one runtime per core, each with its own `SO_REUSEPORT` listener, the thread-per-core design of the fastest Rust runtimes (`ref_monoio ADDR` of `--anchors`)",
+        kind: Kind::Anchor("ref_monoio"),
+    },
+    ServerDef {
         id: "tls-threading",
         label: "TLS: socketserver `Threading` with `Builder::tls(tls::server_config(CERT, KEY))` (rustls 0.23, ring provider), what `echo_server ADDR threading --tls CERT KEY` runs",
         kind: Kind::OursTls("threading"),
@@ -276,6 +301,9 @@ const TCP_SERVERS: &[&str] = &[
     "green",
     "std",
     "tokio",
+    "go",
+    "percore-epoll",
+    "percore-uring",
     "py-threading",
     "py-forking",
     "py-sync",
@@ -290,6 +318,9 @@ const CONNECT_SERVERS: &[&str] = &[
     "green",
     "std",
     "tokio",
+    "go",
+    "percore-epoll",
+    "percore-uring",
     "py-threading",
     "py-forking",
     "py-sync",
@@ -419,6 +450,8 @@ struct Settings {
     python: Option<(PathBuf, String)>,
     /// The certificates of the TLS cells, when any runs.
     tls: Option<std::sync::Arc<certs::Certs>>,
+    /// Where the anchors' programs are (`--anchors`).
+    anchors: Option<PathBuf>,
 }
 
 fn plan(args: &CompareArgs, idle_cap: Option<usize>) -> Vec<Cell> {
@@ -628,6 +661,27 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
             c.servers.retain(|s| re.is_match(&format!("{s}/{}", c.id)));
         }
     }
+    let anchors = args
+        .anchors
+        .clone()
+        .or_else(|| std::env::var_os("BENCH_ANCHORS").map(PathBuf::from));
+    for def in SERVERS {
+        let Kind::Anchor(program) = def.kind else {
+            continue;
+        };
+        // Only an anchor that would run (after --smoke and --only) is
+        // looked for, and reported when missing.
+        if !cells.iter().any(|c| c.servers.contains(&def.id)) {
+            continue;
+        }
+        if let Some(why) = anchor_missing(anchors.as_deref(), program) {
+            eprintln!("bench: {} skipped: {why}", def.id);
+            notes.push(format!("`{}` was skipped: {why}.", def.id));
+            for c in &mut cells {
+                c.servers.retain(|s| *s != def.id);
+            }
+        }
+    }
     cells.retain(|c| !c.servers.is_empty());
     if args.list {
         for c in &cells {
@@ -677,6 +731,7 @@ pub fn run(args: CompareArgs) -> io::Result<bool> {
         exe: std::env::current_exe()?,
         python: python.clone().zip(script.clone()).map(|((_, v), s)| (s, v)),
         tls,
+        anchors,
     };
     let load_before = loadavg();
     eprintln!(
@@ -994,6 +1049,18 @@ fn start_server_with(
                 listen.clone(),
             ];
             ServerChild::start("python3", &a, &[], 1)?
+        }
+        Kind::Anchor(program) => {
+            if udp {
+                return Err(io::Error::other("the anchors serve TCP only"));
+            }
+            let dir = s
+                .anchors
+                .as_ref()
+                .ok_or_else(|| io::Error::other("no --anchors directory"))?;
+            let addr = free_port()?;
+            let path = dir.join(program);
+            ServerChild::start_at(&path.to_string_lossy(), &[addr.to_string()], addr)?
         }
     };
     let scheme = if udp { "udp" } else { "tcp" };
@@ -1522,6 +1589,34 @@ fn run_with_deadline(program: &str, args: &[String], limit: Duration) -> io::Res
             args.join(" ")
         ))),
     }
+}
+
+/// Why the anchor `program` cannot run from `dir` (`None`: it can).
+fn anchor_missing(dir: Option<&Path>, program: &str) -> Option<String> {
+    let Some(dir) = dir else {
+        return Some(format!(
+            "no anchors directory (--anchors DIR or BENCH_ANCHORS) to find `{program}` in"
+        ));
+    };
+    let path = dir.join(program);
+    match std::fs::metadata(&path) {
+        Ok(m)
+            if m.is_file()
+                && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0 =>
+        {
+            None
+        }
+        Ok(_) => Some(format!("{} is not an executable file", path.display())),
+        Err(e) => Some(format!("{} was not found ({e})", path.display())),
+    }
+}
+
+/// A TCP port on 127.0.0.1 free just now, for a server that must be told
+/// its address (the anchors print none).
+fn free_port() -> io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| io::Error::new(e.kind(), format!("binding 127.0.0.1:0: {e}")))?;
+    l.local_addr()
 }
 
 fn find_python() -> Option<(PathBuf, String)> {

@@ -109,6 +109,30 @@ impl ServerChild {
         Ok(server)
     }
 
+    /// Starts `program args...` as [`start`](Self::start) does, for a
+    /// server that prints nothing: it was told to listen on TCP `addr`, and
+    /// is ready once a connection to it succeeds (at most `START_LIMIT`).
+    pub fn start_at(program: &str, args: &[String], addr: SocketAddr) -> io::Result<ServerChild> {
+        let mut server = ServerChild::start(program, args, &[], 0)?;
+        let end = Instant::now() + START_LIMIT;
+        loop {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                server.addrs.push(("tcp".to_owned(), addr));
+                return Ok(server);
+            }
+            if server.exited() || Instant::now() >= end {
+                let tail = server.stderr_tail();
+                server.stop(Duration::from_secs(1));
+                return Err(io::Error::other(format!(
+                    "{program} {}: not accepting connections on {addr} within \
+                     {START_LIMIT:?}{tail}",
+                    args.join(" ")
+                )));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The first address of scheme `scheme`.
     pub fn addr(&self, scheme: &str) -> Option<SocketAddr> {
         self.addrs

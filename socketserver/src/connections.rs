@@ -75,8 +75,11 @@ pub struct Stats {
     /// there but read nothing for the user timeout ends the same way, and
     /// counts here too.
     pub peer_gone: u64,
-    /// Requests whose handler overflowed its stack under `Green` (each
-    /// ended alone, its connection closed; also counted in `failed`).
+    /// Requests whose handler, or a companion of it (`green::spawn`),
+    /// overflowed its stack under `Green` (each ended alone, its
+    /// connection closed; a handler's also counted in `failed`, a
+    /// companion's request in `failed` when its handler returns the
+    /// error).
     pub stack_overflows: u64,
     /// Milliseconds `Green`'s workers were held by requests that ran 1 ms
     /// or more without yielding (a blocking call in a handler), summed over
@@ -297,14 +300,17 @@ impl Registration {
     /// abandoned where it stands (a stack overflow under `Green`: this
     /// registration is leaked, never dropped): its socket, and a closure
     /// that deregisters it, ends the request's count as running and counts
-    /// it as failed and overflowed.
-    pub(crate) fn on_abandon(&self) -> (RawFd, impl FnOnce() + Send + 'static) {
+    /// it as failed and overflowed (or, for a companion's overflow, counts
+    /// that only).
+    pub(crate) fn on_abandon(&self) -> (RawFd, impl FnMut(crate::green::Lost) + Send + 'static) {
         let registry = Arc::clone(&self.registry);
         let watch = Arc::clone(&self.watch);
         let id = self.id;
-        (self.watch.fd, move || {
-            registry.deregister(id, *watch.ip.lock());
-            registry.abandoned();
+        (self.watch.fd, move |lost| {
+            if lost == crate::green::Lost::Request {
+                registry.deregister(id, *watch.ip.lock());
+            }
+            registry.abandoned(lost);
         })
     }
 }
@@ -365,11 +371,15 @@ impl Registry {
 
     /// A running request was abandoned where it stood (a stack overflow
     /// under `Green`): its `Running` guard is leaked, so its count ends
-    /// here; it counts as failed and overflowed.
-    pub(crate) fn abandoned(&self) {
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        self.jobs.decrement();
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    /// here; it counts as failed and overflowed. A companion of it that
+    /// overflowed counts as an overflow only (the request, cancelled,
+    /// ends by itself and is counted then).
+    pub(crate) fn abandoned(&self, lost: crate::green::Lost) {
+        if lost == crate::green::Lost::Request {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.jobs.decrement();
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
         self.counters
             .stack_overflows
             .fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,9 @@ pub(crate) fn is_green() -> bool {
     false
 }
 
+/// Nothing: no green stacks without the feature.
+pub(crate) fn report_stack_ceiling(_max_connections: Option<usize>) {}
+
 /// `std::thread::sleep`.
 pub(crate) fn sleep(duration: Duration) {
     std::thread::sleep(duration);
@@ -51,11 +54,21 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     crate::sys::wait_writable(fd, timeout)
 }
 
+/// What an abandoned request lost (never, without the feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// The request itself.
+    Request,
+    /// One of its companions.
+    #[allow(dead_code)]
+    Companion,
+}
+
 /// Nothing is ever abandoned without the feature.
 #[must_use]
 pub(crate) struct Abandon;
 
 /// Nothing to register without the feature.
-pub(crate) fn on_abandon(_fd: Option<RawFd>, _release: impl FnOnce() + 'static) -> Abandon {
+pub(crate) fn on_abandon(_fd: Option<RawFd>, _release: impl FnMut(Lost) + 'static) -> Abandon {
     Abandon
 }

@@ -166,6 +166,11 @@ where
             ));
         }
         transport.check()?;
+        if builder.strategy.name() == crate::strategy::GREEN {
+            // Where stack guards cost mappings, `vm.max_map_count` may
+            // close connections before `max_connections` does.
+            crate::green::report_stack_ceiling(builder.limits.max_connections);
+        }
         let (shutdown, wake) = wake_pair()?;
         let registry = Arc::new(Registry::new(builder.limits, shutdown.clone())?);
         crate::handler::route_panics_to_log();
@@ -1120,7 +1125,7 @@ fn abandon_with<R: crate::request::sealed::Tracked>(
         Some((fd, release)) => crate::green::on_abandon(Some(fd), release),
         None => {
             let registry = Arc::clone(registry);
-            crate::green::on_abandon(None, move || registry.abandoned())
+            crate::green::on_abandon(None, move |lost| registry.abandoned(lost))
         }
     }
 }

@@ -1,7 +1,10 @@
 //! What a request leaves to its worker in case it is abandoned where it
 //! stands (a stack overflow: nothing on its stack is dropped): its
 //! connection's descriptor, to close, and a closure that releases what the
-//! server counted for it (its place in the registry).
+//! server counted for it (its place in the registry). The same closure
+//! counts the overflow of one of its companions (`green::spawn`), which
+//! costs the request its connection too, but ends it by cancellation (see
+//! `Worker::end`): the request itself lives on to return.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -10,8 +13,19 @@ use mio::Token;
 
 use super::current::{self, NOBODY};
 
+/// What was lost, for a request's release closure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// The request itself, abandoned on its stack: release its place
+    /// and count the overflow (called once, last).
+    Request,
+    /// One of its companions: count the overflow only (the request
+    /// ends by itself, cancelled).
+    Companion,
+}
+
 /// What to release for one request.
-type Release = Box<dyn FnOnce()>;
+type Release = Box<dyn FnMut(Lost)>;
 
 /// One registration: the coroutine, its id, the socket to close, the rest.
 type Entry = (Token, u64, Option<RawFd>, Release);
@@ -26,7 +40,7 @@ thread_local! {
 /// Until the guard drops (the request ended normally), the socket `fd` (if
 /// the request has one of its own) and `release` are this coroutine's to
 /// give back should it be abandoned. Does nothing outside a green coroutine.
-pub(crate) fn on_abandon(fd: Option<RawFd>, release: impl FnOnce() + 'static) -> Abandon {
+pub(crate) fn on_abandon(fd: Option<RawFd>, release: impl FnMut(Lost) + 'static) -> Abandon {
     let token = current::running();
     if token == NOBODY || !current::active() {
         return Abandon(None);
@@ -58,6 +72,23 @@ pub(crate) fn consistent() -> bool {
     REGISTERED.with(|r| r.try_borrow_mut().is_ok())
 }
 
+/// Counts the overflow of a companion of request `token` with what that
+/// request registered (nothing is released: the request goes on).
+pub(crate) fn companion_lost(token: Token) {
+    // Taken out while they run (a closure may log, or allocate), then put
+    // back.
+    let mut mine: Vec<Entry> = REGISTERED.with(|r| {
+        let mut r = r.borrow_mut();
+        let (mine, rest): (Vec<_>, Vec<_>) = r.drain(..).partition(|(t, ..)| *t == token);
+        *r = rest;
+        mine
+    });
+    for (_, _, _, release) in &mut mine {
+        release(Lost::Companion);
+    }
+    REGISTERED.with(|r| r.borrow_mut().extend(mine));
+}
+
 /// Releases what the abandoned coroutine `token` registered: each closure
 /// runs, then its socket is closed.
 pub(crate) fn release(token: Token) {
@@ -67,8 +98,8 @@ pub(crate) fn release(token: Token) {
         *r = rest;
         mine.into_iter().map(|(_, _, fd, f)| (fd, f)).collect()
     });
-    for (fd, release) in mine {
-        release();
+    for (fd, mut release) in mine {
+        release(Lost::Request);
         let Some(fd) = fd else { continue };
         // SAFETY: `fd` is the request's socket, owned by its `Conn` on the
         // abandoned coroutine's stack, which will never run again: that

@@ -74,6 +74,15 @@ impl<T> Drop for Fill<T> {
 /// Like any coroutine it must not block its worker (see
 /// [`blocking`](super::blocking)).
 ///
+/// A companion runs on a stack of its own, as large as a request's: one
+/// that overflows it costs **its request's connection**, as the request's
+/// own overflow would, and nothing else. It is abandoned where it stands
+/// (what it held is leaked); its request is cancelled: a
+/// [`join`](JoinHandle::join) returns an error, every wait fails
+/// (`ConnectionAborted`) and the next read or write of the connection
+/// shuts it down and fails, so the handler returns; it counts in
+/// [`Stats::stack_overflows`](crate::Stats::stack_overflows).
+///
 /// ```
 /// let h = socketserver::green::spawn(|| 6 * 7);
 /// assert_eq!(h.join().unwrap(), 42);
@@ -160,10 +169,14 @@ impl<T> JoinHandle<T> {
                         // The joiner's own request ended: it waits no more.
                         let mut s = slot.lock();
                         s.waiter = None;
-                        return s
-                            .result
-                            .take()
-                            .unwrap_or_else(|| Err(Box::new("the joining request ended")));
+                        return s.result.take().unwrap_or_else(|| {
+                            Err(Box::new(if current::doomed() {
+                                "the companion overflowed its stack (or another of this \
+                                     request's did): the request lost its connection"
+                            } else {
+                                "the joining request ended"
+                            }))
+                        });
                     }
                 } else {
                     std::thread::sleep(Duration::from_millis(1));

@@ -20,6 +20,9 @@ thread_local! {
     static CURRENT: Cell<*const Yielder> = const { Cell::new(std::ptr::null()) };
     /// The coroutine running now on this thread (`NOBODY` in the scheduler).
     static RUNNING: Cell<Token> = const { Cell::new(NOBODY) };
+    /// Whether it is a request that lost its connection (a companion of
+    /// it overflowed its stack).
+    static DOOMED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The token of the coroutine running on this thread (`NOBODY` outside one).
@@ -27,9 +30,18 @@ pub(crate) fn running() -> Token {
     RUNNING.with(Cell::get)
 }
 
-/// The worker is about to resume (`NOBODY`: has resumed) coroutine `token`.
-pub(crate) fn set_running(token: Token) {
+/// The worker is about to resume (`NOBODY`: has resumed) coroutine
+/// `token`; `doomed`: a request that lost its connection.
+pub(crate) fn set_running(token: Token, doomed: bool) {
     RUNNING.with(|r| r.set(token));
+    DOOMED.with(|d| d.set(doomed));
+}
+
+/// Whether the coroutine running now is a request that lost its
+/// connection because a companion of it overflowed its stack: its reads
+/// and writes shut the connection down and fail.
+pub(crate) fn doomed() -> bool {
+    DOOMED.with(Cell::get)
 }
 
 /// Marks `yielder` as the coroutine running on this thread, until the

@@ -23,12 +23,34 @@ fn wait(fd: BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> io::Resul
     };
     match current::suspend(why) {
         Some(Resume::TimedOut) => Ok(false),
+        Some(Resume::Cancelled) if current::doomed() => Err(companion_overflowed()),
         Some(Resume::Cancelled) => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "the request of this green companion ended",
         )),
         _ => Ok(true),
     }
+}
+
+fn companion_overflowed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "a companion of this green request overflowed its stack: its connection is closed",
+    )
+}
+
+/// When this request lost its connection (a companion of it overflowed
+/// its stack), shuts the connection down (nothing more reaches the
+/// client, who sees it closed) and fails.
+fn check_doomed(conn: &Conn) -> io::Result<()> {
+    if !current::doomed() {
+        return Ok(());
+    }
+    let _ = match conn {
+        Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+    };
+    Err(companion_overflowed())
 }
 
 /// The server loop's wait, when `Green` runs it as a coroutine: until
@@ -92,6 +114,7 @@ fn deadline(timeout: io::Result<Option<Duration>>) -> Option<Instant> {
 /// hands over all it has): the next read waits for the reactor's event
 /// first instead of trying a `recv` bound to fail.
 pub(crate) fn read(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+    check_doomed(conn)?;
     let fd = conn.as_raw_fd();
     let mut until = None;
     loop {
@@ -116,6 +139,7 @@ pub(crate) fn read(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
 /// A write to `conn` from a green coroutine, as [`read`] (`SO_SNDTIMEO`; a
 /// short write means the socket's buffer is full).
 pub(crate) fn write(conn: &Conn, buf: &[u8]) -> io::Result<usize> {
+    check_doomed(conn)?;
     let fd = conn.as_raw_fd();
     let mut until = None;
     loop {

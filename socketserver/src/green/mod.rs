@@ -38,6 +38,7 @@
 
 #[allow(unsafe_code)] // closes an abandoned request's socket
 mod abandon;
+mod ceiling;
 mod companion;
 mod coroutine;
 #[allow(unsafe_code)] // a pointer to the running coroutine's yielder, kept in a thread-local
@@ -66,7 +67,8 @@ use parking_lot::Mutex;
 use coroutine::Suspend;
 use current as green_current;
 
-pub(crate) use abandon::{on_abandon, Abandon};
+pub(crate) use abandon::{on_abandon, Abandon, Lost};
+pub(crate) use ceiling::report as report_stack_ceiling;
 pub use companion::{spawn, JoinHandle};
 pub(crate) use io::{poll_read, read, timeout_set, wait_writable, write};
 

@@ -7,7 +7,8 @@
 //! `vm.max_map_count` (65,530 by default) does not cap the connections.
 //! Elsewhere they are `PROT_NONE` pages (`mprotect`), which split the slab
 //! into two mappings per stack in use: about 32,000 connections at most
-//! under the default `vm.max_map_count`, which is logged at start-up.
+//! under the default `vm.max_map_count`, which a server logs at start-up
+//! beside its `max_connections` (`ceiling`).
 //!
 //! One mapping per stack (corosensei's `DefaultStack`) costs an `mmap`, an
 //! `mprotect` and a `munmap` per stack; tearing down 10,000 connections
@@ -34,11 +35,12 @@ pub(crate) const PER_SLAB: usize = 64;
 /// memory.
 const GUARD_PAGES: usize = 4;
 
-/// Pages at the top of a stack that keep their memory when the stack goes
-/// back to its slab (what a plain request touches: the handler's frames,
-/// its buffers on the stack). Pages below them, touched by a deep request,
-/// are given back then (one `madvise`), so that one deep request does not
-/// hold its memory for as long as the stack is cached.
+/// Pages at the top of a stack that keep their memory when the stack is
+/// trimmed (what a plain request touches: the handler's frames, its
+/// buffers on the stack). Pages below them, touched by a deep request,
+/// are given back by [`Slabs::sweep`] (one `madvise` per stack given back
+/// since the last sweep), so that one deep request does not hold its
+/// memory for as long as the stack is cached.
 const KEPT_PAGES: usize = 8;
 
 /// `madvise` advice that installs guard regions (Linux 6.13; not in every
@@ -73,27 +75,19 @@ pub(crate) fn guard_regions() -> bool {
     })
 }
 
-/// Logs, once per process, how the guards are made, and when they cost a
-/// mapping each, how many connections `vm.max_map_count` allows.
+/// Logs, once per process, how the guards are made. Where they cost
+/// mappings, each server started under `Green` logs the connection
+/// ceiling beside its `max_connections` (see `ceiling`).
 pub(crate) fn report_guards() {
     static REPORTED: std::sync::Once = std::sync::Once::new();
     REPORTED.call_once(|| {
         if guard_regions() {
             log::debug!("green stacks: guard regions by madvise: one mapping per 64 stacks");
-            return;
-        }
-        let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok());
-        let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
-        match max {
-            Some(max) => log::warn!(
-                "green stacks: this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13):                  each connection's stack costs 2 memory mappings, so vm.max_map_count ({max},                  {used} in use) caps this process near {} connections; past it new                  connections are closed at once",
-                max.saturating_sub(used) / 2
-            ),
-            None => log::warn!(
-                "green stacks: this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13):                  each connection's stack costs 2 memory mappings, limited by vm.max_map_count"
-            ),
+        } else {
+            log::debug!(
+                "green stacks: no guard regions (MADV_GUARD_INSTALL, Linux 6.13): PROT_NONE \
+                 guard pages, 2 mappings per stack in use"
+            );
         }
     });
 }
@@ -136,6 +130,8 @@ struct Slab {
     /// Slots made usable once already (their guard installed, their
     /// stack made readable and writable).
     usable: u64,
+    /// Free slots given back since the last sweep, not trimmed yet.
+    dirty: u64,
 }
 
 /// A worker's stacks. Slots go out lowest slab first, so that the
@@ -158,6 +154,8 @@ pub(crate) struct Slabs {
     /// Guards are guard regions in a readable and writable slab (else
     /// `PROT_NONE` pages, the stacks made usable by `mprotect`).
     guard_regions: bool,
+    /// Slots to trim at the next sweep (the `dirty` bits of all slabs).
+    dirty: usize,
 }
 
 impl std::fmt::Debug for Slabs {
@@ -210,6 +208,7 @@ impl Slabs {
             open: BTreeSet::new(),
             spare: 0,
             keep,
+            dirty: 0,
         }
     }
 
@@ -262,6 +261,12 @@ impl Slabs {
             slab.usable |= 1 << slot;
         }
         slab.free &= !(1 << slot);
+        if slab.dirty & (1 << slot) != 0 {
+            // Its touched pages go with it, to be trimmed when it comes
+            // back.
+            slab.dirty &= !(1 << slot);
+            self.dirty -= 1;
+        }
         if slab.free == 0 {
             self.open.remove(&index);
         }
@@ -312,6 +317,7 @@ impl Slabs {
             addr: addr as usize,
             free: u64::MAX,
             usable: 0,
+            dirty: 0,
         };
         let index = match self.slabs.iter().position(Option::is_none) {
             Some(i) => {
@@ -330,14 +336,16 @@ impl Slabs {
 
     /// Takes `stack` back. Its slab is unmapped when none of its stacks
     /// is in use any more and more than `keep` others are spare. With
-    /// `trim`, the stack gives back to the system the pages below its top
-    /// [`KEPT_PAGES`] (those only a deep request touched), and all of
-    /// them when it is spare beyond those `keep` (one `madvise` either
-    /// way); a worker that is closing skips that, as its slabs are all
+    /// `trim`, a stack spare beyond those `keep` gives all its touched
+    /// pages back at once (one `madvise`); any other is marked for the
+    /// next [`sweep`](Self::sweep), which gives back its pages below its
+    /// top [`KEPT_PAGES`] (those only a deep request touched): an
+    /// `madvise` per request would cost as much as the request's own
+    /// system calls (it walks the 2 MiB range and takes the mm's lock, deep
+    /// or not). A worker that is closing skips both, as its slabs are all
     /// about to go.
     pub(crate) fn give(&mut self, stack: SlabStack, trim: bool) {
         let (slot_len, size, guard, keep) = (self.slot_len(), self.size, self.guard, self.keep);
-        let kept = self.kept.min(size);
         let Some(slab) = self.slabs.get_mut(stack.slab).and_then(Option::as_mut) else {
             return;
         };
@@ -346,24 +354,65 @@ impl Slabs {
         self.open.insert(stack.slab);
         if slab.free == u64::MAX && self.spare >= keep + PER_SLAB {
             let addr = slab.addr;
+            self.dirty -= slab.dirty.count_ones() as usize;
             self.slabs[stack.slab] = None;
             self.open.remove(&stack.slab);
             self.spare -= PER_SLAB;
             unmap(addr, slot_len * PER_SLAB);
-        } else if trim {
+        } else if trim && self.spare > keep {
             let start = slab.addr + stack.slot * slot_len + guard;
-            let len = if self.spare > keep { size } else { size - kept };
-            if len > 0 {
-                // SAFETY: `start..start + len` is the slot's usable range
-                // (or its part below the top `kept` bytes), inside the
-                // slab's mapping, given back just now: no coroutine runs
-                // on it. Its pages read as zeros afterwards, which a fresh
-                // stack needs no better.
+            if slab.dirty & (1 << stack.slot) != 0 {
+                slab.dirty &= !(1 << stack.slot);
+                self.dirty -= 1;
+            }
+            // SAFETY: `start..start + size` is the slot's usable range,
+            // inside the slab's mapping, given back just now: no coroutine
+            // runs on it. Its pages read as zeros afterwards, which a fresh
+            // stack needs no better.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, size, libc::MADV_DONTNEED);
+            }
+        } else if trim && slab.dirty & (1 << stack.slot) == 0 {
+            slab.dirty |= 1 << stack.slot;
+            self.dirty += 1;
+        }
+    }
+
+    /// Whether stacks given back wait for a [`sweep`](Self::sweep).
+    pub(crate) fn dirty(&self) -> bool {
+        self.dirty > 0
+    }
+
+    /// Gives back the pages below the top [`KEPT_PAGES`] of every free
+    /// stack given back since the last sweep (one `madvise` each); returns
+    /// how many.
+    pub(crate) fn sweep(&mut self) -> usize {
+        let (slot_len, size, guard) = (self.slot_len(), self.size, self.guard);
+        let len = size - self.kept.min(size);
+        let mut swept = 0;
+        for slab in self.slabs.iter_mut().flatten() {
+            let mut dirty = slab.dirty & slab.free;
+            slab.dirty = 0;
+            while dirty != 0 {
+                let slot = dirty.trailing_zeros() as usize;
+                dirty &= dirty - 1;
+                swept += 1;
+                if len == 0 {
+                    continue;
+                }
+                let start = slab.addr + slot * slot_len + guard;
+                // SAFETY: `start..start + len` is the part of a free slot's
+                // usable range below its top `kept` bytes, inside the
+                // slab's mapping: the slot is free (its `free` bit is set),
+                // so no coroutine runs on it. Its pages read as zeros
+                // afterwards, which a fresh stack needs no better.
                 unsafe {
                     libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
                 }
             }
         }
+        self.dirty = 0;
+        swept
     }
 }
 
@@ -507,6 +556,47 @@ mod tests {
             let err = slabs.take().expect_err("no such stack");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{size}: {err}");
         }
+    }
+
+    /// Pages of `lo..hi` resident in memory (`mincore`).
+    fn resident(lo: usize, hi: usize) -> usize {
+        let page = page_size();
+        let mut vec = vec![0u8; (hi - lo).div_ceil(page)];
+        // SAFETY: `lo..hi` is page aligned and mapped (a stack of a live
+        // slab); `vec` has one byte per page of it.
+        let r = unsafe { libc::mincore(lo as *mut libc::c_void, hi - lo, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().filter(|b| *b & 1 != 0).count()
+    }
+
+    /// A stack given back keeps its pages until the sweep, which gives
+    /// back those below its top `KEPT_PAGES` (no `madvise` per request);
+    /// one taken again before the sweep is not swept under its new owner.
+    #[test]
+    fn a_deep_stack_s_pages_go_back_at_the_sweep_and_its_top_stays() {
+        let page = page_size();
+        let mut slabs = Slabs::new(256 * 1024, 1000);
+        let a = slabs.take().expect("a stack");
+        let (lo, hi) = (a.limit().get() + slabs.guard, a.base().get());
+        fill(&a, 1);
+        assert_eq!(resident(lo, hi), (hi - lo) / page, "all touched");
+        slabs.give(a, true);
+        assert!(slabs.dirty());
+        assert_eq!(resident(lo, hi), (hi - lo) / page, "kept until the sweep");
+        assert_eq!(slabs.sweep(), 1);
+        assert!(!slabs.dirty());
+        assert_eq!(resident(lo, hi), KEPT_PAGES, "only the top pages stay");
+        // Taken again before a sweep: not the sweep's any more.
+        let b = slabs.take().expect("a stack");
+        assert_eq!(b.base().get(), hi, "the same slot");
+        fill(&b, 2);
+        slabs.give(b, true);
+        let c = slabs.take().expect("a stack");
+        assert!(!slabs.dirty(), "a slot taken again is no longer to sweep");
+        assert_eq!(slabs.sweep(), 0);
+        assert_eq!(resident(lo, hi), (hi - lo) / page, "in use: untouched");
+        slabs.give(c, false);
+        assert!(!slabs.dirty(), "no trim asked (a closing worker)");
     }
 
     #[test]

@@ -36,6 +36,12 @@ const SHARED_FD_POLL: Duration = Duration::from_millis(1);
 /// are kept mapped while their slab is in use, but their pages go back).
 const STACK_CACHE: usize = 256;
 
+/// How long after a stack goes back its pages below the top 32 KiB (touched
+/// by a deep request, if any) are given back (see `Slabs::sweep`): one
+/// sweep for all the stacks given back meanwhile, rather than an `madvise`
+/// per request.
+const STACK_SWEEP: Duration = Duration::from_millis(500);
+
 /// At most one "no stack" error per this period (each held back is counted
 /// in the next).
 const NO_STACK_LOG: Duration = Duration::from_secs(10);
@@ -75,6 +81,7 @@ pub(crate) fn spawn(
             overflows: Throttle::new(OVERFLOW_LOG),
             detector: Detector::new(config.blocked_us),
             hits: Vec::with_capacity(1024),
+            sweep_at: None,
         }
         .run();
     })?;
@@ -119,8 +126,14 @@ struct Task {
     fds: Vec<RawFd>,
     /// The companions it spawned (cancelled when it ends).
     companions: Vec<Token>,
-    /// A companion whose request ended: its waits end at once.
+    /// A companion whose request ended: its waits end at once. Also a
+    /// request one of whose companions overflowed its stack.
     cancelled: bool,
+    /// The coroutine that spawned this companion (`None`: not a companion).
+    parent: Option<Token>,
+    /// A request one of whose companions overflowed its stack: it lost its
+    /// connection, which its next read or write shuts down (see `doom`).
+    doomed: bool,
 }
 
 struct Worker {
@@ -138,6 +151,8 @@ struct Worker {
     detector: Detector,
     /// The events of the last wait in the reactor.
     hits: Vec<Hit>,
+    /// When the stacks given back are next swept (see [`STACK_SWEEP`]).
+    sweep_at: Option<Instant>,
     /// The coroutines' stacks. Last, so that it drops after `tasks`: a
     /// coroutine dropped unfinished unwinds on its stack.
     slabs: Slabs,
@@ -163,9 +178,11 @@ impl Worker {
                 return;
             }
             let timeout = if self.ready.is_empty() {
-                self.timers
-                    .next()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                let next = match (self.timers.next(), self.sweep_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -185,6 +202,16 @@ impl Worker {
             }
             self.hits = hits;
             self.fire_timers();
+            self.sweep_stacks();
+        }
+    }
+
+    /// Gives back the deep pages of the stacks given back since the last
+    /// sweep, when it is time.
+    fn sweep_stacks(&mut self) {
+        if self.sweep_at.is_some_and(|at| at <= Instant::now()) {
+            self.sweep_at = None;
+            self.slabs.sweep();
         }
     }
 
@@ -308,6 +335,8 @@ impl Worker {
             fds: Vec::new(),
             companions: Vec::new(),
             cancelled: false,
+            parent: None,
+            doomed: false,
         });
         let token = token(index, generation);
         self.ready.push_back((token, Resume::Ready));
@@ -325,6 +354,9 @@ impl Worker {
                 .load
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Some(child) = self.start(body, Who::Companion(of)) {
+                if let Some(c) = self.task_mut(child) {
+                    c.parent = Some(parent);
+                }
                 if let Some(p) = self.task_mut(parent) {
                     p.companions.push(child);
                 }
@@ -363,11 +395,11 @@ impl Worker {
         };
         let cancelled = task.cancelled;
         let started = Instant::now();
-        current::set_running(token);
+        current::set_running(token, task.doomed);
         overflow::arm(&task.co, task.guard);
         let result = task.co.resume(why);
         overflow::disarm();
-        current::set_running(current::NOBODY);
+        current::set_running(current::NOBODY, false);
         let now = Instant::now();
         let ran = now.saturating_duration_since(started);
         self.detector.ran(ran, &task.who);
@@ -549,12 +581,18 @@ impl Worker {
         if overflowed {
             // The request's socket closes, its place in the registry goes.
             abandon::release(token);
+            if let Some(parent) = task.parent {
+                self.doom(parent);
+            }
         }
         self.free.push((index, generation));
         // A closing worker keeps the touched pages: its slabs all go soon,
         // in a few `munmap`s rather than one `madvise` per stack.
         let closing = self.inbox.is_closing();
         self.slabs.give(task.co.into_stack(), !closing);
+        if self.sweep_at.is_none() && self.slabs.dirty() {
+            self.sweep_at = Some(Instant::now() + STACK_SWEEP);
+        }
         self.inbox.finished();
         // Its companions end with it: their waits end at once.
         for child in task.companions {
@@ -564,6 +602,34 @@ impl Worker {
                     self.make_ready(child, Resume::Cancelled);
                 }
             }
+        }
+    }
+
+    /// A companion of `token` (or of one of its companions) overflowed its
+    /// stack: the request it serves loses its connection, as it would had
+    /// it overflowed itself, but its own stack is sound, so it is not
+    /// abandoned. It is cancelled: every wait of it ends at once
+    /// (`ConnectionAborted`, a join with an error), and its next read or
+    /// write shuts its connection down and fails (see `io`), so that
+    /// nothing more reaches the client; it then returns as after any I/O
+    /// error, dropping what it holds, and its companions end with it.
+    fn doom(&mut self, mut token: Token) {
+        // The request at the root of the companions.
+        while let Some(parent) = self.task_mut(token).and_then(|t| t.parent) {
+            token = parent;
+        }
+        let Some(task) = self.task_mut(token) else {
+            return; // it ended already
+        };
+        if !matches!(task.who, Who::Peer(_)) {
+            return; // a server loop goes on (its companions are its own)
+        }
+        task.cancelled = true;
+        task.doomed = true;
+        let waiting = !matches!(task.state, State::Runnable | State::Blocked);
+        abandon::companion_lost(token);
+        if waiting {
+            self.make_ready(token, Resume::Cancelled);
         }
     }
 

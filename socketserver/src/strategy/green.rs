@@ -279,7 +279,7 @@ impl Strategy for Green {
     }
 
     fn name(&self) -> &'static str {
-        "green"
+        crate::strategy::GREEN
     }
 
     fn blocked_ms(&self) -> u64 {

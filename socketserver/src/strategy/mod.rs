@@ -17,6 +17,9 @@ mod forking;
 
 /// `Forking`'s name ([`Strategy::name`]).
 pub(crate) const FORKING: &str = "forking";
+
+/// `Green`'s name ([`Strategy::name`]).
+pub(crate) const GREEN: &str = "green";
 #[cfg(feature = "green")]
 mod green;
 mod pool;

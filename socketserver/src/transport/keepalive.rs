@@ -23,7 +23,7 @@
 //! capped at the keepalive's [`Keepalive::time_to_notice`].
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 /// TCP keepalive settings of accepted connections (`SO_KEEPALIVE`,
@@ -142,7 +142,47 @@ impl AcceptOptions {
     /// connection was reset meanwhile) is returned for a debug log: the
     /// handler notices a broken connection itself.
     pub(crate) fn apply(&self, stream: &TcpStream) -> io::Result<()> {
+        self.set(&socket2::SockRef::from(stream))
+    }
+
+    /// Sets the options on the listening socket: Linux gives the
+    /// connections it accepts the listener's `TCP_NODELAY`, keepalive and
+    /// `TCP_USER_TIMEOUT`, so that they need no system call of their own
+    /// (six per connection with the defaults, as many as the rest of a
+    /// short request's). Whether they did is checked on the first one
+    /// accepted ([`present_on`](Self::present_on)).
+    pub(crate) fn apply_to_listener(&self, listener: &TcpListener) -> io::Result<()> {
+        self.set(&socket2::SockRef::from(listener))
+    }
+
+    /// Whether `stream` has every option already (from its listener).
+    /// Any doubt (an option that cannot be read back) is a no.
+    pub(crate) fn present_on(&self, stream: &TcpStream) -> bool {
         let socket = socket2::SockRef::from(stream);
+        let check = || -> io::Result<bool> {
+            if self.nodelay && !socket.nodelay()? {
+                return Ok(false);
+            }
+            if let Some(k) = self.keepalive {
+                if !socket.keepalive()?
+                    || socket.keepalive_time()? != k.idle_time()
+                    || socket.keepalive_interval()? != k.interval_time()
+                    || socket.keepalive_retries()? != k.probe_count()
+                {
+                    return Ok(false);
+                }
+            }
+            if let Some(t) = self.user_timeout {
+                if socket.tcp_user_timeout()? != Some(t) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        check().unwrap_or(false)
+    }
+
+    fn set(&self, socket: &socket2::SockRef<'_>) -> io::Result<()> {
         if self.nodelay {
             socket.set_nodelay(true)?;
         }
