@@ -139,6 +139,7 @@ mod green;
 mod handler;
 mod ipnet;
 mod jobs;
+mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "tls")]

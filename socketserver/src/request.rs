@@ -9,12 +9,9 @@ use std::time::{Duration, Instant};
 
 pub use crate::conn::Conn;
 use crate::connections::{Registration, Registry};
+use crate::layer::Layer;
 use crate::shutdown::Stop;
 use crate::timeouts::Timeouts;
-#[cfg(feature = "tls")]
-use crate::tls::session::Session as TlsSession;
-#[cfg(not(feature = "tls"))]
-use crate::tls_session::Session as TlsSession;
 use crate::{Address, ShutdownHandle, Stats};
 
 const BUF_SIZE: usize = 8 * 1024;
@@ -76,9 +73,9 @@ pub struct StreamRequest {
     state: ConnectionState,
     /// What a PROXY header said, when one named the client.
     proxied: Option<Box<crate::proxy::header::ProxyHeader>>,
-    /// The TLS session, under `Builder::tls`: socket reads and writes go
-    /// through it.
-    tls: Option<Box<TlsSession>>,
+    /// A layer over the socket (TLS, under `Builder::tls`): socket reads
+    /// and writes go through it.
+    layer: Option<Box<dyn Layer>>,
     /// The client has just completed a TLS handshake: its first message is
     /// on its way (see [`FIRST_MESSAGE_GRACE`]).
     awaits_first: bool,
@@ -160,13 +157,13 @@ enum Phase {
 /// reported as what it is.
 fn write_timed(
     conn: &Conn,
-    tls: Option<&mut TlsSession>,
+    layer: Option<&mut (dyn Layer + 'static)>,
     buf: &[u8],
     timeout: Option<Duration>,
 ) -> io::Result<()> {
     let mut out = WriteWithin::new(conn, timeout);
-    let result = match tls {
-        Some(tls) => tls.write_all(&mut out, buf),
+    let result = match layer {
+        Some(layer) => layer.write_all(&mut out, buf),
         None => out.write_all(buf),
     };
     result.map_err(|e| write_timed_out(e, timeout))
@@ -274,7 +271,7 @@ impl StreamRequest {
             stop: None,
             state: ConnectionState::default(),
             proxied: None,
-            tls: None,
+            layer: None,
             awaits_first: false,
             gone: false,
             listener: 0,
@@ -576,8 +573,8 @@ impl StreamRequest {
     /// One `read(2)`, retried on `EINTR`, a timeout reported as what it is.
     fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let read = match self.tls.as_deref_mut() {
-                Some(tls) => tls.read(&self.conn, buf),
+            let read = match self.layer.as_deref_mut() {
+                Some(layer) => layer.read(&self.conn, buf),
                 None => (&self.conn).read(buf),
             };
             match read {
@@ -630,10 +627,7 @@ impl StreamRequest {
                 // Draining. A message already waiting in the socket (a
                 // request queued in a `Pool` whose client has spoken) is
                 // served; only a connection with nothing to say is idle.
-                let pending = self
-                    .tls
-                    .as_deref_mut()
-                    .is_some_and(TlsSession::has_plaintext);
+                let pending = self.layer.as_deref_mut().is_some_and(Layer::has_buffered);
                 if !pending && !crate::sys::readable_now(self.conn.as_fd()) {
                     reg.count_idle_closed();
                     return Ok(0);
@@ -679,12 +673,12 @@ impl StreamRequest {
         self.set_rcvtimeo(self.timeouts.read)?;
         let stop = self.stop.clone().or_else(Stop::for_forked_child);
         // Decrypted bytes already waiting: the socket may have nothing.
-        let stop = stop.filter(|_| !self.tls_has_plaintext());
+        let stop = stop.filter(|_| !self.layer_has_buffered());
         if let Some(stop) = stop {
             // A forked child serving one request at a time: SIGTERM ends a
             // plain blocking read itself (`IdleRead`). Not under TLS, where
             // a read cut that way would look like a truncation attack.
-            if self.tls.is_none() && crate::sys::child_stop_fd().is_some() {
+            if self.layer.is_none() && crate::sys::child_stop_fd().is_some() {
                 let idle = crate::sys::IdleRead::enter(self.conn.as_fd());
                 if stop.stop_requested() && !crate::sys::readable_now(self.conn.as_fd()) {
                     return Ok(0);
@@ -837,7 +831,7 @@ impl StreamRequest {
             let pending = self.rpos..self.rfilled;
             write_timed(
                 &self.conn,
-                self.tls.as_deref_mut(),
+                self.layer.as_deref_mut(),
                 &self.rbuf[pending],
                 self.timeouts.write,
             )?;
@@ -863,7 +857,7 @@ impl StreamRequest {
             };
             write_timed(
                 &self.conn,
-                self.tls.as_deref_mut(),
+                self.layer.as_deref_mut(),
                 &buf[..n],
                 self.timeouts.write,
             )?;
@@ -884,22 +878,24 @@ impl StreamRequest {
     /// client certificates); `None` without TLS.
     #[cfg(feature = "tls")]
     pub fn tls_info(&self) -> Option<crate::tls::session::TlsInfo> {
-        self.tls.as_deref().map(TlsSession::info)
+        let layer = self.layer.as_deref()?;
+        let session = layer
+            .as_any()
+            .downcast_ref::<crate::tls::session::Session>()?;
+        Some(session.info())
     }
 
-    /// After a TLS handshake: reads and writes go through `session`, and
-    /// the read timeout the handshake set is forgotten.
-    #[cfg(feature = "tls")]
-    pub(crate) fn set_tls(&mut self, session: Box<TlsSession>) {
+    /// After a layer's handshake (TLS): reads and writes go through
+    /// `layer`, and the read timeout the handshake set is forgotten.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn set_layer(&mut self, layer: Box<dyn Layer>) {
         self.rcvtimeo = RcvTimeout::Unknown;
-        self.tls = Some(session);
+        self.layer = Some(layer);
         self.awaits_first = true;
     }
 
-    fn tls_has_plaintext(&mut self) -> bool {
-        self.tls
-            .as_deref_mut()
-            .is_some_and(TlsSession::has_plaintext)
+    fn layer_has_buffered(&mut self) -> bool {
+        self.layer.as_deref_mut().is_some_and(Layer::has_buffered)
     }
 }
 
@@ -909,8 +905,8 @@ impl Drop for StreamRequest {
     /// and `max_connections` is free before the peer can see the end.
     fn drop(&mut self) {
         self.registration = None;
-        if let Some(tls) = self.tls.as_deref_mut() {
-            tls.close(&self.conn);
+        if let Some(layer) = self.layer.as_deref_mut() {
+            layer.close(&self.conn);
         }
     }
 }
@@ -1013,7 +1009,7 @@ impl Write for StreamRequest {
             // All of it, within one write timeout.
             write_timed(
                 &self.conn,
-                self.tls.as_deref_mut(),
+                self.layer.as_deref_mut(),
                 buf,
                 self.timeouts.write,
             )
@@ -1029,7 +1025,7 @@ impl Write for StreamRequest {
         if !self.wbuf.is_empty() {
             let result = write_timed(
                 &self.conn,
-                self.tls.as_deref_mut(),
+                self.layer.as_deref_mut(),
                 &self.wbuf,
                 self.timeouts.write,
             );

@@ -291,7 +291,7 @@ impl Config {
 pub(crate) fn handshake(req: &mut StreamRequest, gate: &Gate, registry: &Registry) -> bool {
     match run_handshake(req, gate) {
         Ok(session) => {
-            req.set_tls(session);
+            req.set_layer(session);
             true
         }
         Err(Failed::Drained) => {

@@ -1,5 +1,5 @@
-//! One connection's TLS session once its handshake is complete: the layer
-//! between the request's buffers and the socket ([`Conn`]) that encrypts
+//! One connection's TLS session once its handshake is complete: the
+//! [`Layer`] between the request's buffers and the socket ([`Conn`]) that encrypts
 //! what the handler writes and decrypts what it reads. It knows the socket,
 //! not the request. [`TlsInfo`]: what the session negotiated.
 
@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use rustls::pki_types::CertificateDer;
 
 use crate::conn::Conn;
+use crate::layer::Layer;
 
 /// What a TLS session negotiated, from
 /// [`StreamRequest::tls_info`].
@@ -49,11 +50,28 @@ impl Session {
         send_all(&mut self.0, &mut &*conn)
     }
 
+    /// What the session negotiated.
+    pub(crate) fn info(&self) -> TlsInfo {
+        let c = &self.0;
+        TlsInfo {
+            protocol: c.protocol_version(),
+            cipher_suite: c.negotiated_cipher_suite().map(|s| s.suite()),
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            sni: c.server_name().map(str::to_owned),
+            peer_certificates: c
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Layer for Session {
     /// Reads records from `conn` until plaintext (or the end) is there,
     /// then returns it: `Ok(0)` after the peer's `close_notify`,
     /// `UnexpectedEof` when it closed without one, a socket error (a read
     /// timeout) as the socket reported it, `InvalidData` for a TLS error.
-    pub(crate) fn read(&mut self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&mut self, conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
         let mut io = conn;
         loop {
             match self.0.reader().read(buf) {
@@ -71,7 +89,7 @@ impl Session {
 
     /// Encrypts all of `buf` and sends it through `out` (the connection,
     /// or a writer bounding the whole write by a deadline).
-    pub(crate) fn write_all(&mut self, out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
+    fn write_all(&mut self, out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let n = self.0.writer().write(buf)?;
             if n == 0 && !self.0.wants_write() {
@@ -83,32 +101,22 @@ impl Session {
         Ok(())
     }
 
-    /// Whether decrypted bytes wait to be read (then the socket need not be
-    /// readable for a read to return at once).
-    pub(crate) fn has_plaintext(&mut self) -> bool {
+    /// Whether decrypted bytes (or the peer's `close_notify`) wait to be
+    /// read.
+    fn has_buffered(&mut self) -> bool {
         self.0
             .process_new_packets()
             .is_ok_and(|s| s.plaintext_bytes_to_read() > 0 || s.peer_has_closed())
     }
 
-    pub(crate) fn info(&self) -> TlsInfo {
-        let c = &self.0;
-        TlsInfo {
-            protocol: c.protocol_version(),
-            cipher_suite: c.negotiated_cipher_suite().map(|s| s.suite()),
-            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
-            sni: c.server_name().map(str::to_owned),
-            peer_certificates: c
-                .peer_certificates()
-                .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// A `close_notify` to the peer, best effort (on a clean end).
-    pub(crate) fn close(&mut self, conn: &Conn) {
+    /// A `close_notify` to the peer, best effort.
+    fn close(&mut self, conn: &Conn) {
         self.0.send_close_notify();
         let _ = self.send_queued(conn);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
