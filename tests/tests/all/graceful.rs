@@ -2,6 +2,8 @@
 //! is left is cut; handlers can see that the server is stopping.
 
 use std::io::{self, BufRead, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use socketserver::transport::Tcp;
@@ -121,25 +123,41 @@ fn idle_clients_are_closed_at_once_under_green() {
     idle_clients_are_closed_at_once(Green::new().threads(2));
 }
 
-/// Reads 4-byte records; a client that sent half of one is busy.
-fn records(req: &mut StreamRequest) -> io::Result<()> {
-    let mut record = [0u8; 4];
-    loop {
-        match req.read_message(|r| io::Read::read_exact(r, &mut record)) {
-            Ok(()) => req.write_all(&record)?,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+/// Reads 4-byte records; a client that sent half of one is busy. Counts
+/// in `begun` the records whose first byte it has read, so that a test
+/// knows when a client is in the middle of one (rather than sleep and hope).
+fn records(
+    begun: &Arc<AtomicUsize>,
+) -> impl Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync + 'static {
+    let begun = Arc::clone(begun);
+    move |req: &mut StreamRequest| {
+        let mut record = [0u8; 4];
+        loop {
+            match req.read_message(|r| {
+                io::Read::read_exact(r, &mut record[..1])?;
+                begun.fetch_add(1, Ordering::SeqCst);
+                io::Read::read_exact(r, &mut record[1..])
+            }) {
+                Ok(()) => req.write_all(&record)?,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
     }
 }
 
 fn a_client_in_the_middle_of_a_message_is_cut_at_the_deadline(strategy: impl Strategy) {
-    let serving = serve(strategy, records);
-    let mut busy = tcp_client(&serving.addr);
-    busy.write_all(b"ab").unwrap(); // half a record
+    let begun = Arc::new(AtomicUsize::new(0));
+    let serving = serve(strategy, records(&begun));
     let mut idle = tcp_client(&serving.addr);
     assert_eq!(stream_roundtrip(&mut idle, b"abcd").unwrap(), b"abcd");
-    std::thread::sleep(Duration::from_millis(50)); // both handlers wait
+    let mut busy = tcp_client(&serving.addr);
+    busy.write_all(b"ab").unwrap(); // half a record
+                                    // Both handlers wait: the idle one for a record, the busy one in the
+                                    // middle of its second.
+    wait_until(DEADLINE, "the busy client's record is begun", || {
+        begun.load(Ordering::SeqCst) == 2
+    });
     let server = serving.stop();
     let report = within(DEADLINE, "close_gracefully", move || {
         server.close_gracefully(Duration::from_millis(300))
@@ -165,11 +183,15 @@ fn a_client_in_the_middle_of_a_message_is_cut_at_the_deadline(strategy: impl Str
 fn with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick(
     strategy: impl Strategy,
 ) {
-    // The busy request answers 300 ms after its line arrived.
-    let serving = serve(strategy, |req: &mut StreamRequest| {
+    // The busy request answers 300 ms after its line arrived (and says
+    // when it did).
+    let slow_read = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&slow_read);
+    let serving = serve(strategy, move |req: &mut StreamRequest| {
         let mut line = String::new();
         while req.read_line(&mut line)? > 0 {
             if line.trim() == "slow" {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(300));
             }
             req.write_all(line.as_bytes())?;
@@ -190,7 +212,11 @@ fn with_1000_idle_clients_and_1_busy_the_busy_reply_arrives_and_close_is_quick(
     }
     let mut busy = tcp_client(&serving.addr);
     busy.write_all(b"slow\n").unwrap();
-    std::thread::sleep(Duration::from_millis(20)); // the line is in
+    // The stop comes while the busy request runs (a line still unread
+    // would make it an idle connection, closed at once).
+    wait_until(DEADLINE, "the busy line is read", || {
+        slow_read.load(std::sync::atomic::Ordering::SeqCst)
+    });
     let server = serving.stop();
     let report = within(DEADLINE, "close_gracefully", move || {
         server.close_gracefully(Duration::from_secs(5))
@@ -226,16 +252,42 @@ fn with_only_idle_clients_close_takes_milliseconds(strategy: impl Strategy) {
     assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
 }
 
+/// Whether a TCP socket of this process's network namespace listens on
+/// 127.0.0.1:`port` (a LISTEN line, state `0A`, in /proc/net/tcp).
+fn listening(port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[3] == "0A"
+        })
+}
+
 fn new_clients_are_refused_once_the_drain_begins(strategy: impl Strategy) {
-    let serving = serve(strategy, records);
+    let begun = Arc::new(AtomicUsize::new(0));
+    let serving = serve(strategy, records(&begun));
     let mut busy = tcp_client(&serving.addr);
     busy.write_all(b"ab").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until(DEADLINE, "the busy client's record is begun", || {
+        begun.load(Ordering::SeqCst) == 1
+    });
     let addr = serving.addr.as_inet().unwrap();
     let server = serving.stop();
-    let closing = std::thread::spawn(move || server.close_gracefully(Duration::from_millis(500)));
-    std::thread::sleep(Duration::from_millis(100)); // the drain has begun
+    // The busy client holds the drain for its whole deadline.
+    let closing = std::thread::spawn(move || server.close_gracefully(Duration::from_secs(2)));
+    wait_until(
+        DEADLINE,
+        "the drain has begun (the listener is closed)",
+        || !listening(addr.port()),
+    );
     let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert!(
+        !closing.is_finished(),
+        "the listener was closed only when the drain ended"
+    );
     assert_eq!(
         refused.map(drop).map_err(|e| e.kind()),
         Err(io::ErrorKind::ConnectionRefused),
