@@ -303,16 +303,19 @@ fn serve_prepared(
         m.shutdown_handle()
             .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
     }
-    {
+    let metrics_address = metrics.as_ref().map(|m| m.address());
+    let print = |services: &[Box<dyn Service>]| -> io::Result<()> {
         let mut out = io::stdout().lock();
-        print_listening(&mut out, &services)?;
-        if let Some(m) = &metrics {
-            crate::listening::print_metrics(&mut out, &m.address())?;
+        print_listening(&mut out, services)?;
+        if let Some(a) = &metrics_address {
+            crate::listening::print_metrics(&mut out, a)?;
         }
-    }
+        Ok(())
+    };
     if services.is_empty() {
-        return Ok(());
+        return print(&services);
     }
+    let own = services.len();
     // Served, stopped and handed over in an upgrade as the others are (its
     // socket last, as the new process binds it last).
     let with_metrics = metrics.is_some();
@@ -327,6 +330,10 @@ fn serve_prepared(
     } else {
         Some(Arc::new(Upgrading::start(&services, pid_file.as_ref())?))
     };
+    // The `listening on` lines once SIGUSR2 is watched for too: a script may
+    // upgrade as soon as it has read them (before, a SIGUSR2 that quick
+    // found no watcher yet and its default action ended the process).
+    print(&services[..own])?;
     if with_metrics {
         // The demo's own last service stays the one on this thread.
         services.rotate_right(1);

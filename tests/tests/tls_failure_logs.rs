@@ -1,7 +1,6 @@
 //! Failed TLS handshakes are client errors: each is counted, but logged at
 //! most once a second (with the count of those not logged), so a scanner or
-//! a flood of bad clients cannot fill the server's log. The lines counted
-//! are those naming this test's clients: the throttle is the server's own.
+//! a flood of bad clients cannot fill the server's log.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -17,14 +16,9 @@ fn a_hundred_failed_handshakes_log_a_few_lines_and_count_them_all() {
     let cert = make_cert(&dir, "server");
     let server = TlsServer::start(Threading::new(), &cert, Duration::from_secs(5));
     const BAD: u64 = 100;
-    let mut peers = Vec::new();
     for _ in 0..BAD {
         // Not a TLS record: the handshake fails at once.
         let mut c = tcp_client(&server.address);
-        peers.push(format!(
-            "TLS handshake with {} failed",
-            c.local_addr().unwrap()
-        ));
         let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
         let mut buf = [0u8; 64];
         let _ = c.read(&mut buf);
@@ -32,12 +26,7 @@ fn a_hundred_failed_handshakes_log_a_few_lines_and_count_them_all() {
     wait_until(DEADLINE, "every failure counted", || {
         server.stats().failed >= BAD
     });
-    // This server's lines (other tests of this binary fail handshakes too).
-    let lines: Vec<String> = log
-        .find(log::Level::Info, &["TLS handshake with", "failed"])
-        .into_iter()
-        .filter(|l| peers.iter().any(|p| l.contains(p.as_str())))
-        .collect();
+    let lines = log.find(log::Level::Info, &["TLS handshake with", "failed"]);
     // One a second: the 100 fail within a few seconds even on a slow
     // machine; generous bound, far below one per failure.
     assert!(
