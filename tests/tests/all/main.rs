@@ -8,7 +8,9 @@
 //! directory (`tests/tests/*.rs`): tests that count this process's threads
 //! or descriptors or measure its memory (`threading`, `lifecycle`,
 //! `volume`, `green_maps`, `green_stack`), raise its limits (`green_maps`),
-//! assert on a log line throttled for the whole process (`tls_names`), or
+//! assert on a log line throttled for the whole process (`tls_names`), count
+//! log lines that name only a client's address, which other tests' clients
+//! reuse (`tls_failure_logs`), or
 //! run as a step of their own in `.ci/run` (`partition`). A new file goes
 //! here (a `mod` line below) unless it is one of those.
 
@@ -48,7 +50,6 @@ mod stream_io;
 mod timeouts;
 mod tls;
 mod tls_expired;
-mod tls_failure_logs;
 mod tls_mutual;
 mod tls_processes;
 mod udp;
