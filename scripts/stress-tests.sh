@@ -7,8 +7,10 @@
 #
 # RUNS (default 3) runs of `cargo test --workspace` (or of `cargo test
 # ARGS...`, e.g. `scripts/stress-tests.sh 10 -p socketserver-tests --test
-# threading`), one after another, each while STRESS_BUSY (default 4) busy
-# loops keep every core busy. Stops at the first failing run and prints
+# threading`, or one module of a shared test binary:
+# `scripts/stress-tests.sh 10 -p socketserver-tests --test all -- framing::`),
+# one after another, each while STRESS_BUSY (default 4) busy loops keep
+# every core busy. Stops at the first failing run and prints
 # which tests failed and their output; the logs are in target/stress/.
 # The busy loops are killed on exit, however the script ends.
 set -uo pipefail
@@ -31,9 +33,15 @@ trap stop_hogs EXIT
 trap 'exit 130' INT TERM
 
 # Build first, without the load: the runs then measure the tests, not the
-# compiler.
-echo "== building the tests (cargo test $* --no-run)"
-if ! cargo test "$@" --no-run >"$logs/build.log" 2>&1; then
+# compiler. `--no-run` goes before a `--` (what follows it is the test
+# binaries' own arguments, e.g. `--test all -- framing::`).
+build=()
+for arg in "$@"; do
+  [ "$arg" = "--" ] && break
+  build+=("$arg")
+done
+echo "== building the tests (cargo test ${build[*]} --no-run)"
+if ! cargo test "${build[@]}" --no-run >"$logs/build.log" 2>&1; then
   tail -40 "$logs/build.log"
   echo "stress: the build failed (full log: $logs/build.log)"
   exit 1

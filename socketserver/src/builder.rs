@@ -20,7 +20,7 @@ use crate::{DatagramHandler, IpNet, LimitPolicy, Server, StreamHandler, DEFAULT_
 /// [`unixgram`](Self::unixgram), or [`build`](Self::build) on a transport
 /// made elsewhere.
 ///
-/// ```
+/// ```no_run
 /// use socketserver::{Pool, Server, StreamRequest};
 ///
 /// let server = Server::builder()
@@ -134,7 +134,7 @@ impl<S: Strategy> Builder<S> {
     /// fails with `ETIMEDOUT`, counted in
     /// [`Stats::peer_gone`](crate::Stats::peer_gone).
     ///
-    /// ```
+    /// ```no_run
     /// use socketserver::transport::Keepalive;
     /// use socketserver::{Server, StreamRequest, Threading};
     /// use std::time::Duration;
@@ -240,7 +240,7 @@ impl<S: Strategy> Builder<S> {
     ///
     /// [`StreamRequest::read_message`]: crate::StreamRequest::read_message
     ///
-    /// ```
+    /// ```no_run
     /// use socketserver::{Server, StreamRequest, Threading};
     /// use std::time::Duration;
     ///
@@ -326,7 +326,7 @@ impl<S: Strategy> Builder<S> {
     ///
     /// [`StreamRequest::pre_handler`]: crate::StreamRequest::pre_handler
     ///
-    /// ```
+    /// ```no_run
     /// use socketserver::{Server, StreamRequest, Threading};
     ///
     /// let server = Server::builder()

@@ -40,7 +40,7 @@ use crate::ShutdownHandle;
 /// guard (four pages) below: a handler that overflows it hits the guard and
 /// never writes past its stack into other memory.
 ///
-/// ```
+/// ```no_run
 /// use socketserver::{Green, Server, StreamRequest};
 ///
 /// let server = Server::builder()

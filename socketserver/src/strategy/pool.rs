@@ -27,7 +27,7 @@ use crate::ShutdownHandle;
 /// already sent its message is served; one whose client has said nothing
 /// yet is idle and closed at once. Then the workers exit and are joined.
 ///
-/// ```
+/// ```no_run
 /// use socketserver::{Pool, Server, StreamRequest};
 ///
 /// let server = Server::builder()

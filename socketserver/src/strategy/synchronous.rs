@@ -10,7 +10,7 @@ use crate::ShutdownHandle;
 /// and for teaching; a stream client that stays connected blocks every
 /// other client until it leaves.
 ///
-/// ```
+/// ```no_run
 /// use socketserver::{Server, StreamRequest, Synchronous};
 ///
 /// let server = Server::builder()

@@ -40,7 +40,7 @@ use crate::ShutdownHandle;
 /// in the OS (`top -H`, /proc: the first 15 bytes), but
 /// `std::thread::current().name()` keeps its first name.
 ///
-/// ```
+/// ```no_run
 /// use socketserver::{Server, StreamRequest, Threading};
 ///
 /// let server = Server::builder()
@@ -121,7 +121,7 @@ impl Threading {
     /// new thread per request, as in Python). See
     /// [Keeping threads alive](Threading#keeping-threads-alive).
     ///
-    /// ```
+    /// ```no_run
     /// use socketserver::{DatagramRequest, Server, Threading};
     /// use std::time::Duration;
     ///

@@ -40,7 +40,7 @@ use crate::{Address, ShutdownHandle};
 /// [`Builder`](crate::Builder) (or start from `SocketOptions::default()` and
 /// set fields, for a transport's own `bind`).
 ///
-/// ```
+/// ```no_run
 /// use socketserver::transport::{SocketOptions, Tcp};
 ///
 /// let mut options = SocketOptions::default();

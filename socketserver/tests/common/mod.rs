@@ -1,5 +1,5 @@
 //! What the tests that run the `echo_server` example as a process share.
-//! Each test file compiles this module on its own and uses part of it.
+//! The test files (modules of `all/main.rs`) use part of it each.
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! A single-threaded `Forking` server for `tests/tests/forking.rs`: forking
+//! A single-threaded `Forking` server for `tests/tests/all/forking.rs`: forking
 //! is only safe from a process with no other threads, so the forking tests
 //! run their servers in this process rather than in the test harness.
 //!

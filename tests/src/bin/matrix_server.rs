@@ -1,4 +1,4 @@
-//! The server of the composition matrix (`tests/tests/matrix.rs`): one
+//! The server of the composition matrix (`tests/tests/all/matrix.rs`): one
 //! strategy, one layer stack, the limits asked for, run as a process of its
 //! own (so `Forking` and `PreFork` fork from a process with one thread).
 //!

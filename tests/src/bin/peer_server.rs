@@ -1,5 +1,5 @@
 //! A TCP server of any strategy for the tests of vanished peers
-//! (`tests/tests/keepalive.rs`, `tests/tests/partition.rs`), run as a
+//! (`tests/tests/all/keepalive.rs`, `tests/tests/partition.rs`), run as a
 //! process of its own (so that `Forking` and `PreFork` fork from a
 //! single-threaded process, and so that it can run inside a network
 //! namespace).

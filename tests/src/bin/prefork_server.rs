@@ -1,4 +1,4 @@
-//! A `PreFork` TCP server for `tests/tests/prefork.rs`, run as a process of
+//! A `PreFork` TCP server for `tests/tests/all/prefork.rs`, run as a process of
 //! its own (forking from the multi-threaded test harness would be the
 //! hazard `Forking` warns about).
 //!
