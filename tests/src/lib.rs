@@ -734,3 +734,33 @@ fn kill(target: libc::pid_t, signal: i32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// The full name of the calling module's test `name` in whichever test
+/// binary runs it (the module path without the crate's name), for
+/// `--exact` when a test runs itself again in a child process.
+#[macro_export]
+macro_rules! test_name {
+    ($name:expr $(,)?) => {
+        $crate::qualified_test_name(module_path!(), $name)
+    };
+}
+
+/// `module::name` without the crate's own first segment (see
+/// [`test_name!`]).
+pub fn qualified_test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, module)) => format!("{module}::{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Recurses until the stack runs out (1 KiB a frame): what a handler that
+/// overflows its stack runs.
+#[inline(never)]
+pub fn bottomless(n: u64) -> u64 {
+    let frame = std::hint::black_box([n as u8; 1024]);
+    if std::hint::black_box(n) == u64::MAX {
+        return 0;
+    }
+    bottomless(n + 1) + u64::from(frame[n as usize % 1024])
+}

@@ -389,7 +389,7 @@ fn a_handler_panic_while_other_coroutines_are_mid_request_prints_nothing_to_stde
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            &test_name(
+            &test_name!(
                 "a_handler_panic_while_other_coroutines_are_mid_request_prints_nothing_to_stderr",
             ),
             "--test-threads=1",
@@ -440,15 +440,4 @@ fn data_then_a_half_close_is_echoed_to_the_end_every_time() {
         assert!(back == data, "round {round}: {} bytes back", back.len());
     }
     running.stop();
-}
-
-/// The full name of this module's test `name` in whichever test binary
-/// runs it (the module path without the crate's name), for `--exact`.
-fn test_name(name: &str) -> String {
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    if module.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{module}::{name}")
-    }
 }

@@ -16,16 +16,6 @@ use socketserver_tests::*;
 /// Set in the child process.
 const CHILD: &str = "SOCKETSERVER_TEST_GREEN_COMPANION_OVERFLOW";
 
-/// Recurses until the stack runs out (1 KiB a frame).
-#[inline(never)]
-fn bottomless(n: u64) -> u64 {
-    let frame = std::hint::black_box([n as u8; 1024]);
-    if std::hint::black_box(n) == u64::MAX {
-        return 0;
-    }
-    bottomless(n + 1) + u64::from(frame[n as usize % 1024])
-}
-
 /// A line echo server of one worker: `joined` runs a bottomless companion
 /// and joins it (then tries to reply); `detached` starts one and goes on
 /// reading lines.
@@ -140,7 +130,7 @@ fn a_companion_that_overflows_costs_its_request_s_connection_only() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            &test_name("a_companion_that_overflows_costs_its_request_s_connection_only"),
+            &test_name!("a_companion_that_overflows_costs_its_request_s_connection_only"),
             "--test-threads=1",
             "--nocapture",
         ])
@@ -170,15 +160,4 @@ fn a_companion_that_overflows_costs_its_request_s_connection_only() {
         status.signal(),
         std::fs::read_to_string(&out).unwrap_or_default()
     );
-}
-
-/// The full name of this module's test `name` in whichever test binary
-/// runs it (the module path without the crate's name), for `--exact`.
-fn test_name(name: &str) -> String {
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    if module.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{module}::{name}")
-    }
 }

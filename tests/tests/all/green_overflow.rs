@@ -11,16 +11,6 @@ use std::sync::Arc;
 use socketserver::{Green, Server, StreamRequest};
 use socketserver_tests::*;
 
-/// Recurses until the stack runs out (1 KiB a frame).
-#[inline(never)]
-fn bottomless(n: u64) -> u64 {
-    let frame = std::hint::black_box([n as u8; 1024]);
-    if std::hint::black_box(n) == u64::MAX {
-        return 0;
-    }
-    bottomless(n + 1) + u64::from(frame[n as usize % 1024])
-}
-
 /// A line echo server of one worker; the line `deep` recurses without bound.
 fn server() -> Arc<Server<socketserver::transport::Tcp, Green, impl socketserver::StreamHandler>> {
     let server = Server::builder()
@@ -131,7 +121,7 @@ fn a_fault_outside_a_coroutine_guard_still_ends_the_process() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            &test_name("a_fault_outside_a_coroutine_guard_still_ends_the_process"),
+            &test_name!("a_fault_outside_a_coroutine_guard_still_ends_the_process"),
             "--test-threads=1",
         ])
         .env(CHILD, "1")
@@ -202,15 +192,4 @@ fn a_datagram_handler_that_overflows_costs_that_datagram_only() {
     within(DEADLINE, "serve_forever returns", move || thread.join())
         .expect("serve_forever thread")
         .expect("serve_forever");
-}
-
-/// The full name of this module's test `name` in whichever test binary
-/// runs it (the module path without the crate's name), for `--exact`.
-fn test_name(name: &str) -> String {
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    if module.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{module}::{name}")
-    }
 }
