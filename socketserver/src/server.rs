@@ -846,8 +846,14 @@ impl<T: Transport, S: Strategy, H> Core<T, S, H> {
             }
             if !self.shutdown.is_shutdown_requested() {
                 // A wake-up that is no stop (a freed slot), left for the
-                // loop to read: look again once it had the chance.
-                std::thread::sleep(Duration::from_millis(10));
+                // loop to read: look again once it had the chance, unless
+                // the loop returns meanwhile (a sleep here held the loop's
+                // return up to 10 ms while it joined this thread).
+                if sys::poll_read(Some(stopped.as_fd()), -1, Some(Duration::from_millis(10)))
+                    .is_ok_and(|r| r.socket)
+                {
+                    return;
+                }
                 continue;
             }
             let end = deadline_after(self.close_timeout);
