@@ -11,7 +11,7 @@ use crate::conn::Conn;
 use crate::layer::Layer;
 
 /// What a TLS session negotiated, from
-/// [`StreamRequest::tls_info`].
+/// [`StreamRequest::tls_info`](crate::StreamRequest::tls_info).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TlsInfo {
