@@ -110,6 +110,17 @@ fn unix(path: &std::path::Path) -> UnixStream {
     s
 }
 
+/// Two TCP listeners on 127.0.0.1.
+fn two_tcp_listeners() -> Listeners {
+    let options = SocketOptions::default();
+    let mut set = Listeners::new().unwrap();
+    for _ in 0..2 {
+        set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
+            .unwrap();
+    }
+    set
+}
+
 /// 127.0.0.1, `::1` and `dir/s.sock`, in that order.
 fn three_listeners(dir: &TempDir) -> Listeners {
     let options = SocketOptions::default();
@@ -281,12 +292,7 @@ fn a_plain_listener_beside_the_servers_tls() {
 
 #[test]
 fn max_per_ip_counts_a_client_over_both_tcp_listeners() {
-    let options = SocketOptions::default();
-    let mut set = Listeners::new().unwrap();
-    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
-        .unwrap();
-    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
-        .unwrap();
+    let set = two_tcp_listeners();
     let live = Live::start(
         Server::builder()
             .strategy(Threading::new())
@@ -319,12 +325,7 @@ fn max_per_ip_counts_a_client_over_both_tcp_listeners() {
 
 #[test]
 fn a_flooded_listener_does_not_starve_another() {
-    let options = SocketOptions::default();
-    let mut set = Listeners::new().unwrap();
-    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
-        .unwrap();
-    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
-        .unwrap();
+    let set = two_tcp_listeners();
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&order);
     let server = Server::builder()
@@ -582,12 +583,7 @@ fn sigusr2_hands_every_listener_to_the_new_process_under_prefork() {
 
 #[test]
 fn handle_request_takes_one_connection_from_any_listener() {
-    let options = SocketOptions::default();
-    let mut set = Listeners::new().unwrap();
-    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
-        .unwrap();
-    set.push(Tcp::bind("127.0.0.1:0", &options).unwrap())
-        .unwrap();
+    let set = two_tcp_listeners();
     let server = Server::builder()
         .timeout(Some(DEADLINE))
         .build(set, Tagged::default())
