@@ -764,3 +764,33 @@ pub fn bottomless(n: u64) -> u64 {
     }
     bottomless(n + 1) + u64::from(frame[n as usize % 1024])
 }
+
+/// Asserts that `promtool check metrics` accepts `text` without a
+/// complaint; skips, saying so, when promtool is not installed (Debian
+/// package prometheus).
+pub fn promtool_accepts(text: &str) {
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool check: skipped: promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {:?}\n{}{}\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -116,28 +116,7 @@ fn the_metrics_endpoint_counts_both_servers_apart_and_promtool_accepts_it() {
     assert_eq!(s("socketserver_accepted_total", &udp_label), 0.0);
     assert_eq!(s("socketserver_received_bytes_total", &tcp_label), 18.0);
     assert_eq!(s("socketserver_sent_bytes_total", &tcp_label), 18.0);
-    if have("promtool", "promtool check") {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    socketserver_tests::promtool_accepts(&text);
 }
 
 #[test]

@@ -72,33 +72,6 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-fn promtool_accepts(text: &str) {
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("promtool check: skipped: promtool is not installed (Debian package prometheus)");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {:?}\n{}{}\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn the_exposition_counts_outcomes_bytes_and_durations_and_promtool_accepts_it() {
     let (server, t) = start(None);
@@ -132,7 +105,7 @@ fn the_exposition_counts_outcomes_bytes_and_durations_and_promtool_accepts_it() 
     );
     assert!(s("socketserver_request_duration_seconds_sum") > 0.0);
     assert_eq!(s("socketserver_draining"), 0.0);
-    promtool_accepts(&text);
+    socketserver_tests::promtool_accepts(&text);
     server.close_gracefully(DEADLINE);
     assert_eq!(
         sample(&metrics.render(), "socketserver_draining{server=\"main\"}"),
@@ -194,7 +167,7 @@ fn refusals_are_counted_by_reason_and_servers_apart_by_label() {
         ),
         0.0
     );
-    promtool_accepts(&text);
+    socketserver_tests::promtool_accepts(&text);
     drop(held);
     full.shutdown();
     other.shutdown();
@@ -239,7 +212,7 @@ fn the_endpoint_answers_get_metrics_and_refuses_the_rest() {
         body.contains("socketserver_accepted_total{server=\"main\"} 0\n"),
         "{body}"
     );
-    promtool_accepts(body);
+    socketserver_tests::promtool_accepts(body);
 
     let head_only = http(at, "HEAD /metrics HTTP/1.0\r\n\r\n");
     assert!(head_only.starts_with("HTTP/1.1 200 OK"), "{head_only}");
