@@ -293,6 +293,11 @@ where
         self.0.handed_over.load(Ordering::SeqCst)
     }
 
+    fn stop_listening(&self) {
+        // The transport's own check leaves a handed-over socket alone.
+        self.0.transport.stop_listening();
+    }
+
     fn wait(
         &self,
         also: Option<std::os::fd::BorrowedFd<'_>>,

@@ -437,6 +437,35 @@ where
     Ok(())
 }
 
+/// [`serve_until_signalled`], and SIGUSR2 upgrades the server as well
+/// (`reload::Upgrade::serve`): a new copy of the program, started with the
+/// same arguments, takes the listening sockets over, and this one returns
+/// once its connections are done, saying `now served by process PID` on
+/// stderr. For the test servers in src/bin started with `--upgrade`.
+pub fn serve_upgradable<T, S, H>(server: socketserver::Server<T, S, H>) -> io::Result<()>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
+    use socketserver::reload::{Served, Upgrade};
+    server
+        .shutdown_handle()
+        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "listening on {}", server.url())?;
+        out.flush()?;
+    }
+    match Upgrade::new()?.serve(&server)? {
+        Served::Stopped => server.server_close(),
+        Served::Upgraded { successor, .. } => {
+            eprintln!("now served by process {successor}");
+        }
+    }
+    Ok(())
+}
+
 /// Log records captured by [`LogCapture`].
 static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
 
@@ -537,8 +566,8 @@ pub fn process_ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
 /// A test server binary (`fork_server`, `prefork_server`) run as a process
 /// group of its own: started with a deadline on its `listening on URL`
 /// line, both pipes drained on threads (so it never blocks on a full pipe),
-/// its stderr collected, and the whole group killed (SIGKILL) if it still
-/// runs when dropped.
+/// its stderr collected, and the whole group killed (SIGKILL) when dropped
+/// (the server, and a successor of an upgrade that outlived it).
 pub struct ServerProcess {
     child: std::process::Child,
     /// The URL of its `listening on URL` line.
@@ -689,6 +718,11 @@ impl ServerProcess {
         }
     }
 
+    /// Whether it has exited (it is not waited for).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     /// SIGTERM, then its exit status (within `limit`) and how long the exit
     /// took after the signal.
     pub fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
@@ -715,9 +749,14 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    /// Kills its process group: the server, if it still runs, and whatever
+    /// it started that outlives it (a successor after an upgrade).
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        let running = self.child.try_wait().ok().flatten().is_none();
+        if running || !group_members(self.pid()).is_empty() {
             let _ = kill(-(self.pid() as libc::pid_t), libc::SIGKILL);
+        }
+        if running {
             let _ = self.child.wait();
         }
     }

@@ -242,6 +242,13 @@ pub trait ServerLoop {
         false
     }
 
+    /// Closes the listening sockets to new clients (refused from now on,
+    /// those queued reset), as a graceful close does first: for a strategy
+    /// whose loop ends in a drain of its own (`PreFork` drains its
+    /// children before `serve_forever` returns). Nothing after a hand-over
+    /// (the socket serves the successor). Default: nothing.
+    fn stop_listening(&self) {}
+
     /// Waits until a shutdown is asked (returns `true`), `also` is readable
     /// or `timeout` passes (`false`).
     fn wait(&self, also: Option<BorrowedFd<'_>>, timeout: Option<Duration>) -> io::Result<bool>;

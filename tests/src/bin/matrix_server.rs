@@ -5,7 +5,7 @@
 //! ```text
 //! matrix_server ADDR STRATEGY [--tls-cert=PEM --tls-key=PEM] [--proxy]
 //!               [--max-connections=N] [--max-per-ip=N] [--max-pre-handler=N]
-//!               [--message-timeout-ms=N] [--close-timeout-ms=N]
+//!               [--message-timeout-ms=N] [--close-timeout-ms=N] [--upgrade]
 //! ```
 //!
 //! STRATEGY: synchronous, threading, pool, forking, prefork,
@@ -15,13 +15,20 @@
 //! Each connection is served line by line: `panic` panics in the handler,
 //! `json TEXT` parses TEXT as JSON (`ok` or an error that ends the
 //! connection), `sleep MS` waits (in the strategy's own way) then echoes,
-//! `stats` answers `refused=N`, anything else is echoed; a line over 64 KiB
-//! ends the connection. Prints `listening on URL`, serves until SIGTERM or
-//! SIGINT, closes gracefully (`--close-timeout-ms`, default 5 s) and
-//! exits 0.
+//! `pid` answers the pid of the server's own process (the one that printed
+//! `listening on`, not a forked child), anything else is echoed; a line
+//! over 64 KiB ends the connection. Prints `listening on URL`, serves until
+//! SIGTERM or SIGINT, closes gracefully (`--close-timeout-ms`, default 5 s)
+//! and exits 0.
+//!
+//! `--upgrade`: SIGUSR2 upgrades the server (`reload::Upgrade::serve`): a
+//! new copy of this program, with the same arguments, takes the listening
+//! socket over (it adopts the inherited socket instead of binding ADDR),
+//! and this one exits 0 once its connections are done.
 
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use socketserver::proxy::ProxyProtocol;
@@ -30,6 +37,9 @@ use socketserver::{
 };
 
 const MAX_LINE: u64 = 64 * 1024;
+
+/// The pid of the process that started serving (forked children keep it).
+static SERVER_PID: OnceLock<u32> = OnceLock::new();
 
 fn serve(req: &mut StreamRequest) -> io::Result<()> {
     let mut line = String::new();
@@ -52,6 +62,8 @@ fn serve(req: &mut StreamRequest) -> io::Result<()> {
             let value: serde_json::Value = serde_json::from_str(json)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             writeln!(req, "ok {}", value.is_object())?;
+        } else if text == "pid" {
+            writeln!(req, "{}", SERVER_PID.get().copied().unwrap_or(0))?;
         } else if let Some(ms) = text.strip_prefix("sleep ") {
             socketserver::green::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
             req.write_all(line.as_bytes())?;
@@ -90,12 +102,24 @@ fn run<S: Strategy>(strategy: S, addr: &str, args: &[String]) -> io::Result<()> 
     if let Some(config) = socketserver_tests::tls::config_from_args(args)? {
         builder = builder.tls(config);
     }
-    let server = builder.tcp(addr, serve)?;
-    socketserver_tests::serve_until_signalled(server)
+    // Started by an upgrade: the socket handed over, not ADDR.
+    let server = match socketserver::activation::listeners()?.pop() {
+        Some(socketserver::activation::Listener::Tcp(l)) => {
+            builder.build(socketserver::transport::Tcp::from_std(l)?, serve)?
+        }
+        Some(other) => return Err(io::Error::other(format!("inherited {other:?}"))),
+        None => builder.tcp(addr, serve)?,
+    };
+    if args.iter().any(|a| a == "--upgrade") {
+        socketserver_tests::serve_upgradable(server)
+    } else {
+        socketserver_tests::serve_until_signalled(server)
+    }
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    SERVER_PID.get_or_init(std::process::id);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let [addr, strategy] = positional[..] else {

@@ -24,7 +24,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use socketserver::activation::Listener;
-use socketserver::reload::{Served, Upgrade};
 use socketserver::transport::{Listeners, SocketOptions, Tcp, Unix};
 use socketserver::{
     Forking, Green, Pool, PreFork, Server, Strategy, StreamRequest, Synchronous, Threading,
@@ -62,24 +61,11 @@ fn run<S: Strategy>(strategy: S, dir: &Path, upgrade: bool) -> io::Result<()> {
     let server = Server::builder()
         .strategy(strategy)
         .build(listeners, serve)?;
-    if !upgrade {
-        return socketserver_tests::serve_until_signalled(server);
+    if upgrade {
+        socketserver_tests::serve_upgradable(server)
+    } else {
+        socketserver_tests::serve_until_signalled(server)
     }
-    server
-        .shutdown_handle()
-        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
-    {
-        let mut out = io::stdout().lock();
-        writeln!(out, "listening on {}", server.url())?;
-        out.flush()?;
-    }
-    match Upgrade::new()?.serve(&server)? {
-        Served::Stopped => server.server_close(),
-        Served::Upgraded { successor, .. } => {
-            eprintln!("several_server: now served by process {successor}");
-        }
-    }
-    Ok(())
 }
 
 fn main() -> ExitCode {

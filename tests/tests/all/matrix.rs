@@ -9,11 +9,13 @@
 //! handler panic costs one connection; client input that makes the handler
 //! fail (JSON past serde's depth limit, an oversized line) costs one
 //! connection, while JSON at the limit is served; the message deadline cuts
-//! a trickler; the pre-handler budget keeps a silent flood from keeping a
-//! real client out (layers with a handshake); `max_per_ip` and
+//! a trickler; the pre-handler budget keeps a silent and a dribbling flood
+//! from keeping a real client out (layers with a handshake); `max_per_ip` and
 //! `max_connections` are exact for the whole server; SIGTERM closes idle
-//! connections at once, lets a busy request finish, and exits within the
-//! close deadline.
+//! connections at once, refuses new clients, lets a busy request finish,
+//! and exits within the close deadline; a SIGUSR2 upgrade under load loses, refuses and resets
+//! nothing, and the old process serves the connections it holds, idle ones
+//! included, to their end.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -307,26 +309,58 @@ fn the_message_deadline_cuts_a_trickler(cell: &Cell) {
     );
 }
 
-fn a_silent_flood_cannot_keep_a_real_client_out(cell: &Cell) {
+/// The first bytes a layer waits for, complete only far in the future: a
+/// PROXY v2 header, or a TLS record header announcing 512 bytes of
+/// ClientHello.
+fn handshake_prefix(cell: &Cell) -> Vec<u8> {
+    if cell.layer.proxy() {
+        proxy_v2("127.0.0.9".parse().unwrap(), cell.addr())
+    } else {
+        let mut record = vec![0x16, 0x03, 0x01, 0x02, 0x00];
+        record.resize(5 + 512, 0);
+        record
+    }
+}
+
+fn a_silent_and_a_dribbling_flood_cannot_keep_a_real_client_out(cell: &Cell) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     // Connected and silent: no PROXY header, no ClientHello.
-    let flood: Vec<TcpStream> = (0..5 * BUDGET)
+    let silent: Vec<TcpStream> = (0..3 * BUDGET)
         .map(|_| TcpStream::connect(cell.addr()).unwrap())
         .collect();
-    let started = Instant::now();
-    let mut real = cell.connect();
-    assert_eq!(
-        ask(&mut *real, "let me in").unwrap(),
-        "let me in",
-        "{}",
-        cell.name()
-    );
-    assert!(
-        started.elapsed() < PROMPT,
-        "{}: served after {:?}",
-        cell.name(),
-        started.elapsed()
-    );
-    drop(flood);
+    // Connected and dribbling a handshake, one byte at a time.
+    let mut dribbling: Vec<TcpStream> = (0..3 * BUDGET)
+        .map(|_| TcpStream::connect(cell.addr()).unwrap())
+        .collect();
+    let prefix = handshake_prefix(cell);
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            // Bounded by the prefix (`PROXY` is 28 bytes: the header stays
+            // incomplete until its last byte).
+            for byte in prefix.iter().take(prefix.len() - 1) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for d in &mut dribbling {
+                    let _ = d.write_all(std::slice::from_ref(byte));
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = Instant::now();
+        let mut real = cell.connect();
+        let answer = ask(&mut *real, "let me in");
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(answer.unwrap(), "let me in", "{}", cell.name());
+        assert!(
+            started.elapsed() < PROMPT,
+            "{}: served after {:?}",
+            cell.name(),
+            started.elapsed()
+        );
+    });
+    drop((silent, dribbling));
 }
 
 fn limits_are_exact_for_the_whole_server(cell: &Cell) {
@@ -375,11 +409,19 @@ fn sigterm_drains_within_the_deadline(mut cell: Cell) {
         let mut line = String::new();
         r.read_line(&mut line).map(|_| line)
     });
-    let (status, took) = cell.server.terminate(CLOSE + PROMPT);
-    assert!(status.success(), "{name}: {status}");
+    cell.server.signal(libc::SIGTERM);
+    let stopped = Instant::now();
     if let Some(idle) = idle.as_mut() {
         assert!(ended(&mut **idle), "{name}: the idle connection closed");
+        // The drain has begun: a new client is refused, never served.
+        let late = cell
+            .connect_as("127.0.0.1")
+            .and_then(|mut c| ask(&mut *c, "late"));
+        assert!(late.is_err(), "{name}: served during the drain: {late:?}");
     }
+    let status = cell.server.wait_exit(CLOSE + PROMPT);
+    let took = stopped.elapsed();
+    assert!(status.success(), "{name}: {status}");
     assert!(took < CLOSE + PROMPT, "{name}: exited after {took:?}");
     let line = busy_reader.join().unwrap();
     assert_eq!(
@@ -387,6 +429,89 @@ fn sigterm_drains_within_the_deadline(mut cell: Cell) {
         Some("sleep 800\n"),
         "{name}: the busy request finished"
     );
+}
+
+/// The pid of the server process that answers on `stream`.
+fn server_pid(stream: &mut dyn Stream) -> io::Result<u32> {
+    ask(stream, "pid")?
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn an_upgrade_under_load_loses_nothing(mut cell: Cell) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const CLIENTS: usize = 3;
+    let name = cell.name();
+    let old = cell.server.pid();
+    // Held open, idle across the upgrade (not under Synchronous, where a
+    // held connection is the only one served).
+    let mut held = cell.concurrent.then(|| {
+        let mut held = cell.connect();
+        assert_eq!(server_pid(&mut *held).unwrap(), old, "{name}");
+        held
+    });
+    let stop = AtomicBool::new(false);
+    let served = AtomicUsize::new(0);
+    let by_new = AtomicUsize::new(0);
+    let failed = parking_lot::Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                // Bounded: stops when told, or after DEADLINE at most.
+                let until = Instant::now() + DEADLINE;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    // A new connection each time, one request on it.
+                    match cell
+                        .connect_as("127.0.0.1")
+                        .and_then(|mut c| server_pid(&mut *c))
+                    {
+                        Ok(pid) => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                            if pid != old {
+                                by_new.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => failed.lock().push(format!("{:?}: {e}", e.kind())),
+                    }
+                }
+            });
+        }
+        wait_until(DEADLINE, "clients served before the upgrade", || {
+            served.load(Ordering::Relaxed) >= 2 * CLIENTS
+        });
+        cell.server.signal(libc::SIGUSR2);
+        wait_until(DEADLINE, "clients served by the new process", || {
+            by_new.load(Ordering::Relaxed) >= 5 * CLIENTS
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failed = failed.into_inner();
+    assert!(
+        failed.is_empty(),
+        "{name}: {} of {} requests failed across the upgrade: {failed:?}; stderr: {}",
+        failed.len(),
+        served.load(Ordering::Relaxed) + failed.len(),
+        cell.server.stderr()
+    );
+    if let Some(held) = held.as_mut() {
+        // The old process serves its connection on, and waits for it.
+        assert_eq!(
+            ask(&mut **held, "still here").unwrap(),
+            "still here",
+            "{name}"
+        );
+        assert_eq!(server_pid(&mut **held).unwrap(), old, "{name}");
+        assert!(
+            !cell.server.has_exited(),
+            "{name}: the old process left with a connection open"
+        );
+    }
+    drop(held);
+    let status = cell.server.wait_exit(DEADLINE);
+    assert!(status.success(), "{name}: old process {status}");
+    // The new process serves on; it goes with the process group.
+    let mut fresh = cell.connect();
+    assert_ne!(server_pid(&mut *fresh).unwrap(), old, "{name}");
 }
 
 fn cell(strategy: &'static str, layer: Layer) {
@@ -407,9 +532,10 @@ fn cell(strategy: &'static str, layer: Layer) {
     bad_input_costs_one_connection(&general);
     the_message_deadline_cuts_a_trickler(&general);
     if handshake && !inline {
-        a_silent_flood_cannot_keep_a_real_client_out(&general);
+        a_silent_and_a_dribbling_flood_cannot_keep_a_real_client_out(&general);
     }
     sigterm_drains_within_the_deadline(general);
+    an_upgrade_under_load_loses_nothing(Cell::start(strategy, layer, &cert, &["--upgrade"]));
     if handshake && inline {
         refused_at_build(
             strategy,

@@ -54,8 +54,9 @@ use table::{SharedSlots, Slot};
 ///   second the rate halves (down to 1 per second), recovering by doubling
 ///   after each second without a crash. A handler that crashes on every
 ///   request does not fork-bomb the machine.
-/// * SIGTERM (a graceful close) sends each child one SIGTERM: a child stops
-///   accepting, its connections close at their next message boundary, it
+/// * SIGTERM (a graceful close) closes the listening socket to new clients
+///   (refused from then on), then sends each child one SIGTERM: a child
+///   stops accepting, its connections close at their next message boundary, it
 ///   exits 0; the parent returns from `serve_forever` when every child is
 ///   reaped. Children left at the close timeout get SIGKILL. A child ignores
 ///   SIGINT (^C reaches the whole process group; the parent drains them) and
@@ -884,6 +885,9 @@ impl<S: Strategy> Strategy for PreFork<S> {
             );
             return result;
         }
+        // New clients are refused while the children drain (no child
+        // shuts the shared socket: a recycled one must not).
+        server.stop_listening();
         self.drain_children(server.close_timeout());
         log::info!(
             "prefork: all children of {} gone, {} requests served",
