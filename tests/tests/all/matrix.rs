@@ -311,7 +311,7 @@ fn the_message_deadline_cuts_a_trickler(cell: &Cell) {
 
 /// The first bytes a layer waits for, complete only far in the future: a
 /// PROXY v2 header, or a TLS record header announcing 512 bytes of
-/// ClientHello.
+/// `ClientHello`.
 fn handshake_prefix(cell: &Cell) -> Vec<u8> {
     if cell.layer.proxy() {
         proxy_v2("127.0.0.9".parse().unwrap(), cell.addr())
