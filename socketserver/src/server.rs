@@ -519,7 +519,7 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         // not stop the socket listening, and a strategy that takes the loop
         // over (`PreFork`) must know why it ended.
         self.mark_handed_over();
-        self.core.shutdown.shutdown();
+        self.core.shutdown.hand_over();
     }
 
     /// Marks the socket handed over without stopping the loop: closing the

@@ -59,6 +59,10 @@ struct Inner {
     /// Set by those signal handlers only, never cleared: a stop signal
     /// reached this process (an upgrade's drain watches it).
     signalled: Arc<AtomicBool>,
+    /// The stop is a hand-over to a successor process (an upgrade): the
+    /// loop ends, but a request running inline in it is not stopped, since
+    /// nothing is closed for being idle then (a stop signal still stops it).
+    handed_over: AtomicBool,
     writer: UnixStream,
 }
 
@@ -113,6 +117,7 @@ pub(crate) fn wake_pair() -> io::Result<(ShutdownHandle, WakeReceiver)> {
             inner: Arc::new(Inner {
                 requested: Arc::new(AtomicBool::new(false)),
                 signalled: Arc::new(AtomicBool::new(false)),
+                handed_over: AtomicBool::new(false),
                 writer,
             }),
         },
@@ -169,6 +174,23 @@ impl ShutdownHandle {
         }
         SIGNAL_HANDLERS_INSTALLED.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Stops the loop for a hand-over to a successor process: as
+    /// [`shutdown`](Self::shutdown), but a request running inline in the
+    /// loop is left to end on its own terms
+    /// ([`stops_inline_requests`](Self::stops_inline_requests)).
+    pub(crate) fn hand_over(&self) {
+        self.inner.handed_over.store(true, Ordering::SeqCst);
+        self.shutdown();
+    }
+
+    /// Whether a request running inline in the loop (`Synchronous`) is to
+    /// stop at its next message boundary: a shutdown, unless it is a
+    /// hand-over (then only a stop signal since).
+    pub(crate) fn stops_inline_requests(&self) -> bool {
+        self.is_shutdown_requested()
+            && (!self.inner.handed_over.load(Ordering::SeqCst) || self.stop_signalled())
     }
 
     /// Whether one of the signals given to
@@ -256,7 +278,7 @@ impl Stop {
 
     fn requested(&self) -> bool {
         match self {
-            Stop::Server { handle, .. } => handle.is_shutdown_requested(),
+            Stop::Server { handle, .. } => handle.stops_inline_requests(),
             Stop::Child(_) => crate::sys::child_stop_requested(),
         }
     }
@@ -302,8 +324,10 @@ impl Stop {
                     // handle): flag it, so that the loop sees it although
                     // its byte is gone. A mere poke is dropped: the loop
                     // cannot be waiting for it while we run in its thread.
+                    // Flagged already (a hand-over, which leaves this
+                    // request be): the byte is spent all the same.
                     Stop::Server { wake, handle } => {
-                        if !handle.is_shutdown_requested() && wake.drain().shutdown {
+                        if wake.drain().shutdown && !handle.is_shutdown_requested() {
                             handle.shutdown_flag_only();
                         }
                     }

@@ -443,18 +443,11 @@ fn an_upgrade_under_load_loses_nothing(mut cell: Cell) {
     const CLIENTS: usize = 3;
     let name = cell.name();
     let old = cell.server.pid();
-    // Held open, idle across the upgrade (not under Synchronous, where a
-    // held connection is the only one served).
-    let mut held = cell.concurrent.then(|| {
-        let mut held = cell.connect();
-        assert_eq!(server_pid(&mut *held).unwrap(), old, "{name}");
-        held
-    });
     let stop = AtomicBool::new(false);
     let served = AtomicUsize::new(0);
     let by_new = AtomicUsize::new(0);
     let failed = parking_lot::Mutex::new(Vec::new());
-    thread::scope(|s| {
+    let mut held = thread::scope(|s| {
         for _ in 0..CLIENTS {
             s.spawn(|| {
                 // Bounded: stops when told, or after DEADLINE at most.
@@ -479,11 +472,17 @@ fn an_upgrade_under_load_loses_nothing(mut cell: Cell) {
         wait_until(DEADLINE, "clients served before the upgrade", || {
             served.load(Ordering::Relaxed) >= 2 * CLIENTS
         });
+        // Held open, idle across the upgrade. Under `Synchronous` it holds
+        // the old process's only place: the others queue meanwhile, for the
+        // new process to take.
+        let mut held = cell.connect();
+        assert_eq!(server_pid(&mut *held).unwrap(), old, "{name}");
         cell.server.signal(libc::SIGUSR2);
         wait_until(DEADLINE, "clients served by the new process", || {
             by_new.load(Ordering::Relaxed) >= 5 * CLIENTS
         });
         stop.store(true, Ordering::Relaxed);
+        held
     });
     let failed = failed.into_inner();
     assert!(
@@ -493,19 +492,17 @@ fn an_upgrade_under_load_loses_nothing(mut cell: Cell) {
         served.load(Ordering::Relaxed) + failed.len(),
         cell.server.stderr()
     );
-    if let Some(held) = held.as_mut() {
-        // The old process serves its connection on, and waits for it.
-        assert_eq!(
-            ask(&mut **held, "still here").unwrap(),
-            "still here",
-            "{name}"
-        );
-        assert_eq!(server_pid(&mut **held).unwrap(), old, "{name}");
-        assert!(
-            !cell.server.has_exited(),
-            "{name}: the old process left with a connection open"
-        );
-    }
+    // The old process serves its connection on, and waits for it.
+    assert_eq!(
+        ask(&mut *held, "still here").unwrap(),
+        "still here",
+        "{name}"
+    );
+    assert_eq!(server_pid(&mut *held).unwrap(), old, "{name}");
+    assert!(
+        !cell.server.has_exited(),
+        "{name}: the old process left with a connection open"
+    );
     drop(held);
     let status = cell.server.wait_exit(DEADLINE);
     assert!(status.success(), "{name}: old process {status}");
