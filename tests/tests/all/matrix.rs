@@ -523,35 +523,43 @@ fn cell(strategy: &'static str, layer: Layer) {
     } else {
         &[]
     };
-    let general = Cell::start(strategy, layer, &cert, extra);
-    echo_under_load(&general);
-    a_panic_costs_one_connection(&general);
-    bad_input_costs_one_connection(&general);
-    the_message_deadline_cuts_a_trickler(&general);
-    if handshake && !inline {
-        a_silent_and_a_dribbling_flood_cannot_keep_a_real_client_out(&general);
-    }
-    sigterm_drains_within_the_deadline(general);
-    an_upgrade_under_load_loses_nothing(Cell::start(strategy, layer, &cert, &["--upgrade"]));
-    if handshake && inline {
-        refused_at_build(
-            strategy,
-            |b| b.max_pre_handler(Some(BUDGET)),
-            "max_pre_handler",
-        );
-    }
-    if strategy == "forking" {
-        refused_at_build(strategy, |b| b.max_per_ip(Some(2)), "max_per_ip");
-        refused_at_build(strategy, |b| b.max_connections(Some(3)), "max_connections");
-    } else if strategy != "synchronous" {
-        let limited = Cell::start(
-            strategy,
-            layer,
-            &cert,
-            &["--max-per-ip=2", "--max-connections=3"],
-        );
-        limits_are_exact_for_the_whole_server(&limited);
-    }
+    // Each group of promises has a server process of its own, the groups
+    // side by side (most of a promise is waiting for a deadline).
+    thread::scope(|s| {
+        s.spawn(|| {
+            let trickled = Cell::start(strategy, layer, &cert, &[]);
+            the_message_deadline_cuts_a_trickler(&trickled);
+        });
+        s.spawn(|| {
+            let upgraded = Cell::start(strategy, layer, &cert, &["--upgrade"]);
+            an_upgrade_under_load_loses_nothing(upgraded);
+        });
+        if strategy == "forking" {
+            refused_at_build(strategy, |b| b.max_per_ip(Some(2)), "max_per_ip");
+            refused_at_build(strategy, |b| b.max_connections(Some(3)), "max_connections");
+        } else if strategy != "synchronous" {
+            s.spawn(|| {
+                let limits = ["--max-per-ip=2", "--max-connections=3"];
+                let limited = Cell::start(strategy, layer, &cert, &limits);
+                limits_are_exact_for_the_whole_server(&limited);
+            });
+        }
+        if handshake && inline {
+            refused_at_build(
+                strategy,
+                |b| b.max_pre_handler(Some(BUDGET)),
+                "max_pre_handler",
+            );
+        }
+        let general = Cell::start(strategy, layer, &cert, extra);
+        echo_under_load(&general);
+        a_panic_costs_one_connection(&general);
+        bad_input_costs_one_connection(&general);
+        if handshake && !inline {
+            a_silent_and_a_dribbling_flood_cannot_keep_a_real_client_out(&general);
+        }
+        sigterm_drains_within_the_deadline(general);
+    });
 }
 
 /// A combination the library cannot keep is refused when the server is
