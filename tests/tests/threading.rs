@@ -44,8 +44,9 @@ fn no_connection_thread_left() {
 #[test]
 fn after_200_short_connections_live_threads_return_to_the_baseline() {
     let _exclusive = PROCESS.write();
+    // Threads kept for reuse leave after 200 ms (the default is 5 s).
     let server = Server::builder()
-        .strategy(Threading::new())
+        .strategy(Threading::new().keep_alive(Duration::from_millis(200)))
         .tcp("127.0.0.1:0", echo_stream)
         .unwrap();
     let running = Running::start(server);
