@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Config, Mode};
-use crate::stats::Stats;
+use crate::mode::Mode;
 
 /// The result of one run. Serialises (serde) to a flat JSON object whose first keys are
 /// `mode, conns, size, secs, requests, req_per_s, p50_us, p99_us, p999_us`.
@@ -61,47 +60,11 @@ pub struct Report {
 }
 
 impl Report {
-    pub(crate) fn build(cfg: &Config, threads: usize, s: &Stats, wall: Duration) -> Report {
-        let secs = cfg.duration.as_secs_f64();
-        let wall = wall.as_secs_f64();
-        Report {
-            mode: cfg.mode,
-            conns: cfg.conns,
-            size: cfg.size,
-            secs,
-            requests: s.requests,
-            req_per_s: round1(s.requests as f64 / secs),
-            p50_us: s.quantile_us(0.5),
-            p99_us: s.quantile_us(0.99),
-            p999_us: s.quantile_us(0.999),
-            max_us: s.max_us(),
-            mean_us: s.mean_us(),
-            errors: s.errors(),
-            mismatches: s.mismatches,
-            io_errors: s.io_errors,
-            connect_errors: s.connect_errors,
-            lost: s.lost,
-            late: s.late,
-            active_conns: s.active,
-            lg_cpu: if wall > 0.0 {
-                (s.cpu.as_secs_f64() / wall * 100.0).round() / 100.0
-            } else {
-                0.0
-            },
-            threads,
-            addr: cfg.addr,
-        }
-    }
-
     /// The report as one line of JSON.
     pub fn to_json(&self) -> String {
         // A struct of numbers, strings and an address cannot fail to serialise.
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 /// Which part of the run is going on.

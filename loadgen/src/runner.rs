@@ -1,18 +1,21 @@
 //! Orchestration: checks, a first probe, the event-loop threads, the deadline, the merge.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{TcpStream, UdpSocket};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::error::Error;
+use crate::mode::Mode;
 use crate::payload::Pattern;
 use crate::report::{Phase, Progress, Report};
 use crate::rlimit::ensure_fds;
+use crate::shared::Shared;
 use crate::stats::{Stats, Timeline};
+use crate::udp::udp_bind_addr;
 use crate::{tcp, udp};
 
 /// How long the threads may take to stop after the window ends before the run is
@@ -27,123 +30,6 @@ const UDP_PROBE_WAIT: Duration = Duration::from_millis(300);
 
 /// How often the progress callback is called.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
-
-/// State shared by the event-loop threads of one run.
-pub(crate) struct Shared {
-    /// The run's instants.
-    pub tl: Timeline,
-    /// Total connections of the run.
-    pub conns: usize,
-    /// Ramp limit (0 = none).
-    ramp: usize,
-    /// Ramp slots in use.
-    ramp_used: AtomicUsize,
-    /// Connections that have had their first echo.
-    ready: AtomicUsize,
-    /// Parked connections may start (set once, by whichever thread sees it first).
-    released: AtomicBool,
-    /// Set when the run is abandoned early (a thread could not be started).
-    stop: AtomicBool,
-    /// Live counters for progress reports.
-    pub live: Live,
-}
-
-/// Counters the threads publish in batches, read by the progress callback.
-#[derive(Default)]
-pub(crate) struct Live {
-    /// Correct echoes, warmup included.
-    pub served: AtomicU64,
-    /// Errors so far.
-    pub errors: AtomicU64,
-    /// Connections up (TCP) or sockets open (UDP).
-    pub connected: AtomicU64,
-}
-
-impl Shared {
-    fn new(tl: Timeline, cfg: &Config) -> Shared {
-        Shared {
-            tl,
-            conns: cfg.conns,
-            ramp: cfg.ramp,
-            ramp_used: AtomicUsize::new(0),
-            ready: AtomicUsize::new(0),
-            released: AtomicBool::new(cfg.mode != Mode::PingPong || tl.release_at <= tl.start),
-            stop: AtomicBool::new(false),
-            live: Live::default(),
-        }
-    }
-
-    /// Takes a ramp slot if one is free (always succeeds without a ramp limit).
-    pub fn try_take_slot(&self) -> bool {
-        self.ramp == 0
-            || self
-                .ramp_used
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                    (u < self.ramp).then_some(u + 1)
-                })
-                .is_ok()
-    }
-
-    /// Gives a ramp slot back.
-    pub fn give_slot(&self) {
-        if self.ramp != 0 {
-            self.ramp_used.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Notes that one more connection had its first echo.
-    pub fn mark_ready(&self) {
-        self.ready.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Whether parked connections may start now; latches once true.
-    pub fn check_released(&self, now: Instant) -> bool {
-        if self.released.load(Ordering::Acquire) {
-            return true;
-        }
-        if now >= self.tl.release_at || self.ready.load(Ordering::Acquire) >= self.conns {
-            self.released.store(true, Ordering::Release);
-            return true;
-        }
-        false
-    }
-
-    /// Whether the threads should stop now.
-    pub fn should_stop(&self, now: Instant) -> bool {
-        now >= self.tl.end || self.stop.load(Ordering::Relaxed)
-    }
-}
-
-/// What a thread publishes to [`Live`]: it remembers what it already added.
-#[derive(Default)]
-pub(crate) struct Publisher {
-    served: u64,
-    errors: u64,
-    connected: u64,
-}
-
-impl Publisher {
-    /// Adds the change since the last call to the shared counters.
-    pub fn publish(&mut self, live: &Live, s: &Stats, connected: u64) {
-        let errors = s.errors();
-        if s.served_ever != self.served {
-            live.served
-                .fetch_add(s.served_ever - self.served, Ordering::Relaxed);
-            self.served = s.served_ever;
-        }
-        if errors != self.errors {
-            live.errors
-                .fetch_add(errors - self.errors, Ordering::Relaxed);
-            self.errors = errors;
-        }
-        if connected != self.connected {
-            // Wrapping arithmetic keeps the shared sum right when this thread's count falls.
-            live.connected
-                .fetch_add(connected.wrapping_sub(self.connected), Ordering::Relaxed);
-            self.connected = connected;
-        }
-    }
-}
 
 /// Runs the load described by `cfg` and returns its report. Equivalent to
 /// [`run_with_progress`] with a callback that does nothing.
@@ -190,7 +76,7 @@ pub fn run_with_progress<F: FnMut(&Progress)>(
                 let _ = tx.send(res);
             });
         if let Err(e) = spawned {
-            shared.stop.store(true, Ordering::Relaxed);
+            shared.abandon();
             return Err(Error::io("starting a load thread", e));
         }
     }
@@ -210,7 +96,7 @@ pub fn run_with_progress<F: FnMut(&Progress)>(
             next_progress = now + PROGRESS_EVERY;
         }
         if now >= deadline {
-            shared.stop.store(true, Ordering::Relaxed);
+            shared.abandon();
             return Err(Error::Worker(format!(
                 "{} of {threads} threads did not stop within {GRACE:?} of the end",
                 threads - got
@@ -222,12 +108,12 @@ pub fn run_with_progress<F: FnMut(&Progress)>(
                 got += 1;
             }
             Ok(Err(e)) => {
-                shared.stop.store(true, Ordering::Relaxed);
+                shared.abandon();
                 return Err(e);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                shared.stop.store(true, Ordering::Relaxed);
+                shared.abandon();
                 return Err(Error::Worker("a load thread panicked".into()));
             }
         }
@@ -239,7 +125,7 @@ pub fn run_with_progress<F: FnMut(&Progress)>(
     if last.as_ref().map(key) != Some(key(&fin)) {
         progress(&fin);
     }
-    let report = Report::build(cfg, threads, &total, wall);
+    let report = report(cfg, threads, &total, wall);
     if total.served_ever == 0 {
         return Err(Error::NothingServed(Box::new(report)));
     }
@@ -300,14 +186,40 @@ fn probe(cfg: &Config) -> Result<(), Error> {
     }
 }
 
-/// The local address a UDP socket talking to `target` binds: loopback of the same
-/// family (the unspecified IPv6 address for an IPv4-mapped target).
-pub(crate) fn udp_bind_addr(target: SocketAddr) -> SocketAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match target.ip() {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    SocketAddr::new(ip, 0)
+/// The report of a run of `cfg` on `threads` threads: `s` merged, `wall`
+/// its wall-clock time.
+fn report(cfg: &Config, threads: usize, s: &Stats, wall: Duration) -> Report {
+    let secs = cfg.duration.as_secs_f64();
+    let wall = wall.as_secs_f64();
+    Report {
+        mode: cfg.mode,
+        conns: cfg.conns,
+        size: cfg.size,
+        secs,
+        requests: s.requests,
+        req_per_s: round1(s.requests as f64 / secs),
+        p50_us: s.quantile_us(0.5),
+        p99_us: s.quantile_us(0.99),
+        p999_us: s.quantile_us(0.999),
+        max_us: s.max_us(),
+        mean_us: s.mean_us(),
+        errors: s.errors(),
+        mismatches: s.mismatches,
+        io_errors: s.io_errors,
+        connect_errors: s.connect_errors,
+        lost: s.lost,
+        late: s.late,
+        active_conns: s.active,
+        lg_cpu: if wall > 0.0 {
+            (s.cpu.as_secs_f64() / wall * 100.0).round() / 100.0
+        } else {
+            0.0
+        },
+        threads,
+        addr: cfg.addr,
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }

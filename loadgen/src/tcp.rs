@@ -20,11 +20,12 @@ use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
 use rustls::ClientConnection;
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::cpu::thread_cpu;
 use crate::error::Error;
+use crate::mode::Mode;
 use crate::payload::Pattern;
-use crate::runner::{Publisher, Shared};
+use crate::shared::{Publisher, Shared};
 use crate::stats::Stats;
 
 /// First reconnect delay after a failure; doubles per consecutive failure.

@@ -4,6 +4,7 @@
 //! datagram just sent. No reply within `udp_timeout`: `lost`, and the next one goes.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -13,7 +14,7 @@ use crate::config::{Config, MAX_UDP_SIZE};
 use crate::cpu::thread_cpu;
 use crate::error::Error;
 use crate::payload::Pattern;
-use crate::runner::{udp_bind_addr, Publisher, Shared};
+use crate::shared::{Publisher, Shared};
 use crate::stats::Stats;
 
 /// Pause before sending again after a send or receive error (e.g. ICMP unreachable).
@@ -249,4 +250,16 @@ impl Driver<'_> {
             }
         }
     }
+}
+
+/// The local address a UDP socket talking to `target` binds: loopback of the same
+/// family (the unspecified IPv6 address for an IPv4-mapped target).
+pub(crate) fn udp_bind_addr(target: SocketAddr) -> SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match target.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
 }
