@@ -50,10 +50,12 @@
 pub mod baseline;
 pub mod certs;
 mod charts;
+pub mod clock;
 pub mod html;
 pub mod proc;
 pub mod report;
 pub mod shutdown;
+pub mod strategies;
 pub mod timeline;
 
 use std::io::{self, Read, Write};

@@ -183,7 +183,7 @@ impl ServerChild {
     ) -> (u64, Option<(u64, std::process::ExitStatus)>) {
         let pgid = self.pid();
         if self.stopped {
-            return (crate::shutdown::mono_ns(), None);
+            return (crate::clock::mono_ns(), None);
         }
         self.stopped = true;
         let child = &mut self.child;
@@ -193,12 +193,12 @@ impl ServerChild {
             scope.spawn(move || {
                 let _ = ready_tx.send(());
                 let st = child.wait();
-                let _ = tx.send((crate::shutdown::mono_ns(), st));
+                let _ = tx.send((crate::clock::mono_ns(), st));
             });
             // Let the helper get into waitpid before the signal goes.
             let _ = ready.recv_timeout(Duration::from_secs(1));
             thread::sleep(Duration::from_millis(2));
-            let sent = crate::shutdown::mono_ns();
+            let sent = crate::clock::mono_ns();
             kill_group(pgid, sig);
             let reaped = match rx.recv_timeout(deadline) {
                 Ok((at, Ok(st))) => Some((at, st)),

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use socketserver::{Forking, Server, StreamRequest};
 
-use crate::baseline::build_strategy;
+use crate::clock::mono_ns;
+use crate::strategies::build_strategy;
 
 /// Longest wait for any one step of a run.
 const STEP: Duration = Duration::from_secs(10);
@@ -210,18 +211,6 @@ fn threaded_run(strategy: &str, busy: usize) -> io::Result<(Duration, u64)> {
         at.saturating_duration_since(asked),
         trips.load(Ordering::Relaxed),
     ))
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds (the clock `Instant` uses on Linux, the
-/// same in every process).
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Forks; the child runs `f` and leaves with `_exit` (no destructors, no

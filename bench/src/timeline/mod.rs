@@ -33,8 +33,8 @@ use socketserver::{
     Synchronous, Threading,
 };
 
+use crate::clock::mono_ns;
 use crate::proc::ServerChild;
-use crate::shutdown::mono_ns;
 use layout::{layout, Record};
 
 /// Clients connecting at once.
