@@ -5,13 +5,14 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use socketserver::transport::Keepalive;
 use socketserver::{Address, Builder, Strategy};
 
-use crate::ops::OpsArgs;
+use crate::logging::LogTarget;
 use crate::strategy::StrategyName;
 
 /// Where servers listen unless told otherwise: loopback, a free port.
@@ -84,8 +85,8 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     /// Where the stream server listens: `--listen` and `--listen-plain`.
-    pub fn addresses(&self) -> crate::service::Addresses {
-        crate::service::Addresses {
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
             listen: self.listen.clone(),
             plain: self.listen_plain.clone(),
         }
@@ -338,5 +339,63 @@ mod tests {
         assert!(parse_secs("-inf").is_err());
         assert_eq!(parse_secs("31536000"), Ok(MAX_SECS));
         assert!(parse_secs("31536000.5").is_err());
+    }
+}
+
+/// Operator options of every `demos ... serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OpsArgs {
+    /// Write this process's pid into FILE once the sockets are bound, and
+    /// hold a lock on it: a second server with the same FILE exits with
+    /// status 2, naming the one running. Removed at a clean exit; a SIGUSR2
+    /// upgrade's new process takes it over.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Once the sockets are bound (and keys and certificates read), run as
+    /// this user: supplementary groups cleared, then its group (or
+    /// --group), then its uid; a failure stops the server before it
+    /// serves. Forked children run as that user too. Needs root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The group to run as with --user [default: the user's primary group].
+    #[arg(long, value_name = "NAME", requires = "user")]
+    pub group: Option<String>,
+    /// Serve Prometheus metrics of every server of this process on
+    /// HOST:PORT, at http://HOST:PORT/metrics (printed as a `metrics on`
+    /// line after the `listening on` lines).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_address)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Where log records go: stderr, syslog (/dev/log) or journald (the
+    /// systemd journal), filtered as on stderr (`RUST_LOG`).
+    #[arg(long, value_enum, value_name = "TARGET", default_value_t = LogTarget::Stderr)]
+    pub log: LogTarget,
+}
+
+/// A `--metrics` address: HOST:PORT (TCP).
+fn parse_metrics_address(s: &str) -> Result<std::net::SocketAddr, String> {
+    match parse_address(s)? {
+        Address::Inet(a) => Ok(a),
+        Address::Unix(_) => Err(format!("{s}: metrics are served over TCP: HOST:PORT")),
+    }
+}
+
+/// Where a stream service listens: `--listen` (repeatable; TLS when the
+/// server speaks it) and `--listen-plain` (repeatable; plain whatever the
+/// server speaks).
+#[derive(Debug, Clone, Default)]
+pub struct Addresses {
+    /// The `--listen` addresses.
+    pub listen: Vec<Address>,
+    /// The `--listen-plain` addresses.
+    pub plain: Vec<Address>,
+}
+
+impl Addresses {
+    /// One address.
+    pub fn one(addr: Address) -> Addresses {
+        Addresses {
+            listen: vec![addr],
+            plain: Vec::new(),
+        }
     }
 }

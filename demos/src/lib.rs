@@ -54,6 +54,7 @@ pub mod listening;
 pub mod logging;
 pub mod net;
 pub mod ops;
+pub mod serve;
 pub mod service;
 pub mod shell;
 pub mod showcase;

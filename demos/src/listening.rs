@@ -8,18 +8,16 @@ use std::path::PathBuf;
 
 use socketserver::Address;
 
-use crate::service::Service;
-
 const PREFIX: &str = "listening on ";
 
-/// Prints `listening on SCHEME://ADDR` for each socket of each service
-/// (a service on several sockets prints a line for each, in order), and
-/// flushes.
-pub fn print_listening(out: &mut impl Write, services: &[Box<dyn Service>]) -> io::Result<()> {
-    for s in services {
-        for url in s.urls() {
-            writeln!(out, "{}", listening_line(&url))?;
-        }
+/// Prints `listening on SCHEME://ADDR` for each URL (each socket of each
+/// service, in order), and flushes.
+pub fn print_listening(
+    out: &mut impl Write,
+    urls: impl IntoIterator<Item = String>,
+) -> io::Result<()> {
+    for url in urls {
+        writeln!(out, "{}", listening_line(&url))?;
     }
     out.flush()
 }

@@ -1,8 +1,7 @@
 //! The life of a demo server: a bound server of any transport, strategy
-//! and handler as a [`Service`]; serving several at once until SIGINT or
-//! SIGTERM ([`serve_all`], the command line; [`serve_authenticated`] for
-//! the servers whose clients authenticate) or until stopped
-//! ([`Running`], the showcase and the tests); the graceful close with its
+//! and handler as a [`Service`]; serving several at once until stopped
+//! ([`Running`], the showcase and the tests; the command line's
+//! `serve_all` is in [`serve`](crate::serve)); the graceful close with its
 //! drain deadline; and [`Handshakes`], the connections a stopping server
 //! closes before they authenticate.
 //!
@@ -10,7 +9,7 @@
 //! `socketserver::reload`) adopts its predecessor's sockets instead of
 //! binding new ones: the services take the inherited sockets in the order
 //! they are made ([`stream_service`], [`datagram_service`]), which is the
-//! order [`serve_all`] hands them over in.
+//! order [`serve_all`](crate::serve::serve_all) hands them over in.
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use socketserver::activation::{self, Listener};
 use socketserver::reload::{Upgradable, Upgrade, Watch};
-use socketserver::tls::ServerConfig;
 use socketserver::transport::{ListenerTls, Listeners, StreamListener, Tcp, Udp, Unix, Unixgram};
 use socketserver::{
     Address, Builder, Conn, DatagramHandler, Handler, Server, ShutdownHandle, Strategy,
@@ -29,9 +27,7 @@ use socketserver::{
 
 use socketserver::pidfile::PidFile;
 
-use crate::cli::{CliError, ServerArgs};
-use crate::listening::print_listening;
-use crate::ops::Prepared;
+use crate::cli::Addresses;
 
 /// How long a server lets running handlers finish after SIGINT/SIGTERM
 /// before it cuts their connections: 1 s, part of the command-line
@@ -39,7 +35,7 @@ use crate::ops::Prepared;
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
 
 /// A bound server of any transport, strategy and handler, ready to run:
-/// what [`serve_all`] and [`Running`] need to know about it.
+/// what [`serve_all`](crate::serve::serve_all) and [`Running`] need to know about it.
 pub trait Service: Send {
     /// `SCHEME://ADDR` with the real port (on several sockets, each one's,
     /// joined by `", "`).
@@ -68,7 +64,8 @@ pub trait Service: Send {
     fn run(self: Box<Self>, drain: Duration, upgrading: Option<&Upgrading>) -> io::Result<()>;
 }
 
-/// An upgrade watch over the services of this process (see [`serve_all`]).
+/// An upgrade watch over the services of this process (see
+/// [`serve_all`](crate::serve::serve_all)).
 #[derive(Debug)]
 pub struct Upgrading {
     upgrade: Upgrade,
@@ -222,27 +219,6 @@ pub fn stream_service<S: Strategy, H: StreamHandler>(
     stream_service_on(builder, &Addresses::one(addr.clone()), handler, on_stop)
 }
 
-/// Where a stream service listens: `--listen` (repeatable; TLS when the
-/// server speaks it) and `--listen-plain` (repeatable; plain whatever the
-/// server speaks).
-#[derive(Debug, Clone, Default)]
-pub struct Addresses {
-    /// The `--listen` addresses.
-    pub listen: Vec<Address>,
-    /// The `--listen-plain` addresses.
-    pub plain: Vec<Address>,
-}
-
-impl Addresses {
-    /// One address.
-    pub fn one(addr: Address) -> Addresses {
-        Addresses {
-            listen: vec![addr],
-            plain: Vec::new(),
-        }
-    }
-}
-
 /// Binds a stream service on every address of `addrs`: one server, one
 /// handler, one set of counters, on a socket of its own each (TCP for
 /// `HOST:PORT`, Unix stream for `unix:PATH`; the `plain` ones without the
@@ -334,151 +310,6 @@ pub fn datagram_service<S: Strategy, H: DatagramHandler>(
         (Address::Unix(Some(p)), None) => Bound::new(builder.unixgram(p, handler)?).boxed(),
         (Address::Unix(None), None) => return Err(crate::net::unnamed()),
     })
-}
-
-/// The command-line life of a server process: installs SIGINT/SIGTERM
-/// handling, prints every `listening on` line (all of them before any
-/// serving starts), serves each service on its own thread (the last one on
-/// the calling thread, so a lone forking server stays single-threaded), and
-/// returns once all have stopped and closed gracefully. When one stops for
-/// any reason, the others are stopped too.
-///
-/// `SIGUSR2` upgrades the process: this program starts again with the
-/// sockets of all the services (its services adopt them), and once it
-/// serves, this one stops accepting, lets its connections finish and
-/// returns (`socketserver::reload`). The upgrade watches the signal on a
-/// thread of its own, so a process with a forking service (`forking`,
-/// `prefork`), which must fork from a single thread, has no upgrade:
-/// there `SIGUSR2` stops the servers gracefully, as SIGTERM does.
-///
-/// The operator's options ([`OpsArgs`](crate::ops::OpsArgs) in `server`)
-/// apply once the services are bound, before the `listening on` lines:
-/// the metrics endpoint is bound (`--metrics`; its `metrics on` line
-/// follows the `listening on` lines), the pid file written and locked (and
-/// removed on return), and the process becomes `--user`.
-pub fn serve_all(services: Vec<Box<dyn Service>>, server: &ServerArgs) -> Result<(), CliError> {
-    let prepared = server.ops.prepare(&services)?;
-    serve_prepared(services, server.drain_secs, prepared)?;
-    Ok(())
-}
-
-fn serve_prepared(
-    mut services: Vec<Box<dyn Service>>,
-    drain: Duration,
-    prepared: Prepared,
-) -> io::Result<()> {
-    let Prepared { pid_file, metrics } = prepared;
-    let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
-    // Before the `listening on` lines: a script may signal as soon as it has
-    // read them.
-    let forking = services.iter().any(|s| s.forks());
-    for h in &handles {
-        h.shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
-        if forking {
-            h.shutdown_on_signals(&[socketserver::Signal::Usr2])?;
-        }
-    }
-    if let Some(m) = &metrics {
-        m.shutdown_handle()
-            .shutdown_on_signals(&[socketserver::Signal::Int, socketserver::Signal::Term])?;
-    }
-    if services.is_empty() {
-        let mut out = io::stdout().lock();
-        if let Some(m) = &metrics {
-            crate::listening::print_metrics(&mut out, &m.address())?;
-        }
-        return Ok(());
-    }
-    // Served, stopped and handed over in an upgrade as the others are (its
-    // socket last, as the new process binds it last).
-    let own = services.len();
-    let with_metrics = metrics.is_some();
-    services.extend(metrics);
-    let handles: Vec<ShutdownHandle> = services.iter().map(|s| s.shutdown_handle()).collect();
-    // Also before the `listening on` lines: until the watch is in place,
-    // SIGUSR2 has its default action and ends the process.
-    let upgrading = if forking {
-        log::info!(
-            "SIGUSR2 upgrades are off: a forking server forks from a single thread, and the \
-             upgrade watches for the signal on a thread of its own"
-        );
-        None
-    } else {
-        Some(Arc::new(Upgrading::start(&services, pid_file.as_ref())?))
-    };
-    {
-        let mut out = io::stdout().lock();
-        print_listening(&mut out, &services[..own])?;
-        if with_metrics {
-            crate::listening::print_metrics(&mut out, &services[own].address())?;
-        }
-    }
-    if with_metrics {
-        // The demo's own last service stays the one on this thread.
-        services.rotate_right(1);
-    }
-    let Some(last) = services.pop() else {
-        return Ok(());
-    };
-    let stop_all = {
-        let handles = handles.clone();
-        move || handles.iter().for_each(ShutdownHandle::shutdown)
-    };
-    let mut threads = Vec::new();
-    for s in services {
-        let stop_all = stop_all.clone();
-        let upgrading = upgrading.clone();
-        let name = format!("serve {}", s.url());
-        threads.push(thread::Builder::new().name(name).spawn(move || {
-            let r = s.run(drain, upgrading.as_deref());
-            stop_all();
-            r
-        })?);
-    }
-    let mut result = last.run(drain, upgrading.as_deref());
-    stop_all();
-    for t in threads {
-        let r = t
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("a server thread panicked")));
-        result = result.and(r);
-    }
-    result
-}
-
-/// The command-line life of a server whose connections authenticate
-/// (`demos shell serve`, `demos files serve`): serves `handler` on
-/// `--listen` with `--strategy` and `--workers`, speaking TLS when `tls`
-/// is given, as [`serve_all`] does (until SIGINT or SIGTERM, then the
-/// `--drain-secs` deadline). `configure` gives the builder the handler's
-/// own settings; `close_handshakes` runs on a clone of the handler when
-/// the loop returns, before the drain (connections still authenticating
-/// have nothing to finish).
-pub fn serve_authenticated<H: StreamHandler + Clone>(
-    server: &ServerArgs,
-    tls: Option<Arc<ServerConfig>>,
-    handler: H,
-    configure: impl FnOnce(&H, Builder<Box<dyn Strategy>>) -> Builder<Box<dyn Strategy>>,
-    close_handshakes: impl FnOnce(&H) + Send + 'static,
-) -> Result<(), CliError> {
-    let mut builder = configure(
-        &handler,
-        server
-            .configure(Server::builder().strategy(server.strategy().build(server.workers)))
-            .close_timeout(server.drain_secs),
-    );
-    server.check_plain(tls.is_some())?;
-    if let Some(tls) = tls {
-        builder = builder.tls(tls);
-    }
-    let closer = handler.clone();
-    let service = stream_service_on(
-        builder,
-        &server.addresses(),
-        handler,
-        Some(Box::new(move || close_handshakes(&closer))),
-    )?;
-    serve_all(vec![service], server)
 }
 
 /// Servers running on background threads in this process (for the showcase

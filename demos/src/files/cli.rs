@@ -11,7 +11,7 @@ use socketserver::auth::Key;
 use super::client::{default_name, Client};
 use super::{check_name, FileServer, FilesConfig, Progress};
 use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
-use crate::service::serve_authenticated;
+use crate::serve::serve_authenticated;
 use crate::text::escape_for_terminal;
 use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 

@@ -10,7 +10,7 @@ use socketserver::auth::Key;
 use super::client::{interactive, run_commands, Session};
 use super::{needs_allow_remote, Shell, ShellConfig, MAX_OUTPUT_LIMIT};
 use crate::cli::{parse_bytes, parse_secs, CliError, ServerArgs};
-use crate::service::serve_authenticated;
+use crate::serve::serve_authenticated;
 use crate::tls::{parse_target, remote_policy, ClientTlsArgs, ServerTlsArgs, Target};
 
 /// How long `demos shell run` waits to connect and authenticate.
