@@ -426,15 +426,26 @@ where
     S: Strategy,
     H: Handler<T::Request>,
 {
+    announce(&server)?;
+    server.serve_forever()?;
+    server.server_close();
+    Ok(())
+}
+
+/// SIGTERM and SIGINT shut `server` down from now on; then `listening on
+/// URL` on stdout, for whoever started this process.
+fn announce<T, S, H>(server: &socketserver::Server<T, S, H>) -> io::Result<()>
+where
+    T: Transport,
+    S: Strategy,
+    H: Handler<T::Request>,
+{
     server
         .shutdown_handle()
         .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
-    out.flush()?;
-    server.serve_forever()?;
-    server.server_close();
-    Ok(())
+    out.flush()
 }
 
 /// [`serve_until_signalled`], and SIGUSR2 upgrades the server as well
@@ -449,14 +460,7 @@ where
     H: Handler<T::Request>,
 {
     use socketserver::reload::{Served, Upgrade};
-    server
-        .shutdown_handle()
-        .shutdown_on_signals(&[socketserver::Signal::Term, socketserver::Signal::Int])?;
-    {
-        let mut out = io::stdout().lock();
-        writeln!(out, "listening on {}", server.url())?;
-        out.flush()?;
-    }
+    announce(&server)?;
     match Upgrade::new()?.serve(&server)? {
         Served::Stopped => server.server_close(),
         Served::Upgraded { successor, .. } => {
