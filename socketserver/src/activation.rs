@@ -29,6 +29,7 @@ use std::io;
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Socket, Type};
 
@@ -51,19 +52,22 @@ pub enum Listener {
 /// Adopts the sockets passed by socket activation, in fd order (an empty
 /// list when there are none, or they are meant for another process).
 ///
-/// Clears `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`, so that child
-/// processes do not adopt them again; call it early, before other threads
-/// read the environment.
+/// The sockets are adopted once per process: a later call returns an empty
+/// list. The variables stay in the environment (changing the environment
+/// of a running process is not thread-safe); a child process started
+/// later inherits them with `LISTEN_PID` naming this process, not itself,
+/// and does not adopt anything (the descriptors are close-on-exec from
+/// here on anyway).
 pub fn listeners() -> io::Result<Vec<Listener>> {
+    static ADOPTED: AtomicBool = AtomicBool::new(false);
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
-    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        std::env::remove_var(var);
-    }
     let (Some(pid), Some(fds)) = (pid, fds) else {
         return Ok(Vec::new());
     };
-    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id())
+        || ADOPTED.swap(true, Ordering::SeqCst)
+    {
         return Ok(Vec::new());
     }
     let n: i32 = fds.trim().parse().map_err(|_| {
@@ -81,13 +85,26 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
     (LISTEN_FDS_START..end)
         .map(|fd| {
             // The descriptor is ours by the activation protocol (LISTEN_PID
-            // names this process, and the variables are cleared above, so
-            // no later call adopts it again); `adopt_fd` checks it is open.
+            // names this process, and `ADOPTED` keeps a later call from
+            // adopting it again); `adopt_fd` checks it is open.
             let owned = crate::sys::adopt_fd(fd)
                 .map_err(|e| crate::Error::wrap("adopt", format!("fd {fd}"), e))?;
             adopt(owned)
         })
         .collect()
+}
+
+/// The variable naming the pid of a process an upgrade started
+/// (`reload::READY_PID_VAR`; as `LISTEN_PID` for `LISTEN_FDS`).
+pub(crate) const UPGRADE_PID_VAR: &str = "SOCKETSERVER_READY_PID";
+
+/// Whether an upgrade (`reload`) started this process: the variable names
+/// it (a process that inherited it from one started so does not count).
+pub(crate) fn started_by_upgrade() -> bool {
+    std::env::var(UPGRADE_PID_VAR)
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 /// The most descriptors [`listeners`] accepts from `LISTEN_FDS`: far more

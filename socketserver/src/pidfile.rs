@@ -45,6 +45,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The variable naming the pid file's descriptor a new process inherits in
 /// an upgrade (see the [module docs](self)).
@@ -167,11 +168,15 @@ impl Drop for PidFile {
 
 /// The pid file handed over by the process this one upgrades, if the
 /// environment names a descriptor open on the same file that holds its
-/// lock. The variable is cleared either way.
+/// lock. Only in a process an upgrade started (the variable stays in the
+/// environment, which a child process inherits), and only once.
 fn inherited(path: &Path) -> Option<File> {
-    let var = std::env::var(PID_FILE_FD_VAR).ok();
-    std::env::remove_var(PID_FILE_FD_VAR);
-    let fd: RawFd = var?.trim().parse().ok()?;
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let var = std::env::var(PID_FILE_FD_VAR).ok()?;
+    if !crate::activation::started_by_upgrade() || TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let fd: RawFd = var.trim().parse().ok()?;
     if fd < crate::activation::LISTEN_FDS_START {
         return None;
     }

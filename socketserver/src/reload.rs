@@ -97,7 +97,7 @@ use crate::{DrainReport, Handler, Server, Signal, Strategy};
 pub const READY_FD_VAR: &str = "SOCKETSERVER_READY_FD";
 /// The pid [`READY_FD_VAR`] is meant for (as `LISTEN_PID` for
 /// `LISTEN_FDS`).
-pub const READY_PID_VAR: &str = "SOCKETSERVER_READY_PID";
+pub const READY_PID_VAR: &str = crate::activation::UPGRADE_PID_VAR;
 
 /// Default [`Upgrade::ready_timeout`]: 10 s.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -419,12 +419,14 @@ impl Upgrade {
         fds.extend(self.passed.iter().map(|(_, fd)| fd.as_fd()));
         let mut env = Vec::new();
         for (name, value) in std::env::vars_os() {
+            // This process's own, if it was started so: not the new one's.
             let skip = [
                 "LISTEN_PID",
                 "LISTEN_FDS",
                 "LISTEN_FDNAMES",
                 READY_FD_VAR,
                 READY_PID_VAR,
+                crate::pidfile::PID_FILE_FD_VAR,
             ];
             let passed = self.passed.iter().any(|(var, _)| name == *var);
             if !passed && !skip.iter().any(|s| name == *s) {
@@ -777,18 +779,19 @@ impl Drop for Unregister {
 
 /// Tells the process that started this one for an upgrade that this one
 /// serves now (writes a byte to the descriptor named by [`READY_FD_VAR`],
-/// if [`READY_PID_VAR`] names this process), and clears both variables.
-/// Returns whether there was someone to tell. [`Upgrade::serve`] calls it;
-/// a server that serves otherwise calls it once it accepts connections.
+/// if [`READY_PID_VAR`] names this process), once: a later call tells no
+/// one. Returns whether there was someone to tell. [`Upgrade::serve`]
+/// calls it; a server that serves otherwise calls it once it accepts
+/// connections. The variables stay in the environment (changing it in a
+/// running process is not thread-safe): a child process started later
+/// inherits them, naming a pid not its own, and tells no one.
 pub fn notify_ready() -> io::Result<bool> {
+    static TOLD: AtomicBool = AtomicBool::new(false);
     let fd = std::env::var(READY_FD_VAR).ok();
-    let pid = std::env::var(READY_PID_VAR).ok();
-    std::env::remove_var(READY_FD_VAR);
-    std::env::remove_var(READY_PID_VAR);
-    let (Some(fd), Some(pid)) = (fd, pid) else {
+    let (Some(fd), true) = (fd, crate::activation::started_by_upgrade()) else {
         return Ok(false);
     };
-    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+    if TOLD.swap(true, Ordering::SeqCst) {
         return Ok(false);
     }
     let fd: i32 = fd

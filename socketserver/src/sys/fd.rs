@@ -19,7 +19,8 @@ pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedF
     }
     // SAFETY: the descriptor is open (checked above) and, by the socket
     // activation protocol, handed to this process to own; the caller adopts
-    // each number once (`activation::listeners` clears the environment).
+    // each number once (`activation::listeners` and the pid file's
+    // inheritance take theirs once per process).
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
