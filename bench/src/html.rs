@@ -79,34 +79,33 @@ fn inline(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix('`') {
-            if let Some(end) = after.find('`') {
-                let _ = write!(out, "<code>{}</code>", esc(&after[..end]));
-                rest = &after[end + 1..];
-                continue;
-            }
+        if let Some(after) = rest.strip_prefix('`')
+            && let Some(end) = after.find('`')
+        {
+            let _ = write!(out, "<code>{}</code>", esc(&after[..end]));
+            rest = &after[end + 1..];
+            continue;
         }
-        if let Some(after) = rest.strip_prefix("**") {
-            if let Some(end) = after.find("**") {
-                let _ = write!(out, "<b>{}</b>", inline(&after[..end]));
-                rest = &after[end + 2..];
-                continue;
-            }
+        if let Some(after) = rest.strip_prefix("**")
+            && let Some(end) = after.find("**")
+        {
+            let _ = write!(out, "<b>{}</b>", inline(&after[..end]));
+            rest = &after[end + 2..];
+            continue;
         }
-        if let Some(after) = rest.strip_prefix('[') {
-            if let Some(close) = after.find("](") {
-                if let Some(end) = after[close..].find(')') {
-                    let url = &after[close + 2..close + end];
-                    let text = inline(&after[..close]);
-                    if url.starts_with("http://") || url.starts_with("https://") {
-                        let _ = write!(out, "<a href=\"{}\">{text}</a>", esc(url));
-                    } else {
-                        out.push_str(&text);
-                    }
-                    rest = &after[close + end + 1..];
-                    continue;
-                }
+        if let Some(after) = rest.strip_prefix('[')
+            && let Some(close) = after.find("](")
+            && let Some(end) = after[close..].find(')')
+        {
+            let url = &after[close + 2..close + end];
+            let text = inline(&after[..close]);
+            if url.starts_with("http://") || url.starts_with("https://") {
+                let _ = write!(out, "<a href=\"{}\">{text}</a>", esc(url));
+            } else {
+                out.push_str(&text);
             }
+            rest = &after[close + end + 1..];
+            continue;
         }
         let c = rest.chars().next().expect("rest is not empty");
         out.push_str(&esc(&c.to_string()));
@@ -343,10 +342,10 @@ pub fn page(docs: &Path) -> io::Result<String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
         for l in text.lines() {
-            if let Some(img) = l.trim().strip_prefix("![") {
-                if let Some((_, rest)) = img.split_once("](") {
-                    used_svgs.push(rest.trim_end_matches(')').to_owned());
-                }
+            if let Some(img) = l.trim().strip_prefix("![")
+                && let Some((_, rest)) = img.split_once("](")
+            {
+                used_svgs.push(rest.trim_end_matches(')').to_owned());
             }
         }
         let name = path

@@ -625,10 +625,9 @@ fn green_idle_target(rows: &[Row]) -> Option<Target> {
                 .filter(|(ok, _)| !ok)
                 .map(|(_, what)| *what)
                 .collect::<Vec<_>>()
-        }) {
-            if !missed.is_empty() {
-                let _ = write!(measured, "; missed: {}", missed.join(", "));
-            }
+        }) && !missed.is_empty()
+        {
+            let _ = write!(measured, "; missed: {}", missed.join(", "));
         }
         let met = parts.map(|p| p.iter().all(|(ok, _)| *ok));
         return Some(Target {

@@ -374,7 +374,7 @@ fn run(demo: Demo) -> Result<u8, CliError> {
             Ok(0)
         }
         Demo::Tls(TlsCmd::Gen { dir, force }) => {
-            let paths = demos::tls::gen::generate(&dir, force).map_err(|e| {
+            let paths = demos::tls::throwaway::generate(&dir, force).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     CliError::usage(format!("tls gen: {e}"))
                 } else {

@@ -302,7 +302,12 @@ impl Registration {
     /// that deregisters it, ends the request's count as running and counts
     /// it as failed and overflowed (or, for a companion's overflow, counts
     /// that only).
-    pub(crate) fn on_abandon(&self) -> (RawFd, impl FnMut(crate::green::Lost) + Send + 'static) {
+    pub(crate) fn on_abandon(
+        &self,
+    ) -> (
+        RawFd,
+        impl FnMut(crate::green::Lost) + Send + 'static + use<>,
+    ) {
         let registry = Arc::clone(&self.registry);
         let watch = Arc::clone(&self.watch);
         let id = self.id;

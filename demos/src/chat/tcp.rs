@@ -209,7 +209,7 @@ impl Room {
         let full: Vec<u64> = state
             .members
             .iter()
-            .filter(|(&id, _)| Some(id) != except)
+            .filter(|&(&id, _)| Some(id) != except)
             .filter(|(_, m)| matches!(m.outbox.try_send(msg.clone()), Err(TrySendError::Full(_))))
             .map(|(&id, _)| id)
             .collect();

@@ -2,13 +2,13 @@
 //! ([`ClientTlsArgs`]), the client side of a session ([`Stream`]: a
 //! blocking stream over a TCP or Unix socket, plaintext or TLS, that every
 //! demo client reads and writes the same way), the clear messages of a
-//! failed handshake ([`describe`]), and `demos tls gen` ([`gen`]).
+//! failed handshake ([`describe`]), and `demos tls gen` ([`throwaway`]).
 //!
 //! The server side is the library's (`socketserver::tls`, feature `tls`):
 //! [`ServerTlsArgs::config`] builds its `ServerConfig` from the flags. The
 //! client side uses rustls with the same `ring` provider.
 
-pub mod gen;
+pub mod throwaway;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;

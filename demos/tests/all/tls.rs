@@ -137,7 +137,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 fn tls_gen_writes_six_files_keys_private_and_refuses_to_overwrite() {
     use std::os::unix::fs::PermissionsExt;
     let c = Certs::new();
-    for f in demos::tls::gen::FILES {
+    for f in demos::tls::throwaway::FILES {
         let meta = std::fs::metadata(c.path(f)).unwrap();
         let mode = meta.permissions().mode() & 0o777;
         if f.ends_with("-key.pem") {

@@ -128,7 +128,7 @@ fn idle_clients_are_closed_at_once_under_green() {
 /// knows when a client is in the middle of one (rather than sleep and hope).
 fn records(
     begun: &Arc<AtomicUsize>,
-) -> impl Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync + 'static {
+) -> impl Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync + 'static + use<> {
     let begun = Arc::clone(begun);
     move |req: &mut StreamRequest| {
         let mut record = [0u8; 4];

@@ -62,8 +62,7 @@ fn openssl_s_client_echoes(flag: &'static str, strategy: impl Strategy) -> TlsIn
     let server = TlsServer::start(strategy, &cert, Duration::from_secs(10));
     let out = s_client(server.port(), &cert.ca, None, &[flag], "hello from openssl");
     assert_eq!(out.line, "hello from openssl\n", "stderr: {}", out.stderr);
-    let info = server.seen.info.lock().clone().expect("tls_info");
-    info
+    server.seen.info.lock().clone().expect("tls_info")
 }
 
 #[test]
