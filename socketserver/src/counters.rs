@@ -7,7 +7,10 @@
 //! [`Stats`](crate::Stats), so that what the children of `Forking` and
 //! `PreFork` count is seen by the parent.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::time::Duration;
 
 /// Why a connection (or datagram) was refused before its handler ran.
@@ -181,7 +184,6 @@ impl Counters {
             Outcome::Errored => &self.errored,
             Outcome::Panicked => &self.panicked,
         };
-        counter.fetch_add(1, Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NANOS
             .iter()
@@ -189,6 +191,10 @@ impl Counters {
             .unwrap_or(BUCKET_NANOS.len());
         self.duration_buckets[bucket].fetch_add(1, Relaxed);
         self.duration_nanos.fetch_add(nanos, Relaxed);
+        // Last, released: a reader that sees the request counted (acquired,
+        // in `read`) sees its duration too, so a scrape never has more
+        // requests than durations.
+        counter.fetch_add(1, Release);
     }
 
     pub(crate) fn read(&self) -> Snapshot {
@@ -197,9 +203,9 @@ impl Counters {
             refused: RefusedReason::ALL.map(|r| (r, load(&self.refused[r as usize]))),
             handshake_failures: HandshakeStage::ALL
                 .map(|s| (s, load(&self.handshake_failed[s as usize]))),
-            finished: load(&self.finished),
-            errored: load(&self.errored),
-            panicked: load(&self.panicked),
+            finished: self.finished.load(Acquire),
+            errored: self.errored.load(Acquire),
+            panicked: self.panicked.load(Acquire),
             cut: load(&self.cut),
             bytes_in: load(&self.bytes_in),
             bytes_out: load(&self.bytes_out),
