@@ -77,6 +77,9 @@ pub fn run(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
     Ok(failed == 0)
 }
 
+/// The longest a chat line may take to reach every reading member.
+const LINE_LIMIT: Duration = Duration::from_secs(5);
+
 fn sections(options: &Options) -> Vec<(&'static str, Vec<(String, Check)>)> {
     use StrategyName::{Green, Pool, Synchronous, Threading};
     let mut echo: Vec<(String, Check)> = Vec::new();
@@ -289,10 +292,14 @@ fn chat_tcp(strategy: StrategyName) -> io::Result<String> {
     };
     let outcome = drive::chat_scenario(running.address(0), &plan)?;
     stop(running)?;
-    if outcome.max_latency > Duration::from_secs(1) {
+    // A room held up by its silent member would hold every line until the
+    // deadline (10 s); a busy machine alone delays some by a second or so
+    // (1.07 s seen on 2 cores under a parallel test run).
+    if outcome.max_latency > LINE_LIMIT {
         return Err(io::Error::other(format!(
-            "a line took {} to arrive (limit 1 s)",
-            ms(outcome.max_latency)
+            "a line took {} to arrive (limit {})",
+            ms(outcome.max_latency),
+            ms(LINE_LIMIT)
         )));
     }
     let dave = if outcome.silent_dropped {
