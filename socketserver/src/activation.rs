@@ -65,9 +65,7 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
     let (Some(pid), Some(fds)) = (pid, fds) else {
         return Ok(Vec::new());
     };
-    if pid.trim().parse::<u32>().ok() != Some(std::process::id())
-        || ADOPTED.swap(true, Ordering::SeqCst)
-    {
+    if !names_this_process(&pid) || ADOPTED.swap(true, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
     let n: i32 = fds.trim().parse().map_err(|_| {
@@ -101,10 +99,12 @@ pub(crate) const UPGRADE_PID_VAR: &str = "SOCKETSERVER_READY_PID";
 /// Whether an upgrade (`reload`) started this process: the variable names
 /// it (a process that inherited it from one started so does not count).
 pub(crate) fn started_by_upgrade() -> bool {
-    std::env::var(UPGRADE_PID_VAR)
-        .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        == Some(std::process::id())
+    std::env::var(UPGRADE_PID_VAR).is_ok_and(|pid| names_this_process(&pid))
+}
+
+/// Whether `pid` (a `LISTEN_PID`-style value) is this process's pid.
+fn names_this_process(pid: &str) -> bool {
+    pid.trim().parse::<u32>().ok() == Some(std::process::id())
 }
 
 /// The most descriptors [`listeners`] accepts from `LISTEN_FDS`: far more

@@ -787,11 +787,10 @@ impl Drop for Unregister {
 /// inherits them, naming a pid not its own, and tells no one.
 pub fn notify_ready() -> io::Result<bool> {
     static TOLD: AtomicBool = AtomicBool::new(false);
-    let fd = std::env::var(READY_FD_VAR).ok();
-    let (Some(fd), true) = (fd, crate::activation::started_by_upgrade()) else {
+    let Ok(fd) = std::env::var(READY_FD_VAR) else {
         return Ok(false);
     };
-    if TOLD.swap(true, Ordering::SeqCst) {
+    if !crate::activation::started_by_upgrade() || TOLD.swap(true, Ordering::SeqCst) {
         return Ok(false);
     }
     let fd: i32 = fd

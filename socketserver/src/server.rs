@@ -99,8 +99,6 @@ struct Core<T: Transport, S: Strategy, H> {
     closed: AtomicBool,
     /// Set when a graceful close gave up on requests that would not stop.
     skip_strategy_close: AtomicBool,
-    /// The socket was handed over to a successor process (an upgrade).
-    handed_over: AtomicBool,
     /// The upgrade signal arrived (an upgrade watched without a thread,
     /// `reload::Upgrade::serve` under a forking strategy): the loop returns
     /// so that the caller starts the successor.
@@ -211,7 +209,6 @@ where
             running: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             skip_strategy_close: AtomicBool::new(false),
-            handed_over: AtomicBool::new(false),
             upgrade_requested: Arc::new(AtomicBool::new(false)),
             oversized_reported: Mutex::new(None),
         };
@@ -290,7 +287,7 @@ where
     }
 
     fn handed_over(&self) -> bool {
-        self.0.handed_over.load(Ordering::SeqCst)
+        self.0.shutdown.is_handed_over()
     }
 
     fn stop_listening(&self) {
@@ -519,14 +516,14 @@ impl<T: Transport, S: Strategy, H> Server<T, S, H> {
         // not stop the socket listening, and a strategy that takes the loop
         // over (`PreFork`) must know why it ended.
         self.mark_handed_over();
-        self.core.shutdown.hand_over();
+        self.core.shutdown.shutdown();
     }
 
     /// Marks the socket handed over without stopping the loop: closing the
     /// server from now on leaves the socket listening for the new process.
     pub(crate) fn mark_handed_over(&self) {
         self.core.transport.hand_over();
-        self.core.handed_over.store(true, Ordering::SeqCst);
+        self.core.shutdown.mark_handed_over();
     }
 
     /// Whether SIGTERM (or another signal given to

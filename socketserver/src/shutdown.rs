@@ -59,9 +59,10 @@ struct Inner {
     /// Set by those signal handlers only, never cleared: a stop signal
     /// reached this process (an upgrade's drain watches it).
     signalled: Arc<AtomicBool>,
-    /// The stop is a hand-over to a successor process (an upgrade): the
-    /// loop ends, but a request running inline in it is not stopped, since
-    /// nothing is closed for being idle then (a stop signal still stops it).
+    /// The server's socket was handed over to a successor process (an
+    /// upgrade): the loop's stop is then a hand-over, which does not stop
+    /// a request running inline in it, since nothing is closed for being
+    /// idle then (a stop signal still stops it).
     handed_over: AtomicBool,
     writer: UnixStream,
 }
@@ -176,21 +177,24 @@ impl ShutdownHandle {
         Ok(())
     }
 
-    /// Stops the loop for a hand-over to a successor process: as
-    /// [`shutdown`](Self::shutdown), but a request running inline in the
-    /// loop is left to end on its own terms
+    /// The server's socket serves a successor process now: a stop from
+    /// here on is a hand-over, which leaves a request running inline in
+    /// the loop to end on its own terms
     /// ([`stops_inline_requests`](Self::stops_inline_requests)).
-    pub(crate) fn hand_over(&self) {
+    pub(crate) fn mark_handed_over(&self) {
         self.inner.handed_over.store(true, Ordering::SeqCst);
-        self.shutdown();
+    }
+
+    /// Whether [`mark_handed_over`](Self::mark_handed_over) was called.
+    pub(crate) fn is_handed_over(&self) -> bool {
+        self.inner.handed_over.load(Ordering::SeqCst)
     }
 
     /// Whether a request running inline in the loop (`Synchronous`) is to
     /// stop at its next message boundary: a shutdown, unless it is a
     /// hand-over (then only a stop signal since).
     pub(crate) fn stops_inline_requests(&self) -> bool {
-        self.is_shutdown_requested()
-            && (!self.inner.handed_over.load(Ordering::SeqCst) || self.stop_signalled())
+        self.is_shutdown_requested() && (!self.is_handed_over() || self.stop_signalled())
     }
 
     /// Whether one of the signals given to
