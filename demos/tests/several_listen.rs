@@ -52,6 +52,27 @@ fn echo_at(addr: &Address, line: &str) -> std::io::Result<String> {
     }
 }
 
+/// `demos echo serve` under `strategy` on three addresses, in this order:
+/// `127.0.0.1`, `::1` (both port 0) and the Unix socket `sock`.
+fn echo_on_three(sock: &Path, strategy: &str) -> ServerProcess {
+    let unix_arg = format!("unix:{}", sock.display());
+    ServerProcess::start(
+        &[
+            "echo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--listen",
+            &unix_arg,
+            "--strategy",
+            strategy,
+        ],
+        &[],
+    )
+}
+
 /// The next `n` `listening on` lines: (scheme, address).
 fn listening(server: &ServerProcess, n: usize) -> Vec<(String, Address)> {
     (0..n)
@@ -66,22 +87,7 @@ fn listening(server: &ServerProcess, n: usize) -> Vec<(String, Address)> {
 fn every_listen_serves_and_sigterm_closes_them_all(strategy: &str) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("echo.sock");
-    let unix_arg = format!("unix:{}", sock.display());
-    let mut server = ServerProcess::start(
-        &[
-            "echo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--listen",
-            "[::1]:0",
-            "--listen",
-            &unix_arg,
-            "--strategy",
-            strategy,
-        ],
-        &[],
-    );
+    let mut server = echo_on_three(&sock, strategy);
     let lines = listening(&server, 3);
     let schemes: Vec<&str> = lines.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(schemes, ["tcp", "tcp", "unix"]);
@@ -295,22 +301,7 @@ fn client(addr: &Address, ok: &AtomicU64, errors: &Mutex<Vec<String>>, stop: &At
 fn an_upgrade_keeps_every_listener_serving_without_refusing_a_connection() {
     let dir = tempfile::tempdir().unwrap();
     let sock: PathBuf = dir.path().join("up.sock");
-    let unix_arg = format!("unix:{}", sock.display());
-    let mut server = ServerProcess::start(
-        &[
-            "echo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--listen",
-            "[::1]:0",
-            "--listen",
-            &unix_arg,
-            "--strategy",
-            "threading",
-        ],
-        &[],
-    );
+    let mut server = echo_on_three(&sock, "threading");
     let first = server.child.id();
     let addrs: Vec<Address> = listening(&server, 3).into_iter().map(|(_, a)| a).collect();
     let stop = Arc::new(AtomicBool::new(false));
